@@ -1,0 +1,120 @@
+"""What patchflow did and found: scans, missing patches, selections and install jobs."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import Boolean, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from models.base import Base, UTCDateTime, utcnow
+
+
+class Scan(Base):
+    __tablename__ = "scans"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    trigger: Mapped[str] = mapped_column(String(16))  # manual | scheduled | inventory
+    scope: Mapped[str | None] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    endpoints_total: Mapped[int] = mapped_column(Integer, default=0)
+    endpoints_done: Mapped[int] = mapped_column(Integer, default=0)
+    endpoints_missing: Mapped[int] = mapped_column(Integer, default=0)
+    endpoints_up_to_date: Mapped[int] = mapped_column(Integer, default=0)
+    endpoints_failed: Mapped[int] = mapped_column(Integer, default=0)
+    missing_pairs: Mapped[int] = mapped_column(Integer, default=0)
+    flow_run_id: Mapped[str | None] = mapped_column(String(64))
+    stop_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    message: Mapped[str | None] = mapped_column(Text)
+
+
+class MissingPatch(Base):
+    __tablename__ = "missing_patches"
+
+    endpoint_id: Mapped[int] = mapped_column(
+        ForeignKey("endpoints.id", ondelete="CASCADE"), primary_key=True
+    )
+    patch_id: Mapped[int] = mapped_column(
+        ForeignKey("patches.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    product: Mapped[str | None] = mapped_column(String(255))
+    installed_version: Mapped[str | None] = mapped_column(String(128))
+    available_version: Mapped[str | None] = mapped_column(String(128))
+    reason: Mapped[str] = mapped_column(Text)
+    detected_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    scan_id: Mapped[int | None] = mapped_column(Integer)
+
+
+class InstallSelection(Base):
+    """The admin's pending (patch, endpoint) picks; they persist until started or refreshed."""
+
+    __tablename__ = "install_selections"
+
+    patch_id: Mapped[int] = mapped_column(
+        ForeignKey("patches.id", ondelete="CASCADE"), primary_key=True
+    )
+    endpoint_id: Mapped[int] = mapped_column(
+        ForeignKey("endpoints.id", ondelete="CASCADE"), primary_key=True
+    )
+    selected_by: Mapped[str | None] = mapped_column(String(128))
+    selected_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class InstallJob(Base):
+    __tablename__ = "install_jobs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    trigger: Mapped[str] = mapped_column(String(16), default="manual")
+    allow_restart: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    max_attempts: Mapped[int] = mapped_column(Integer, default=2)
+    item_timeout_s: Mapped[int] = mapped_column(Integer, default=3600)
+    flow_run_id: Mapped[str | None] = mapped_column(String(64))
+    started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    message: Mapped[str | None] = mapped_column(Text)
+
+
+class InstallJobItem(Base):
+    __tablename__ = "install_job_items"
+    __table_args__ = (UniqueConstraint("job_id", "endpoint_id", "patch_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(
+        ForeignKey("install_jobs.id", ondelete="CASCADE"), index=True
+    )
+    endpoint_id: Mapped[int] = mapped_column(
+        ForeignKey("endpoints.id", ondelete="CASCADE"), index=True
+    )
+    patch_id: Mapped[int] = mapped_column(ForeignKey("patches.id", ondelete="CASCADE"))
+    state: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    message: Mapped[str | None] = mapped_column(Text)
+    download_url: Mapped[str | None] = mapped_column(Text)
+    content_sha256: Mapped[str | None] = mapped_column(String(64))
+    installer_type: Mapped[str | None] = mapped_column(String(16))
+    silent_switches: Mapped[str | None] = mapped_column(String(512))
+    result_id: Mapped[str | None] = mapped_column(String(64))
+    dispatched_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class InstallItemEvent(Base):
+    """Every state change of an item, timestamped: the audit trail of what ran where."""
+
+    __tablename__ = "install_item_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    item_id: Mapped[int] = mapped_column(
+        ForeignKey("install_job_items.id", ondelete="CASCADE"), index=True
+    )
+    state: Mapped[str] = mapped_column(String(16))
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    message: Mapped[str | None] = mapped_column(Text)

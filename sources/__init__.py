@@ -1,0 +1,1 @@
+"""Upstream connectors: each turns a source document into normalized patch records (no DB)."""
