@@ -43,3 +43,15 @@ def upgrade(url: str | None = None) -> tuple[str | None, str | None]:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
     return before, current_revision(url)
+
+
+def ensure_current(url: str | None = None) -> None:
+    """Commands other than `init` refuse to run on a missing or older schema."""
+    current = current_revision(url)
+    if current is None:
+        raise DatabaseError("the patch database is not initialised: run `patchflow init`")
+    if current != head_revision():
+        raise DatabaseError(
+            f"the patch database is at revision {current}, this patchflow needs "
+            f"{head_revision()}: run `patchflow init` to upgrade"
+        )

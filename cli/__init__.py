@@ -1,0 +1,1 @@
+"""The `patchflow` command (typer + rich)."""

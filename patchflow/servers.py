@@ -1,0 +1,335 @@
+"""Patch server management: the one place that validates and stores patch server settings.
+
+The CLI, the admin API and the web console all call these functions, so a rule (a port range, a
+proxy URL shape, the password never leaving encrypted) holds whichever door it came through.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from models import Patch, PatchServer, ServerPatch
+from models.enums import Category, SyncStatus
+from patchflow import crypto
+from patchflow.errors import NotFoundError, UserError
+
+DEFAULT_MSRC_SOURCE = "https://api.msrc.microsoft.com/cvrf/v3.0/"
+DEFAULT_WINGET_SOURCE = "https://cdn.winget.microsoft.com/cache"
+DEFAULT_WINGET_PACKAGES = (
+    "Adobe.Acrobat.Reader.64-bit",
+    "Adobe.Acrobat.Reader.32-bit",
+    "VideoLAN.VLC",
+    "PuTTY.PuTTY",
+    "Notepad++.Notepad++",
+    "Oracle.JavaRuntimeEnvironment",
+    "7zip.7zip",
+    "Mozilla.Firefox",
+    "Mozilla.Thunderbird",
+)
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,253}[A-Za-z0-9])?$|^\[?[0-9A-Fa-f:]+\]?$")
+_TIME = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+_LANG = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+
+
+@dataclass
+class ServerOptions:
+    """Settable fields; None means "leave as is" on edit and "use the default" on add."""
+
+    host: str | None = None
+    port: int | None = None
+    upstream: str | None = None
+    wsus_url: str | None = None
+    msrc_source: str | None = None
+    winget_source: str | None = None
+    winget_packages: list[str] | None = None
+    proxy: str | None = None
+    proxy_user: str | None = None
+    proxy_password: str | None = None
+
+
+def validate_name(name: str) -> str:
+    if not _NAME.match(name or ""):
+        raise UserError(
+            f"invalid patch server name {name!r}: use 1-64 letters, digits, '.', '_' or '-'"
+        )
+    return name
+
+
+def _validate_host(host: str) -> str:
+    if not _HOST.match(host or ""):
+        raise UserError(f"invalid host {host!r}: give a host name or an IP address")
+    return host
+
+
+def _validate_port(port: int) -> int:
+    if not 1 <= int(port) <= 65535:
+        raise UserError(f"invalid port {port}: must be between 1 and 65535")
+    return int(port)
+
+
+def _validate_url(value: str, what: str, schemes: tuple[str, ...] = ("https", "http")) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in schemes or not parts.hostname:
+        raise UserError(f"invalid {what} {value!r}: expected {' or '.join(schemes)}://host[:port]")
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise UserError(f"invalid {what} {value!r}: bad port") from None
+    return value
+
+
+def _validate_source(value: str, what: str, allow_none: bool = False) -> str | None:
+    """A source is a URL (online) or an existing folder or file (offline mirror)."""
+    if allow_none and value.lower() == "none":
+        return "none"
+    if value.startswith(("http://", "https://")):
+        return _validate_url(value, what)
+    path = Path(value).expanduser()
+    if not path.exists():
+        raise UserError(f"invalid {what} {value!r}: not a URL and no such folder or file")
+    return str(path.resolve())
+
+
+def _validate_upstream(upstream: str, session: Session, own_name: str) -> str:
+    if upstream in ("microsoft", "wsus"):
+        return upstream
+    if upstream.startswith("server:"):
+        other = upstream.split(":", 1)[1]
+        if other == own_name:
+            raise UserError("a patch server cannot be its own upstream")
+        if not other or session.scalar(select(PatchServer).filter_by(name=other)) is None:
+            raise UserError(f"upstream patch server {other!r} does not exist")
+        return upstream
+    if upstream.startswith("https://"):
+        return _validate_url(upstream, "upstream", ("https",))
+    raise UserError(
+        f"invalid upstream {upstream!r}: use microsoft, wsus, server:NAME or https://host:port"
+    )
+
+
+def get_server(session: Session, name: str) -> PatchServer:
+    server = session.scalar(select(PatchServer).filter_by(name=name))
+    if server is None:
+        raise NotFoundError(f"no patch server named {name!r}")
+    return server
+
+
+def _apply(session: Session, server: PatchServer, opts: ServerOptions) -> None:
+    if opts.host is not None:
+        server.host = _validate_host(opts.host)
+    if opts.port is not None:
+        server.port = _validate_port(opts.port)
+    if opts.upstream is not None:
+        server.upstream = _validate_upstream(opts.upstream, session, server.name)
+    if opts.wsus_url is not None:
+        server.wsus_url = _validate_url(opts.wsus_url, "WSUS URL")
+    if server.upstream == "wsus" and not server.wsus_url:
+        raise UserError("--upstream wsus needs --wsus-url https://wsus-host:8531")
+    if opts.msrc_source is not None:
+        server.msrc_source = _validate_source(opts.msrc_source, "MSRC source")
+    if opts.winget_source is not None:
+        server.winget_source = _validate_source(opts.winget_source, "winget source", True)
+    if opts.winget_packages is not None:
+        packages = [p.strip() for p in opts.winget_packages if p.strip()]
+        if not packages:
+            raise UserError("--winget-packages needs at least one PackageIdentifier")
+        server.winget_packages = json.dumps(packages)
+    if opts.proxy is not None:
+        server.proxy_url = _validate_url(opts.proxy, "proxy") if opts.proxy else None
+    if opts.proxy_user is not None:
+        server.proxy_user = opts.proxy_user or None
+    if opts.proxy_password is not None:
+        password = opts.proxy_password
+        server.proxy_password_enc = crypto.encrypt(password) if password else None
+    if server.proxy_user and not server.proxy_url:
+        raise UserError("--proxy-user needs --proxy http://host:port")
+
+
+def add_server(session: Session, name: str, opts: ServerOptions) -> PatchServer:
+    validate_name(name)
+    if session.scalar(select(PatchServer).filter_by(name=name)) is not None:
+        raise UserError(f"a patch server named {name!r} already exists")
+    if not opts.host:
+        raise UserError("--host is required: the public host name or IP endpoints use")
+    server = PatchServer(
+        name=name,
+        host="",
+        port=6201,
+        upstream="microsoft",
+        msrc_source=DEFAULT_MSRC_SOURCE,
+        winget_source=DEFAULT_WINGET_SOURCE,
+        winget_packages=json.dumps(list(DEFAULT_WINGET_PACKAGES)),
+        sync_status=SyncStatus.NEVER,
+        sync_stop_requested=False,
+        replication_revision=0,
+    )
+    _apply(session, server, opts)
+    session.add(server)
+    session.flush()
+    return server
+
+
+def edit_server(session: Session, name: str, opts: ServerOptions) -> PatchServer:
+    server = get_server(session, name)
+    _apply(session, server, opts)
+    session.flush()
+    return server
+
+
+def delete_server(session: Session, name: str) -> None:
+    server = get_server(session, name)
+    if server.sync_status == SyncStatus.RUNNING:
+        raise UserError(f"patch server {name!r} is syncing: stop the sync first")
+    users = [s.name for s in session.scalars(select(PatchServer)) if s.upstream == f"server:{name}"]
+    if users:
+        raise UserError(f"patch server {name!r} is the upstream of {', '.join(users)}")
+    session.delete(server)
+    session.flush()
+
+
+def _parse_list(value: str | None) -> list[str] | None:
+    """'all' (or nothing) means no filter; otherwise a comma-separated list."""
+    if value is None:
+        return None
+    if value.strip().lower() == "all":
+        return []
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def set_filters(
+    session: Session,
+    name: str,
+    categories: str | None = None,
+    languages: str | None = None,
+    products: str | None = None,
+) -> PatchServer:
+    server = get_server(session, name)
+    cats = _parse_list(categories)
+    if cats:
+        known = {c.value for c in Category}
+        bad = [c for c in cats if c not in known]
+        if bad:
+            raise UserError(f"unknown category {bad[0]!r}: use one of {', '.join(sorted(known))}")
+    langs = _parse_list(languages)
+    if langs:
+        bad = [lang for lang in langs if not _LANG.match(lang)]
+        if bad:
+            raise UserError(f"invalid language {bad[0]!r}: use tags like en-US or de-DE")
+    prods = _parse_list(products)
+    for value, column in ((cats, "filter_categories"), (langs, "filter_languages"),
+                          (prods, "filter_products")):
+        if value is not None:
+            setattr(server, column, json.dumps(value) if value else None)
+    session.flush()
+    return server
+
+
+def set_schedule(
+    session: Session,
+    name: str,
+    frequency: str,
+    weekday: str,
+    at: str,
+    week_of_month: int | None = None,
+) -> PatchServer:
+    server = get_server(session, name)
+    if frequency not in ("weekly", "monthly"):
+        raise UserError(f"invalid frequency {frequency!r}: use weekly or monthly")
+    if weekday.lower() not in WEEKDAYS:
+        raise UserError(f"invalid weekday {weekday!r}: use one of {', '.join(WEEKDAYS)}")
+    if not _TIME.match(at):
+        raise UserError(f"invalid time {at!r}: use HH:MM, 24-hour")
+    if frequency == "monthly":
+        week_of_month = week_of_month or 1
+        if not 1 <= week_of_month <= 5:
+            raise UserError("--week-of-month must be between 1 and 5 (5 = last)")
+    elif week_of_month is not None:
+        raise UserError("--week-of-month applies to --frequency monthly only")
+    server.schedule_frequency = frequency
+    server.schedule_weekday = weekday.lower()
+    server.schedule_at = at
+    server.schedule_week_of_month = week_of_month
+    session.flush()
+    return server
+
+
+def filters_of(server: PatchServer) -> dict[str, list[str] | None]:
+    """None means All."""
+    return {
+        "categories": json.loads(server.filter_categories) if server.filter_categories else None,
+        "languages": json.loads(server.filter_languages) if server.filter_languages else None,
+        "products": json.loads(server.filter_products) if server.filter_products else None,
+    }
+
+
+def proxies_of(server: PatchServer) -> dict[str, str] | None:
+    """requests' proxies mapping with the decrypted credentials, only ever held in memory."""
+    if not server.proxy_url:
+        return None
+    url = server.proxy_url
+    if server.proxy_user:
+        from urllib.parse import quote
+
+        parts = urlsplit(url)
+        password = crypto.decrypt(server.proxy_password_enc) if server.proxy_password_enc else ""
+        auth = quote(server.proxy_user, safe="") + ":" + quote(password, safe="")
+        url = f"{parts.scheme}://{auth}@{parts.netloc}{parts.path}"
+    return {"http": url, "https": url}
+
+
+def server_to_dict(session: Session, server: PatchServer) -> dict[str, Any]:
+    patches = session.scalar(
+        select(func.count()).select_from(ServerPatch).where(ServerPatch.server_id == server.id)
+    )
+    schedule = None
+    if server.schedule_frequency:
+        schedule = {
+            "frequency": server.schedule_frequency,
+            "weekday": server.schedule_weekday,
+            "at": server.schedule_at,
+            "week_of_month": server.schedule_week_of_month,
+        }
+    return {
+        "name": server.name,
+        "host": server.host,
+        "port": server.port,
+        "upstream": server.upstream,
+        "wsus_url": server.wsus_url,
+        "msrc_source": server.msrc_source,
+        "winget_source": server.winget_source,
+        "winget_packages": json.loads(server.winget_packages or "[]"),
+        "proxy": server.proxy_url,
+        "proxy_user": server.proxy_user,
+        "proxy_password_set": bool(server.proxy_password_enc),
+        "filters": filters_of(server),
+        "schedule": schedule,
+        "sync_status": server.sync_status,
+        "sync_status_at": server.sync_status_at.isoformat() if server.sync_status_at else None,
+        "sync_message": server.sync_message,
+        "patches": patches or 0,
+    }
+
+
+def list_servers(session: Session, sort: str = "name") -> list[PatchServer]:
+    columns = {
+        "name": PatchServer.name,
+        "host": PatchServer.host,
+        "status": PatchServer.sync_status,
+    }
+    if sort not in columns:
+        raise UserError(f"invalid sort {sort!r}: use name, host or status")
+    return list(session.scalars(select(PatchServer).order_by(columns[sort], PatchServer.name)))
+
+
+def patch_count(session: Session) -> int:
+    return session.scalar(select(func.count()).select_from(Patch)) or 0

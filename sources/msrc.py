@@ -1,0 +1,563 @@
+"""MSRC CVRF v3 documents (JSON or XML) to patch records.
+
+The same monthly document comes in two spellings: the JSON API uses numbers where the XML uses
+names (Remediation Type 2 = "Vendor Fix", Threat Type 3 = "Severity"). Both are read into one
+small intermediate form (`_Doc`) so the patch-building rules exist once.
+
+A patch is a Vendor Fix remediation whose Description is a KB number. Descriptions such as
+"Release Notes", "Click to Run" or Azure Linux package names are not installable Windows patches
+and are skipped silently.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import hashlib
+import json
+import re
+import zlib
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from xml.etree.ElementTree import Element, ParseError
+
+import defusedxml.ElementTree as DefusedET
+import requests
+from defusedxml import DefusedXmlException
+
+from sources.records import ParsedDocument, PatchRecord, ProductRow, SourceError, severity_rank
+
+DEFAULT_BASE = "https://api.msrc.microsoft.com/cvrf/v3.0/"
+
+_CVRF = "{http://www.icasi.org/CVRF/schema/cvrf/1.1}"
+_VULN = "{http://www.icasi.org/CVRF/schema/vuln/1.1}"
+_PROD = "{http://www.icasi.org/CVRF/schema/prod/1.1}"
+
+_VENDOR_FIX = "Vendor Fix"
+_SEVERITY = "Severity"
+_JSON_REMEDIATION_TYPES = {2: _VENDOR_FIX, 3: "Release Notes", 6: "Known Issue"}
+_JSON_THREAT_TYPES = {0: "Impact", 1: "Exploit Status", 3: _SEVERITY}
+
+_KB = re.compile(r"^\s*(?:KB)?\s*(\d{4,8})\s*$", re.IGNORECASE)
+_KB_IN_TEXT = re.compile(r"\d{4,8}")
+_RESTART = {"yes": "Required", "no": "Not Required", "maybe": "May Require"}
+_RESTART_RANK = {None: 0, "Not Required": 1, "May Require": 2, "Required": 3}
+_SEVERITY_NAMES = {"critical": "Critical", "important": "Important", "moderate": "Moderate",
+                   "low": "Low"}
+_MONTHS = {m: i for i, m in enumerate(
+    ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
+# Architecture and installation-type suffixes, removed only to shorten patch titles.
+_NAME_NOISE = re.compile(
+    r"\s*(?:\((?:32|64)-bit editions?\)"
+    r"|for (?:x64|x86|32-bit|64-bit|ARM64|ARM|Itanium)(?:[- ]based)? (?:Systems|editions?)"
+    r"|\(Server Core installation\))",
+    re.IGNORECASE,
+)
+
+
+@dataclass(slots=True)
+class _Fix:
+    """One Vendor Fix remediation, spelling-neutral."""
+
+    description: str
+    url: str | None
+    supercedence: str | None
+    product_ids: list[str]
+    restart: str | None  # already mapped to RESTART_VALUES, None when empty
+    subtype: str | None
+    fixed_build: str | None
+
+
+@dataclass(slots=True)
+class _Vuln:
+    cve: str
+    severity: dict[str, str]  # ProductID -> severity name; "" key = threat without ProductID
+    fixes: list[_Fix]
+
+
+@dataclass(slots=True)
+class _Doc:
+    id: str
+    initial: dt.date | None
+    current: dt.date | None
+    products: dict[str, str]
+    vulns: list[_Vuln]
+
+
+@dataclass(slots=True)
+class _RowAcc:
+    fixed_build: str | None = None
+    supersedes: str | None = None
+    subtype: str | None = None
+    severity: str = "Unspecified"
+    restart: str | None = None
+
+
+@dataclass(slots=True)
+class _KbAcc:
+    rows: dict[str, _RowAcc] = field(default_factory=dict)
+    cves: set[str] = field(default_factory=set)
+    superseded: set[str] = field(default_factory=set)
+    restarts: set[str | None] = field(default_factory=set)
+    subtypes: Counter[str] = field(default_factory=Counter)
+    url: str | None = None
+
+
+# --------------------------------------------------------------------------------------------
+# Public API
+
+
+def parse_cvrf(raw: bytes, key: str | None = None) -> ParsedDocument:
+    """Parse one monthly CVRF document (JSON, XML, either possibly gzip-compressed).
+
+    `key` only labels error messages (e.g. the file name) until the document ID is known.
+
+    Dates: `ParsedDocument.release_date` is the document's CurrentReleaseDate (when MSRC last
+    revised it; the same value the /updates index reports, so the two can be compared), and
+    every patch's `release_date` is the document's InitialReleaseDate, i.e. the Patch Tuesday of
+    that month. Vulnerability revision dates are not used: they record later edits of the CVE
+    text (often years later), not when a KB shipped. Caveat for the catalog merge: about a fifth
+    of the KBs of 2024 also appear in the previous or next month's document (an old CVE revised
+    to list a newer KB, or a new CVE fixed by last month's KB), so one KB can arrive from two
+    documents with different dates and partial product lists; the document in which the KB
+    fixes the most CVEs (`len(patch.cves)`) is the one it was released with.
+    """
+    label = key or "document"
+    data = _decompress(raw, label)
+    head = data[:64].lstrip(b"\xef\xbb\xbf \t\r\n")
+    if head.startswith(b"{"):
+        doc = _read_json(data, label)
+    elif head.startswith(b"<"):
+        doc = _read_xml(data, label)
+    else:
+        raise SourceError(f"{label}: neither JSON nor XML")
+    patches, errors = _build_patches(doc)
+    return ParsedDocument(
+        key=doc.id,
+        release_date=doc.current or doc.initial,
+        content_hash=hashlib.sha256(data).hexdigest(),
+        patches=patches,
+        errors=errors,
+    )
+
+
+def parse_updates_index(raw: bytes) -> list[dict[str, Any]]:
+    """Entries of the /updates index: ID, DocumentTitle, dates (as dates) and CvrfUrl.
+
+    A month missing here is not deleted upstream (the index has omitted the current month for
+    hours before), so callers must only ever add or refresh from it.
+    """
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise SourceError(f"updates index: malformed JSON: {_one_line(exc)}") from None
+    items = body.get("value") if isinstance(body, dict) else None
+    if not isinstance(items, list):
+        raise SourceError("updates index: no 'value' list")
+    entries = []
+    for item in items:
+        if not isinstance(item, dict) or not isinstance(item.get("ID"), str):
+            continue
+        entries.append({
+            "ID": item["ID"],
+            "DocumentTitle": _text(item.get("DocumentTitle")),
+            "InitialReleaseDate": _date(item.get("InitialReleaseDate")),
+            "CurrentReleaseDate": _date(item.get("CurrentReleaseDate")),
+            "CvrfUrl": _text(item.get("CvrfUrl")),
+        })
+    return entries
+
+
+def iter_directory(path: Path | str) -> Iterator[tuple[str, bytes]]:
+    """(key, raw bytes) for each monthly document of an offline mirror folder, by file name.
+
+    The key is the file name without its .json/.xml/.xml.gz suffix; bytes are returned as
+    stored (parse_cvrf decompresses), so a mirror can keep whichever form it downloaded.
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        raise SourceError(f"{folder}: not a directory")
+    suffixes = (".xml.gz", ".json.gz", ".json", ".xml")
+    for file in sorted(folder.iterdir(), key=lambda p: p.name):
+        name = file.name
+        suffix = next((s for s in suffixes if name.endswith(s)), None)
+        if suffix and file.is_file():
+            yield name[: -len(suffix)], file.read_bytes()
+
+
+def fetch_updates_index(
+    session: requests.Session, base: str = DEFAULT_BASE, timeout: float = 60.0
+) -> bytes:
+    """Raw /updates index. HTTP and network errors propagate so the caller's retry sees them."""
+    return _get(session, f"{base}updates", timeout)
+
+
+def fetch_document(
+    session: requests.Session, doc_id: str, base: str = DEFAULT_BASE, timeout: float = 120.0
+) -> bytes:
+    """Raw JSON form of one monthly document (`{base}cvrf/{ID}`), for parse_cvrf."""
+    return _get(session, f"{base}cvrf/{doc_id}", timeout)
+
+
+def _get(session: requests.Session, url: str, timeout: float) -> bytes:
+    response = session.get(url, headers={"Accept": "application/json"}, timeout=timeout)
+    response.raise_for_status()
+    return response.content
+
+
+# --------------------------------------------------------------------------------------------
+# Reading both spellings into _Doc
+
+
+def _decompress(raw: bytes, label: str) -> bytes:
+    if not raw.startswith(b"\x1f\x8b"):
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise SourceError(f"{label}: corrupt gzip: {_one_line(exc)}") from None
+
+
+def _read_xml(data: bytes, label: str) -> _Doc:
+    try:
+        root = DefusedET.fromstring(data)
+    except DefusedXmlException as exc:
+        raise SourceError(f"{label}: refused unsafe XML: {_one_line(exc)}") from None
+    except ParseError as exc:
+        raise SourceError(f"{label}: malformed XML: {_one_line(exc)}") from None
+    if root.tag != f"{_CVRF}cvrfdoc":
+        raise SourceError(f"{label}: not a CVRF 1.1 document (root element {root.tag})")
+
+    tracking = root.find(f"{_CVRF}DocumentTracking")
+    doc_id = None
+    if tracking is not None:
+        doc_id = tracking.findtext(f"{_CVRF}Identification/{_CVRF}ID")
+    if not doc_id or not doc_id.strip():
+        raise SourceError(f"{label}: document has no DocumentTracking/Identification/ID")
+
+    products: dict[str, str] = {}
+    tree = root.find(f"{_PROD}ProductTree")
+    if tree is not None:
+        for item in tree.iter(f"{_PROD}FullProductName"):
+            pid = item.get("ProductID")
+            if pid and item.text:
+                products.setdefault(pid, item.text.strip())
+
+    return _Doc(
+        id=doc_id.strip(),
+        initial=_date(tracking.findtext(f"{_CVRF}InitialReleaseDate")),
+        current=_date(tracking.findtext(f"{_CVRF}CurrentReleaseDate")),
+        products=products,
+        vulns=[_xml_vuln(v) for v in root.iterfind(f"{_VULN}Vulnerability")],
+    )
+
+
+_V_CVE, _V_THREATS, _V_REMS = f"{_VULN}CVE", f"{_VULN}Threats", f"{_VULN}Remediations"
+_V_DESC, _V_PID, _V_URL = f"{_VULN}Description", f"{_VULN}ProductID", f"{_VULN}URL"
+_V_SUP, _V_RESTART = f"{_VULN}Supercedence", f"{_VULN}RestartRequired"
+_V_SUBTYPE, _V_BUILD = f"{_VULN}SubType", f"{_VULN}FixedBuild"
+
+
+def _xml_vuln(vuln: Element) -> _Vuln:
+    """One pass over the children: find()/findtext() per field would rescan every element."""
+    cve = ""
+    severity: dict[str, str] = {}
+    fixes: list[_Fix] = []
+    for child in vuln:
+        tag = child.tag
+        if tag == _V_CVE:
+            cve = (child.text or "").strip()
+        elif tag == _V_THREATS:
+            for threat in child:
+                if threat.get("Type") != _SEVERITY:
+                    continue
+                desc, pids = None, []
+                for part in threat:
+                    if part.tag == _V_DESC:
+                        desc = part.text
+                    elif part.tag == _V_PID and part.text:
+                        pids.append(part.text.strip())
+                _add_severity(severity, desc, pids)
+        elif tag == _V_REMS:
+            for rem in child:
+                if rem.get("Type") == _VENDOR_FIX:
+                    fixes.append(_xml_fix(rem))
+    return _Vuln(cve, severity, fixes)
+
+
+def _xml_fix(rem: Element) -> _Fix:
+    values: dict[str, str | None] = {}
+    pids: list[str] = []
+    for part in rem:
+        if part.tag == _V_PID:
+            if part.text:
+                pids.append(part.text.strip())
+        else:
+            values[part.tag] = part.text
+    return _Fix(
+        description=(values.get(_V_DESC) or "").strip(),
+        url=_clean(values.get(_V_URL)),
+        supercedence=_clean(values.get(_V_SUP)),
+        product_ids=pids,
+        restart=_restart(values.get(_V_RESTART)),
+        subtype=_clean(values.get(_V_SUBTYPE)),
+        fixed_build=_clean(values.get(_V_BUILD)),
+    )
+
+
+def _read_json(data: bytes, label: str) -> _Doc:
+    try:
+        body = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise SourceError(f"{label}: malformed JSON: {_one_line(exc)}") from None
+    if not isinstance(body, dict):
+        raise SourceError(f"{label}: JSON document is not an object")
+    tracking = _dict(body.get("DocumentTracking"))
+    doc_id = _text(_dict(tracking.get("Identification")).get("ID"))
+    if not doc_id:
+        raise SourceError(f"{label}: document has no DocumentTracking.Identification.ID")
+
+    products: dict[str, str] = {}
+    tree = _dict(body.get("ProductTree"))
+    for item in _json_product_names(tree):
+        pid, name = _text(item.get("ProductID")), _text(item.get("Value"))
+        if pid and name:
+            products.setdefault(pid, name.strip())
+
+    vulns = []
+    for vuln in _list(body.get("Vulnerability")):
+        if not isinstance(vuln, dict):
+            continue
+        severity: dict[str, str] = {}
+        for threat in _list(vuln.get("Threats")):
+            if isinstance(threat, dict) and _json_type(threat, _JSON_THREAT_TYPES) == _SEVERITY:
+                _add_severity(severity, _text(threat.get("Description")), _ids(threat))
+        fixes = [
+            _Fix(
+                description=(_text(rem.get("Description")) or "").strip(),
+                url=_clean(_text(rem.get("URL"))),
+                supercedence=_clean(_text(rem.get("Supercedence"))),
+                product_ids=_ids(rem),
+                restart=_restart(_text(rem.get("RestartRequired"))),
+                subtype=_clean(_text(rem.get("SubType"))),
+                fixed_build=_clean(_text(rem.get("FixedBuild"))),
+            )
+            for rem in _list(vuln.get("Remediations"))
+            if isinstance(rem, dict) and _json_type(rem, _JSON_REMEDIATION_TYPES) == _VENDOR_FIX
+        ]
+        vulns.append(_Vuln((_text(vuln.get("CVE")) or "").strip(), severity, fixes))
+
+    return _Doc(
+        id=doc_id.strip(),
+        initial=_date(tracking.get("InitialReleaseDate")),
+        current=_date(tracking.get("CurrentReleaseDate")),
+        products=products,
+        vulns=vulns,
+    )
+
+
+def _json_product_names(tree: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Top-level FullProductName entries and the nested Branch/Items leaves, iteratively."""
+    yield from (p for p in _list(tree.get("FullProductName")) if isinstance(p, dict))
+    stack = list(_list(tree.get("Branch")))
+    while stack:
+        node = stack.pop()
+        if not isinstance(node, dict):
+            continue
+        if "ProductID" in node:
+            yield node
+        stack.extend(_list(node.get("Items")))
+
+
+def _json_type(obj: dict[str, Any], names: dict[int, str]) -> str | None:
+    value = obj.get("Type")
+    if isinstance(value, int) and not isinstance(value, bool):
+        return names.get(value)
+    return value if isinstance(value, str) else None
+
+
+def _ids(obj: dict[str, Any]) -> list[str]:
+    value = obj.get("ProductID")
+    if isinstance(value, (str, int)):
+        value = [value]
+    return [str(p).strip() for p in _list(value) if isinstance(p, (str, int))]
+
+
+# --------------------------------------------------------------------------------------------
+# Building patches
+
+
+def _build_patches(doc: _Doc) -> tuple[list[PatchRecord], list[str]]:
+    errors: list[str] = []
+    missing: set[str] = set()
+    kbs: dict[str, _KbAcc] = {}
+    for vuln in doc.vulns:
+        for fix in vuln.fixes:
+            match = _KB.match(fix.description)
+            if not match:
+                continue
+            kb = f"KB{match.group(1)}"
+            acc = kbs.get(kb)
+            if acc is None:
+                acc = kbs[kb] = _KbAcc()
+            if vuln.cve:
+                acc.cves.add(vuln.cve)
+            acc.url = acc.url or fix.url
+            acc.restarts.add(fix.restart)
+            if fix.subtype:
+                acc.subtypes[fix.subtype] += 1
+            superseded = [f"KB{d}" for d in _KB_IN_TEXT.findall(fix.supercedence or "")]
+            acc.superseded.update(s for s in superseded if s != kb)
+            for pid in fix.product_ids:
+                name = doc.products.get(pid)
+                if name is None:
+                    missing.add(pid)
+                    name = f"ProductID {pid}"
+                _merge_row(acc.rows, name, fix, superseded, _severity_for(vuln.severity, pid))
+    if missing:
+        errors.append(
+            f"{doc.id}: ProductID not in ProductTree: {', '.join(sorted(missing)[:10])}"
+            + (f" (+{len(missing) - 10} more)" if len(missing) > 10 else "")
+        )
+    month = _month_label(doc)
+    patches = [_patch(doc, month, kb, acc) for kb, acc in sorted(kbs.items())]
+    return patches, errors
+
+
+def _merge_row(
+    rows: dict[str, _RowAcc], name: str, fix: _Fix, superseded: list[str], severity: str
+) -> None:
+    row = rows.get(name)
+    if row is None:
+        row = rows[name] = _RowAcc()
+    row.fixed_build = row.fixed_build or fix.fixed_build
+    row.supersedes = row.supersedes or (superseded[0] if superseded else None)
+    row.subtype = row.subtype or fix.subtype
+    if severity_rank(severity) > severity_rank(row.severity):
+        row.severity = severity
+    if _RESTART_RANK[fix.restart] > _RESTART_RANK[row.restart]:
+        row.restart = fix.restart
+
+
+def _patch(doc: _Doc, month: str | None, kb: str, acc: _KbAcc) -> PatchRecord:
+    products = tuple(
+        ProductRow(
+            name=name,
+            fixed_build=row.fixed_build,
+            supersedes=row.supersedes,
+            subtype=row.subtype,
+            severity=row.severity,
+            restart_required=row.restart,
+        )
+        for name, row in sorted(acc.rows.items())
+    )
+    severity = max((p.severity for p in products), key=severity_rank, default="Unspecified")
+    if "Required" in acc.restarts:
+        restart = "Required"
+    elif None in acc.restarts or "May Require" in acc.restarts:
+        restart = "May Require"
+    else:
+        restart = "Not Required"
+    return PatchRecord(
+        source="msrc",
+        key=kb,
+        title=_title(month, acc, kb),
+        vendor="Microsoft",
+        category="Security Updates",
+        severity=severity if severity_rank(severity) else "Unspecified",
+        restart_required=restart,
+        kb=kb,
+        release_date=doc.initial or doc.current,
+        info_url=acc.url,
+        products=products,
+        cves=tuple(sorted(acc.cves)),
+        supersedes=tuple(sorted(acc.superseded)),
+    )
+
+
+def _title(month: str | None, acc: _KbAcc, kb: str) -> str:
+    """E.g. "2024-01 Security Update for Windows 11 Version 22H2, Windows 11 Version 23H2
+    (KB5034123)": the month and the products without their architecture variants, which is how
+    an admin recognises a KB faster than by its number alone."""
+    kind = acc.subtypes.most_common(1)[0][0] if acc.subtypes else "Security Update"
+    kind = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", kind)  # "SecurityHotpatchUpdate"
+    families: list[str] = []
+    for name in acc.rows:
+        family = " ".join(_NAME_NOISE.sub("", name).split()).rstrip(",")
+        if family not in families:
+            families.append(family)
+    families.sort()
+    scope = ", ".join(families[:2])
+    if len(families) > 2:
+        scope += f" and {len(families) - 2} more"
+    parts = [month, kind, f"for {scope}" if scope else None, f"({kb})"]
+    return " ".join(p for p in parts if p)
+
+
+def _month_label(doc: _Doc) -> str | None:
+    """"2024-Jan" -> "2024-01", the form Windows Update titles use."""
+    match = re.match(r"^(\d{4})-([A-Za-z]{3})$", doc.id)
+    if match and match.group(2).title() in _MONTHS:
+        return f"{match.group(1)}-{_MONTHS[match.group(2).title()]:02d}"
+    day = doc.initial or doc.current
+    return f"{day.year}-{day.month:02d}" if day else None
+
+
+def _add_severity(severity: dict[str, str], desc: str | None, pids: Iterable[str]) -> None:
+    name = _SEVERITY_NAMES.get((desc or "").strip().lower())
+    if name is None:
+        return
+    for pid in pids or ("",):
+        if severity_rank(name) > severity_rank(severity.get(pid)):
+            severity[pid] = name
+
+
+def _severity_for(severity: dict[str, str], pid: str) -> str:
+    own, common = severity.get(pid), severity.get("")
+    best = own if severity_rank(own) >= severity_rank(common) else common
+    return best or "Unspecified"
+
+
+# --------------------------------------------------------------------------------------------
+# Small value helpers (JSON values may be {"Value": ...} wrappers, plain strings, or junk)
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, dict):
+        value = value.get("Value")
+    return value if isinstance(value, str) else None
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _clean(value: str | None) -> str | None:
+    value = (value or "").strip()
+    return value or None
+
+
+def _restart(value: str | None) -> str | None:
+    return _RESTART.get((value or "").strip().lower())
+
+
+def _date(value: Any) -> dt.date | None:
+    if not isinstance(value, str) or len(value) < 10:
+        return None
+    try:
+        day = dt.date.fromisoformat(value[:10])
+    except ValueError:
+        return None
+    return None if day.year <= 1 else day  # JSON uses 0001-01-01 for "not specified"
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:300] or type(exc).__name__
