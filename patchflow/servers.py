@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from models import Patch, PatchServer, ServerPatch
+from models import Patch, PatchServer, ServerPatch, SyncDocument
 from models.enums import Category, SyncStatus
 from patchflow import crypto
 from patchflow.errors import NotFoundError, UserError
@@ -226,10 +226,14 @@ def set_filters(
         if bad:
             raise UserError(f"invalid language {bad[0]!r}: use tags like en-US or de-DE")
     prods = _parse_list(products)
+    before = filters_of(server)
     for value, column in ((cats, "filter_categories"), (langs, "filter_languages"),
                           (prods, "filter_products")):
         if value is not None:
             setattr(server, column, json.dumps(value) if value else None)
+    if filters_of(server) != before:
+        # Documents already synced were filtered the old way: the next sync re-reads them all.
+        session.execute(delete(SyncDocument).where(SyncDocument.server_id == server.id))
     session.flush()
     return server
 

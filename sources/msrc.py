@@ -21,14 +21,16 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from xml.etree.ElementTree import Element, ParseError
 
 import defusedxml.ElementTree as DefusedET
-import requests
 from defusedxml import DefusedXmlException
 
 from sources.records import ParsedDocument, PatchRecord, ProductRow, SourceError, severity_rank
+
+if TYPE_CHECKING:  # the parsers stay importable without the HTTP stack loaded
+    import requests
 
 DEFAULT_BASE = "https://api.msrc.microsoft.com/cvrf/v3.0/"
 
@@ -41,6 +43,7 @@ _SEVERITY = "Severity"
 _JSON_REMEDIATION_TYPES = {2: _VENDOR_FIX, 3: "Release Notes", 6: "Known Issue"}
 _JSON_THREAT_TYPES = {0: "Impact", 1: "Exploit Status", 3: _SEVERITY}
 
+_DOC_NAME = re.compile(r"^\d{4}-[A-Za-z]{3}")
 _KB = re.compile(r"^\s*(?:KB)?\s*(\d{4,8})\s*$", re.IGNORECASE)
 _KB_IN_TEXT = re.compile(r"\d{4,8}")
 _RESTART = {"yes": "Required", "no": "Not Required", "maybe": "May Require"}
@@ -122,8 +125,9 @@ def parse_cvrf(raw: bytes, key: str | None = None) -> ParsedDocument:
     text (often years later), not when a KB shipped. Caveat for the catalog merge: about a fifth
     of the KBs of 2024 also appear in the previous or next month's document (an old CVE revised
     to list a newer KB, or a new CVE fixed by last month's KB), so one KB can arrive from two
-    documents with different dates and partial product lists; the document in which the KB
-    fixes the most CVEs (`len(patch.cves)`) is the one it was released with.
+    documents with different dates and partial product lists. The document in which the KB
+    fixes the most CVEs (`len(patch.cves)`) is usually the one it was released with (KB5040442:
+    73 CVEs in 2024-Jul, its release month, 7 in 2024-Aug, 1 in 2024-Sep).
     """
     label = key or "document"
     data = _decompress(raw, label)
@@ -175,7 +179,9 @@ def iter_directory(path: Path | str) -> Iterator[tuple[str, bytes]]:
     """(key, raw bytes) for each monthly document of an offline mirror folder, by file name.
 
     The key is the file name without its .json/.xml/.xml.gz suffix; bytes are returned as
-    stored (parse_cvrf decompresses), so a mirror can keep whichever form it downloaded.
+    stored (parse_cvrf decompresses), so a mirror can keep whichever form it downloaded. Only
+    names that start like a document ID ("2024-Jan", "2017-May-B") count, so a saved copy of
+    the /updates index beside the documents is not mistaken for one.
     """
     folder = Path(path)
     if not folder.is_dir():
@@ -184,7 +190,7 @@ def iter_directory(path: Path | str) -> Iterator[tuple[str, bytes]]:
     for file in sorted(folder.iterdir(), key=lambda p: p.name):
         name = file.name
         suffix = next((s for s in suffixes if name.endswith(s)), None)
-        if suffix and file.is_file():
+        if suffix and _DOC_NAME.match(name) and file.is_file():
             yield name[: -len(suffix)], file.read_bytes()
 
 

@@ -29,7 +29,7 @@ INSTALLER_TYPES = (
     "msi", "wix", "exe", "nullsoft", "inno", "burn", "zip",
     "msix", "appx", "portable", "msu", "cab",
 )
-ARCHES = ("x64", "x86", "arm64", "neutral")
+ARCHES = ("x64", "x86", "arm64", "arm", "neutral")
 
 
 def severity_rank(severity: str | None) -> int:

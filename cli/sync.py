@@ -1,0 +1,86 @@
+"""`patchflow sync NAME [--stop]`: run the Prefect sync flow with a progress display."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import typer
+
+from cli.common import console, db_session
+from models.enums import SyncStatus
+from patchflow import servers as svc
+from patchflow.errors import UserError
+
+
+def register(app: typer.Typer) -> None:
+    app.command("sync")(sync)
+
+
+def sync(
+    name: str,
+    stop: bool = typer.Option(False, "--stop", help="Stop the running sync of NAME"),
+    force: bool = typer.Option(
+        False, "--force", help="Start even if the status says Running (after a crash)"
+    ),
+) -> None:
+    """Sync a patch server from its upstream (or stop a running sync)."""
+    with db_session() as session:
+        server = svc.get_server(session, name)
+        if stop:
+            if server.sync_status != SyncStatus.RUNNING:
+                raise UserError(f"patch server {name!r} is not syncing")
+            server.sync_stop_requested = True
+            flow_run_id = server.sync_flow_run_id
+        elif server.sync_status == SyncStatus.RUNNING and not force:
+            raise UserError(
+                f"patch server {name!r} is already syncing (use --stop, or --force after a crash)"
+            )
+    if stop:
+        _cancel_flow_run(flow_run_id)
+        console.print(f"stop requested for the sync of {name}")
+        return
+    status, message = _run_with_progress(name)
+    console.print(f"sync of {name}: [bold]{status}[/bold]: {message}")
+    if status != SyncStatus.SUCCESSFUL:
+        raise typer.Exit(1)
+
+
+def _cancel_flow_run(flow_run_id: str | None) -> None:
+    """Runs started by a deployment are cancelled through Prefect; in-process runs see the flag."""
+    if not flow_run_id or not os.environ.get("PREFECT_API_URL"):
+        return
+    from cli.flowruns import cancel_flow_run
+
+    cancel_flow_run(flow_run_id)
+
+
+def _run_with_progress(name: str) -> tuple[str, str]:
+    # Prefect's INFO lines still reach its API (the UI); the terminal shows the progress line.
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+    from flows.sync import sync as sync_flow
+
+    outcome: dict[str, str] = {}
+    done = threading.Event()
+
+    def watch() -> None:
+        with console.status(f"syncing {name}: starting Prefect…") as status:
+            while not done.wait(0.5):
+                with db_session() as session:
+                    server = svc.get_server(session, name)
+                    if server.sync_status == SyncStatus.RUNNING and server.sync_message:
+                        status.update(f"syncing {name}: {server.sync_message}")
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    if console.is_terminal:
+        watcher.start()
+    started = time.monotonic()
+    try:
+        outcome = sync_flow(name)
+    finally:
+        done.set()
+        if watcher.is_alive():
+            watcher.join(2)
+    console.print(f"finished in {time.monotonic() - started:.1f}s")
+    return outcome["status"], outcome["message"]

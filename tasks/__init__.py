@@ -1,0 +1,1 @@
+"""Prefect tasks: one module per workflow step. Each opens its own database session."""

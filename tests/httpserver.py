@@ -1,0 +1,130 @@
+"""A real HTTP server on loopback serving files from a dict, with Range support and faults.
+
+Used by the content store and sync tests: they must talk to a real server, not a mock.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class FileServer:
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.fail_after: dict[str, int] = {}  # path -> bytes sent before dropping the connection
+        self.status: dict[str, int] = {}  # path -> forced status code
+        self.requests: list[tuple[str, dict[str, str]]] = []
+        self.delay = 0.0  # seconds to wait before answering, to test stopping mid-sync
+        self.url = ""
+
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:  # keep test output clean
+                pass
+
+            def do_GET(self) -> None:
+                path = self.path.split("?")[0]
+                owner.requests.append((self.path, dict(self.headers.items())))
+                if owner.delay:
+                    time.sleep(owner.delay)
+                if path in owner.status:
+                    self.send_response(owner.status[path])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                data = owner.files.get(path)
+                if data is None:
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                start = 0
+                range_header = self.headers.get("Range")
+                if range_header and range_header.startswith("bytes="):
+                    start = int(range_header[6:].split("-")[0])
+                    if start >= len(data):
+                        self.send_response(416)
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                else:
+                    self.send_response(200)
+                body = data[start:]
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                cut = owner.fail_after.pop(path, None)
+                if cut is not None:
+                    self.wfile.write(body[:cut])
+                    self.wfile.flush()
+                    self.connection.shutdown(2)
+                    return
+                self.wfile.write(body)
+
+        return Handler
+
+
+@contextmanager
+def serve_files() -> Iterator[FileServer]:
+    state = FileServer()
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), state.handler())
+    state.url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@contextmanager
+def authenticated_proxy(user: str, password: str) -> Iterator[dict[str, object]]:
+    """A forward HTTP proxy on loopback that demands Basic proxy authentication."""
+    import base64
+    import urllib.request
+
+    expected = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+    state: dict[str, object] = {"url": "", "seen": 0, "refused": 0}
+
+    class Proxy(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            if self.headers.get("Proxy-Authorization") != expected:
+                state["refused"] = int(state["refused"]) + 1  # type: ignore[call-overload]
+                self.send_response(407)
+                self.send_header("Proxy-Authenticate", 'Basic realm="test"')
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            state["seen"] = int(state["seen"]) + 1  # type: ignore[call-overload]
+            opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+            try:
+                with opener.open(self.path, timeout=10) as upstream:
+                    body = upstream.read()
+                    status = upstream.status
+            except urllib.error.HTTPError as exc:
+                body, status = b"", exc.code
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    state["url"] = f"http://127.0.0.1:{httpd.server_address[1]}"
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
