@@ -1,0 +1,125 @@
+"""`patchflow scan` (the Prefect scan flow) and `patchflow missing` (its results)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import typer
+from sqlalchemy import select, update
+
+from cli.common import console, db_session, print_csv, print_json, print_table, split_csv
+from models import Scan
+from patchflow.errors import UserError
+
+
+def register(app: typer.Typer) -> None:
+    app.command("scan")(scan)
+    app.command("missing")(missing)
+
+
+def scan(
+    endpoints: str = typer.Option(None, "--endpoints", help="H1,H2,..."),
+    group: str = typer.Option(None, "--group", help="A group (with its subgroups)"),
+    policy: str = typer.Option(None, "--policy", help="Endpoints under this policy"),
+    all_: bool = typer.Option(False, "--all", help="Every endpoint"),
+    stop: bool = typer.Option(False, "--stop", help="Stop the running scan(s)"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Scan endpoints for missing patches (runs the Prefect scan flow)."""
+    if stop:
+        with db_session() as session:
+            running = list(session.scalars(select(Scan).where(Scan.status == "running")))
+            if not running:
+                raise UserError("no scan is running")
+            session.execute(update(Scan).where(Scan.status == "running")
+                            .values(stop_requested=True))
+            flow_runs = [s.flow_run_id for s in running if s.flow_run_id]
+        if os.environ.get("PREFECT_API_URL"):
+            from cli.flowruns import cancel_flow_run
+
+            for run_id in flow_runs:
+                cancel_flow_run(run_id)
+        console.print(f"stop requested for {len(running)} running scan(s)")
+        return
+    from patchflow.scanning import Selection, select_endpoints
+
+    selection = Selection(split_csv(endpoints), group, policy, all_)
+    if not any([endpoints, group, policy, all_]):
+        selection.all = True
+    with db_session() as session:
+        select_endpoints(session, selection)  # bad input fails here, before Prefect starts
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+    from flows.scan import scan as scan_flow
+
+    with console.status("scanning…"):
+        summary = scan_flow({k: v for k, v in vars(selection).items() if v})
+    if as_json:
+        print_json(summary)
+        return
+    console.print(
+        f"scan {summary['scan_id']} {summary['status']}: {summary['scanned']} endpoints scanned, "
+        f"{summary['missing_endpoints']} with missing patches, {summary['up_to_date']} up to "
+        f"date, {summary['failed']} failed; {summary['pairs']} missing (endpoint, patch) pairs"
+    )
+
+
+MISSING_FIELDS = ["endpoint", "patch_id", "kb", "package_id", "title", "product", "severity",
+                  "category", "restart_required", "eula_status", "installed_version",
+                  "available_version", "reason", "group", "release_date", "detected_at"]
+
+
+def missing(
+    endpoint: str = typer.Option(None, "--endpoint", help="One endpoint's host name"),
+    group: str = typer.Option(None, "--group"),
+    subgroups: bool = typer.Option(False, "--subgroups", help="Include the group's subgroups"),
+    severity: str = typer.Option(None, "--severity", help="Comma-separated severities"),
+    category: str = typer.Option(None, "--category", help="Comma-separated categories"),
+    restart: str = typer.Option(None, "--restart", help="Required,Not Required,May Require"),
+    eula: str = typer.Option(None, "--eula", help="accepted | not-accepted"),
+    explain: tuple[str, str] | None = typer.Option(
+        None, "--explain", help="HOST PATCH: the full reasoning for one pair"),
+    as_json: bool = typer.Option(False, "--json"),
+    as_csv: bool = typer.Option(False, "--csv"),
+) -> None:
+    """Missing patches found by the last scans, one row per (endpoint, patch)."""
+    if explain:
+        _explain(*explain)
+        return
+    if as_json and as_csv:
+        raise UserError("choose one of --json and --csv")
+    from patchflow.missing_query import MissingFilters, load_missing
+
+    filters = MissingFilters(
+        endpoint=endpoint, group=group, subgroups=subgroups,
+        severity=tuple(split_csv(severity) or ()), category=tuple(split_csv(category) or ()),
+        restart=tuple(split_csv(restart) or ()), eula=eula)
+    with db_session() as session:
+        frame = load_missing(session, filters)
+    rows = json.loads(frame.reindex(columns=MISSING_FIELDS).to_json(orient="records",
+                                                                    date_format="iso"))
+    if as_json:
+        print_json(rows)
+    elif as_csv:
+        print_csv(rows, MISSING_FIELDS)
+    else:
+        print_table(f"{len(rows)} missing", ["Endpoint", "Patch", "Severity", "Installed",
+                                             "Available", "Reason"],
+                    [[r["endpoint"], r["kb"] or r["title"], r["severity"],
+                      r["installed_version"], r["available_version"], r["reason"]]
+                     for r in rows])
+
+
+def _explain(host: str, patch_ref: str) -> None:
+    from applicability.engine import explain
+    from patchflow.catalog_query import find_patch
+    from patchflow.fleet.endpoints import get_endpoint
+    from patchflow.scan_store import frames_for, load_catalog
+
+    with db_session() as session:
+        endpoint = get_endpoint(session, host)
+        patch = find_patch(session, patch_ref)
+        frames = frames_for(session, [endpoint.id], load_catalog(session))
+        lines = explain(frames, endpoint.id, patch.id)
+    for line in lines:
+        console.print(line, highlight=False, markup=False)

@@ -1,0 +1,255 @@
+"""The scan's database side: read a batch of inventories and the catalog into the engine's
+frames (applicability.frames), and write what the engine found back, one batch per transaction.
+
+Results replace each endpoint's previous ones atomically; a pair that was already missing keeps
+its first `detected_at`, so reports can say "missing since".
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.orm import Session
+
+from applicability.catalog import app_catalog_from_records
+from applicability.engine import ScanResult
+from applicability.frames import ScanFrames, make_frame
+from models import (
+    Endpoint,
+    InstalledProgram,
+    InstalledUpdate,
+    MissingPatch,
+    Patch,
+    PatchInstaller,
+    PatchProduct,
+    PatchServer,
+    Policy,
+    ServerPatch,
+)
+from models.base import utcnow
+from models.enums import ScanState
+from patchflow.fleet.tree import Tree
+from sources.records import InstallerRecord, PatchRecord
+
+
+@dataclass
+class Catalog:
+    """The catalog part of the frames: loaded once per scan run, shared by every batch."""
+
+    ms_catalog: pd.DataFrame
+    app_catalog: pd.DataFrame
+    server_patches: pd.DataFrame
+    version: tuple[Any, ...] = ()
+
+
+def catalog_version(session: Session) -> tuple[Any, ...]:
+    """Changes whenever a sync changes what any server offers (revisions only grow)."""
+    sp = session.execute(
+        select(func.count(), func.coalesce(func.sum(ServerPatch.revision), 0))
+    ).one()
+    patches = session.execute(select(func.count(), func.max(Patch.updated_at))).one()
+    return (*sp, *patches)
+
+
+def load_catalog(session: Session) -> Catalog:
+    ms_rows = session.execute(
+        select(PatchProduct.patch_id, Patch.kb, PatchProduct.product, PatchProduct.fixed_build,
+               PatchProduct.supersedes_kb, PatchProduct.subtype, PatchProduct.severity,
+               Patch.release_date)
+        .join(Patch, Patch.id == PatchProduct.patch_id)
+        .where(Patch.kb.is_not(None))
+    ).all()
+    ms = make_frame("ms_catalog", pd.DataFrame(
+        ms_rows, columns=["patch_id", "kb", "product", "fixed_build", "supersedes_kb", "subtype",
+                          "severity", "release_date"]))
+    return Catalog(ms, _app_catalog(session), _server_patches(session), catalog_version(session))
+
+
+def _app_catalog(session: Session) -> pd.DataFrame:
+    """Rebuilt through the same function the parser-side frames use, so the matching rules
+    (which AppsAndFeaturesEntries describe the program itself) exist once."""
+    patches = session.execute(
+        select(Patch.id, Patch.package_id, Patch.version, Patch.title, Patch.vendor)
+        .where(Patch.package_id.is_not(None), Patch.version.is_not(None))
+        .order_by(Patch.id)
+    ).all()
+    installers: dict[int, list[InstallerRecord]] = {}
+    for row in session.execute(select(PatchInstaller).order_by(PatchInstaller.id)).scalars():
+        installers.setdefault(row.patch_id, []).append(InstallerRecord(
+            url=row.url, sha256=row.sha256, type=row.type, arch=row.arch, scope=row.scope,
+            locale=row.locale, product_code=row.product_code, upgrade_code=row.upgrade_code,
+            apps_and_features=tuple(json.loads(row.apps_and_features or "[]")),
+        ))
+    records = [
+        PatchRecord(source="winget", key=f"{p.package_id}@{p.version}", title=p.title,
+                    vendor=p.vendor, category="Applications", package_id=p.package_id,
+                    version=p.version, installers=tuple(installers.get(p.id, ())))
+        for p in patches
+    ]
+    frame = app_catalog_from_records(records, first_id=1)
+    ids = [p.id for p in patches]
+    frame["patch_id"] = [ids[i - 1] for i in frame["patch_id"]]
+    return frame
+
+
+def _server_patches(session: Session) -> pd.DataFrame:
+    rows = session.execute(select(ServerPatch.server_id, ServerPatch.patch_id)).all()
+    return make_frame("server_patches", pd.DataFrame(rows, columns=["server_id", "patch_id"]))
+
+
+def default_server_id(session: Session) -> int | None:
+    """Endpoints without a policy scan against the first patch server (normally "local")."""
+    return session.scalar(select(PatchServer.id).order_by(PatchServer.id).limit(1))
+
+
+def load_inventory(session: Session, endpoint_ids: list[int]) -> dict[str, pd.DataFrame]:
+    eps = session.execute(
+        select(Endpoint.id, Endpoint.hostname, Endpoint.os_name, Endpoint.os_display_version,
+               Endpoint.os_build, Endpoint.os_ubr, Endpoint.os_arch, Endpoint.hotpatch,
+               Endpoint.installation_type, Endpoint.group_id)
+        .where(Endpoint.id.in_(endpoint_ids), Endpoint.os_build.is_not(None))
+    ).all()
+    endpoints = pd.DataFrame(eps, columns=["endpoint_id", "hostname", "os_name", "display_version",
+                                           "build", "ubr", "arch", "hotpatch",
+                                           "installation_type", "group_id"])
+    kbs = session.execute(
+        select(InstalledUpdate.endpoint_id, InstalledUpdate.kb)
+        .where(InstalledUpdate.endpoint_id.in_(endpoint_ids))
+    ).all()
+    programs = session.execute(
+        select(InstalledProgram.endpoint_id, InstalledProgram.name, InstalledProgram.version,
+               InstalledProgram.publisher, InstalledProgram.product_code,
+               InstalledProgram.upgrade_code, InstalledProgram.arch)
+        .where(InstalledProgram.endpoint_id.in_(endpoint_ids))
+    ).all()
+    return {
+        "endpoints": endpoints,
+        "installed_kbs": pd.DataFrame(kbs, columns=["endpoint_id", "kb"]),
+        "programs": pd.DataFrame(programs, columns=["endpoint_id", "name", "version",
+                                                    "publisher", "product_code", "upgrade_code",
+                                                    "arch"]),
+    }
+
+
+def availability(session: Session, endpoints: pd.DataFrame) -> pd.DataFrame:
+    """endpoint -> patch server, through the nearest ancestor group's policy."""
+    tree = Tree.load(session)
+    policies = {
+        pid: (server_id, use)
+        for pid, server_id, use in session.execute(
+            select(Policy.id, Policy.patch_server_id, Policy.use_patch_server)
+        )
+    }
+    fallback = default_server_id(session)
+    rows = []
+    for endpoint_id, group_id in zip(endpoints["endpoint_id"], endpoints["group_id"], strict=True):
+        policy_id = tree.effective_policy(None if pd.isna(group_id) else int(group_id))
+        server_id = fallback
+        if policy_id is not None and policies.get(policy_id, (None, False))[1]:
+            server_id = policies[policy_id][0] or fallback
+        if server_id is not None:
+            rows.append({"endpoint_id": int(endpoint_id), "server_id": server_id})
+    return make_frame("availability", rows)
+
+
+def frames_for(session: Session, endpoint_ids: list[int], catalog: Catalog) -> ScanFrames:
+    inv = load_inventory(session, endpoint_ids)
+    return ScanFrames(
+        endpoints=make_frame("endpoints", inv["endpoints"].drop(columns=["group_id"])),
+        installed_kbs=make_frame("installed_kbs", inv["installed_kbs"]),
+        programs=make_frame("programs", inv["programs"]),
+        ms_catalog=catalog.ms_catalog,
+        app_catalog=catalog.app_catalog,
+        availability=availability(session, inv["endpoints"]),
+        server_patches=catalog.server_patches,
+    )
+
+
+@dataclass
+class BatchCounts:
+    scanned: int = 0
+    missing_endpoints: int = 0
+    up_to_date: int = 0
+    failed: int = 0
+    pairs: int = 0
+
+    def add(self, other: BatchCounts) -> None:
+        for name in ("scanned", "missing_endpoints", "up_to_date", "failed", "pairs"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+def mark(session: Session, endpoint_ids: list[int], state: str, message: str | None) -> None:
+    session.execute(
+        update(Endpoint).where(Endpoint.id.in_(endpoint_ids)).values(
+            scan_state=state, scan_state_at=utcnow(), scan_message=message)
+    )
+
+
+def write_results(
+    session: Session, scan_id: int | None, endpoint_ids: list[int], frames: ScanFrames,
+    result: ScanResult,
+) -> BatchCounts:
+    """Replace the batch's missing patches and set every endpoint's scan state."""
+    now = utcnow()
+    scanned = set(frames.endpoints["endpoint_id"].astype(int))
+    no_inventory = [e for e in endpoint_ids if e not in scanned]
+    previous: dict[tuple[int, int], dt.datetime] = {
+        (e, p): at for e, p, at in session.execute(
+            select(MissingPatch.endpoint_id, MissingPatch.patch_id, MissingPatch.detected_at)
+            .where(MissingPatch.endpoint_id.in_(list(scanned)))
+        )
+    }
+    session.execute(delete(MissingPatch).where(MissingPatch.endpoint_id.in_(list(scanned))))
+    missing = result.missing
+    rows = [
+        {"endpoint_id": int(e), "patch_id": int(p), "product": _s(prod, 255),
+         "installed_version": _s(iv, 128), "available_version": _s(av, 128), "reason": str(r),
+         "detected_at": previous.get((int(e), int(p)), now), "scan_id": scan_id}
+        for e, p, prod, iv, av, r in zip(
+            missing["endpoint_id"], missing["patch_id"], missing["product"],
+            missing["installed_version"], missing["available_version"], missing["reason"],
+            strict=True)
+    ]
+    if rows:
+        session.execute(insert(MissingPatch), rows)
+    counts = BatchCounts(scanned=len(scanned), pairs=len(rows))
+    with_missing = set(missing["endpoint_id"].astype(int))
+    notes = _notes(result)
+    for state, ids in ((ScanState.MISSING_PATCHES, scanned & with_missing),
+                       (ScanState.UP_TO_DATE, scanned - with_missing)):
+        plain = [e for e in ids if e not in notes]
+        if plain:
+            session.execute(update(Endpoint).where(Endpoint.id.in_(plain)).values(
+                scan_state=state, scan_state_at=now, scan_message=None, last_scan_id=scan_id))
+        for e in ids & set(notes):
+            session.execute(update(Endpoint).where(Endpoint.id == e).values(
+                scan_state=state, scan_state_at=now, scan_message=notes[e][:2000],
+                last_scan_id=scan_id))
+    counts.missing_endpoints = len(scanned & with_missing)
+    counts.up_to_date = len(scanned - with_missing)
+    if no_inventory:
+        mark(session, no_inventory, ScanState.SCAN_FAILED, "no inventory received yet")
+        counts.failed = len(no_inventory)
+    return counts
+
+
+def _notes(result: ScanResult) -> dict[int, str]:
+    """Per-endpoint caveats: an OS with no MSRC product, programs that matched ambiguously."""
+    notes: dict[int, list[str]] = {}
+    for e, reason in zip(result.unmapped["endpoint_id"], result.unmapped["reason"], strict=True):
+        notes.setdefault(int(e), []).append(f"Microsoft updates not evaluated: {reason}")
+    for e, program, reason in zip(result.ambiguous["endpoint_id"], result.ambiguous["program"],
+                                  result.ambiguous["reason"], strict=True):
+        notes.setdefault(int(e), []).append(f"{program}: {reason}")
+    return {e: "; ".join(v) for e, v in notes.items()}
+
+
+def _s(value: object, limit: int) -> str | None:
+    if value is None or (isinstance(value, float) and pd.isna(value)) or value is pd.NA:
+        return None
+    return str(value)[:limit]

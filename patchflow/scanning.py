@@ -1,0 +1,143 @@
+"""Running scans outside and inside Prefect: selecting endpoints, scan records, the fast path.
+
+`scan_now` is the fast path for a single inventory upload (no flow start-up): it reuses a
+catalog cached in-process until a sync changes it. The `scan` flow (flows/scan.py) uses the same
+pieces in batches.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from applicability.engine import scan as run_engine
+from models import Endpoint, Policy, Scan
+from models.base import utcnow
+from models.db import session_scope
+from patchflow.errors import UserError
+from patchflow.fleet.tree import Tree
+from patchflow.groups import group_ids
+from patchflow.scan_store import BatchCounts, Catalog, catalog_version, frames_for, load_catalog
+from patchflow.scan_store import write_results as _write
+
+log = logging.getLogger(__name__)
+BATCH_SIZE = 2000
+
+
+@dataclass
+class Selection:
+    endpoints: list[str] | None = None
+    group: str | None = None
+    policy: str | None = None
+    all: bool = False
+
+    def describe(self) -> str:
+        if self.endpoints:
+            return "endpoints " + ",".join(self.endpoints)
+        if self.group:
+            return f"group {self.group}"
+        if self.policy:
+            return f"policy {self.policy}"
+        return "all endpoints"
+
+
+def select_endpoints(session: Session, sel: Selection) -> list[int]:
+    chosen = [bool(sel.endpoints), bool(sel.group), bool(sel.policy), sel.all]
+    if sum(chosen) != 1:
+        raise UserError("choose exactly one of --endpoints, --group, --policy and --all")
+    active = select(Endpoint.id, Endpoint.hostname, Endpoint.group_id).where(
+        Endpoint.revoked.is_(False))
+    if sel.endpoints:
+        rows = session.execute(active.where(Endpoint.hostname.in_(sel.endpoints))).all()
+        found = {r.hostname for r in rows}
+        unknown = [h for h in sel.endpoints if h not in found]
+        if unknown:
+            raise UserError(f"unknown endpoint {unknown[0]!r}")
+        return sorted(r.id for r in rows)
+    if sel.group:
+        ids = group_ids(session, sel.group, subgroups=True)
+        return list(session.scalars(
+            select(Endpoint.id).where(Endpoint.group_id.in_(ids), Endpoint.revoked.is_(False))
+            .order_by(Endpoint.id)))
+    if sel.policy:
+        policy = session.scalar(select(Policy).filter_by(name=sel.policy))
+        if policy is None:
+            raise UserError(f"no policy named {sel.policy!r}")
+        tree = Tree.load(session)
+        return sorted(r.id for r in session.execute(active)
+                      if tree.effective_policy(r.group_id) == policy.id)
+    return list(session.scalars(
+        select(Endpoint.id).where(Endpoint.revoked.is_(False)).order_by(Endpoint.id)))
+
+
+def batches(ids: list[int], size: int = BATCH_SIZE) -> list[list[int]]:
+    return [ids[i : i + size] for i in range(0, len(ids), size)]
+
+
+def create_scan(session: Session, trigger: str, scope: str, total: int,
+                flow_run_id: str | None = None) -> int:
+    scan = Scan(trigger=trigger, scope=scope[:255], status="running", endpoints_total=total,
+                flow_run_id=flow_run_id, started_at=utcnow())
+    session.add(scan)
+    session.flush()
+    return scan.id
+
+
+def finish_scan(session: Session, scan_id: int, counts: BatchCounts, status: str,
+                message: str | None = None) -> None:
+    session.execute(update(Scan).where(Scan.id == scan_id).values(
+        status=status, finished_at=utcnow(), endpoints_done=counts.scanned + counts.failed,
+        endpoints_missing=counts.missing_endpoints, endpoints_up_to_date=counts.up_to_date,
+        endpoints_failed=counts.failed, missing_pairs=counts.pairs, message=message))
+
+
+def scan_batch(scan_id: int | None, endpoint_ids: list[int], catalog: Catalog) -> BatchCounts:
+    """Scan one batch and write its results in one transaction."""
+    with session_scope() as session:
+        frames = frames_for(session, endpoint_ids, catalog)
+        result = run_engine(frames)
+        return _write(session, scan_id, endpoint_ids, frames, result)
+
+
+_cache_lock = threading.Lock()
+_cached: dict[str, Catalog] = {}
+
+
+def cached_catalog(session: Session) -> Catalog:
+    """The catalog, reloaded only when a sync changed it (cheap version check per call)."""
+    version = catalog_version(session)
+    url = str(session.get_bind().url)
+    with _cache_lock:
+        current = _cached.get(url)
+        if current is None or current.version != version:
+            current = load_catalog(session)
+            _cached[url] = current
+        return current
+
+
+def scan_now(endpoint_ids: list[int], trigger: str = "inventory") -> BatchCounts:
+    """Scan a few endpoints synchronously (after an inventory upload or an install)."""
+    with session_scope() as session:
+        catalog = cached_catalog(session)
+        scan_id = create_scan(session, trigger, f"{len(endpoint_ids)} endpoints",
+                              len(endpoint_ids))
+    counts = scan_batch(scan_id, endpoint_ids, catalog)
+    with session_scope() as session:
+        finish_scan(session, scan_id, counts, "completed")
+    return counts
+
+
+def rescan_after_inventory(endpoint_ids: list[int]) -> None:
+    """INVENTORY_HOOKS entry: results are current as soon as an endpoint reports."""
+    scan_now(endpoint_ids, trigger="inventory")
+
+
+def register_inventory_hook() -> None:
+    from patchflow.fleet.inventories import INVENTORY_HOOKS
+
+    if rescan_after_inventory not in INVENTORY_HOOKS:
+        INVENTORY_HOOKS.append(rescan_after_inventory)

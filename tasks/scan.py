@@ -1,0 +1,67 @@
+"""Scan tasks: the catalog is loaded once per run, endpoints are scanned in batches (one task
+run per batch, never per endpoint), each batch written in its own transaction."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from sqlalchemy import select
+
+from models import Scan
+from models.db import session_scope
+from models.enums import ScanState
+from patchflow import scanning
+from patchflow.scan_store import BatchCounts, Catalog, load_catalog, mark
+
+
+@task(name="start-scan", cache_policy=NO_CACHE)
+def start_scan(selection: dict[str, Any], trigger: str, flow_run_id: str | None
+               ) -> dict[str, Any]:
+    sel = scanning.Selection(**selection)
+    with session_scope() as session:
+        ids = scanning.select_endpoints(session, sel)
+        scan_id = scanning.create_scan(session, trigger, sel.describe(), len(ids), flow_run_id)
+    return {"scan_id": scan_id, "endpoint_ids": ids}
+
+
+@task(name="load-catalog", cache_policy=NO_CACHE)
+def load_catalog_task() -> Catalog:
+    with session_scope() as session:
+        return load_catalog(session)
+
+
+def _stop_requested(scan_id: int) -> bool:
+    with session_scope() as session:
+        return bool(session.scalar(select(Scan.stop_requested).where(Scan.id == scan_id)))
+
+
+@task(name="scan-batch", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
+def scan_batch(scan_id: int, endpoint_ids: list[int], catalog: Catalog) -> dict[str, Any]:
+    """Scan one batch; a stop request leaves the batch (and its old results) untouched."""
+    if _stop_requested(scan_id):
+        return {"stopped": True, **asdict(BatchCounts())}
+    with session_scope() as session:
+        mark(session, endpoint_ids, ScanState.SCANNING, None)
+    try:
+        counts = scanning.scan_batch(scan_id, endpoint_ids, catalog)
+    except Exception as exc:
+        with session_scope() as session:
+            mark(session, endpoint_ids, ScanState.SCAN_FAILED, str(exc).splitlines()[0][:500])
+        raise
+    return {"stopped": False, **asdict(counts)}
+
+
+@task(name="finish-scan", cache_policy=NO_CACHE)
+def finish_scan(scan_id: int, results: list[dict[str, Any]]) -> dict[str, Any]:
+    total = BatchCounts()
+    for r in results:
+        total.add(BatchCounts(**{k: v for k, v in r.items() if k != "stopped"}))
+    stopped = any(r["stopped"] for r in results)
+    status = "stopped" if stopped else "completed"
+    with session_scope() as session:
+        scanning.finish_scan(session, scan_id, total, status,
+                             "stopped by request" if stopped else None)
+    return {"scan_id": scan_id, "status": status, **asdict(total)}
