@@ -1,0 +1,134 @@
+"""Entry points of the applicability engine: `scan` a batch, `explain` one (endpoint, patch).
+
+`scan` is vectorised over the whole batch (merges and group-bys, no per-endpoint loop) so a
+task can hand it thousands of endpoints at once; `explain` replays the same rules for a single
+endpoint through the reference loop, which records why each candidate was kept or set aside.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import pandas as pd
+
+from applicability.frames import (
+    AMBIGUOUS_COLUMNS,
+    MISSING_COLUMNS,
+    UNMAPPED_COLUMNS,
+    ScanFrames,
+    empty_frame,
+    validate,
+)
+from applicability.microsoft import map_endpoints, missing_ms
+from applicability.osmap import msrc_product
+from applicability.reference import Reference, Trace
+from applicability.thirdparty import missing_apps
+
+
+@dataclass
+class ScanResult:
+    """What a scan found.
+
+    missing    endpoint_id, patch_id, product, installed_version, available_version, reason;
+               one row per (endpoint, patch).
+    ambiguous  endpoint_id, program, package_ids (comma-separated), reason: installed programs
+               that could not be tied to one package/arch or have no version; never guessed.
+    unmapped   endpoint_id, reason: endpoints whose OS has no MSRC product name, or one the
+               catalog has no row for, so no Microsoft patch could be evaluated for them (they
+               are not "up to date", they are unknown).
+    """
+
+    missing: pd.DataFrame
+    ambiguous: pd.DataFrame
+    unmapped: pd.DataFrame
+
+
+def _typed(df: pd.DataFrame, spec: dict[str, str], order: list[str]) -> pd.DataFrame:
+    if df.empty:
+        return empty_frame(spec)
+    return df[list(spec)].astype(spec).sort_values(order).reset_index(drop=True)
+
+
+def scan(frames: ScanFrames) -> ScanResult:
+    """Missing patches, ambiguous programs and unmapped endpoints for one batch."""
+    f = validate(frames)
+    mapped = map_endpoints(f.endpoints)
+    ms = missing_ms(
+        f.endpoints, mapped, f.installed_kbs, f.ms_catalog, f.availability, f.server_patches
+    )
+    apps, amb = missing_apps(f.programs, f.app_catalog, f.availability, f.server_patches)
+    missing = pd.concat([d for d in (ms, apps) if not d.empty] or [ms], ignore_index=True)
+    known = set(f.ms_catalog["product"].dropna().str.casefold())
+    no_rows = mapped["product"].notna() & ~mapped["pkey"].isin(known)
+    mapped.loc[no_rows, "unmapped_reason"] = "no catalog rows for " + mapped.loc[no_rows, "product"]
+    unmapped = mapped[mapped["product"].isna() | no_rows]
+    unmapped = unmapped.rename(columns={"unmapped_reason": "reason"})
+    return ScanResult(
+        missing=_typed(missing, MISSING_COLUMNS, ["endpoint_id", "patch_id"]),
+        ambiguous=_typed(amb, AMBIGUOUS_COLUMNS, list(AMBIGUOUS_COLUMNS)),
+        unmapped=_typed(unmapped, UNMAPPED_COLUMNS, ["endpoint_id"]),
+    )
+
+
+def _only(frames: ScanFrames, endpoint_id: int) -> ScanFrames:
+    """The frames cut down to one endpoint (catalog and server patches kept whole)."""
+
+    def cut(df: pd.DataFrame) -> pd.DataFrame:
+        return df[df["endpoint_id"] == endpoint_id]
+
+    return ScanFrames(
+        endpoints=cut(frames.endpoints),
+        installed_kbs=cut(frames.installed_kbs),
+        programs=cut(frames.programs),
+        ms_catalog=frames.ms_catalog,
+        app_catalog=frames.app_catalog,
+        availability=cut(frames.availability),
+        server_patches=frames.server_patches,
+    )
+
+
+def explain(frames: ScanFrames, endpoint_id: int, patch_id: int) -> list[str]:
+    """The reasoning for one (endpoint, patch) pair, one line per step, ending with a verdict."""
+    ref = Reference(_only(frames, endpoint_id))
+    eps = ref.f.endpoints
+    if eps.empty:
+        return [f"endpoint {endpoint_id} is not in this scan"]
+    ep = next(eps.itertuples(index=False))
+    product, why = msrc_product(
+        ep.os_name, ep.display_version, ep.build, ep.arch, ep.installation_type
+    )
+    ubr = "?" if pd.isna(ep.ubr) else str(ep.ubr)
+    server = ref.server_of.get(endpoint_id)
+    lines = [
+        f"endpoint {endpoint_id} ({ep.hostname}): {ep.os_name}, build {ep.build}.{ubr}, "
+        f"{ep.arch}, hotpatch {'yes' if ep.hotpatch else 'no'}",
+        f"MSRC product: {product}" if product else f"no MSRC product: {why}",
+        f"patch server: {server}" if server is not None else "no patch server: nothing available",
+    ]
+    kb_rows = ref.f.ms_catalog[ref.f.ms_catalog["patch_id"] == patch_id]
+    app_rows = ref.f.app_catalog[ref.f.app_catalog["patch_id"] == patch_id]
+    if kb_rows.empty and app_rows.empty:
+        return [*lines, f"patch {patch_id} is not in the catalog"]
+    if server is not None and patch_id not in ref.server_patches[int(server)]:
+        lines.append(f"patch {patch_id} is not available on patch server {server}")
+    trace: Trace = defaultdict(list)
+    if not kb_rows.empty:
+        kb = kb_rows["kb"].iloc[0]
+        if product is None or product.casefold() not in set(kb_rows["product"].str.casefold()):
+            lines.append(f"{kb} has no row for this endpoint's product: not applicable")
+        found = ref.ms(ep, trace)
+        lines += trace.get(patch_id, [])
+    else:
+        pkg, version = app_rows["package_id"].iloc[0], app_rows["version"].iloc[0]
+        lines.append(f"patch {patch_id} is {pkg} {version}")
+        found, _ = ref.apps_for(endpoint_id, trace)
+        lines += trace.get(pkg, []) or [f"no installed program matches {pkg}"]
+        lines += trace.get(patch_id, [])
+    if any(r["patch_id"] == patch_id for r in found):
+        return lines
+    if not kb_rows.empty:
+        others = [r["reason"] for r in found]
+        if others:
+            lines.append("reported for this product instead: " + " | ".join(others))
+    return [*lines, "verdict: not missing"]

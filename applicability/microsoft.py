@@ -1,0 +1,309 @@
+"""Microsoft rules, vectorised: which KB each endpoint is missing, one cumulative at a time.
+
+The rules (the reference loop in `reference.py` spells the same rules out per endpoint):
+
+1. The endpoint's OS maps to one MSRC product (`osmap.msrc_product`); catalog rows for other
+   products are ignored, and an unmappable OS is reported in `ScanResult.unmapped`.
+2. Candidates are the chain heads among the patches available on the endpoint's patch server: a
+   KB that an available KB of the same class supersedes on that product, directly or through the
+   chain, is set aside. Chains are kept per class (regular / hotpatch) so that a hotpatch never
+   hides the regular update from a machine that cannot take hotpatches. Availability decides
+   heads because an unapproved newer KB cannot fix anything: the older approved one still counts.
+3. A candidate is satisfied when any of these holds:
+   - its FixedBuild is a Windows build of the endpoint's servicing family and build.UBR >= it;
+   - the KB itself is installed, or an installed KB supersedes it (transitively, whole catalog);
+   - an installed cumulative KB of the same product and family (anything but Security Only) has
+     a FixedBuild >= this one: it carries the fix even when the reported UBR lags (reboot
+     pending, or UBR unknown as with `systeminfo` inventories);
+   - hotpatch endpoints, regular build KB: a hotpatch of the same month or later is satisfied
+     (it carries that month's fixes without the reboot). "Same month" is read from builds, not
+     dates: a hotpatch covers regular builds up to the first regular build above its own.
+   Rows whose FixedBuild is not a Windows build (IE Cumulative "1.001", URLs, None) can only be
+   satisfied by the KB rules. Rows quoting another family's build do not apply to the endpoint.
+4. Of the unsatisfied build candidates of one class, only the one with the highest FixedBuild is
+   reported (ties: Monthly Rollup over Security Only, then the higher KB number): installing it
+   lifts the build above every other one, so listing them would only ask for redundant installs
+   (this also covers MSRC chains with gaps, several heads left by missing links, a Security Only
+   next to its Monthly Rollup, and servicing-stack or WinRE rows). KB-rule rows are reported
+   each (their chains are separate products in effect, e.g. IE Cumulative).
+5. Hotpatch endpoints: when both a hotpatch and a regular KB are unsatisfied, the hotpatch is
+   reported if the endpoint is on its baseline and the regular KB is no newer than the
+   hotpatch's own month; otherwise the regular KB is (Windows itself gives the full update to
+   machines off the baseline, and a regular KB is never wrong, it only costs a reboot). "On its
+   baseline" means build.UBR (or installed-KB evidence) reaches the hotpatch it supersedes, or
+   else the last regular build below it. Hotpatch KBs are never offered to other endpoints.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from applicability.frames import MISSING_COLUMNS, empty_frame
+from applicability.osmap import family, msrc_product, normalize_kb_series, parse_fixed_build
+
+_COMBO = ["os_name", "display_version", "build", "arch", "installation_type"]
+
+
+def map_endpoints(endpoints: pd.DataFrame) -> pd.DataFrame:
+    """endpoint_id, product, pkey, family, unmapped_reason: one MSRC product per endpoint."""
+    combos = endpoints[_COMBO].drop_duplicates()
+    mapped = [msrc_product(*row) for row in combos.itertuples(index=False, name=None)]
+    combos = combos.assign(
+        product=pd.Series([p for p, _ in mapped], index=combos.index, dtype="str"),
+        unmapped_reason=pd.Series([r for _, r in mapped], index=combos.index, dtype="str"),
+    )
+    out = endpoints[["endpoint_id", *_COMBO]].merge(combos, on=_COMBO, how="left")
+    out["pkey"] = out["product"].str.casefold()
+    out["family"] = out["build"].map(family)
+    return out[["endpoint_id", "product", "pkey", "family", "unmapped_reason"]]
+
+
+def prepare_catalog(ms_catalog: pd.DataFrame, pkeys: set[str]) -> pd.DataFrame:
+    """Catalog rows of the given products with parsed builds, classes and chain gates."""
+    c = ms_catalog.assign(pkey=ms_catalog["product"].str.casefold())
+    c = c[c["pkey"].isin(pkeys)]
+    c = c.assign(kb=normalize_kb_series(c["kb"]), sup=normalize_kb_series(c["supersedes_kb"]))
+    c = c[c["kb"].notna()]
+    parsed = {v: parse_fixed_build(v) for v in c["fixed_build"].dropna().unique()}
+    fb = c["fixed_build"].map(parsed)
+    c = c.assign(
+        fb_build=fb.map(lambda p: float(p[0]) if isinstance(p, tuple) else np.nan),
+        fb_ubr=fb.map(lambda p: float(p[1]) if isinstance(p, tuple) else np.nan),
+    )
+    sub = c["subtype"].fillna("").str.casefold()
+    c = c.assign(
+        is_build=c["fb_build"].notna(),
+        fb_family=c["fb_build"].map(lambda b: float(family(int(b))) if b == b else np.nan),
+        hot=sub.str.contains("hotpatch", regex=False),
+        sec_only=sub.str.strip() == "security only",
+        kb_num=c["kb"].str.slice(2).astype(float),
+    )
+    # The contract is one row per (patch, product); keep the most informative one if not.
+    c = c.sort_values(["is_build", "fb_ubr"], ascending=[False, False], na_position="last")
+    sup_first = c.groupby(["patch_id", "pkey"], sort=False)["sup"].first()
+    c = c.drop_duplicates(["patch_id", "pkey"]).drop(columns="sup")
+    c = c.merge(sup_first.rename("sup").reset_index(), on=["patch_id", "pkey"], how="left")
+    cols = [
+        "patch_id",
+        "kb",
+        "sup",
+        "product",
+        "pkey",
+        "fixed_build",
+        "is_build",
+        "fb_build",
+        "fb_ubr",
+        "fb_family",
+        "hot",
+        "sec_only",
+        "kb_num",
+    ]
+    c = c[cols].reset_index(drop=True)
+    return pd.concat([c, _hotpatch_gates(c)], axis=1)
+
+
+def _hotpatch_gates(c: pd.DataFrame) -> pd.DataFrame:
+    """gate_ubr and next_reg of each hotpatch row, from FixedBuild order alone.
+
+    Release dates are not used: MSRC adds KBs to old documents when it revises a CVE (the
+    October 2025 update of Server 2022 appears in the July 2024 document), while builds grow
+    monotonically. The regular update of a hotpatch's own month is the first regular build
+    above it (next_reg); its baseline is the hotpatch it supersedes or else the last regular
+    build below it (gate_ubr).
+    """
+    out = pd.DataFrame({"gate_ubr": np.nan, "next_reg": np.nan}, index=c.index)
+    hot = c[c["hot"] & c["is_build"]].reset_index()
+    if hot.empty:
+        return out
+    builds = c[c["is_build"]]
+    pred = (
+        hot.merge(
+            builds[builds["hot"]][["pkey", "kb", "fb_family", "fb_ubr"]],
+            left_on=["pkey", "sup", "fb_family"],
+            right_on=["pkey", "kb", "fb_family"],
+            suffixes=("", "_pred"),
+        )
+        .groupby("index")["fb_ubr_pred"]
+        .min()
+    )
+    reg = hot.merge(
+        builds[~builds["hot"]][["pkey", "fb_family", "fb_ubr"]],
+        on=["pkey", "fb_family"],
+        suffixes=("", "_reg"),
+    )
+    below = reg[reg["fb_ubr_reg"] < reg["fb_ubr"]].groupby("index")["fb_ubr_reg"].max()
+    above = reg[reg["fb_ubr_reg"] > reg["fb_ubr"]].groupby("index")["fb_ubr_reg"].min()
+    gate = pd.concat([pred, below], axis=1).min(axis=1)
+    out.loc[gate.index, "gate_ubr"] = gate.to_numpy()
+    out.loc[above.index, "next_reg"] = above.to_numpy()
+    return out
+
+
+def supersedence_closure(c: pd.DataFrame) -> pd.DataFrame:
+    """pkey, anc, desc: desc supersedes anc on that product, directly or transitively."""
+    edges = c[c["sup"].notna() & (c["sup"] != c["kb"])]
+    edges = edges[["pkey", "sup", "kb"]].rename(columns={"sup": "anc", "kb": "desc"})
+    edges = edges.drop_duplicates()
+    pairs, frontier = edges, edges
+    step = edges.rename(columns={"anc": "mid", "desc": "desc2"})
+    while not frontier.empty:
+        nxt = frontier.merge(step, left_on=["pkey", "desc"], right_on=["pkey", "mid"])
+        nxt = nxt[["pkey", "anc", "desc2"]].rename(columns={"desc2": "desc"})
+        nxt = nxt[nxt["anc"] != nxt["desc"]].drop_duplicates()
+        nxt = nxt.merge(pairs, how="left", indicator=True)
+        frontier = nxt[nxt["_merge"] == "left_only"].drop(columns="_merge")
+        pairs = pd.concat([pairs, frontier], ignore_index=True)
+    return pairs.reset_index(drop=True)
+
+
+def chain_heads(
+    c: pd.DataFrame, closure: pd.DataFrame, server_patches: pd.DataFrame
+) -> pd.DataFrame:
+    """Available catalog rows per server that no available KB of the same class supersedes."""
+    sc = server_patches.merge(c, on="patch_id")
+    sup = sc[["server_id", "pkey", "kb", "hot"]].rename(columns={"kb": "desc"})
+    sup = sup.merge(closure, on=["pkey", "desc"])[["server_id", "pkey", "anc", "hot"]]
+    sup = sup.drop_duplicates().rename(columns={"anc": "kb"}).assign(_sup=True)
+    sc = sc.merge(sup, on=["server_id", "pkey", "kb", "hot"], how="left")
+    return sc[sc["_sup"].isna()].drop(columns="_sup").reset_index(drop=True)
+
+
+def missing_ms(
+    endpoints: pd.DataFrame,
+    mapped: pd.DataFrame,
+    installed_kbs: pd.DataFrame,
+    ms_catalog: pd.DataFrame,
+    availability: pd.DataFrame,
+    server_patches: pd.DataFrame,
+) -> pd.DataFrame:
+    """endpoint_id, patch_id, product, installed_version, available_version, reason."""
+    ep = endpoints[["endpoint_id", "build", "ubr", "hotpatch"]].merge(
+        mapped[mapped["pkey"].notna()][["endpoint_id", "pkey", "family"]], on="endpoint_id"
+    )
+    ep = ep.merge(availability, on="endpoint_id")
+    ep["ubr"] = ep["ubr"].astype("Float64").astype(float)
+    c = prepare_catalog(ms_catalog, set(ep["pkey"].unique()))
+    closure = supersedence_closure(c)
+    heads = chain_heads(
+        c, closure, server_patches[server_patches["server_id"].isin(ep["server_id"])]
+    )
+
+    cand = ep.merge(heads, on=["server_id", "pkey"])
+    cand = cand[(~cand["hot"] | cand["hotpatch"])]
+    cand = cand[~cand["is_build"] | (cand["fb_family"] == cand["family"])]
+
+    ik = installed_kbs.assign(kb=normalize_kb_series(installed_kbs["kb"]))
+    ik = ik[ik["kb"].notna()][["endpoint_id", "kb"]].drop_duplicates()
+    ikp = ik.merge(ep[["endpoint_id", "pkey", "family", "ubr", "hotpatch"]], on="endpoint_id")
+    cand = cand.merge(ik.assign(inst=True), on=["endpoint_id", "kb"], how="left")
+    via = (
+        ikp[["endpoint_id", "pkey", "kb"]]
+        .rename(columns={"kb": "desc"})
+        .merge(closure, on=["pkey", "desc"])
+    )
+    via = via.sort_values("desc").drop_duplicates(["endpoint_id", "anc"])
+    via = via.rename(columns={"anc": "kb", "desc": "via_kb"})[["endpoint_id", "kb", "via_kb"]]
+    cand = cand.merge(via, on=["endpoint_id", "kb"], how="left")
+
+    cum = ikp.merge(c[c["is_build"] & ~c["sec_only"]][["pkey", "kb", "fb_family", "fb_ubr"]])
+    cum = cum[cum["fb_family"] == cum["family"]].sort_values("fb_ubr")
+    cum = cum.drop_duplicates("endpoint_id", keep="last")[["endpoint_id", "fb_ubr", "kb"]]
+    cum = cum.rename(columns={"fb_ubr": "inst_ubr", "kb": "inst_kb"})
+    cand = cand.merge(cum, on="endpoint_id", how="left")
+
+    hep = ep[ep["hotpatch"]][["endpoint_id", "pkey", "family", "ubr"]]
+    hrows = hep.merge(
+        c[c["hot"] & c["is_build"]][["pkey", "kb", "fb_family", "fb_ubr", "next_reg"]]
+    )
+    hrows = hrows[hrows["fb_family"] == hrows["family"]]
+    hrows = hrows.merge(ik.assign(inst=True), on=["endpoint_id", "kb"], how="left")
+    hsat = (hrows["ubr"] >= hrows["fb_ubr"]) | hrows["inst"].notna()
+    hp_cover = hrows[hsat].assign(cover=lambda d: d["next_reg"].fillna(np.inf))
+    hp_cover = hp_cover.groupby("endpoint_id")["cover"].max().rename("hp_cover")
+    cand = cand.merge(hp_cover, on="endpoint_id", how="left")
+
+    cand["inst"] = cand["inst"].notna()
+    build_ok = cand["is_build"] & (cand["ubr"] >= cand["fb_ubr"])
+    cum_ok = cand["is_build"] & (cand["inst_ubr"] >= cand["fb_ubr"])
+    hp_ok = cand["is_build"] & ~cand["hot"] & (cand["fb_ubr"] <= cand["hp_cover"])
+    sat = build_ok | cand["inst"] | cand["via_kb"].notna() | cum_ok | hp_ok
+    u = cand[~sat].copy()
+    u["eff_ubr"] = np.fmax(u["ubr"].to_numpy(), u["inst_ubr"].to_numpy())
+
+    kbrule = u[~u["is_build"]].assign(note="")
+    b = u[u["is_build"]].assign(cum_rank=lambda d: (~d["sec_only"]).astype(int))
+    b = b.sort_values(["endpoint_id", "hot", "fb_ubr", "cum_rank", "kb_num"])
+    top = b.drop_duplicates(["endpoint_id", "hot"], keep="last")
+    reg, hot = top[~top["hot"]], top[top["hot"]]
+    pair = hot[["endpoint_id", "kb", "gate_ubr", "next_reg", "eff_ubr"]].merge(
+        reg[["endpoint_id", "kb", "fb_ubr"]], on="endpoint_id", how="left", suffixes=("", "_r")
+    )
+    on_base = pair["eff_ubr"] >= pair["gate_ubr"]
+    current = pair["fb_ubr"] <= pair["next_reg"].fillna(np.inf)
+    take_hot = pair["kb_r"].isna() | (on_base & current)
+    hot_eps = set(pair.loc[take_hot, "endpoint_id"])
+    hot = hot[hot["endpoint_id"].isin(hot_eps)]
+    hot = hot.merge(pair.loc[take_hot, ["endpoint_id", "kb_r"]], on="endpoint_id", how="left")
+    hot["note"] = [
+        "; hotpatch for this hotpatch endpoint"
+        + (f"; regular {k} not needed with it" if isinstance(k, str) else "")
+        for k in hot["kb_r"]
+    ]
+    reg = reg[~reg["endpoint_id"].isin(hot_eps)]
+    left = pair.loc[~take_hot, ["endpoint_id", "kb"]].rename(columns={"kb": "kb_h"})
+    reg = reg.merge(left, on="endpoint_id", how="left")
+    reg["note"] = [
+        f"; hotpatch {k} set aside: endpoint not on its baseline or the regular update is newer"
+        if isinstance(k, str)
+        else ""
+        for k in reg["kb_h"]
+    ]
+    out = pd.concat([d for d in (reg, hot, kbrule) if not d.empty] or [kbrule], ignore_index=True)
+    return _format(out) if not out.empty else empty_frame(MISSING_COLUMNS)
+
+
+def _num(s: pd.Series) -> pd.Series:
+    return s.map(lambda v: "" if v != v else str(int(v)))
+
+
+def _format(u: pd.DataFrame) -> pd.DataFrame:
+    """The one-line reasons and version columns of missing MS rows."""
+    build = u["build"].astype(str)
+    ubr_known = u["ubr"].notna()
+    installed = np.where(ubr_known, build + "." + _num(u["ubr"]), build)
+    fixed = _num(u["fb_build"]) + "." + _num(u["fb_ubr"])
+    nb_fixed = u["fixed_build"].fillna("").astype(str)
+    head = np.where(
+        u["is_build"],
+        np.where(
+            ubr_known,
+            "build " + installed + " < fixed " + fixed,
+            "build " + build + " (UBR unknown), fixed " + fixed + ": KB rule",
+        ),
+        np.where(
+            nb_fixed == "",
+            "no fixed build: KB rule",
+            "fixed build '" + nb_fixed + "' is not a Windows build: KB rule",
+        ),
+    )
+    not_inst = np.where(
+        u["is_build"] & ubr_known,
+        "; " + u["kb"] + " not installed",
+        "; " + u["kb"] + " not installed, nor a KB superseding it",
+    )
+    sup = np.where(u["sup"].notna(), "; supersedes " + u["sup"].fillna(""), "")
+    reason = pd.Series(head, index=u.index) + not_inst + sup + u["note"]
+    out = pd.DataFrame(
+        {
+            "endpoint_id": u["endpoint_id"].astype("int64"),
+            "patch_id": u["patch_id"].astype("int64"),
+            "product": u["product"].astype("str"),
+            "installed_version": pd.Series(installed, index=u.index, dtype="str"),
+            "available_version": pd.Series(
+                np.where(u["is_build"], fixed, None), index=u.index, dtype="str"
+            ),
+            "reason": reason.astype("str"),
+        }
+    )
+    return out.reset_index(drop=True)
