@@ -1,0 +1,1 @@
+"""Prefect deployments and schedules generated from the settings stored in the database."""
