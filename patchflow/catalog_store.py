@@ -13,7 +13,7 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from models import (
@@ -166,12 +166,11 @@ def _replace_children(
             session.execute(delete(table).where(table.patch_id.in_(replace_ids)))
     if merge:
         # Products named again are replaced, others kept; CVEs and supersedence are unions.
-        pairs = [(ids[r.key], p.name) for r in records if ids[r.key] in merge for p in r.products]
-        for pid, name in pairs:
-            session.execute(
-                delete(PatchProduct).where(PatchProduct.patch_id == pid,
-                                           PatchProduct.product == name)
-            )
+        pairs = sorted({(ids[r.key], p.name[:255]) for r in records if ids[r.key] in merge
+                        for p in r.products})
+        for start in range(0, len(pairs), 500):
+            session.execute(delete(PatchProduct).where(
+                tuple_(PatchProduct.patch_id, PatchProduct.product).in_(pairs[start:start + 500])))
     known_cves = _existing_pairs(session, PatchCve.patch_id, PatchCve.cve, merge)
     known_sup = _existing_pairs(session, Supersedence.patch_id, Supersedence.supersedes_key, merge)
     products, cves, installers, sups = [], [], [], []

@@ -215,7 +215,14 @@ def sync_msrc_batch(server_id: int, refs: list[dict[str, Any]], done_before: int
             result.stopped = True
             break
         try:
-            doc = msrc.parse_cvrf(_read_msrc(ref, http), key=ref.key)
+            raw = _read_msrc(ref, http)
+            with session_scope() as session:
+                unchanged = document_unchanged(session, server_id, "msrc", ref.key,
+                                               msrc.content_hash(raw, ref.key))
+            if unchanged:
+                result.skipped += 1
+                continue
+            doc = msrc.parse_cvrf(raw, key=ref.key)
         except SourceError as exc:
             logger.warning("MSRC %s failed: %s", ref.key, exc)
             _fail(server_id, "msrc", ref.key, str(exc), result)

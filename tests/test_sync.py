@@ -219,7 +219,8 @@ def test_stop_a_running_sync(cli, home: Path) -> None:
         deadline = time.monotonic() + 60
         while _server(cli)["sync_status"] != "Running" and time.monotonic() < deadline:
             time.sleep(0.1)
-        while "MSRC document" not in (_server(cli)["sync_message"] or ""):
+        while ("MSRC document" not in (_server(cli)["sync_message"] or "")
+               and time.monotonic() < deadline):
             time.sleep(0.05)
         r = cli("sync", "local", "--stop")
         assert r.code == 0, r.err
