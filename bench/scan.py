@@ -1,0 +1,741 @@
+"""Benchmark the scan: a synthetic fleet against the 2024 MSRC year plus the winget fixtures.
+
+Usage: python -m bench.scan [--endpoints 10000] [--database sqlite|mariadb|both] [--sample 1000]
+                            [--batch-size 2000] [--no-flow] [--profile] [--fixtures DIR]
+
+Per database, on a fresh patchflow home (temporary folder; MariaDB: a fresh database on
+mysql+pymysql://root@127.0.0.1:3306, dropped afterwards; skipped with a line when unreachable):
+
+1. setup, not timed as the scan (in a child process, so the figures below are the scan's own
+   memory): patch server "local" on the twelve 2024 MSRC months and every winget package of
+   ../shared/fixtures (or the bundled sample catalog when that folder is absent), synced through
+   the sync tasks' `.fn` without Prefect; a synthetic fleet (applicability.synthetic: ~150
+   programs per endpoint including catalog applications at assorted versions and
+   architectures, OS builds over Windows 10/11/Server products and UBRs below, at and above the
+   catalog's FixedBuilds) bulk-inserted into endpoints / installed_programs / installed_updates.
+2. the scan the product runs, minus Prefect's engine: the scan flow's task functions called
+   through `.fn` (start-scan, load-catalog, then scan-batch over batches of BATCH_SIZE, each
+   reading its inventories, running the engine and writing missing_patches and endpoint states
+   in one transaction, then finish-scan). Timed as a whole and split into catalog load, DB read,
+   engine and DB write; peak memory is the process's peak RSS during the scan (VmHWM, reset
+   before) and ru_maxrss.
+3. the real Prefect `scan` flow on the same data (SQLite, or the first database run), in a fresh
+   child process with its own Prefect home: a no-op flow starts Prefect's temporary API server
+   first and is reported apart; the flow's overhead is its time minus a direct rescan of the
+   same data (both replace the previous results).
+4. baseline: `applicability.reference.scan_reference`, a plain per-endpoint Python loop over the
+   same rules, on a sample of endpoints read back through the product's own reader
+   (`scan_store.frames_for`), extrapolated linearly to the fleet. On that sample the engine, the
+   loop and the rows the scan wrote must give identical missing pairs (asserted).
+
+Ratios to the loop, per endpoint: "rules" is the loop's CPU time over the engine's on the same
+frames (the target; CPU time because wall time on a shared 2-core machine depends on what else
+runs, so the load average is printed too); "whole scan" puts the loop in the engine's place and
+keeps the scan's own DB read, write and bookkeeping time, i.e. against a product built on the loop.
+
+Targets (issue 4): 10,000 endpoints scanned and written in < 20 s, 50,000 in < 100 s, peak memory
+< 2 GB, at least 10x the per-endpoint loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import io
+import multiprocessing
+import os
+import pstats
+import resource
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_FIXTURES = ROOT.parent / "shared" / "fixtures"
+MARIADB_ROOT_URL = os.environ.get("PATCHFLOW_BENCH_MARIADB", "mysql+pymysql://root@127.0.0.1:3306")
+SEED = 0
+PROGRAMS_PER_ENDPOINT = 150
+INSERT_CHUNK = 20_000
+TARGET_S_PER_10K = 20.0  # 10,000 in < 20 s, 50,000 in < 100 s
+TARGET_PEAK_MB = 2048.0
+TARGET_RATIO = 10.0
+
+
+# --------------------------------------------------------------------------------------------
+# Memory and timing
+
+
+def _reset_peak() -> None:
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS (Linux)
+
+
+def _hwm_mb() -> float | None:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return None
+
+
+def _maxrss_mb() -> float:
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
+
+
+class Timers:
+    """Accumulated seconds per label for functions wrapped while a scan runs."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}  # CPU time of this process: robust to a busy machine
+
+    def wrap(self, label: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start, cpu = time.perf_counter(), time.process_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.seconds[label] = self.seconds.get(label, 0.0) + time.perf_counter() - start
+                self.cpu[label] = self.cpu.get(label, 0.0) + time.process_time() - cpu
+
+        return timed
+
+
+@contextlib.contextmanager
+def _split_timers(timers: Timers) -> Iterator[None]:
+    """Time the three steps of patchflow.scanning.scan_batch without changing them."""
+    from patchflow import scanning
+
+    names = {"frames_for": "read", "run_engine": "engine", "_write": "write"}
+    originals = {name: getattr(scanning, name) for name in names}
+    for name, label in names.items():
+        setattr(scanning, name, timers.wrap(label, originals[name]))
+    try:
+        yield
+    finally:
+        for name, fn in originals.items():
+            setattr(scanning, name, fn)
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs
+
+
+def _inputs(fixtures: Path, work: Path) -> tuple[Path, Path, list[str], str]:
+    """(MSRC folder, winget root, package ids, description); the sample catalog as fallback."""
+    from sources import winget
+
+    months = sorted((fixtures / "msrc").glob("2024-*.xml.gz"))
+    winget_root = fixtures / "winget"
+    if len(months) == 12 and (winget_root / "manifests").is_dir():
+        mirror = work / "msrc"
+        mirror.mkdir()
+        for month in months:  # the fixtures folder also holds an excerpt: the year only
+            shutil.copyfile(month, mirror / month.name)
+        packages = sorted(set(winget.find_package_dirs(winget_root, winget.DEFAULT_PACKAGES))
+                          | set(_package_ids(winget_root / "manifests")), key=str.casefold)
+        return mirror, winget_root, packages, (
+            f"12 MSRC months (2024) + {len(packages)} winget packages from {fixtures}")
+    from patchflow.sample_catalog import MSRC_DIR, PACKAGES, WINGET_DIR
+
+    print(f"note: {fixtures} lacks the 2024 MSRC months or winget manifests: using the bundled "
+          f"sample catalog (patchflow/sample_catalog) instead; figures are not comparable")
+    return MSRC_DIR, WINGET_DIR, list(PACKAGES), "the bundled sample catalog"
+
+
+def _package_ids(manifests: Path) -> list[str]:
+    """Every package folder (a folder whose sub-folders hold manifests), as a package id."""
+    from sources import winget
+
+    ids = []
+    for folder in sorted(p for p in manifests.rglob("*") if p.is_dir()):
+        rel = folder.relative_to(manifests).parts
+        if len(rel) < 3:  # letter/Publisher/Package at least
+            continue
+        versions = [d for d in folder.iterdir() if d.is_dir()]
+        if any(f.suffix.lower() in (".yaml", ".yml") for d in versions for f in d.iterdir()):
+            ids.append(".".join(rel[1:]))
+    found = winget.find_package_dirs(manifests, ids)
+    return [i for i in ids if i in found]
+
+
+# --------------------------------------------------------------------------------------------
+# Setup (child process): home, patch server, sync, synthetic fleet, bulk insert
+
+
+def _use_home(home: Path, url: str) -> None:
+    os.environ["PATCHFLOW_HOME"] = str(home)
+    os.environ["PATCHFLOW_DATABASE_URL"] = url
+
+
+def setup(home: str, url: str, msrc_dir: str, winget_root: str, packages: list[str],
+          endpoints: int, seed: int = SEED) -> dict[str, Any]:
+    """Runs in a child process; returns its figures (no frames cross the process boundary)."""
+    from models.db import dispose_all, session_scope
+    from models.migrate import upgrade
+    from patchflow import servers
+    from patchflow.scan_store import load_catalog
+
+    Path(home).mkdir(parents=True, exist_ok=True)
+    _use_home(Path(home), url)
+    out: dict[str, Any] = {}
+    start = time.perf_counter()
+    upgrade(url)
+    opts = servers.ServerOptions(host="bench.example", msrc_source=msrc_dir,
+                                 winget_source=winget_root, winget_packages=packages)
+    with session_scope() as session:
+        server_id = servers.add_server(session, "local", opts).id
+    out["sync"] = _sync(server_id)
+    out["sync_s"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    with session_scope() as session:
+        catalog = load_catalog(session)
+    # Rows in a fixed order, so both databases get the same fleet from the same seed.
+    ms = catalog.ms_catalog.sort_values(["kb", "product"]).reset_index(drop=True)
+    apps = catalog.app_catalog.sort_values(["package_id", "version", "arch"]).reset_index(
+        drop=True)
+    from applicability.synthetic import synthetic_fleet
+
+    fleet = synthetic_fleet(ms, apps, endpoints, PROGRAMS_PER_ENDPOINT, seed)
+    out["generate_s"] = time.perf_counter() - start
+    out["fleet"] = describe_fleet(fleet)
+    start = time.perf_counter()
+    out["rows"] = insert_fleet(fleet)
+    out["insert_s"] = time.perf_counter() - start
+    dispose_all()
+    return out
+
+
+def _sync(server_id: int) -> dict[str, int]:
+    """What flows.sync.sync does for a microsoft upstream, through the tasks' `.fn`."""
+    from prefect.logging import disable_run_logger
+
+    from tasks import sync as t
+
+    with disable_run_logger():  # get_run_logger() outside a run gives a null logger
+        t.begin_sync.fn("local", None)
+        plan = t.plan_msrc.fn(server_id)
+        if plan["error"]:
+            raise RuntimeError(plan["error"])
+        refs = plan["refs"]
+        results = [t.sync_msrc_batch.fn(server_id, refs[i : i + t.MSRC_BATCH], i, len(refs))
+                   for i in range(0, len(refs), t.MSRC_BATCH)]
+        results.append(t.sync_winget_batch.fn(server_id))
+        t.finish_sync.fn(server_id, "Successful", "bench")
+    totals = {k: sum(r[k] for r in results) for k in ("stored", "failed", "patches")}
+    if totals["failed"]:
+        raise RuntimeError(f"sync failed: {[e for r in results for e in r['errors']][:1]}")
+    return totals
+
+
+def describe_fleet(fleet: Any) -> dict[str, Any]:
+    """What the synthetic fleet holds: MSRC products, UBR spread, programs per endpoint."""
+    import pandas as pd
+
+    from applicability.microsoft import map_endpoints
+    from applicability.osmap import parse_fixed_build
+    from applicability.synthetic import _FILLER_VENDORS
+
+    eps = fleet.endpoints
+    mapped = map_endpoints(eps)
+    products = mapped["product"].fillna("(no MSRC product)").value_counts()
+    newest: dict[int, int] = {}
+    for value in fleet.ms_catalog["fixed_build"].dropna().unique():
+        parsed = parse_fixed_build(value)
+        if parsed:
+            newest[parsed[0]] = max(newest.get(parsed[0], 0), parsed[1])
+    known = eps[eps["ubr"].notna()]
+    top = known["build"].map(newest)
+    behind = int((known["ubr"].astype("float") < top).sum())
+    per_ep = fleet.programs.groupby("endpoint_id").size()
+    filler = {f"{v} Ltd." for v in _FILLER_VENDORS}  # the generator's non-catalog programs
+    catalog_progs = ~fleet.programs["publisher"].isin(filler)
+    families = {"Windows 10": 0, "Windows 11": 0, "Windows Server": 0, "other": 0}
+    for product, count in products.items():
+        key = next((f for f in families if str(product).startswith(f)), "other")
+        families[key] += int(count)
+    return {
+        "endpoints": len(eps),
+        "products": len(products),
+        "families": families,
+        "top_products": [(str(p), int(c)) for p, c in products.head(4).items()],
+        "builds": int(eps["build"].nunique()),
+        "ubrs": int(pd.Series(list(zip(eps["build"], eps["ubr"], strict=True))).nunique()),
+        "ubr_unknown": int(eps["ubr"].isna().sum()),
+        "behind_newest": behind,
+        "hotpatch": int(eps["hotpatch"].sum()),
+        "programs": len(fleet.programs),
+        "programs_min": int(per_ep.min()),
+        "programs_max": int(per_ep.max()),
+        "catalog_programs": int(catalog_progs.sum()),
+        "catalog_archs": sorted(str(a) for a in fleet.programs.loc[catalog_progs, "arch"]
+                                .fillna("none").unique()),
+        "kbs": len(fleet.installed_kbs),
+    }
+
+
+def _column(df: Any, col: str) -> list[Any]:
+    """A column as Python values with NA as None (what the DB driver wants)."""
+    series = df[col]
+    values = series.astype(object).where(series.notna(), None).tolist()
+    if series.dtype.kind in "iub":
+        return values
+    return [v.strip() or None if isinstance(v, str) else v for v in values]
+
+
+def _records(df: Any, mapping: dict[str, str], extra: dict[str, Any]) -> Iterator[list[dict]]:
+    """Chunks of insert rows: table column -> frame column, plus constant columns."""
+    for start in range(0, len(df), INSERT_CHUNK):
+        part = df.iloc[start : start + INSERT_CHUNK]
+        cols = {table_col: _column(part, frame_col) for table_col, frame_col in mapping.items()}
+        names = list(cols)
+        yield [{**dict(zip(names, values, strict=True)), **extra}
+               for values in zip(*cols.values(), strict=True)]
+
+
+def insert_fleet(fleet: Any) -> dict[str, int]:
+    """Bulk-insert the fleet the way patchflow stores inventories (fleet.inventories): Core
+    executemany, host names upper-case, KBs normalised and one row per (endpoint, KB)."""
+    import pandas as pd
+    from sqlalchemy import insert
+
+    from models import Endpoint, InstalledProgram, InstalledUpdate
+    from models.base import utcnow
+    from models.db import get_engine
+    from patchflow.inventory import normalize_kb
+
+    now = utcnow()
+    eps = fleet.endpoints.assign(
+        hostname=fleet.endpoints["hostname"].str.upper(),
+        ubr=fleet.endpoints["ubr"].astype("Int64"),
+    )
+    kbs = fleet.installed_kbs.assign(kb=fleet.installed_kbs["kb"].map(normalize_kb))
+    kbs = kbs.drop_duplicates(["endpoint_id", "kb"])
+    progs = fleet.programs
+    counts = {"endpoints": len(eps), "installed_programs": len(progs),
+              "installed_updates": len(kbs)}
+    engine = get_engine()
+    with engine.begin() as conn:
+        for rows in _records(eps, {
+            "id": "endpoint_id", "hostname": "hostname", "os_name": "os_name",
+            "os_display_version": "display_version", "os_build": "build", "os_ubr": "ubr",
+            "os_arch": "arch", "hotpatch": "hotpatch", "installation_type": "installation_type",
+        }, {"revoked": False, "pending_reboot": False, "roaming": False, "os_language": "en-US",
+            "scan_state": "Not Scanned", "inventory_at": now, "collected_at": now,
+            "last_seen": now}):
+            for r in rows:
+                r["os_ubr"] = None if r["os_ubr"] is None or pd.isna(r["os_ubr"]) else int(
+                    r["os_ubr"])
+            conn.execute(insert(Endpoint.__table__), rows)
+        for rows in _records(kbs, {"endpoint_id": "endpoint_id", "kb": "kb"},
+                             {"installed_on": None}):
+            conn.execute(insert(InstalledUpdate.__table__), rows)
+        for rows in _records(progs, {
+            "endpoint_id": "endpoint_id", "name": "name", "version": "version",
+            "publisher": "publisher", "product_code": "product_code",
+            "upgrade_code": "upgrade_code", "arch": "arch",
+        }, {}):  # scope and install_date left NULL: the scan reads neither
+            conn.execute(insert(InstalledProgram.__table__), rows)
+    return counts
+
+
+def _print_setup(label: str, s: dict[str, Any]) -> None:
+    f, rows = s["fleet"], s["rows"]
+    n = f["endpoints"]
+    fam = ", ".join(f"{k} {v / n:.0%}" for k, v in f["families"].items() if v)
+    print(f"[{label}] setup (not the scan): sync {s['sync_s']:.1f} s "
+          f"({s['sync']['stored']} documents, {s['sync']['patches']} patches offered); "
+          f"fleet generated in {s['generate_s']:.1f} s; bulk insert {s['insert_s']:.1f} s "
+          f"({rows['endpoints']:,} endpoints, {rows['installed_programs']:,} programs, "
+          f"{rows['installed_updates']:,} KBs)")
+    print(f"[{label}] fleet: {f['products']} MSRC products ({fam}); {f['builds']} builds, "
+          f"{f['ubrs']:,} distinct build.UBRs, {f['behind_newest'] / n:.0%} behind the newest "
+          f"FixedBuild, {f['ubr_unknown'] / n:.0%} UBR unknown, {f['hotpatch']} hotpatch; "
+          f"programs {f['programs_min']}-{f['programs_max']} per endpoint "
+          f"({f['programs'] / n:.0f} avg), {f['catalog_programs'] / n:.1f} per endpoint are "
+          f"catalog applications (arch {', '.join(f['catalog_archs'])})")
+
+
+# --------------------------------------------------------------------------------------------
+# The scan (this process)
+
+
+def warm_up(endpoints: int = 20) -> float:
+    """One small read + engine call first (nothing written), so the timed scan is that of a
+    warm process: lazy imports and pandas' first-call paths are not counted as scan time."""
+    from sqlalchemy import select
+
+    from applicability.engine import scan as engine_scan
+    from models import Endpoint
+    from models.db import session_scope
+    from patchflow.scan_store import frames_for, load_catalog
+
+    start = time.perf_counter()
+    with session_scope() as session:
+        ids = list(session.scalars(select(Endpoint.id).order_by(Endpoint.id).limit(endpoints)))
+        engine_scan(frames_for(session, ids, load_catalog(session)))
+    return time.perf_counter() - start
+
+
+def direct_scan(batch_size: int, profile: bool = False) -> dict[str, Any]:
+    """The scan flow's body through the task functions' `.fn`: no Prefect engine."""
+    from patchflow.scanning import batches
+    from tasks import scan as t
+
+    timers = Timers()
+    profiler = cProfile.Profile() if profile else None
+    _reset_peak()
+    with _split_timers(timers):
+        start, cpu = time.perf_counter(), time.process_time()
+        if profiler:
+            profiler.enable()
+        started = t.start_scan.fn({"all": True}, "manual", None)
+        scan_id, ids = started["scan_id"], started["endpoint_ids"]
+        t0 = time.perf_counter()
+        catalog = t.load_catalog_task.fn()
+        timers.seconds["catalog"] = time.perf_counter() - t0
+        results = [t.scan_batch.fn(scan_id, batch, catalog) for batch in batches(ids, batch_size)]
+        summary = t.finish_scan.fn(scan_id, results)
+        if profiler:
+            profiler.disable()
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return {"wall": wall, "cpu": cpu, "summary": summary, "split": timers.seconds,
+            "split_cpu": timers.cpu,
+            "hwm": _hwm_mb(), "load": os.getloadavg()[0],
+            "maxrss": _maxrss_mb(), "catalog": catalog, "ids": ids, "profiler": profiler}
+
+
+def flow_child(home: str, url: str, batch_size: int) -> dict[str, Any]:
+    """Runs in a fresh child process (its own Prefect settings and temporary API server, which
+    it stops before returning): a no-op flow starts the server, then the real scan flow runs."""
+    _use_home(Path(home), url)
+    from patchflow import prefect_env
+
+    prefect_env.configure()
+    from prefect import flow
+    from prefect.server.api.server import SubprocessASGIServer
+
+    from flows.scan import scan
+
+    @flow(name="bench-warm-up")
+    def warm_up() -> None:
+        return None
+
+    try:
+        start = time.perf_counter()
+        warm_up()
+        startup = time.perf_counter() - start
+        _reset_peak()
+        start = time.perf_counter()
+        summary = scan({"all": True}, "manual", batch_size)
+        wall = time.perf_counter() - start
+        return {"startup": startup, "wall": wall, "summary": summary, "hwm": _hwm_mb()}
+    finally:
+        for server in list(SubprocessASGIServer._instances.values()):
+            server.stop()  # the one this child started; its home is deleted afterwards
+
+
+def reference_check(catalog: Any, ids: list[int], sample: int) -> dict[str, Any]:
+    """Engine vs the per-endpoint loop vs what the scan wrote, on an even sample of the fleet."""
+    import pandas as pd
+    from sqlalchemy import select
+
+    from applicability.engine import scan as engine_scan
+    from applicability.frames import ScanFrames, make_frame
+    from applicability.reference import Reference, scan_reference
+    from models import MissingPatch
+    from models.db import session_scope
+    from patchflow.scan_store import frames_for
+
+    step = max(1, len(ids) // sample)
+    chosen = ids[::step][:sample]
+    with session_scope() as session:
+        frames = frames_for(session, chosen, catalog)
+        written = set(session.execute(
+            select(MissingPatch.endpoint_id, MissingPatch.patch_id)
+            .where(MissingPatch.endpoint_id.in_(chosen))).all())
+    start = time.perf_counter()
+    result = engine_scan(frames)
+    engine_s = time.perf_counter() - start
+    start, cpu = time.perf_counter(), time.process_time()
+    ref_missing, ref_amb, ref_unmapped = scan_reference(frames)
+    loop_s, loop_cpu = time.perf_counter() - start, time.process_time() - cpu
+    # The loop's one-off catalog preparation, so the extrapolation scales only the loop itself.
+    catalog_only = ScanFrames(**{**frames.__dict__, **{
+        k: make_frame(k) for k in ("endpoints", "installed_kbs", "programs", "availability")}})
+    start, cpu = time.perf_counter(), time.process_time()
+    Reference(catalog_only)
+    prep_s, prep_cpu = time.perf_counter() - start, time.process_time() - cpu
+    pd.testing.assert_frame_equal(result.missing, ref_missing)
+    pd.testing.assert_frame_equal(result.ambiguous, ref_amb)
+    pd.testing.assert_frame_equal(result.unmapped, ref_unmapped)
+    engine_pairs = set(zip(result.missing["endpoint_id"].astype(int),
+                           result.missing["patch_id"].astype(int), strict=True))
+    assert engine_pairs == written, (
+        f"scan wrote {len(written)} pairs for the sample, the engine finds {len(engine_pairs)}")
+    return {"n": len(chosen), "pairs": len(engine_pairs), "engine_s": engine_s,
+            "loop_s": loop_s, "prep_s": min(prep_s, loop_s), "loop_cpu": loop_cpu,
+            "prep_cpu": min(prep_cpu, loop_cpu),
+            "ambiguous": len(ref_amb), "unmapped": len(ref_unmapped)}
+
+
+def _counts(url: str) -> dict[str, int]:
+    from sqlalchemy import func, select
+
+    from models import Endpoint, MissingPatch
+    from models.db import session_scope
+
+    with session_scope(url) as session:
+        pairs = session.scalar(select(func.count()).select_from(MissingPatch)) or 0
+        states = dict(session.execute(
+            select(Endpoint.scan_state, func.count()).group_by(Endpoint.scan_state)).all())
+    return {"pairs": pairs, **states}
+
+
+def _print_profile(label: str, profiler: cProfile.Profile) -> None:
+    for sort in ("tottime", "cumulative"):
+        out = io.StringIO()
+        pstats.Stats(profiler, stream=out).strip_dirs().sort_stats(sort).print_stats(22)
+        text = out.getvalue()
+        print(f"\n--- [{label}] profile of the direct scan, by {sort} ---")
+        print(text[text.find("   ncalls"):].rstrip())
+
+
+# --------------------------------------------------------------------------------------------
+# One database
+
+
+def run_database(label: str, url: str, work: Path, inputs: tuple[Path, Path, list[str], str],
+                 args: argparse.Namespace, with_flow: bool) -> dict[str, Any]:
+    from models.db import dispose_all
+
+    msrc_dir, winget_root, packages, _ = inputs
+    home = work / label.lower()
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+        s = pool.submit(setup, str(home), url, str(msrc_dir), str(winget_root), packages,
+                        args.endpoints).result()
+    _print_setup(label, s)
+    _use_home(home, url)
+    try:
+        warm = warm_up()
+        first = direct_scan(args.batch_size, args.profile)
+        summary = first["summary"]
+        n = summary["scanned"] + summary["failed"]
+        counts = _counts(url)
+        assert counts["pairs"] == summary["pairs"], (counts, summary)
+        split = first["split"]
+        out: dict[str, Any] = {"label": label, "endpoints": n, "wall": first["wall"],
+                               "pairs": summary["pairs"], "hwm": first["hwm"],
+                               "maxrss": first["maxrss"], "split": split, "summary": summary}
+        print(f"[{label}] scan + write: {n:,} endpoints in {first['wall']:.2f} s "
+              f"({n / first['wall']:,.0f} endpoints/s); catalog load {split['catalog']:.2f} s, "
+              f"DB read {split['read']:.2f} s, engine {split['engine']:.2f} s, "
+              f"DB write {split['write']:.2f} s, other {_other(first):.2f} s; CPU time of this "
+              f"process {first['cpu']:.2f} s, load average {first['load']:.1f} (after an "
+              f"untimed {warm:.2f} s warm-up: read + engine on 20 endpoints)")
+        print(f"[{label}] result: {summary['pairs']:,} missing pairs written; "
+              f"{summary['missing_endpoints']:,} endpoints Missing Patches, "
+              f"{summary['up_to_date']:,} Up-to-Date, {summary['failed']} failed")
+        peak = f"{first['hwm']:.0f} MB" if first["hwm"] is not None else "n/a"
+        print(f"[{label}] peak memory during the scan: {peak} RSS (VmHWM); "
+              f"ru_maxrss so far {first['maxrss']:.0f} MB")
+        if first["profiler"]:
+            _print_profile(label, first["profiler"])
+
+        if with_flow:
+            again = direct_scan(args.batch_size)
+            out["rescan"] = again["wall"]
+            print(f"[{label}] direct rescan (previous results replaced): {again['wall']:.2f} s; "
+                  f"DB write {again['split']['write']:.2f} s")
+            with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+                flow = pool.submit(flow_child, str(home), url, args.batch_size).result()
+            flow["overhead"] = flow["wall"] - again["wall"]
+            out["flow"] = flow
+            print(f"[{label}] Prefect: temporary API server start-up {flow['startup']:.1f} s "
+                  f"(no-op flow, fresh process); scan flow {flow['wall']:.2f} s "
+                  f"({flow['summary']['status']}, {flow['summary']['pairs']:,} pairs) = "
+                  f"{flow['overhead']:+.2f} s over the direct rescan")
+
+        ref = reference_check(first["catalog"], first["ids"], args.sample)
+        out["ref"] = ref
+        loop_per_ep = (ref["loop_s"] - ref["prep_s"]) / ref["n"]
+        loop = ref["prep_s"] + loop_per_ep * n
+        io_s = first["wall"] - split["engine"]  # everything around the rules: DB, tasks, states
+        loop_cpu = ref["prep_cpu"] + (ref["loop_cpu"] - ref["prep_cpu"]) / ref["n"] * n
+        engine_cpu = first["split_cpu"]["engine"]
+        out["loop"], out["loop_cpu"] = loop, loop_cpu
+        out["ratio_rules"] = loop_cpu / engine_cpu
+        out["ratio_rules_wall"] = loop / split["engine"]
+        # The scan with the engine swapped for the loop: same DB read, write and bookkeeping.
+        out["ratio_scan"] = (loop_cpu + io_s) / (engine_cpu + io_s)
+        out["ratio_bare"] = loop_cpu / first["wall"]
+        print(f"identical results on {ref['n']:,} endpoints ({ref['pairs']:,} missing pairs, "
+              f"{ref['ambiguous']} ambiguous, {ref['unmapped']} unmapped): engine = per-endpoint "
+              f"loop = rows the scan wrote")
+        print(f"[{label}] per-endpoint loop (applicability.reference.scan_reference): "
+              f"{ref['loop_s']:.2f} s on the {ref['n']:,}-endpoint sample = "
+              f"{loop_per_ep * 1000:.2f} ms/endpoint + {ref['prep_s']:.2f} s one-off catalog "
+              f"prep; extrapolated linearly to {n:,} endpoints: {loop:.1f} s")
+        print(f"[{label}] ratio to the loop, per endpoint: rules {out['ratio_rules']:.1f}x in "
+              f"CPU time (engine {engine_cpu:.2f} s vs loop {loop_cpu:.1f} s, same frames; "
+              f"{out['ratio_rules_wall']:.1f}x in wall time, which a busy machine skews); whole "
+              f"scan {out['ratio_scan']:.1f}x (the same {io_s:.2f} s of DB read/write and "
+              f"bookkeeping around the loop instead of the engine); whole scan vs the bare loop "
+              f"without any DB work {out['ratio_bare']:.1f}x")
+        out["maxrss_end"] = _maxrss_mb()
+        return out
+    finally:
+        dispose_all()
+
+
+def _other(run: dict[str, Any]) -> float:
+    return run["wall"] - sum(run["split"].values())
+
+
+@contextlib.contextmanager
+def _mariadb_database() -> Iterator[str | None]:
+    """A fresh database URL, dropped afterwards; None (with a line printed) if unreachable."""
+    import sqlalchemy as sa
+
+    name = f"patchflow_bench_scan_{uuid.uuid4().hex[:10]}"
+    engine = sa.create_engine(MARIADB_ROOT_URL, connect_args={"connect_timeout": 5})
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text(f"CREATE DATABASE {name} CHARACTER SET utf8mb4"))
+    except Exception as exc:  # any driver error means unreachable
+        print(f"MariaDB skipped: not reachable at {MARIADB_ROOT_URL} "
+              f"({' '.join(str(exc).split())[:160]})")
+        engine.dispose()
+        yield None
+        return
+    try:
+        yield f"{MARIADB_ROOT_URL}/{name}"
+    finally:
+        from models.db import dispose_all
+
+        dispose_all()
+        with engine.connect() as conn:
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
+        engine.dispose()
+
+
+# --------------------------------------------------------------------------------------------
+# Report
+
+
+def _verdicts(runs: list[dict[str, Any]]) -> list[str]:
+    lines = []
+    for r in runs:
+        n, wall = r["endpoints"], r["wall"]
+        limit = TARGET_S_PER_10K * n / 10_000
+        peak = r["hwm"] if r["hwm"] is not None else r["maxrss"]
+
+        def verdict(ok: bool) -> str:
+            return "met" if ok else "MISSED"
+
+        lines.append(f"target [{r['label']}]: {n:,} endpoints scanned and written < {limit:.3g} s"
+                     f" (20 s per 10,000):"
+                     f" {wall:.2f} s -> {verdict(wall < limit)}")
+        lines.append(f"target [{r['label']}]: peak memory < {TARGET_PEAK_MB:.0f} MB: "
+                     f"{peak:.0f} MB during the scan (ru_maxrss of the whole run "
+                     f"{r['maxrss_end']:.0f} MB) -> {verdict(peak < TARGET_PEAK_MB)}")
+        lines.append(f"target [{r['label']}]: >= {TARGET_RATIO:.0f}x the per-endpoint loop over "
+                     f"the same rules (engine vs loop, CPU time): {r['ratio_rules']:.1f}x -> "
+                     f"{verdict(r['ratio_rules'] >= TARGET_RATIO)} (whole scan incl. DB vs loop "
+                     f"with the same DB work: {r['ratio_scan']:.1f}x)")
+    return lines
+
+
+def _table(runs: list[dict[str, Any]]) -> str:
+    header = ("database", "endpoints", "scan+write s", "endpoints/s", "peak MB", "pairs",
+              "loop CPU s (extrap.)", "x loop rules (CPU)", "x loop scan")
+    rows = [header] + [(
+        r["label"], f"{r['endpoints']:,}", f"{r['wall']:.2f}",
+        f"{r['endpoints'] / r['wall']:,.0f}",
+        f"{r['hwm']:.0f}" if r["hwm"] is not None else f"{r['maxrss']:.0f}",
+        f"{r['pairs']:,}", f"{r['loop_cpu']:.1f}", f"{r['ratio_rules']:.1f}",
+        f"{r['ratio_scan']:.1f}",
+    ) for r in runs]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = []
+    for k, row in enumerate(rows):
+        lines.append("  ".join([row[0].ljust(widths[0])]
+                               + [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)]))
+        if k == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from patchflow.scanning import BATCH_SIZE
+
+    parser = argparse.ArgumentParser(prog="python -m bench.scan",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--endpoints", type=int, default=10_000, help="fleet size (10000)")
+    parser.add_argument("--database", choices=("sqlite", "mariadb", "both"), default="both",
+                        help="both = SQLite, then MariaDB when reachable (default)")
+    parser.add_argument("--sample", type=int, default=1000,
+                        help="endpoints the per-endpoint loop runs on (1000)")
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE,
+                        help=f"endpoints per scan batch (patchflow's BATCH_SIZE, {BATCH_SIZE})")
+    parser.add_argument("--no-flow", action="store_true", help="skip the Prefect flow run")
+    parser.add_argument("--profile", action="store_true",
+                        help="cProfile the direct scan and print the top functions")
+    parser.add_argument("--fixtures", type=Path, default=DEFAULT_FIXTURES,
+                        help="folder holding msrc/ and winget/ (default: ../shared/fixtures)")
+    args = parser.parse_args(argv)
+    if min(args.endpoints, args.sample, args.batch_size) < 1:
+        parser.error("--endpoints, --sample and --batch-size must be positive")
+
+    saved_env = dict(os.environ)
+    runs: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="patchflow-bench-scan-",
+                                     ignore_cleanup_errors=True) as tmp:
+        work = Path(tmp)
+        try:
+            os.environ["PATCHFLOW_HOME"] = str(work / "home")
+            os.environ["PREFECT_HOME"] = str(work / "prefect")  # children start their own
+            os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
+            from patchflow import prefect_env
+
+            prefect_env.configure()
+            inputs = _inputs(args.fixtures, work)
+            print(f"bench.scan: {args.endpoints:,} synthetic endpoints (~{PROGRAMS_PER_ENDPOINT}"
+                  f" programs each, seed {SEED}) against {inputs[3]}; batches of "
+                  f"{args.batch_size}; {os.cpu_count()} CPUs, load average "
+                  f"{os.getloadavg()[0]:.1f}, Python {sys.version.split()[0]}")
+            import tasks.scan  # noqa: F401  (import Prefect and pandas before timing anything)
+
+            flow_done = args.no_flow
+            if args.database in ("sqlite", "both"):
+                url = f"sqlite:///{work / 'sqlite' / 'patchflow.db'}"
+                runs.append(run_database("SQLite", url, work, inputs, args, not flow_done))
+                flow_done = True
+            if args.database in ("mariadb", "both"):
+                with _mariadb_database() as url:
+                    if url:
+                        runs.append(run_database("MariaDB", url, work, inputs, args,
+                                                 not flow_done))
+        finally:
+            os.environ.clear()
+            os.environ.update(saved_env)
+    if runs:
+        print()
+        print(_table(runs))
+        for line in _verdicts(runs):
+            print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
