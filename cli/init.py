@@ -21,6 +21,7 @@ def init(
     key: str = typer.Option(None, "--key", help="Private key of --cert (PEM)"),
 ) -> None:
     """Create PATCHFLOW_HOME, write patchflow.toml and upgrade the database. Safe to run twice."""
+    import patchflow.tls  # noqa: F401  registers the TLS certificate init hook
     from models.db import DatabaseError, dispose_all, make_engine
     from models.migrate import upgrade
     from patchflow import config, crypto, setup

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
@@ -136,8 +137,60 @@ def rescan_after_inventory(endpoint_ids: list[int]) -> None:
     scan_now(endpoint_ids, trigger="inventory")
 
 
-def register_inventory_hook() -> None:
+def register_inventory_hook(background: bool = False) -> None:
+    """Rescan endpoints when their inventory arrives: synchronously for CLI imports, through
+    the background queue in the server (an upload must not wait for a scan)."""
     from patchflow.fleet.inventories import INVENTORY_HOOKS
 
-    if rescan_after_inventory not in INVENTORY_HOOKS:
-        INVENTORY_HOOKS.append(rescan_after_inventory)
+    hook = RESCANS.add if background else rescan_after_inventory
+    if hook not in INVENTORY_HOOKS:
+        INVENTORY_HOOKS.append(hook)
+
+
+class RescanQueue:
+    """Collects endpoint ids from inventory uploads and scans them together a moment later.
+
+    Thousands of agents reporting at once become a few batch scans instead of one scan per
+    upload; an endpoint's results are current about `delay` seconds after it reports.
+    """
+
+    def __init__(self, delay: float = 1.0) -> None:
+        self.delay = delay
+        self._ids: set[int] = set()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._idle = threading.Event()
+        self._idle.set()
+        self._thread: threading.Thread | None = None
+
+    def add(self, endpoint_ids: list[int]) -> None:
+        with self._lock:
+            self._ids.update(endpoint_ids)
+            self._idle.clear()
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="rescan", daemon=True)
+                self._thread.start()
+        self._wake.set()
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """For tests and shutdown: True once everything queued has been scanned."""
+        return self._idle.wait(timeout)
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            time.sleep(self.delay)
+            with self._lock:
+                ids, self._ids = sorted(self._ids), set()
+                self._wake.clear()
+            for batch in batches(ids):
+                try:
+                    scan_now(batch)
+                except Exception:
+                    log.exception("background rescan of %d endpoints failed", len(batch))
+            with self._lock:
+                if not self._ids:
+                    self._idle.set()
+
+
+RESCANS = RescanQueue()

@@ -96,6 +96,8 @@ def _prepare(url: str) -> None:
                 conn.execute(sa.text(f"DELETE FROM {table.name}"))
             conn.execute(sa.text("SET FOREIGN_KEY_CHECKS=1"))
         else:
+            # Self-references (nested groups, superseded patches) are checked at commit.
+            conn.execute(sa.text("PRAGMA defer_foreign_keys=ON"))
             for table in reversed(Base.metadata.sorted_tables):
                 conn.execute(table.delete())
 

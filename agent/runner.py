@@ -1,0 +1,144 @@
+"""The agent's loop: inventory at start and every N hours, job polls every M seconds with
+jitter (so ten thousand agents restarted together do not poll in lockstep), exponential backoff
+while the server is unreachable, and results delivered from the on-disk outbox."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from agent.platforms.base import JobNotSupported, Platform
+from agent.state import StateDir
+from agent.transport import RequestRefused, ServerClient, ServerUnreachable
+
+log = logging.getLogger("patchflow.agent")
+
+INVENTORY_PATH = "/api/v1/agent/inventory"
+JOBS_PATH = "/api/v1/agent/jobs"
+
+
+class AgentRevoked(Exception):
+    """The server no longer accepts this agent's credentials (401/403)."""
+
+
+@dataclass
+class Schedule:
+    inventory_every: float = 6 * 3600.0
+    poll_every: float = 60.0
+    jitter: float = 0.2  # ± this fraction of each wait
+    backoff_start: float = 5.0
+    backoff_max: float = 900.0
+
+
+class AgentRunner:
+    def __init__(self, client: ServerClient, state: StateDir, platform: Platform,
+                 schedule: Schedule | None = None,
+                 sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.client = client
+        self.state = state
+        self.platform = platform
+        self.schedule = schedule or Schedule()
+        self.sleep = sleep
+        self.clock = clock
+        self._rng = random.Random()
+
+    # --- one step each -----------------------------------------------------------------------
+
+    def upload_inventory(self) -> dict[str, Any]:
+        doc = self.platform.collect_inventory()
+        ack = self._call("PUT", INVENTORY_PATH, doc)
+        log.info("inventory sent: %s programs, %s updates", ack.get("programs"),
+                 ack.get("updates"))
+        return dict(ack)
+
+    def flush_results(self) -> int:
+        """Deliver queued results oldest first; stops at the first network failure so the order
+        is kept. A result the server refuses (unknown job) is dropped, not retried forever."""
+        sent = 0
+        for path, job_id, result in self.state.pending_results():
+            try:
+                self._call("POST", f"{JOBS_PATH}/{job_id}/result", result)
+            except RequestRefused as exc:
+                log.warning("job %s result dropped: %s", job_id, exc.message)
+            path.unlink(missing_ok=True)
+            sent += 1
+        return sent
+
+    def poll_jobs(self) -> int:
+        jobs = self._call("GET", JOBS_PATH) or []
+        for job in jobs:
+            self.state.queue_result(int(job["id"]), self._run_job(job))
+        return len(jobs)
+
+    def _run_job(self, job: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return self.platform.run_job(job)
+        except JobNotSupported as exc:
+            return {"state": "failed", "message": str(exc)}
+        except Exception as exc:  # a job must end with a result, whatever went wrong
+            log.exception("job %s crashed", job.get("id"))
+            return {"state": "failed", "message": f"agent error: {type(exc).__name__}: {exc}"}
+
+    def _call(self, method: str, path: str, body: Any = None) -> Any:
+        try:
+            return self.client.request(method, path, body)
+        except RequestRefused as exc:
+            if exc.status in (401, 403):
+                raise AgentRevoked(exc.message) from None
+            raise
+
+    # --- loops -------------------------------------------------------------------------------
+
+    def run_once(self) -> dict[str, int]:
+        """One full cycle; ServerUnreachable propagates with results still on disk."""
+        self.upload_inventory()
+        sent = self.flush_results()
+        jobs = self.poll_jobs()
+        sent += self.flush_results()
+        return {"jobs": jobs, "results_sent": sent}
+
+    def jittered(self, seconds: float) -> float:
+        spread = seconds * self.schedule.jitter
+        return max(0.0, seconds + self._rng.uniform(-spread, spread))
+
+    def _upload_inventory_logged(self) -> None:
+        """In the long-running loop a failed collection (a locked registry hive, a bad simulated
+        file) or a refused document is logged and retried at the next interval; only an
+        unreachable server or a revoked agent leave the loop's normal course."""
+        try:
+            self.upload_inventory()
+        except (ServerUnreachable, AgentRevoked):
+            raise
+        except RequestRefused as exc:
+            log.error("inventory refused: %s", exc.message)
+        except Exception as exc:
+            log.error("inventory not collected: %s", exc)
+
+    def run_forever(self, stop: Callable[[], bool] = lambda: False) -> None:
+        """Until stop() or the agent is revoked (AgentRevoked propagates)."""
+        next_inventory = self.clock()
+        backoff = 0.0
+        while not stop():
+            try:
+                if self.clock() >= next_inventory:
+                    self._upload_inventory_logged()
+                    next_inventory = self.clock() + self.jittered(self.schedule.inventory_every)
+                self.flush_results()
+                self.poll_jobs()
+                self.flush_results()
+                backoff = 0.0
+                wait = self.jittered(self.schedule.poll_every)
+            except RequestRefused as exc:
+                log.error("server refused a request: %s", exc.message)
+                wait = self.jittered(self.schedule.poll_every)
+            except ServerUnreachable as exc:
+                backoff = min(self.schedule.backoff_max,
+                              max(self.schedule.backoff_start, backoff * 2))
+                wait = self.jittered(backoff)
+                log.warning("%s; retrying in %.0f s", exc, wait)
+            self.sleep(wait)

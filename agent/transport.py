@@ -1,0 +1,182 @@
+"""HTTPS to the patchflow server with the certificate pinned at enrollment.
+
+The pin is checked right after the TLS handshake and before a single byte of HTTP is sent, so an
+impostor never sees the agent's secret. http.client (not a third-party client) keeps the agent's
+dependencies to the standard library and gives that hook: `connect()`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import re
+import ssl
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+USER_AGENT = "patchflow-agent/0.1"
+
+
+class AgentError(Exception):
+    """Anything the agent reports as one line."""
+
+
+class PinMismatch(AgentError):
+    """The server presented a certificate other than the pinned one."""
+
+
+class ServerUnreachable(AgentError):
+    """No answer, or an answer meaning "try later" (5xx, 429): back off and retry."""
+
+
+class RequestRefused(AgentError):
+    """The server answered 4xx: the request itself is wrong and retrying will not help."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"server refused ({status}): {message}")
+        self.status = status
+        self.message = message
+
+
+def normalize_fingerprint(value: str) -> str:
+    """'sha256:ab:cd…', 'AB CD …' or 64 hex digits → 'AB:CD:…'."""
+    digits = re.sub(r"[^0-9A-Fa-f]", "", value.strip().removeprefix("sha256:")
+                    .removeprefix("SHA256:"))
+    if len(digits) != 64:
+        raise AgentError(
+            f"invalid fingerprint {value!r}: expected the 64 hex digits "
+            "of `patchflow tls fingerprint`"
+        )
+    digits = digits.upper()
+    return ":".join(digits[i : i + 2] for i in range(0, 64, 2))
+
+
+def fingerprint_of(der: bytes) -> str:
+    digest = hashlib.sha256(der).hexdigest().upper()
+    return ":".join(digest[i : i + 2] for i in range(0, 64, 2))
+
+
+class PinnedHTTPSConnection(http.client.HTTPSConnection):
+    def __init__(self, host: str, port: int | None, *, context: ssl.SSLContext,
+                 fingerprint: str | None, timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout, context=context)
+        self.pinned = fingerprint
+
+    def connect(self) -> None:
+        super().connect()
+        if self.pinned is None:
+            return
+        der = self.sock.getpeercert(binary_form=True) if self.sock else None
+        actual = fingerprint_of(der) if der else "none"
+        if actual != self.pinned:
+            self.close()
+            raise PinMismatch(
+                f"server certificate does not match the pinned one (pinned SHA-256 "
+                f"{self.pinned}, got {actual}): refusing to connect; re-enroll if the "
+                "server's certificate really changed"
+            )
+
+
+def tls_context(fingerprint: str | None, ca_file: Path | None) -> ssl.SSLContext:
+    """Pinning by fingerprint checks the exact certificate (so chain and name checks add
+    nothing); pinning by CA verifies the chain and the host name as usual."""
+    if ca_file is not None:
+        context = ssl.create_default_context(cafile=str(ca_file))
+    else:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+class ServerClient:
+    """One keep-alive connection to the server, reopened when it drops."""
+
+    def __init__(self, server: str, *, fingerprint: str | None = None,
+                 ca_file: Path | None = None, agent_id: str | None = None,
+                 secret: str | None = None, timeout: float = 30.0) -> None:
+        parts = urlsplit(server)
+        if parts.scheme != "https" or not parts.hostname:
+            raise AgentError(f"invalid server {server!r}: expected https://host:port")
+        if fingerprint is None and ca_file is None:
+            raise AgentError("the server certificate must be pinned: --fingerprint or --ca")
+        self.host = parts.hostname
+        self.port = parts.port or 6201
+        self.fingerprint = normalize_fingerprint(fingerprint) if fingerprint else None
+        try:
+            self.context = tls_context(self.fingerprint if ca_file is None else None, ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise AgentError(f"cannot use CA file {ca_file}: {exc}") from None
+        self.agent_id = agent_id
+        self.secret = secret
+        self.timeout = timeout
+        self._conn: PinnedHTTPSConnection | None = None
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _connection(self) -> PinnedHTTPSConnection:
+        if self._conn is None:
+            pin = self.fingerprint if self.context.verify_mode == ssl.CERT_NONE else None
+            self._conn = PinnedHTTPSConnection(self.host, self.port, context=self.context,
+                                               fingerprint=pin, timeout=self.timeout)
+        return self._conn
+
+    def request(self, method: str, path: str, body: Any = None,
+                authenticated: bool = True) -> Any:
+        headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+        payload = None
+        if body is not None:
+            payload = json.dumps(body, separators=(",", ":")).encode()
+            headers["Content-Type"] = "application/json"
+        if authenticated:
+            if not self.agent_id or not self.secret:
+                raise AgentError("not enrolled: run `patchflow-agent enroll`")
+            headers["X-Agent-Id"] = self.agent_id
+            headers["Authorization"] = f"Bearer {self.secret}"
+        for attempt in (1, 2):
+            reused = self._conn is not None
+            conn = self._connection()
+            try:
+                conn.request(method, path, body=payload, headers=headers)
+                response = conn.getresponse()
+                status, raw = response.status, response.read()
+                if response.will_close:
+                    self.close()
+                break
+            except PinMismatch:
+                self.close()
+                raise
+            except ssl.SSLCertVerificationError as exc:
+                self.close()
+                raise PinMismatch(
+                    f"server certificate is not signed by the pinned CA: {exc.verify_message}"
+                ) from None
+            except (OSError, http.client.HTTPException) as exc:
+                self.close()
+                # A keep-alive connection the server already closed fails once; retry fresh.
+                if reused and attempt == 1:
+                    continue
+                raise ServerUnreachable(
+                    f"cannot reach https://{self.host}:{self.port}: {exc or type(exc).__name__}"
+                ) from None
+        return _decode(status, raw)
+
+
+def _decode(status: int, raw: bytes) -> Any:
+    try:
+        data = json.loads(raw) if raw else None
+    except ValueError:
+        data = None
+    if 200 <= status < 300:
+        return data
+    message = data.get("error") if isinstance(data, dict) else None
+    message = message or raw[:200].decode("utf-8", "replace") or f"HTTP {status}"
+    if status >= 500 or status == 429:
+        raise ServerUnreachable(f"server busy or failing ({status}): {message}")
+    raise RequestRefused(status, message)

@@ -1,0 +1,105 @@
+"""The endpoint fleet: enrollment, agent authentication, inventories, groups, policies.
+
+The CLI, the agent API and the admin API all call these functions, so a rule (a token's uses, a
+secret kept only as a hash, an inventory replaced whole or not at all) holds whichever door a
+request came through. Functions take a Session and leave committing to the caller, except the
+agent hot path (`authenticate_agent`), which uses a bare connection because it runs on every poll.
+
+Extension points for later layers: `INVENTORY_HOOKS` (called with endpoint ids after an inventory
+is committed) and `JOB_HANDLERS` (what the agent API's job routes call).
+"""
+
+from patchflow.fleet.agents import (
+    TOUCH_INTERVAL,
+    AgentIdentity,
+    Enrollment,
+    authenticate_agent,
+    enroll,
+)
+from patchflow.fleet.endpoints import get_endpoint, list_endpoints, move_endpoint, revoke_endpoint
+from patchflow.fleet.errors import Conflict, Forbidden, Unauthorized
+from patchflow.fleet.inventories import (
+    INVENTORY_HOOKS,
+    Sighting,
+    import_inventories,
+    run_inventory_hooks,
+    store_inventory,
+)
+from patchflow.fleet.jobs import JOB_HANDLERS, JobHandlers, poll_jobs, record_job_result
+from patchflow.fleet.network import DEFAULT_INTERNAL, Network, internal_networks, is_roaming
+from patchflow.fleet.policies import (
+    WEEKDAYS,
+    PolicyOptions,
+    add_policy,
+    delete_policy,
+    edit_policy,
+    get_policy,
+    list_policies,
+    policy_to_dict,
+)
+from patchflow.fleet.tokens import (
+    admin_token_name,
+    create_admin_token,
+    create_enrollment_token,
+    enrollment_token_to_dict,
+    list_admin_tokens,
+    list_enrollment_tokens,
+    parse_duration,
+    revoke_admin_token,
+    revoke_enrollment_token,
+    validate_name,
+)
+from patchflow.fleet.transactions import db_slot, write_transaction
+from patchflow.fleet.tree import Tree, add_group, endpoint_policy, list_groups
+
+__all__ = [
+    "DEFAULT_INTERNAL",
+    "INVENTORY_HOOKS",
+    "JOB_HANDLERS",
+    "TOUCH_INTERVAL",
+    "WEEKDAYS",
+    "AgentIdentity",
+    "Conflict",
+    "Enrollment",
+    "Forbidden",
+    "JobHandlers",
+    "Network",
+    "PolicyOptions",
+    "Sighting",
+    "Tree",
+    "Unauthorized",
+    "add_group",
+    "add_policy",
+    "admin_token_name",
+    "authenticate_agent",
+    "create_admin_token",
+    "create_enrollment_token",
+    "db_slot",
+    "delete_policy",
+    "edit_policy",
+    "endpoint_policy",
+    "enroll",
+    "enrollment_token_to_dict",
+    "get_endpoint",
+    "get_policy",
+    "import_inventories",
+    "internal_networks",
+    "is_roaming",
+    "list_admin_tokens",
+    "list_endpoints",
+    "list_enrollment_tokens",
+    "list_groups",
+    "list_policies",
+    "move_endpoint",
+    "parse_duration",
+    "policy_to_dict",
+    "poll_jobs",
+    "record_job_result",
+    "revoke_admin_token",
+    "revoke_endpoint",
+    "revoke_enrollment_token",
+    "run_inventory_hooks",
+    "store_inventory",
+    "validate_name",
+    "write_transaction",
+]

@@ -1,0 +1,106 @@
+"""Database work that tens of thousands of agents run concurrently.
+
+On MariaDB, InnoDB's default REPEATABLE READ takes gap locks on the endpoint_id index when an
+inventory deletes the previous rows, so two uploads for neighbouring endpoints can deadlock.
+READ COMMITTED takes no gap locks for these statements; a deadlock that still happens (the
+database picks a victim and rolls it back whole) is retried, as InnoDB's own message asks.
+On SQLite, writers of this process queue on a lock; `db_slot` keeps agent requests within the
+connection pool on both.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+from sqlalchemy.pool import QueuePool
+
+from models.db import get_engine, session_scope
+
+T = TypeVar("T")
+_RETRYABLE = {1213, 1205}  # deadlock found; lock wait timeout
+ATTEMPTS = 5
+
+
+def _retryable(exc: OperationalError) -> bool:
+    args: tuple[Any, ...] = getattr(exc.orig, "args", ())
+    return bool(args) and args[0] in _RETRYABLE
+
+
+class FifoLock:
+    """A lock handed over in arrival order. threading.Lock makes no fairness promise, and under
+    a burst of uploads an unlucky writer could wait many turns, which is the p99 tail."""
+
+    def __init__(self) -> None:
+        self._turn = threading.Condition()
+        self._next_ticket = 0
+        self._serving = 0
+
+    def __enter__(self) -> None:
+        with self._turn:
+            ticket = self._next_ticket
+            self._next_ticket += 1
+            while ticket != self._serving:
+                self._turn.wait()
+
+    def __exit__(self, *exc: object) -> None:
+        with self._turn:
+            self._serving += 1
+            self._turn.notify_all()
+
+
+# SQLite allows one writer at a time. Writers of this process queue here instead of in SQLite's
+# busy handler, which sleeps in growing steps (up to 100 ms) and turned a burst of uploads into
+# multi-second tails; other processes (the CLI, a second worker) still meet the busy handler.
+_SQLITE_WRITER = FifoLock()
+
+
+def write_transaction(url: str | None, work: Callable[[Session], T]) -> T:
+    """Run `work` in one transaction (committed on return), retrying deadlock victims."""
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            # MariaDB: a pool slot (see db_slot); SQLite: the FIFO writer queue.
+            with session_scope(url) as session:
+                if session.get_bind().dialect.name == "mysql":
+                    with db_slot(url):
+                        session.connection(
+                            execution_options={"isolation_level": "READ COMMITTED"}
+                        )
+                        result = work(session)
+                        session.commit()
+                    return result
+                with _SQLITE_WRITER:
+                    result = work(session)
+                    session.commit()
+                return result
+        except OperationalError as exc:
+            if attempt == ATTEMPTS or not _retryable(exc):
+                raise
+            time.sleep(random.uniform(0.005, 0.05) * attempt)
+    raise AssertionError("unreachable")
+
+
+_SLOTS: dict[str, threading.BoundedSemaphore] = {}
+_SLOTS_LOCK = threading.Lock()
+
+
+def db_slot(url: str | None) -> threading.BoundedSemaphore:
+    """A semaphore with as many slots as the engine's connection pool keeps open.
+
+    Past the pool size, SQLAlchemy hands out overflow connections that are closed again on
+    return: on MariaDB each is a new TCP and TLS handshake, which under a burst of polls cost
+    more than the queries themselves. Agent requests take a slot around their database work and
+    so queue in memory instead.
+    """
+    key = url or ""
+    with _SLOTS_LOCK:
+        if key not in _SLOTS:
+            pool = get_engine(url).pool
+            size = pool.size() if isinstance(pool, QueuePool) else 5
+            _SLOTS[key] = threading.BoundedSemaphore(max(1, size))
+        return _SLOTS[key]

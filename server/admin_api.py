@@ -1,0 +1,194 @@
+"""Admin API for the fleet: endpoints, enrollment tokens, groups and policies. Every route calls
+the same patchflow.fleet function as the matching CLI command."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field
+
+from models.db import session_scope
+from patchflow import fleet
+from patchflow.errors import UserError
+from patchflow.inventory import validate_documents
+from server.auth import admin_name, settings_of
+from server.errors import InvalidDocument
+
+router = APIRouter(prefix="/api/v1/admin", tags=["admin: fleet"],
+                   dependencies=[Depends(admin_name)])
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TokenCreate(_Body):
+    group: str | None = None
+    expires: str | None = Field("7d", description="30m, 12h, 7d, 2w or never")
+    uses: int | None = Field(None, ge=1, description="How many enrollments; null = unlimited")
+
+
+class GroupCreate(_Body):
+    name: str
+    parent: str | None = None
+
+
+class MoveRequest(_Body):
+    group: str
+
+
+class PolicyBody(_Body):
+    """Fields left out (or null) keep their value on edit and take the default on create."""
+
+    patch_server: str | None = None
+    groups: list[str] | None = Field(None, description="Exactly the groups that get the policy")
+    roaming_microsoft: bool | None = None
+    scan_weekday: str | None = None
+    scan_at: str | None = Field(None, description="HH:MM, 24-hour")
+    scan_every_weeks: int | None = None
+    clear_schedule: bool = False
+    run_if_missed: bool | None = None
+    auto_install: bool | None = None
+    auto_restart: bool | None = None
+
+    def options(self) -> fleet.PolicyOptions:
+        return fleet.PolicyOptions(**self.model_dump())
+
+
+class PolicyCreate(PolicyBody):
+    name: str
+
+    def options(self) -> fleet.PolicyOptions:
+        return fleet.PolicyOptions(**self.model_dump(exclude={"name"}))
+
+
+def _url(request: Request) -> str:
+    return settings_of(request).database_url
+
+
+# --- endpoints ------------------------------------------------------------------------------
+
+
+@router.get("/endpoints", summary="Endpoints, optionally in one group and its subgroups")
+def list_endpoints(request: Request, group: str | None = None) -> list[dict[str, Any]]:
+    with session_scope(_url(request)) as session:
+        return fleet.list_endpoints(session, group)
+
+
+_IMPORT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"oneOf": [
+            {"$ref": "#/components/schemas/Inventory"},
+            {"type": "array", "items": {"$ref": "#/components/schemas/Inventory"}},
+        ]}}},
+    }
+}
+
+
+@router.post("/endpoints/import", openapi_extra=_IMPORT_BODY,
+             summary="Store inventories without an agent: one object or a list, all or nothing")
+async def import_endpoints(request: Request, group: str | None = None) -> dict[str, Any]:
+    # Validated here rather than by a union-typed parameter, so an error names the document
+    # and field ("document 2 of 3: os.arch: ...") instead of the union branch that failed.
+    try:
+        data = json.loads(await request.body())
+    except ValueError as exc:
+        raise UserError(f"malformed JSON: {exc}") from None
+    try:
+        items = validate_documents(data)
+    except ValueError as exc:
+        raise InvalidDocument(str(exc)) from None
+    ids = await run_in_threadpool(
+        fleet.write_transaction, _url(request),
+        lambda session: fleet.import_inventories(session, items, group),
+    )
+    await run_in_threadpool(fleet.run_inventory_hooks, ids)
+    return {"imported": len(ids), "hostnames": [doc.hostname for doc in items]}
+
+
+@router.post("/endpoints/{hostname}/move", summary="Move an endpoint to another group")
+def move_endpoint(request: Request, hostname: str, body: MoveRequest) -> dict[str, Any]:
+    with session_scope(_url(request)) as session:
+        endpoint = fleet.move_endpoint(session, hostname, body.group)
+        return {"hostname": endpoint.hostname, "group": body.group}
+
+
+@router.post("/endpoints/{hostname}/revoke", summary="Cut an endpoint's agent off")
+def revoke_endpoint(request: Request, hostname: str) -> dict[str, Any]:
+    with session_scope(_url(request)) as session:
+        endpoint = fleet.revoke_endpoint(session, hostname)
+        return {"hostname": endpoint.hostname, "revoked": True}
+
+
+# --- enrollment tokens ----------------------------------------------------------------------
+
+
+@router.get("/enrollment-tokens", summary="Enrollment tokens (never the tokens themselves)")
+def list_tokens(request: Request) -> list[dict[str, Any]]:
+    with session_scope(_url(request)) as session:
+        return fleet.list_enrollment_tokens(session)
+
+
+@router.post("/enrollment-tokens", status_code=201,
+             summary="Create an enrollment token; the response is the only time it is shown")
+def create_token(request: Request, body: TokenCreate) -> dict[str, Any]:
+    with session_scope(_url(request)) as session:
+        token, row = fleet.create_enrollment_token(session, body.group, body.expires, body.uses)
+        return {"token": token, **fleet.enrollment_token_to_dict(session, row)}
+
+
+@router.delete("/enrollment-tokens/{token_id}", summary="Revoke an enrollment token")
+def revoke_token(request: Request, token_id: int) -> dict[str, Any]:
+    with session_scope(_url(request)) as session:
+        fleet.revoke_enrollment_token(session, token_id)
+    return {"id": token_id, "revoked": True}
+
+
+# --- groups ---------------------------------------------------------------------------------
+
+
+@router.get("/groups", summary="Groups with their policy and endpoint counts")
+def list_groups(request: Request) -> list[dict[str, Any]]:
+    with session_scope(_url(request)) as session:
+        return fleet.list_groups(session)
+
+
+@router.post("/groups", status_code=201, summary="Add a group (optionally under a parent)")
+def add_group(request: Request, body: GroupCreate) -> dict[str, Any]:
+    with session_scope(_url(request)) as session:
+        group = fleet.add_group(session, body.name, body.parent)
+        return {"name": group.name, "parent": body.parent}
+
+
+# --- policies -------------------------------------------------------------------------------
+
+
+@router.get("/policies", summary="Policies")
+def list_policies(request: Request) -> list[dict[str, Any]]:
+    with session_scope(_url(request)) as session:
+        return fleet.list_policies(session)
+
+
+@router.post("/policies", status_code=201, summary="Add a policy")
+def add_policy(request: Request, body: PolicyCreate) -> dict[str, Any]:
+    with session_scope(_url(request)) as session:
+        policy, notes = fleet.add_policy(session, body.name, body.options())
+        return {**fleet.policy_to_dict(session, policy), "notes": notes}
+
+
+@router.patch("/policies/{name}", summary="Change a policy (only the fields given)")
+def edit_policy(request: Request, name: str, body: PolicyBody) -> dict[str, Any]:
+    with session_scope(_url(request)) as session:
+        policy, notes = fleet.edit_policy(session, name, body.options())
+        return {**fleet.policy_to_dict(session, policy), "notes": notes}
+
+
+@router.delete("/policies/{name}", summary="Delete a policy (its groups keep no policy)")
+def delete_policy(request: Request, name: str) -> dict[str, Any]:
+    with session_scope(_url(request)) as session:
+        fleet.delete_policy(session, name)
+    return {"name": name, "deleted": True}

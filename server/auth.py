@@ -1,0 +1,71 @@
+"""Who is calling: an enrolled agent (X-Agent-Id + Bearer secret) or an admin (Bearer token).
+Both are FastAPI dependencies, so routes declare what they need and OpenAPI documents it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from models.db import get_engine
+from patchflow import fleet
+from server.settings import ServerSettings
+
+_agent_id = APIKeyHeader(
+    name="X-Agent-Id", auto_error=False, scheme_name="AgentId",
+    description="The agent id returned by enrollment.",
+)
+_agent_secret = HTTPBearer(
+    auto_error=False, scheme_name="AgentSecret",
+    description="The per-agent secret returned by enrollment.",
+)
+_admin_token = HTTPBearer(
+    auto_error=False, scheme_name="AdminToken",
+    description="A token from `patchflow admin token create`.",
+)
+
+
+def settings_of(request: Request) -> ServerSettings:
+    settings: ServerSettings = request.app.state.settings
+    return settings
+
+
+def client_ip(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+@dataclass(frozen=True)
+class AgentCredentials:
+    """What an agent presented. Checking it needs the database, so `verify()` runs in the same
+    worker thread as the route's own database work: one thread hop per request, not two."""
+
+    agent_id: str | None
+    secret: str | None
+    ip: str | None
+    settings: ServerSettings
+
+    def verify(self) -> fleet.AgentIdentity:
+        return fleet.authenticate_agent(get_engine(self.settings.database_url), self.agent_id,
+                                        self.secret, self.ip, self.settings.internal)
+
+
+async def agent_credentials(
+    request: Request,
+    agent_id: str | None = Depends(_agent_id),
+    credentials: HTTPAuthorizationCredentials | None = Depends(_agent_secret),
+) -> AgentCredentials:
+    return AgentCredentials(agent_id, credentials.credentials if credentials else None,
+                            client_ip(request), settings_of(request))
+
+
+def admin_name(
+    request: Request,
+    credentials: HTTPAuthorizationCredentials | None = Depends(_admin_token),
+) -> str:
+    """The admin token's name, for audit fields such as created_by."""
+    if credentials is None:
+        raise fleet.Unauthorized("admin token required (Authorization: Bearer <token>)")
+    return fleet.admin_token_name(
+        get_engine(settings_of(request).database_url), credentials.credentials
+    )

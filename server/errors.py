@@ -1,0 +1,93 @@
+"""Every failure leaves the API as `{"error": "<one line>"}` with a 4xx (or 5xx) status: agents
+and scripts read one field, and no traceback or internal detail reaches a client."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError, OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from patchflow.errors import NotFoundError, UserError
+from patchflow.fleet import Conflict, Forbidden, Unauthorized
+from patchflow.inventory import describe_errors
+
+log = logging.getLogger("patchflow.server")
+
+
+class InvalidDocument(UserError):
+    """A body that parsed as JSON but failed validation where a route validates it itself (422)."""
+
+
+def error_response(
+    status: int, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    one_line = " ".join(str(message).split())[:500]
+    return JSONResponse({"error": one_line}, status_code=status, headers=headers)
+
+
+def _status_of(exc: UserError) -> int:
+    if isinstance(exc, Unauthorized):
+        return 401
+    if isinstance(exc, Forbidden):
+        return 403
+    if isinstance(exc, NotFoundError):
+        return 404
+    if isinstance(exc, Conflict):
+        return 409
+    if isinstance(exc, InvalidDocument):
+        return 422
+    return 400
+
+
+async def _user_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, UserError)
+    status = _status_of(exc)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return error_response(status, str(exc), headers)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors: list[Any] = list(exc.errors())
+    malformed = [e for e in errors if e.get("type") == "json_invalid"]
+    if malformed:
+        detail = malformed[0].get("ctx", {}).get("error", "invalid JSON")
+        return error_response(400, f"malformed JSON: {detail}")
+    first = errors[0] if errors else {}
+    if tuple(first.get("loc", ())) == ("body",):
+        return error_response(422, f"request body: {first.get('msg', 'invalid')}")
+    return error_response(422, describe_errors(errors))
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    return error_response(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+
+
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("database unavailable: %s", str(exc).splitlines()[0])
+    return error_response(503, "database unavailable, retry later", {"Retry-After": "10"})
+
+
+async def _integrity_error(request: Request, exc: Exception) -> JSONResponse:
+    # Two requests raced for the same unique value (a host name); the loser can retry.
+    return error_response(409, "conflicting concurrent change, retry")
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(500, "internal server error")
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(UserError, _user_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(OperationalError, _database_unavailable)
+    app.add_exception_handler(IntegrityError, _integrity_error)
+    app.add_exception_handler(Exception, _unexpected)

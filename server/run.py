@@ -1,0 +1,126 @@
+"""Running the app over HTTPS with uvicorn: `patchflow serve` in the foreground, and a background
+server on a loopback port for tests and the demo (same app, same TLS, a real socket)."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from pathlib import Path
+from types import TracebackType
+
+import uvicorn
+from fastapi import FastAPI
+
+from patchflow import tls
+from patchflow.errors import UserError
+
+DEFAULT_PORT = 6201
+
+
+def certificate_pair() -> tuple[Path, Path]:
+    cert, key = tls.cert_paths()
+    for path, what in ((cert, "certificate"), (key, "key")):
+        if not path.is_file():
+            raise UserError(f"no TLS {what} at {path}: run `patchflow init` (or set --cert/--key)")
+    return cert, key
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """The listening socket, made here rather than by uvicorn: uvicorn's own (for --workers)
+    is created without IPPROTO_TCP, so asyncio does not set TCP_NODELAY on the connections it
+    accepts, and every response then waits ~40 ms for a delayed ACK. Binding here also turns a
+    busy port into one line instead of a log record and exit."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(
+    host: str, port: int, workers: int = 1, access_log: bool = True, log_level: str = "info"
+) -> None:
+    """Blocks until interrupted. Several workers share the port (separate processes)."""
+    from models.migrate import ensure_current
+    from server.settings import ServerSettings
+
+    cert, key = certificate_pair()
+    ServerSettings.from_config()  # refuse a bad patchflow.toml before binding the port
+    ensure_current()
+    config = uvicorn.Config(
+        "server.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        ssl_certfile=str(cert),
+        ssl_keyfile=str(key),
+        access_log=access_log,
+        log_level=log_level,
+        server_header=False,
+        proxy_headers=False,
+        timeout_graceful_shutdown=10,
+    )
+    sock = listening_socket(host, port)
+    shown = f"[{host}]" if ":" in host else host
+    logging.getLogger("uvicorn.error").info(
+        "patchflow serving https://%s:%d with %d worker(s) (Ctrl+C to stop)", shown, port,
+        workers,
+    )
+    try:
+        if workers > 1:
+            from uvicorn.supervisors import Multiprocess
+
+            Multiprocess(config, sockets=[sock]).run()
+        else:
+            uvicorn.Server(config).run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sock.close()
+
+
+class BackgroundServer:
+    """The app served over HTTPS from a thread on 127.0.0.1 (port 0 = any free port)."""
+
+    def __init__(self, app: FastAPI, cert: Path, key: Path, host: str = "127.0.0.1",
+                 port: int = 0) -> None:
+        self._sock = listening_socket(host, port)
+        self.host, self.port = self._sock.getsockname()[:2]
+        config = uvicorn.Config(app, ssl_certfile=str(cert), ssl_keyfile=str(key),
+                                log_level="warning", lifespan="off", access_log=False)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run,
+                                        kwargs={"sockets": [self._sock]}, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"https://{self.host}:{self.port}"
+
+    def start(self) -> BackgroundServer:
+        self._thread.start()
+        deadline = time.monotonic() + 20
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the background HTTPS server did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=15)
+        self._sock.close()
+
+    def __enter__(self) -> BackgroundServer:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
