@@ -1,8 +1,10 @@
 """Entry points of the applicability engine: `scan` a batch, `explain` one (endpoint, patch).
 
 `scan` is vectorised over the whole batch (merges and group-bys, no per-endpoint loop) so a
-task can hand it thousands of endpoints at once; `explain` replays the same rules for a single
-endpoint through the reference loop, which records why each candidate was kept or set aside.
+task can hand it thousands of endpoints at once; the catalog-only work is done once per run by
+`prepare` (a `PreparedCatalog`) and shared by every batch. `explain` replays the same rules for
+a single endpoint through the reference loop, which records why each candidate was kept or set
+aside.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import pandas as pd
 
 from applicability.frames import (
     AMBIGUOUS_COLUMNS,
+    BATCH_FRAMES,
     MISSING_COLUMNS,
     UNMAPPED_COLUMNS,
     ScanFrames,
@@ -22,6 +25,7 @@ from applicability.frames import (
 )
 from applicability.microsoft import map_endpoints, missing_ms
 from applicability.osmap import msrc_product
+from applicability.prepared import PreparedCatalog
 from applicability.reference import Reference, Trace
 from applicability.thirdparty import missing_apps
 
@@ -50,17 +54,30 @@ def _typed(df: pd.DataFrame, spec: dict[str, str], order: list[str]) -> pd.DataF
     return df[list(spec)].astype(spec).sort_values(order).reset_index(drop=True)
 
 
-def scan(frames: ScanFrames) -> ScanResult:
-    """Missing patches, ambiguous programs and unmapped endpoints for one batch."""
-    f = validate(frames)
+def prepare(
+    ms_catalog: pd.DataFrame, app_catalog: pd.DataFrame, server_patches: pd.DataFrame
+) -> PreparedCatalog:
+    """The catalog-only work of `scan`, done once for every batch of a run (see `scan`)."""
+    return PreparedCatalog.build(ms_catalog, app_catalog, server_patches)
+
+
+def scan(frames: ScanFrames, prepared: PreparedCatalog | None = None) -> ScanResult:
+    """Missing patches, ambiguous programs and unmapped endpoints for one batch.
+
+    prepared: `prepare(ms_catalog, app_catalog, server_patches)` of the very catalog frames the
+    batch's `frames` carry, shared by the batches of a run so the catalog-only work is done once;
+    built from `frames` when not given. A different catalog raises ValueError.
+    """
+    if prepared is None:
+        prepared = prepare(frames.ms_catalog, frames.app_catalog, frames.server_patches)
+    else:
+        prepared.check(frames)
+    f = validate(frames, only=BATCH_FRAMES)
     mapped = map_endpoints(f.endpoints)
-    ms = missing_ms(
-        f.endpoints, mapped, f.installed_kbs, f.ms_catalog, f.availability, f.server_patches
-    )
-    apps, amb = missing_apps(f.programs, f.app_catalog, f.availability, f.server_patches)
+    ms = missing_ms(f.endpoints, mapped, f.installed_kbs, f.availability, prepared)
+    apps, amb = missing_apps(f.programs, f.availability, prepared)
     missing = pd.concat([d for d in (ms, apps) if not d.empty] or [ms], ignore_index=True)
-    known = set(f.ms_catalog["product"].dropna().str.casefold())
-    no_rows = mapped["product"].notna() & ~mapped["pkey"].isin(known)
+    no_rows = mapped["product"].notna() & ~mapped["pkey"].isin(prepared.products)
     mapped.loc[no_rows, "unmapped_reason"] = "no catalog rows for " + mapped.loc[no_rows, "product"]
     unmapped = mapped[mapped["product"].isna() | no_rows]
     unmapped = unmapped.rename(columns={"unmapped_reason": "reason"})

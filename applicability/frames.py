@@ -111,6 +111,9 @@ AMBIGUOUS_COLUMNS: dict[str, str] = {
 }
 UNMAPPED_COLUMNS: dict[str, str] = {"endpoint_id": "int64", "reason": STR}
 
+CATALOG_FRAMES = ("ms_catalog", "app_catalog", "server_patches")  # the same for every batch
+BATCH_FRAMES = ("endpoints", "installed_kbs", "programs", "availability")
+
 
 @dataclass
 class ScanFrames:
@@ -125,7 +128,8 @@ class ScanFrames:
     server_patches: pd.DataFrame
 
 
-def _coerce(df: pd.DataFrame, spec: Mapping[str, str], name: str) -> pd.DataFrame:
+def coerce(df: pd.DataFrame, spec: Mapping[str, str], name: str) -> pd.DataFrame:
+    """A copy of df with the spec's columns and dtypes; ValueError on a missing column."""
     missing = [c for c in spec if c not in df.columns]
     if missing:
         raise ValueError(f"{name} frame lacks column(s) {', '.join(missing)}")
@@ -152,7 +156,7 @@ def make_frame(name: str, rows: Iterable[Mapping[str, Any]] | pd.DataFrame = ())
     for col in spec:
         if col not in df.columns:
             df = df.assign(**{col: None})
-    return _coerce(df, spec, name)
+    return coerce(df, spec, name)
 
 
 def empty_frame(spec: Mapping[str, str]) -> pd.DataFrame:
@@ -173,10 +177,18 @@ def build_frames(**frames: pd.DataFrame | Iterable[Mapping[str, Any]]) -> ScanFr
     return ScanFrames(**{k: make_frame(k, frames.get(k, ())) for k in COLUMNS})
 
 
-def validate(frames: ScanFrames) -> ScanFrames:
-    """The same frames coerced to the contract; a wrong or absent column raises ValueError."""
+def validate(frames: ScanFrames, only: Iterable[str] | None = None) -> ScanFrames:
+    """The same frames coerced to the contract; a wrong or absent column raises ValueError.
+
+    only: coerce just these frames (e.g. BATCH_FRAMES when the catalog frames were validated
+    once for the whole run) and pass the others through as they are.
+    """
+    names = set(COLUMNS if only is None else only)
     out = {
-        f.name: _coerce(getattr(frames, f.name), COLUMNS[f.name], f.name) for f in fields(frames)
+        f.name: coerce(getattr(frames, f.name), COLUMNS[f.name], f.name)
+        if f.name in names
+        else getattr(frames, f.name)
+        for f in fields(frames)
     }
     if out["endpoints"]["endpoint_id"].duplicated().any():
         raise ValueError("endpoints frame has duplicate endpoint_id values")

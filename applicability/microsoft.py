@@ -36,11 +36,16 @@ The rules (the reference loop in `reference.py` spells the same rules out per en
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
 
 from applicability.frames import MISSING_COLUMNS, empty_frame
 from applicability.osmap import family, msrc_product, normalize_kb_series, parse_fixed_build
+
+if TYPE_CHECKING:
+    from applicability.prepared import PreparedCatalog
 
 _COMBO = ["os_name", "display_version", "build", "arch", "installation_type"]
 
@@ -59,10 +64,12 @@ def map_endpoints(endpoints: pd.DataFrame) -> pd.DataFrame:
     return out[["endpoint_id", "product", "pkey", "family", "unmapped_reason"]]
 
 
-def prepare_catalog(ms_catalog: pd.DataFrame, pkeys: set[str]) -> pd.DataFrame:
-    """Catalog rows of the given products with parsed builds, classes and chain gates."""
+def prepare_catalog(ms_catalog: pd.DataFrame, pkeys: set[str] | None = None) -> pd.DataFrame:
+    """Catalog rows of the given products (all when None) with parsed builds, classes and chain
+    gates. Products do not interact: the rows of a product are the same whichever others are
+    prepared with it."""
     c = ms_catalog.assign(pkey=ms_catalog["product"].str.casefold())
-    c = c[c["pkey"].isin(pkeys)]
+    c = c[c["pkey"].notna()] if pkeys is None else c[c["pkey"].isin(pkeys)]
     c = c.assign(kb=normalize_kb_series(c["kb"]), sup=normalize_kb_series(c["supersedes_kb"]))
     c = c[c["kb"].notna()]
     parsed = {v: parse_fixed_build(v) for v in c["fixed_build"].dropna().unique()}
@@ -169,31 +176,37 @@ def chain_heads(
     return sc[sc["_sup"].isna()].drop(columns="_sup").reset_index(drop=True)
 
 
+def _normalize_kbs(s: pd.Series) -> pd.Series:
+    """`normalize_kb_series`, computed once per distinct value (a fleet shares its KBs)."""
+    codes, uniq = pd.factorize(s)
+    norm = normalize_kb_series(pd.Series(uniq, dtype=s.dtype))
+    return pd.Series(norm.array.take(codes, allow_fill=True), index=s.index)
+
+
 def missing_ms(
     endpoints: pd.DataFrame,
     mapped: pd.DataFrame,
     installed_kbs: pd.DataFrame,
-    ms_catalog: pd.DataFrame,
     availability: pd.DataFrame,
-    server_patches: pd.DataFrame,
+    prepared: PreparedCatalog,
 ) -> pd.DataFrame:
-    """endpoint_id, patch_id, product, installed_version, available_version, reason."""
+    """endpoint_id, patch_id, product, installed_version, available_version, reason.
+
+    The catalog side (prepared rows, closure, chain heads per server) comes from `prepared`,
+    built once per run; the merges below keep only the batch's products and servers.
+    """
     ep = endpoints[["endpoint_id", "build", "ubr", "hotpatch"]].merge(
         mapped[mapped["pkey"].notna()][["endpoint_id", "pkey", "family"]], on="endpoint_id"
     )
     ep = ep.merge(availability, on="endpoint_id")
     ep["ubr"] = ep["ubr"].astype("Float64").astype(float)
-    c = prepare_catalog(ms_catalog, set(ep["pkey"].unique()))
-    closure = supersedence_closure(c)
-    heads = chain_heads(
-        c, closure, server_patches[server_patches["server_id"].isin(ep["server_id"])]
-    )
+    c, closure, heads = prepared.ms, prepared.closure, prepared.heads
 
     cand = ep.merge(heads, on=["server_id", "pkey"])
     cand = cand[(~cand["hot"] | cand["hotpatch"])]
     cand = cand[~cand["is_build"] | (cand["fb_family"] == cand["family"])]
 
-    ik = installed_kbs.assign(kb=normalize_kb_series(installed_kbs["kb"]))
+    ik = installed_kbs.assign(kb=_normalize_kbs(installed_kbs["kb"]))
     ik = ik[ik["kb"].notna()][["endpoint_id", "kb"]].drop_duplicates()
     ikp = ik.merge(ep[["endpoint_id", "pkey", "family", "ubr", "hotpatch"]], on="endpoint_id")
     cand = cand.merge(ik.assign(inst=True), on=["endpoint_id", "kb"], how="left")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -37,6 +38,9 @@ from applicability.names import (
 )
 from applicability.osmap import normalize_arch
 from sources.versions import version_key
+
+if TYPE_CHECKING:
+    from applicability.prepared import PreparedCatalog
 
 ALL_ARCHES = ("x86", "x64", "arm64")
 
@@ -163,9 +167,17 @@ def version_ranks(versions: pd.Series) -> dict[str, int]:
 
 
 def newest_available(
-    app_catalog: pd.DataFrame, server_patches: pd.DataFrame, ranks: dict[str, int]
+    app_catalog: pd.DataFrame, server_patches: pd.DataFrame, ranks: dict[str, int] | None = None
 ) -> pd.DataFrame:
-    """server_id, package_id, arch, new_rank, new_version, new_patch_id, package_name."""
+    """server_id, package_id, arch, new_rank, new_version, new_patch_id, package_name.
+
+    ranks: `version_ranks` of the catalog's versions and any others (a batch's installed ones);
+    the catalog's alone when None. Which row is newest does not depend on the other versions
+    (ranks follow version order, equal versions share one), only the new_rank numbers do: see
+    `with_ranks` to renumber a result for a batch.
+    """
+    if ranks is None:
+        ranks = version_ranks(app_catalog["version"])
     rows = server_patches.merge(
         app_catalog[["patch_id", "package_id", "package_name", "version", "arch"]], on="patch_id"
     )
@@ -191,6 +203,12 @@ def newest_available(
     ]
 
 
+def with_ranks(newest: pd.DataFrame, ranks: dict[str, int]) -> pd.DataFrame:
+    """A `newest_available` result with new_rank renumbered by ranks (from a superset of its
+    versions): the same frame `newest_available` gives with those ranks."""
+    return newest.assign(new_rank=newest["new_version"].map(ranks).astype(float))
+
+
 def _signature_ids(df: pd.DataFrame, cols: list[str]) -> np.ndarray:
     """One integer per distinct combination of the columns, NA-safe and cheap on many rows."""
     key = np.zeros(len(df), dtype=np.int64)
@@ -202,16 +220,19 @@ def _signature_ids(df: pd.DataFrame, cols: list[str]) -> np.ndarray:
 
 def missing_apps(
     programs: pd.DataFrame,
-    app_catalog: pd.DataFrame,
     availability: pd.DataFrame,
-    server_patches: pd.DataFrame,
+    prepared: PreparedCatalog,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(missing rows, ambiguous rows) for the third-party side."""
-    idx = AppIndex.build(app_catalog)
+    """(missing rows, ambiguous rows) for the third-party side.
+
+    The app index, and the matching keys of names, codes and programs already seen in earlier
+    batches, come from `prepared` (built once per run).
+    """
+    app_catalog = prepared.app_catalog
     names = programs["name"].dropna().unique()
-    known_names = {n for n in names if normalize_name(n) in idx.names}
+    known_names = prepared.known_names(names.tolist())
     codes = pd.concat([programs["product_code"], programs["upgrade_code"]]).dropna().unique()
-    known_codes = {c for c in codes if normalize_code(c) in idx.codes}
+    known_codes = prepared.known_codes(codes.tolist())
     p = programs[
         programs["name"].isin(known_names)
         | programs["product_code"].isin(known_codes)
@@ -222,8 +243,9 @@ def missing_apps(
     sig_cols = ["name", "publisher", "product_code", "upgrade_code", "arch"]
     p["sig"] = _signature_ids(p, sig_cols)
     sigs = p.drop_duplicates("sig")
+    match = prepared.match
     matches = {
-        s: idx.match(*row)
+        s: match(tuple(row))
         for s, *row in sigs[["sig", *sig_cols]].itertuples(index=False, name=None)
     }
     p["package_ids"] = p["sig"].map(lambda s: matches[s].package_ids)
@@ -243,7 +265,7 @@ def missing_apps(
 
     ranks = version_ranks(pd.concat([app_catalog["version"], p["version"]]))
     p["rank"] = p["version"].map(ranks).astype(float)
-    newest = newest_available(app_catalog, server_patches, ranks)
+    newest = with_ranks(prepared.newest, ranks)
 
     known = p[p["march"].notna()].merge(
         newest,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,8 +20,9 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from applicability.catalog import app_catalog_from_records
-from applicability.engine import ScanResult
+from applicability.engine import ScanResult, prepare
 from applicability.frames import ScanFrames, make_frame
+from applicability.prepared import PreparedCatalog
 from models import (
     Endpoint,
     InstalledProgram,
@@ -38,15 +40,37 @@ from models.enums import ScanState
 from patchflow.fleet.tree import Tree
 from sources.records import InstallerRecord, PatchRecord
 
+_prepare_lock = threading.Lock()
+
 
 @dataclass
 class Catalog:
-    """The catalog part of the frames: loaded once per scan run, shared by every batch."""
+    """The catalog part of the frames: loaded once per scan run, shared by every batch.
+
+    `prepared` is the engine's catalog preparation (applicability.PreparedCatalog), built on
+    first use and then reused by every batch. It is a cache, not a field: Prefect, which walks
+    a dataclass parameter's fields, does not see it, and a copy or pickle leaves it behind (the
+    receiving side rebuilds it on first use).
+    """
 
     ms_catalog: pd.DataFrame
     app_catalog: pd.DataFrame
     server_patches: pd.DataFrame
     version: tuple[Any, ...] = ()
+
+    @property
+    def prepared(self) -> PreparedCatalog:
+        found = self.__dict__.get("_prepared")
+        if found is None:
+            with _prepare_lock:  # batches running in threads build it once
+                found = self.__dict__.get("_prepared")
+                if found is None:
+                    found = prepare(self.ms_catalog, self.app_catalog, self.server_patches)
+                    self.__dict__["_prepared"] = found
+        return found
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_prepared"}
 
 
 def catalog_version(session: Session) -> tuple[Any, ...]:

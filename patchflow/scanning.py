@@ -97,10 +97,11 @@ def finish_scan(session: Session, scan_id: int, counts: BatchCounts, status: str
 
 
 def scan_batch(scan_id: int | None, endpoint_ids: list[int], catalog: Catalog) -> BatchCounts:
-    """Scan one batch and write its results in one transaction."""
+    """Scan one batch and write its results in one transaction; the catalog's preparation is
+    built by the first batch (or taken from the cache) and shared by the others."""
     with session_scope() as session:
         frames = frames_for(session, endpoint_ids, catalog)
-        result = run_engine(frames)
+        result = run_engine(frames, catalog.prepared)
         return _write(session, scan_id, endpoint_ids, frames, result)
 
 

@@ -6,10 +6,13 @@ Security Only, IE Cumulative, swapped PuTTY codes, shared names); the fleet is r
 
 from __future__ import annotations
 
+import pickle
+from dataclasses import replace
+
 import pandas as pd
 import pytest
 
-from applicability import build_frames, scan
+from applicability import ScanFrames, ScanResult, build_frames, prepare, scan
 from applicability.frames import make_frame
 from applicability.reference import scan_reference
 from applicability.synthetic import synthetic_fleet
@@ -64,3 +67,68 @@ def test_empty_frames_scan_to_empty_results() -> None:
         "available_version",
         "reason",
     ]
+
+
+def _batch(f: ScanFrames, ids: set[int]) -> ScanFrames:
+    """The frames cut down to some endpoints; the catalog frames are the very same objects."""
+
+    def cut(df: pd.DataFrame) -> pd.DataFrame:
+        return df[df["endpoint_id"].isin(ids)]
+
+    return replace(
+        f,
+        endpoints=cut(f.endpoints),
+        installed_kbs=cut(f.installed_kbs),
+        programs=cut(f.programs),
+        availability=cut(f.availability),
+    )
+
+
+def _union(results: list[ScanResult]) -> ScanResult:
+    def join(name: str, order: list[str]) -> pd.DataFrame:
+        frames = [getattr(r, name) for r in results]
+        out = pd.concat(frames, ignore_index=True).sort_values(order, kind="stable")
+        return out.reset_index(drop=True).astype(frames[0].dtypes.to_dict())
+
+    return ScanResult(
+        missing=join("missing", ["endpoint_id", "patch_id"]),
+        ambiguous=join("ambiguous", ["endpoint_id", "program", "package_ids", "reason"]),
+        unmapped=join("unmapped", ["endpoint_id"]),
+    )
+
+
+@pytest.mark.parametrize("seed", [1, 4])
+def test_batches_sharing_one_prepared_catalog_equal_one_scan_of_the_union(seed: int) -> None:
+    ms, apps = make_frame("ms_catalog", MS), make_frame("app_catalog", CATALOG)
+    f = synthetic_fleet(ms, apps, n_endpoints=300, programs_per_endpoint=30, seed=seed)
+    whole = scan(f)
+    prepared = prepare(f.ms_catalog, f.app_catalog, f.server_patches)
+    ids = f.endpoints["endpoint_id"].tolist()
+    # Interleaved batches, so every batch mixes products and both patch servers; the last one
+    # rescans endpoints an earlier batch saw (the memoised names and matches are reused).
+    batches = [set(ids[k::3]) for k in range(3)]
+    results = [scan(_batch(f, b), prepared) for b in batches]
+    again = scan(_batch(f, batches[0]), prepared)
+    assert len(prepared.name_key) > 0 and len(prepared.match) > 0
+    union = _union(results)
+    for name in ("missing", "ambiguous", "unmapped"):
+        pd.testing.assert_frame_equal(getattr(union, name), getattr(whole, name))
+        pd.testing.assert_frame_equal(getattr(again, name), getattr(results[0], name))
+    assert len(whole.missing) > 100 and not whole.ambiguous.empty and not whole.unmapped.empty
+    # A prepared catalog survives pickling (its memos are left behind and start empty).
+    thawed = pickle.loads(pickle.dumps(prepared))
+    assert len(thawed.name_key) == 0
+    pd.testing.assert_frame_equal(scan(_batch(f, batches[1]), thawed).missing, results[1].missing)
+
+
+def test_prepared_catalog_refuses_frames_of_another_catalog() -> None:
+    ms, apps = make_frame("ms_catalog", MS), make_frame("app_catalog", CATALOG)
+    f = synthetic_fleet(ms, apps, n_endpoints=20, programs_per_endpoint=10, seed=5)
+    prepared = prepare(f.ms_catalog, f.app_catalog, f.server_patches)
+    # An equal copy is accepted (compared once coerced), a changed catalog is not.
+    same = scan(replace(f, ms_catalog=f.ms_catalog.copy()), prepared)
+    pd.testing.assert_frame_equal(same.missing, scan(f).missing)
+    with pytest.raises(ValueError, match="ms_catalog differs"):
+        scan(replace(f, ms_catalog=f.ms_catalog.iloc[1:]), prepared)
+    with pytest.raises(ValueError, match="server_patches differs"):
+        scan(replace(f, server_patches=f.server_patches.iloc[:-1]), prepared)

@@ -1,0 +1,161 @@
+"""The catalog side of a scan, prepared once per run and shared by every batch.
+
+A scan run evaluates one catalog against many batches of endpoints. Everything that depends on
+the catalog alone is done here once instead of per batch: the catalog frames coerced to the
+contract, the Microsoft rows with parsed builds and hotpatch gates (`microsoft.prepare_catalog`,
+over every product), the supersedence closure, the chain heads per patch server, the products the
+catalog knows, the third-party lookup index and the newest version per server, package and arch
+(`thirdparty.newest_available`). Matching keys of program names and codes, which
+repeat across the batches of a fleet, are memoised here too (bounded), so each distinct name is
+normalised once per run rather than once per batch.
+
+    prepared = PreparedCatalog.build(ms_catalog, app_catalog, server_patches)
+    for frames in batches:                  # frames built with those same catalog frames
+        result = scan(frames, prepared=prepared)
+
+The catalog frames must not be changed in place after preparing them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterable
+from typing import Any
+
+import pandas as pd
+
+from applicability.frames import CATALOG_FRAMES, COLUMNS, ScanFrames, coerce
+from applicability.microsoft import chain_heads, prepare_catalog, supersedence_closure
+from applicability.names import normalize_code, normalize_name
+from applicability.thirdparty import AppIndex, Match, newest_available
+
+MEMO_LIMIT = 200_000  # entries per memo; a full memo is emptied and refilled, never grows beyond
+_MISS = object()
+
+
+class Memo:
+    """A bounded memo of a pure one-argument function (emptied when it reaches `limit`)."""
+
+    def __init__(self, fn: Callable[..., Any], limit: int = MEMO_LIMIT) -> None:
+        self.fn = fn
+        self.limit = limit
+        self.values: dict[Hashable, Any] = {}
+
+    def __call__(self, key: Hashable) -> Any:
+        try:
+            return self.values[key]
+        except KeyError:
+            pass
+        value = self.fn(key)
+        if len(self.values) >= self.limit:
+            self.values.clear()
+        self.values[key] = value
+        return value
+
+    def many(self, keys: list[Hashable]) -> list[Any]:
+        """`self(k)` for each key, in order (the loop inlined: this runs per distinct name)."""
+        values, fn, miss = self.values, self.fn, _MISS
+        out = []
+        for k in keys:
+            v = values.get(k, miss)
+            if v is miss:
+                v = fn(k)
+                if len(values) >= self.limit:
+                    values.clear()
+                values[k] = v
+            out.append(v)
+        return out
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+class PreparedCatalog:
+    """Catalog-only work of the engine, done once (see the module docstring).
+
+    ms_catalog, app_catalog, server_patches  the catalog frames coerced to the contract
+    ms        `microsoft.prepare_catalog` over every product of the catalog
+    closure   `microsoft.supersedence_closure` of `ms`
+    heads     `microsoft.chain_heads` over every patch server
+    products  casefolded MSRC product names the catalog has rows for
+    apps      the third-party `AppIndex`
+    newest    `thirdparty.newest_available` per server, package and arch (a batch renumbers
+              its new_rank with `thirdparty.with_ranks`)
+    """
+
+    def __init__(
+        self,
+        ms_catalog: pd.DataFrame,
+        app_catalog: pd.DataFrame,
+        server_patches: pd.DataFrame,
+        *,
+        sources: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame] | None = None,
+    ) -> None:
+        self.ms_catalog = ms_catalog
+        self.app_catalog = app_catalog
+        self.server_patches = server_patches
+        # The frames it was built from: batches carrying these very objects need no comparison.
+        self._sources = sources or (ms_catalog, app_catalog, server_patches)
+        self.ms = prepare_catalog(ms_catalog)
+        self.closure = supersedence_closure(self.ms)
+        self.heads = chain_heads(self.ms, self.closure, server_patches)
+        self.products = frozenset(ms_catalog["product"].dropna().str.casefold())
+        self.apps = AppIndex.build(app_catalog)
+        self.newest = newest_available(app_catalog, server_patches)
+        self.name_key = Memo(normalize_name)
+        self.code_key = Memo(normalize_code)
+        self.match = Memo(self._match)
+
+    @classmethod
+    def build(
+        cls, ms_catalog: pd.DataFrame, app_catalog: pd.DataFrame, server_patches: pd.DataFrame
+    ) -> PreparedCatalog:
+        """Coerce the catalog frames to the contract (ValueError if one is wrong) and prepare."""
+        raw = (ms_catalog, app_catalog, server_patches)
+        frames = [
+            coerce(df, COLUMNS[name], name) for df, name in zip(raw, CATALOG_FRAMES, strict=True)
+        ]
+        return cls(*frames, sources=raw)
+
+    def _match(self, program: tuple[Any, ...]) -> Match:
+        """`AppIndex.match` of (name, publisher, product_code, upgrade_code, arch)."""
+        return self.apps.match(*program)
+
+    def check(self, frames: ScanFrames) -> None:
+        """ValueError unless the frames carry the catalog this was prepared from."""
+        for name, source, mine in zip(
+            CATALOG_FRAMES,
+            self._sources,
+            (self.ms_catalog, self.app_catalog, self.server_patches),
+            strict=True,
+        ):
+            given = getattr(frames, name)
+            if given is source or given is mine:
+                continue
+            if not coerce(given, COLUMNS[name], name).equals(mine):
+                raise ValueError(
+                    f"the frames' {name} differs from the one the prepared catalog was built from"
+                )
+
+    def known_names(self, names: Iterable[str]) -> set[str]:
+        """The names whose matching key the app index knows (memoised across batches)."""
+        names = list(names)
+        known = self.apps.names
+        return {n for n, k in zip(names, self.name_key.many(names), strict=True) if k in known}
+
+    def known_codes(self, codes: Iterable[str]) -> set[str]:
+        """The codes whose matching key the app index knows (memoised across batches)."""
+        codes = list(codes)
+        known = self.apps.codes
+        return {c for c, k in zip(codes, self.code_key.many(codes), strict=True) if k in known}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        for memo in ("name_key", "code_key", "match"):
+            state[memo] = None  # caches: rebuilt empty on the other side
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.name_key = Memo(normalize_name)
+        self.code_key = Memo(normalize_code)
+        self.match = Memo(self._match)
