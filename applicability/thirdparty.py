@@ -21,8 +21,9 @@ in use, and updating replaces it; the lower entries are named in the reason. Whe
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -301,8 +302,12 @@ def missing_apps(
     gkey = ["endpoint_id", "package_id", "arch"]
     top = m.drop_duplicates(gkey, keep="last")
     extra = m[m.duplicated(gkey, keep="last")]
-    lower = extra.groupby(gkey)["version"].agg(", ".join).rename("lower").reset_index()
-    top = top.merge(lower, on=gkey, how="left").fillna({"lower": ""})
+    # Plain dict joins: a pandas group-by string aggregation costs more than the rest of this
+    # step for the few rows that need it.
+    lower = _join_by(zip(extra["endpoint_id"], extra["package_id"], extra["arch"], strict=True),
+                     extra["version"])
+    top = top.assign(lower=[", ".join(lower.get(k, ())) for k in zip(
+        top["endpoint_id"], top["package_id"], top["arch"], strict=True)])
     top = top[top["rank"] < top["new_rank"]]
     reason = (
         top["name"].map({n: clean_name(n) for n in top["name"].unique()})
@@ -327,12 +332,16 @@ def missing_apps(
     )
     out = out.sort_values(["endpoint_id", "patch_id", "rank", "reason"])
     key = ["endpoint_id", "patch_id"]
-    shared = out.duplicated(key, keep=False)
-    joined = out[shared].groupby(key, sort=False)["reason"].agg("; ".join)
+    shared = out[out.duplicated(key, keep=False)]
+    joined = _join_by(zip(shared["endpoint_id"], shared["patch_id"], strict=True),
+                      shared["reason"])
     out = out.drop_duplicates(key).drop(columns="rank")
-    out = out.merge(joined.rename("joined").reset_index(), on=key, how="left")
-    out["reason"] = out["joined"].fillna(out["reason"])
-    out = out.drop(columns="joined")
+    if joined:
+        out["reason"] = [
+            "; ".join(joined[k]) if k in joined else r
+            for k, r in zip(zip(out["endpoint_id"], out["patch_id"], strict=True),
+                            out["reason"], strict=True)
+        ]
     amb_out = pd.DataFrame(
         {
             "endpoint_id": amb["endpoint_id"].astype("int64"),
@@ -342,3 +351,13 @@ def missing_apps(
         }
     ).drop_duplicates()
     return out.reset_index(drop=True), amb_out.reset_index(drop=True)
+
+
+def _join_by(
+    keys: Iterable[tuple[Any, ...]], values: pd.Series
+) -> dict[tuple[Any, ...], list[str]]:
+    """Values grouped by key, in row order."""
+    grouped: dict[tuple[Any, ...], list[str]] = {}
+    for k, v in zip(keys, values, strict=True):
+        grouped.setdefault(k, []).append(v)
+    return grouped
