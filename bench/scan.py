@@ -54,15 +54,15 @@ import shutil
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from bench.common import mariadb_database
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_FIXTURES = ROOT.parent / "shared" / "fixtures"
-MARIADB_ROOT_URL = os.environ.get("PATCHFLOW_BENCH_MARIADB", "mysql+pymysql://root@127.0.0.1:3306")
 SEED = 0
 PROGRAMS_PER_ENDPOINT = 150
 INSERT_CHUNK = 20_000
@@ -615,33 +615,6 @@ def _other(run: dict[str, Any]) -> float:
     return run["wall"] - sum(run["split"].values())
 
 
-@contextlib.contextmanager
-def _mariadb_database() -> Iterator[str | None]:
-    """A fresh database URL, dropped afterwards; None (with a line printed) if unreachable."""
-    import sqlalchemy as sa
-
-    name = f"patchflow_bench_scan_{uuid.uuid4().hex[:10]}"
-    engine = sa.create_engine(MARIADB_ROOT_URL, connect_args={"connect_timeout": 5})
-    try:
-        with engine.connect() as conn:
-            conn.execute(sa.text(f"CREATE DATABASE {name} CHARACTER SET utf8mb4"))
-    except Exception as exc:  # any driver error means unreachable
-        print(f"MariaDB skipped: not reachable at {MARIADB_ROOT_URL} "
-              f"({' '.join(str(exc).split())[:160]})")
-        engine.dispose()
-        yield None
-        return
-    try:
-        yield f"{MARIADB_ROOT_URL}/{name}"
-    finally:
-        from models.db import dispose_all
-
-        dispose_all()
-        with engine.connect() as conn:
-            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
-        engine.dispose()
-
-
 # --------------------------------------------------------------------------------------------
 # Report
 
@@ -735,7 +708,7 @@ def main(argv: list[str] | None = None) -> int:
                 runs.append(run_database("SQLite", url, work, inputs, args, not flow_done))
                 flow_done = True
             if args.database in ("mariadb", "both"):
-                with _mariadb_database() as url:
+                with mariadb_database("patchflow_bench_scan") as url:
                     if url:
                         runs.append(run_database("MariaDB", url, work, inputs, args,
                                                  not flow_done))

@@ -35,15 +35,15 @@ import re
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.common import mariadb_database
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_FIXTURES = ROOT.parent / "shared" / "fixtures"
-MARIADB_ROOT_URL = os.environ.get("PATCHFLOW_BENCH_MARIADB", "mysql+pymysql://root@127.0.0.1:3306")
 TARGET_SECONDS = 15.0
 TARGET_RATIO = 3.0
 _ID_LINE = re.compile(rb"^PackageIdentifier[ \t]*:[ \t]*['\"]?([^'\"#\r\n]+?)['\"]?[ \t]*$",
@@ -325,30 +325,6 @@ def _print_profile(label: str, profiler: cProfile.Profile) -> None:
 # MariaDB
 
 
-@contextlib.contextmanager
-def _mariadb_database() -> Iterator[str | None]:
-    """A fresh database URL, dropped afterwards; None (with a line printed) if unreachable."""
-    import sqlalchemy as sa
-
-    name = f"patchflow_bench_{uuid.uuid4().hex[:10]}"
-    engine = sa.create_engine(MARIADB_ROOT_URL, connect_args={"connect_timeout": 5})
-    try:
-        with engine.connect() as conn:
-            conn.execute(sa.text(f"CREATE DATABASE {name} CHARACTER SET utf8mb4"))
-    except Exception as exc:  # any driver error means unreachable
-        print(f"MariaDB skipped: not reachable at {MARIADB_ROOT_URL} "
-              f"({' '.join(str(exc).split())[:160]})")
-        engine.dispose()
-        yield None
-        return
-    try:
-        yield f"{MARIADB_ROOT_URL}/{name}"
-    finally:
-        with engine.connect() as conn:
-            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
-        engine.dispose()
-
-
 # --------------------------------------------------------------------------------------------
 # Report
 
@@ -445,7 +421,7 @@ def _run(args: argparse.Namespace) -> int:
         phases += bench_store("SQLite", sqlite_url, work, mirror, winget_root, packages,
                               args.profile)
         if not args.no_mariadb:
-            with _mariadb_database() as url:
+            with mariadb_database("patchflow_bench") as url:
                 if url:
                     phases += bench_store("MariaDB", url, work, mirror, winget_root, packages,
                                           args.profile)
