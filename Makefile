@@ -16,6 +16,8 @@ demo: $(STAMP)
 	$(BIN)/patchflow demo
 
 test: $(STAMP)
+	@command -v cabextract >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq cabextract >/dev/null; } || echo "note: cabextract is not installed (needs root): the wsusscn2.cab tests skip"
+	@test -x /usr/bin/chromium || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } || echo "note: chromium is not installed (needs root): the browser tests skip"
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 

@@ -1,6 +1,10 @@
 """The agent's loop: inventory at start and every N hours, job polls every M seconds with
 jitter (so ten thousand agents restarted together do not poll in lockstep), exponential backoff
-while the server is unreachable, and results delivered from the on-disk outbox."""
+while the server is unreachable, and results delivered from the on-disk outbox.
+
+After jobs ran, the results go out first, then the restart (when a job allowed and needed one),
+then a fresh inventory, so the server rescans the endpoint and the installed patches drop off
+its missing list."""
 
 from __future__ import annotations
 
@@ -11,9 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from agent.platforms.base import JobNotSupported, Platform
+from agent.install import InstallSpec, JobExecutor
+from agent.platforms.base import Platform
 from agent.state import StateDir
-from agent.transport import RequestRefused, ServerClient, ServerUnreachable
+from agent.transport import AgentError, RequestRefused, ServerClient, ServerUnreachable
 
 log = logging.getLogger("patchflow.agent")
 
@@ -46,6 +51,9 @@ class AgentRunner:
         self.sleep = sleep
         self.clock = clock
         self._rng = random.Random()
+        self.executor = JobExecutor(client, state, platform, progress=self._progress)
+        self._installed = False  # a job ran an installer: send a fresh inventory
+        self._restart = False  # a job needs (and allows) a restart
 
     # --- one step each -----------------------------------------------------------------------
 
@@ -70,19 +78,47 @@ class AgentRunner:
         return sent
 
     def poll_jobs(self) -> int:
+        """Run the jobs offered; each result is on disk before the next job starts. An attempt
+        that already ran here (its result not yet heard by the server) is not run again."""
         jobs = self._call("GET", JOBS_PATH) or []
         for job in jobs:
-            self.state.queue_result(int(job["id"]), self._run_job(job))
+            attempt = int(job.get("attempt") or 1)
+            if self.state.has_run(int(job["id"]), attempt):
+                continue
+            result = self._run_job(job)
+            self.state.queue_result(int(job["id"]), result)
+            self.state.mark_run(int(job["id"]), attempt)
+            details = result.get("details") or {}
+            self._installed |= "exit_code" in result and result["exit_code"] is not None
+            self._restart |= bool(details.get("restart"))
         return len(jobs)
+
+    def after_jobs(self) -> None:
+        """Once results are flushed: restart if a job asked for it, then a fresh inventory."""
+        if self._restart:
+            self._restart = False
+            log.warning("restarting to complete updates")
+            self.platform.restart()
+        if self._installed:
+            self._installed = False
+            self._upload_inventory_logged()
 
     def _run_job(self, job: dict[str, Any]) -> dict[str, Any]:
         try:
-            return self.platform.run_job(job)
-        except JobNotSupported as exc:
-            return {"state": "failed", "message": str(exc)}
+            return self.executor.run(job)
         except Exception as exc:  # a job must end with a result, whatever went wrong
             log.exception("job %s crashed", job.get("id"))
             return {"state": "failed", "message": f"agent error: {type(exc).__name__}: {exc}"}
+
+    def _progress(self, state: str, spec: InstallSpec) -> None:
+        """Best effort: a lost progress update costs nothing, the final result is what counts."""
+        try:
+            self._call("POST", f"{JOBS_PATH}/{spec.job_id}/result",
+                       {"state": state, "details": {"attempt": spec.attempt}})
+        except AgentRevoked:
+            raise
+        except AgentError as exc:
+            log.info("job %s: progress not sent: %s", spec.job_id, exc)
 
     def _call(self, method: str, path: str, body: Any = None) -> Any:
         try:
@@ -100,6 +136,7 @@ class AgentRunner:
         sent = self.flush_results()
         jobs = self.poll_jobs()
         sent += self.flush_results()
+        self.after_jobs()
         return {"jobs": jobs, "results_sent": sent}
 
     def jittered(self, seconds: float) -> float:
@@ -131,6 +168,7 @@ class AgentRunner:
                 self.flush_results()
                 self.poll_jobs()
                 self.flush_results()
+                self.after_jobs()
                 backoff = 0.0
                 wait = self.jittered(self.schedule.poll_every)
             except RequestRefused as exc:

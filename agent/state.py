@@ -16,6 +16,9 @@ from typing import Any
 STATE_FILE = "agent.json"
 CA_FILE = "server-ca.pem"
 OUTBOX = "outbox"
+DOWNLOADS = "downloads"
+RAN = "ran"
+RAN_KEPT = 2000  # ledger entries kept; older ones are long delivered
 
 
 class StateError(Exception):
@@ -111,3 +114,27 @@ class StateDir:
             except (OSError, ValueError, KeyError, TypeError):
                 path.rename(path.with_suffix(".bad"))
         return pending
+
+    # --- install jobs ------------------------------------------------------------------------
+
+    def downloads(self) -> Path:
+        """Where installers are downloaded and verified before they run."""
+        path = self.path / DOWNLOADS
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return path
+
+    def _ran_marker(self, job_id: int, attempt: int) -> Path:
+        return self.path / RAN / f"{int(job_id)}-{int(attempt)}"
+
+    def has_run(self, job_id: int, attempt: int) -> bool:
+        """Whether this attempt of a job already ran here: its result is in the outbox or
+        delivered, so a job offered again before the server heard of it is not run twice."""
+        return self._ran_marker(job_id, attempt).exists()
+
+    def mark_run(self, job_id: int, attempt: int) -> None:
+        marker = self._ran_marker(job_id, attempt)
+        marker.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        marker.touch()
+        markers = sorted(marker.parent.iterdir(), key=lambda p: p.stat().st_mtime)
+        for old in markers[:-RAN_KEPT]:
+            old.unlink(missing_ok=True)

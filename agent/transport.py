@@ -12,8 +12,10 @@ import http.client
 import json
 import re
 import ssl
+import urllib.error
+import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
 USER_AGENT = "patchflow-agent/0.1"
@@ -166,6 +168,63 @@ class ServerClient:
                     f"cannot reach https://{self.host}:{self.port}: {exc or type(exc).__name__}"
                 ) from None
         return _decode(status, raw)
+
+
+    def download(self, path: str, out: BinaryIO, chunk: int = 1 << 16) -> int:
+        """Stream `path` (e.g. /content/sha256/…) from this server into `out`, over the same
+        pinned, authenticated connection as every other call; returns the bytes written."""
+        if not self.agent_id or not self.secret:
+            raise AgentError("not enrolled: run `patchflow-agent enroll`")
+        headers = {"User-Agent": USER_AGENT, "X-Agent-Id": self.agent_id,
+                   "Authorization": f"Bearer {self.secret}"}
+        for attempt in (1, 2):
+            reused = self._conn is not None
+            conn = self._connection()
+            written = 0
+            try:
+                conn.request("GET", path, headers=headers)
+                response = conn.getresponse()
+                if response.status != 200:
+                    raw = response.read()
+                    if response.will_close:
+                        self.close()
+                    return _decode(response.status, raw) or 0  # raises for 4xx/5xx
+                while block := response.read(chunk):
+                    out.write(block)
+                    written += len(block)
+                if response.will_close:
+                    self.close()
+                return written
+            except PinMismatch:
+                self.close()
+                raise
+            except (OSError, http.client.HTTPException) as exc:
+                self.close()
+                if reused and attempt == 1 and written == 0:
+                    continue
+                raise ServerUnreachable(
+                    f"download of {path} from https://{self.host}:{self.port} failed: "
+                    f"{exc or type(exc).__name__}") from None
+        raise AssertionError("unreachable")
+
+
+def download_url(url: str, out: BinaryIO, timeout: float = 60.0, chunk: int = 1 << 16) -> int:
+    """Stream a vendor URL (roaming endpoints) into `out` with the system's certificate checks;
+    the caller verifies the SHA-256 before anything runs, so the source need not be trusted."""
+    if not url.startswith(("https://", "http://")):
+        raise AgentError(f"refusing to download {url[:80]!r}: not an http(s) URL")
+    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+    written = 0
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            while block := response.read(chunk):
+                out.write(block)
+                written += len(block)
+    except urllib.error.HTTPError as exc:
+        raise ServerUnreachable(f"download of {url} failed: HTTP {exc.code}") from None
+    except (OSError, http.client.HTTPException) as exc:
+        raise ServerUnreachable(f"download of {url} failed: {exc}") from None
+    return written
 
 
 def _decode(status: int, raw: bytes) -> Any:

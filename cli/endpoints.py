@@ -42,16 +42,28 @@ def serve(
     workers: int = typer.Option(1, "--workers", min=1, max=64, help="Worker processes"),
     access_log: bool = typer.Option(True, "--access-log/--no-access-log",
                                     help="Log every request"),
+    scheduler: bool = typer.Option(
+        True, "--scheduler/--no-scheduler",
+        help="Also run the Prefect runner serving the scheduled deployments (sync, scan, "
+        "report); --no-scheduler serves the HTTPS API only"),
+    prefect_port: int = typer.Option(
+        None, "--prefect-port",
+        help="Loopback port of the local Prefect server started when PREFECT_API_URL is not "
+        "set (default: [prefect] port or 4200)"),
 ) -> None:
-    """Run the HTTPS server (agent API, admin API, /docs) until interrupted."""
+    """Run the HTTPS server (agent API, admin API, /docs) and the scheduled deployments until
+    interrupted. Without PREFECT_API_URL a local Prefect server (with its UI) runs alongside."""
+    from deployments.serve import serve as run_service
     from patchflow import config
     from server.run import DEFAULT_PORT
-    from server.run import serve as run_server
 
     port = port or int(config.setting("server", "port", DEFAULT_PORT))
     if not 1 <= port <= 65535:
         raise UserError(f"invalid port {port}: must be between 1 and 65535")
-    run_server(host, port, workers=workers, access_log=access_log)
+    code = run_service(host, port, workers=workers, access_log=access_log, scheduler=scheduler,
+                       prefect_port=prefect_port)
+    if code:
+        raise typer.Exit(code)
 
 
 @tls_app.command("fingerprint")
@@ -227,6 +239,9 @@ def endpoints_import(
                 exc = UserError(f"{path}: {exc}")
             failures.append(str(exc))
             continue
+        from patchflow.scanning import register_inventory_hook
+
+        register_inventory_hook()  # imported endpoints are rescanned before the command ends
         fleet.run_inventory_hooks(ids)
         console.print(f"imported {len(ids)} endpoint(s) from {path}")
     if failures:

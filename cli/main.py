@@ -24,7 +24,7 @@ app = typer.Typer(
 # Each command group lives in its own module with a register(app) function.
 COMMAND_MODULES = (
     "init", "servers", "sync", "patches", "endpoints", "scan", "install", "reports", "ops",
-    "console",
+    "console", "replication", "schedules",
 )
 
 

@@ -26,6 +26,9 @@ def _options(
     winget_packages: str | None,
     proxy: str | None,
     proxy_user: str | None,
+    upstream_server: str | None = None,
+    upstream_token: str | None = None,
+    upstream_fingerprint: str | None = None,
 ) -> svc.ServerOptions:
     password = None
     if proxy_user:
@@ -43,14 +46,27 @@ def _options(
         proxy=proxy,
         proxy_user=proxy_user,
         proxy_password=password,
+        upstream_server=upstream_server,
+        upstream_token=upstream_token or (os.environ.get("PATCHFLOW_UPSTREAM_TOKEN")
+                                          if (upstream or "").startswith("https://") else None),
+        upstream_fingerprint=upstream_fingerprint,
     )
 
 
 HOST = typer.Option(None, "--host", help="Public host name or IP endpoints use")
 PORT = typer.Option(None, "--port", help="SSL port (default 6201)")
-UPSTREAM = typer.Option(None, "--upstream", help="microsoft | wsus | server:NAME")
+UPSTREAM = typer.Option(
+    None, "--upstream", help="microsoft | wsus | server:NAME | https://host:port (another "
+    "patchflow instance)")
+UP_SERVER = typer.Option(None, "--upstream-server",
+                         help="For https:// upstreams: its patch server (default: its first)")
+UP_TOKEN = typer.Option(None, "--upstream-token", help="For https:// upstreams: a replication "
+                        "token from it (or PATCHFLOW_UPSTREAM_TOKEN); stored encrypted")
+UP_FINGERPRINT = typer.Option(None, "--upstream-fingerprint", help="For https:// upstreams: "
+                              "its certificate's SHA-256 (`patchflow tls fingerprint` there)")
 WSUS_URL = typer.Option(None, "--wsus-url", help="WSUS server URL for --upstream wsus")
-MSRC = typer.Option(None, "--msrc-source", help="MSRC CVRF API URL, or a folder of documents")
+MSRC = typer.Option(None, "--msrc-source", help="MSRC CVRF API URL, a folder of documents, "
+                    "or a wsusscn2.cab (or its extracted folder)")
 WINGET = typer.Option(
     None, "--winget-source", help="winget source URL, a winget-pkgs folder, or none"
 )
@@ -73,10 +89,13 @@ def add(
     winget_packages: str = PACKAGES,
     proxy: str = PROXY,
     proxy_user: str = PROXY_USER,
+    upstream_server: str = UP_SERVER,
+    upstream_token: str = UP_TOKEN,
+    upstream_fingerprint: str = UP_FINGERPRINT,
 ) -> None:
     """Add a patch server."""
     opts = _options(host, port, upstream, wsus_url, msrc_source, winget_source, winget_packages,
-                    proxy, proxy_user)
+                    proxy, proxy_user, upstream_server, upstream_token, upstream_fingerprint)
     with db_session() as session:
         server = svc.add_server(session, name, opts)
         console.print(f"added patch server {server.name} ({server.host}:{server.port})")
@@ -94,10 +113,13 @@ def edit(
     winget_packages: str = PACKAGES,
     proxy: str = PROXY,
     proxy_user: str = PROXY_USER,
+    upstream_server: str = UP_SERVER,
+    upstream_token: str = UP_TOKEN,
+    upstream_fingerprint: str = UP_FINGERPRINT,
 ) -> None:
     """Change a patch server's settings (only the options given)."""
     opts = _options(host, port, upstream, wsus_url, msrc_source, winget_source, winget_packages,
-                    proxy, proxy_user)
+                    proxy, proxy_user, upstream_server, upstream_token, upstream_fingerprint)
     with db_session() as session:
         svc.edit_server(session, name, opts)
         console.print(f"updated patch server {name}")

@@ -24,6 +24,10 @@ def sync(
     force: bool = typer.Option(
         False, "--force", help="Start even if the status says Running (after a crash)"
     ),
+    prefetch: bool = typer.Option(
+        False, "--prefetch", help="Also download the content of every patch offered now "
+        "(otherwise it is fetched when an install needs it)"
+    ),
 ) -> None:
     """Sync a patch server from its upstream (or stop a running sync)."""
     with db_session() as session:
@@ -41,7 +45,7 @@ def sync(
         _cancel_flow_run(flow_run_id)
         console.print(f"stop requested for the sync of {name}")
         return
-    status, message = _run_with_progress(name)
+    status, message = _run_with_progress(name, prefetch)
     console.print(f"sync of {name}: [bold]{status}[/bold]: {message}")
     if status != SyncStatus.SUCCESSFUL:
         raise typer.Exit(1)
@@ -56,7 +60,7 @@ def _cancel_flow_run(flow_run_id: str | None) -> None:
     cancel_flow_run(flow_run_id)
 
 
-def _run_with_progress(name: str) -> tuple[str, str]:
+def _run_with_progress(name: str, prefetch: bool = False) -> tuple[str, str]:
     # Prefect's INFO lines still reach its API (the UI); the terminal shows the progress line.
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
     from flows.sync import sync as sync_flow
@@ -77,7 +81,7 @@ def _run_with_progress(name: str) -> tuple[str, str]:
         watcher.start()
     started = time.monotonic()
     try:
-        outcome = sync_flow(name)
+        outcome = sync_flow(name, prefetch=prefetch)
     finally:
         done.set()
         if watcher.is_alive():

@@ -11,6 +11,9 @@ from models.db import session_scope
 from models.enums import SyncStatus
 from patchflow import servers as server_svc
 from tasks import sync as t
+from tasks.replicate import prefetch_content, replicate
+from tasks.sync_wsus import sync_wsus
+from tasks.sync_wsusscn2 import sync_wsusscn2, uses_offline_catalog
 
 
 def _summary(results: list[dict[str, Any]]) -> tuple[str, str]:
@@ -28,32 +31,85 @@ def _summary(results: list[dict[str, Any]]) -> tuple[str, str]:
 
 
 @flow(name="sync", log_prints=True)
-def sync(server_name: str) -> dict[str, Any]:
+def sync(server_name: str, prefetch: bool = False) -> dict[str, Any]:
     """Sync a patch server; returns {"status", "message"}. Never raises for source problems:
-    the outcome lands in the server's sync status, which is what administrators look at."""
+    the outcome lands in the server's sync status, which is what administrators look at.
+    `prefetch` also downloads the content of every patch offered (else it comes on demand)."""
     logger = get_run_logger()
     server_id = t.begin_sync(server_name, flow_run.get_id())
     with session_scope() as session:
-        upstream = server_svc.get_server(session, server_name).upstream
-    results: list[dict[str, Any]] = []
+        server = server_svc.get_server(session, server_name)
+        upstream, msrc_source = server.upstream, server.msrc_source
     if upstream == "microsoft":
+        status, message = _sync_microsoft(server_id, msrc_source)
+    elif upstream.startswith(("server:", "https://")):
+        status, message = _sync_replica(server_id)
+    elif upstream == "wsus":
+        status, message = _sync_wsus(server_id)
+    else:
+        status = SyncStatus.FAILED
+        message = f"upstream {upstream!r} is not supported by this version yet"
+    if prefetch and status != SyncStatus.STOPPED:
+        status, message = _prefetch(server_id, status, message)
+    t.finish_sync(server_id, status, message)
+    logger.info("sync of %s: %s: %s", server_name, status, message)
+    return {"status": str(status), "message": message}
+
+
+def _sync_microsoft(server_id: int, msrc_source: str | None) -> tuple[str, str]:
+    """MSRC documents (online feed or a mirror folder) or the offline wsusscn2 catalog, then
+    the third-party packages."""
+    logger = get_run_logger()
+    results: list[dict[str, Any]] = []
+    error = None
+    if uses_offline_catalog(msrc_source):
+        results.append(sync_wsusscn2(server_id))
+    else:
         plan = t.plan_msrc(server_id)
-        refs = plan["refs"]
+        refs, error = plan["refs"], plan["error"]
         logger.info("%d MSRC documents to check", len(refs))
         for start in range(0, len(refs), t.MSRC_BATCH):
             batch = refs[start : start + t.MSRC_BATCH]
             results.append(t.sync_msrc_batch(server_id, batch, start, len(refs)))
             if results[-1]["stopped"]:
                 break
-        if not any(r["stopped"] for r in results):
-            results.append(t.sync_winget_batch(server_id))
-        status, message = _summary(results)
-        if plan["error"] and status != SyncStatus.STOPPED:
-            # Third-party packages may still have synced; the MSRC failure is the headline.
-            status, message = SyncStatus.FAILED, f"{plan['error']}; {message}"
-    else:
-        status = SyncStatus.FAILED
-        message = f"upstream {upstream!r} is not supported by this version yet"
-    t.finish_sync(server_id, status, message)
-    logger.info("sync of %s: %s: %s", server_name, status, message)
-    return {"status": str(status), "message": message}
+    if not any(r["stopped"] for r in results):
+        results.append(t.sync_winget_batch(server_id))
+    status, message = _summary(results)
+    if error and status != SyncStatus.STOPPED:
+        # Third-party packages may still have synced; the MSRC failure is the headline.
+        status, message = SyncStatus.FAILED, f"{error}; {message}"
+    return status, message
+
+
+def _sync_replica(server_id: int) -> tuple[str, str]:
+    """Another patchflow patch server; third-party packages come from it too."""
+    outcome = replicate(server_id)
+    at = f"at revision {outcome['revision']}"
+    if outcome["latest"] is not None:
+        at += f" of {outcome['latest']}"
+    text = f"{outcome['pages']} pages applied ({outcome['patches']} patches), {at}"
+    if outcome["stopped"]:
+        return SyncStatus.STOPPED, "stopped by request; " + text
+    if outcome["error"]:
+        return SyncStatus.FAILED, f"{outcome['error']}; {text}"
+    return SyncStatus.SUCCESSFUL, text
+
+
+def _prefetch(server_id: int, status: str, message: str) -> tuple[str, str]:
+    outcome = prefetch_content(server_id)
+    message += f"; {outcome['fetched']} content files prefetched"
+    if outcome["stopped"]:
+        return SyncStatus.STOPPED, "stopped by request; " + message
+    if outcome["failed"]:
+        message += f", {outcome['failed']} failed ({outcome['errors'][0]})"
+        return SyncStatus.FAILED, message
+    return status, message
+
+
+def _sync_wsus(server_id: int) -> tuple[str, str]:
+    """The organisation's WSUS server, then the third-party packages."""
+    results = [sync_wsus(server_id)]
+    if not results[0]["stopped"]:
+        results.append(t.sync_winget_batch(server_id))
+    return _summary(results)

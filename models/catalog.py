@@ -51,6 +51,12 @@ class PatchServer(Base):
     sync_flow_run_id: Mapped[str | None] = mapped_column(String(64))
     sync_stop_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     replication_revision: Mapped[int] = mapped_column(Integer, default=0)
+    # Another patchflow instance as upstream (`upstream = https://host:port`): which of its
+    # patch servers to replicate, the replication token (encrypted) and the pinned SHA-256
+    # fingerprint of its certificate.
+    upstream_server: Mapped[str | None] = mapped_column(String(64))
+    upstream_token_enc: Mapped[str | None] = mapped_column(Text)
+    upstream_fingerprint: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

@@ -148,6 +148,16 @@ def register_inventory_hook(background: bool = False) -> None:
         INVENTORY_HOOKS.append(hook)
 
 
+def unregister_inventory_hook(background: bool = False) -> None:
+    from patchflow.fleet.inventories import INVENTORY_HOOKS
+
+    hook = RESCANS.add if background else rescan_after_inventory
+    while hook in INVENTORY_HOOKS:
+        INVENTORY_HOOKS.remove(hook)
+    if background:
+        RESCANS.wait_idle(30)
+
+
 class RescanQueue:
     """Collects endpoint ids from inventory uploads and scans them together a moment later.
 

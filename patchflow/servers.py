@@ -55,6 +55,10 @@ class ServerOptions:
     proxy: str | None = None
     proxy_user: str | None = None
     proxy_password: str | None = None
+    # Another patchflow instance as upstream (`upstream="https://host:port"`).
+    upstream_server: str | None = None  # its patch server to replicate; "" = its default
+    upstream_token: str | None = None  # a replication token it issued; stored encrypted
+    upstream_fingerprint: str | None = None  # SHA-256 of its certificate, pinned
 
 
 def validate_name(name: str) -> str:
@@ -100,6 +104,20 @@ def _validate_source(value: str, what: str, allow_none: bool = False) -> str | N
     return str(path.resolve())
 
 
+def _validate_msrc_source(value: str) -> str | None:
+    """The CVRF API URL, a folder of CVRF documents, or Microsoft's offline catalog: a
+    wsusscn2.cab file or the folder it was extracted to."""
+    source = _validate_source(value, "MSRC source")
+    if source and Path(source).is_file():
+        with Path(source).open("rb") as handle:
+            if handle.read(4) != b"MSCF":
+                raise UserError(
+                    f"invalid MSRC source {value!r}: a file must be a wsusscn2.cab cabinet "
+                    "(or give a folder of CVRF documents, or the extracted catalog folder)"
+                )
+    return source
+
+
 def _validate_upstream(upstream: str, session: Session, own_name: str) -> str:
     if upstream in ("microsoft", "wsus"):
         return upstream
@@ -117,6 +135,48 @@ def _validate_upstream(upstream: str, session: Session, own_name: str) -> str:
     )
 
 
+def normalize_fingerprint(value: str) -> str:
+    """A SHA-256 certificate fingerprint as `AB:CD:...` (what `patchflow tls fingerprint`
+    prints); accepts that form, bare hex, and a `SHA256:` prefix."""
+    text = value.strip()
+    if text.lower().startswith("sha256:"):
+        text = text[7:]
+    digits = re.sub(r"[\s:]", "", text).upper()
+    if not re.fullmatch(r"[0-9A-F]{64}", digits):
+        raise UserError(
+            f"invalid fingerprint {value!r}: expected the SHA-256 fingerprint printed by "
+            "`patchflow tls fingerprint` on the upstream (64 hex digits, colons optional)"
+        )
+    return ":".join(digits[i : i + 2] for i in range(0, 64, 2))
+
+
+def _replication_source(server: PatchServer) -> tuple[str | None, str | None]:
+    return server.upstream, server.upstream_server
+
+
+def _apply_replication(server: PatchServer, opts: ServerOptions) -> None:
+    if opts.upstream_server is not None:
+        server.upstream_server = validate_name(opts.upstream_server) if opts.upstream_server \
+            else None
+    if opts.upstream_token is not None:
+        token = opts.upstream_token.strip()
+        server.upstream_token_enc = crypto.encrypt(token) if token else None
+    if opts.upstream_fingerprint is not None:
+        server.upstream_fingerprint = (normalize_fingerprint(opts.upstream_fingerprint)
+                                       if opts.upstream_fingerprint.strip() else None)
+    remote = (server.upstream or "").startswith("https://")
+    given = opts.upstream_server or opts.upstream_token or opts.upstream_fingerprint
+    if given and not remote:
+        raise UserError("--upstream-token, --upstream-fingerprint and --upstream-server apply "
+                        "to --upstream https://host:port (another patchflow instance)")
+    if remote and not (server.upstream_token_enc and server.upstream_fingerprint):
+        raise UserError(
+            "--upstream https://... needs --upstream-token (from `patchflow server token "
+            "create` on the upstream) and --upstream-fingerprint (from `patchflow tls "
+            "fingerprint` there)"
+        )
+
+
 def get_server(session: Session, name: str) -> PatchServer:
     server = session.scalar(select(PatchServer).filter_by(name=name))
     if server is None:
@@ -129,14 +189,18 @@ def _apply(session: Session, server: PatchServer, opts: ServerOptions) -> None:
         server.host = _validate_host(opts.host)
     if opts.port is not None:
         server.port = _validate_port(opts.port)
+    before = _replication_source(server)
     if opts.upstream is not None:
         server.upstream = _validate_upstream(opts.upstream, session, server.name)
+    _apply_replication(server, opts)
+    if _replication_source(server) != before:
+        server.replication_revision = 0  # another upstream: its revisions mean nothing here
     if opts.wsus_url is not None:
         server.wsus_url = _validate_url(opts.wsus_url, "WSUS URL")
     if server.upstream == "wsus" and not server.wsus_url:
         raise UserError("--upstream wsus needs --wsus-url https://wsus-host:8531")
     if opts.msrc_source is not None:
-        server.msrc_source = _validate_source(opts.msrc_source, "MSRC source")
+        server.msrc_source = _validate_msrc_source(opts.msrc_source)
     if opts.winget_source is not None:
         server.winget_source = _validate_source(opts.winget_source, "winget source", True)
     if opts.winget_packages is not None:
@@ -232,8 +296,10 @@ def set_filters(
         if value is not None:
             setattr(server, column, json.dumps(value) if value else None)
     if filters_of(server) != before:
-        # Documents already synced were filtered the old way: the next sync re-reads them all.
+        # Documents already synced were filtered the old way: the next sync re-reads them all
+        # (a replica pages through its upstream from the start again).
         session.execute(delete(SyncDocument).where(SyncDocument.server_id == server.id))
+        server.replication_revision = 0
     session.flush()
     return server
 
@@ -315,6 +381,10 @@ def server_to_dict(session: Session, server: PatchServer) -> dict[str, Any]:
         "proxy": server.proxy_url,
         "proxy_user": server.proxy_user,
         "proxy_password_set": bool(server.proxy_password_enc),
+        "upstream_server": server.upstream_server,
+        "upstream_fingerprint": server.upstream_fingerprint,
+        "upstream_token_set": bool(server.upstream_token_enc),
+        "replication_revision": server.replication_revision,
         "filters": filters_of(server),
         "schedule": schedule,
         "sync_status": server.sync_status,

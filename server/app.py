@@ -4,13 +4,15 @@ jobs, the web console) add their module name to ROUTER_MODULES; each exposes `ro
 from __future__ import annotations
 
 import importlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
 
 from patchflow import __version__
 from patchflow.inventory import Inventory
-from patchflow.scanning import register_inventory_hook
+from patchflow.scanning import register_inventory_hook, unregister_inventory_hook
 from server import errors
 from server.limits import BodyLimitMiddleware
 from server.ratelimit import FailureLimiter
@@ -21,6 +23,9 @@ ROUTER_MODULES: list[str] = [
     "server.agent_api",
     "server.admin_api",
     "server.admin_servers",
+    "server.replication_api",
+    "server.install_api",
+    "server.console",
 ]
 
 DESCRIPTION = """\
@@ -33,15 +38,25 @@ patchflow's HTTPS API.
 """
 
 
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """While the server runs, uploaded inventories are rescanned in the background."""
+    register_inventory_hook(background=True)
+    try:
+        yield
+    finally:
+        unregister_inventory_hook(background=True)
+
+
 def create_app(settings: ServerSettings | None = None) -> FastAPI:
     """Build the app; settings default to patchflow.toml, read once here."""
     settings = settings or ServerSettings.from_config()
     app = FastAPI(title="patchflow", version=__version__, description=DESCRIPTION,
-                  docs_url="/docs", redoc_url=None, openapi_url="/openapi.json")
+                  docs_url="/docs", redoc_url=None, openapi_url="/openapi.json",
+                  lifespan=_lifespan)
     app.state.settings = settings
     app.state.enroll_limiter = FailureLimiter(settings.enroll_failures_per_minute)
     errors.install(app)
-    register_inventory_hook(background=True)
     for name in ROUTER_MODULES:
         app.include_router(importlib.import_module(name).router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

@@ -7,6 +7,7 @@ import logging
 import socket
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -44,10 +45,22 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(
+@dataclass
+class PreparedServer:
+    """Everything checked and the port bound, but nothing served yet: `patchflow serve` starts
+    Prefect only after the HTTPS side is known to be able to run (bad config, missing
+    certificate or a busy port fail first, in one line)."""
+
+    config: uvicorn.Config
+    sock: socket.socket
+    host: str
+    port: int
+    workers: int
+
+
+def prepare(
     host: str, port: int, workers: int = 1, access_log: bool = True, log_level: str = "info"
-) -> None:
-    """Blocks until interrupted. Several workers share the port (separate processes)."""
+) -> PreparedServer:
     from models.migrate import ensure_current
     from server.settings import ServerSettings
 
@@ -68,7 +81,12 @@ def serve(
         proxy_headers=False,
         timeout_graceful_shutdown=10,
     )
-    sock = listening_socket(host, port)
+    return PreparedServer(config, listening_socket(host, port), host, port, workers)
+
+
+def run_prepared(prepared: PreparedServer) -> None:
+    """Blocks until interrupted. Several workers share the port (separate processes)."""
+    host, port, workers, sock = prepared.host, prepared.port, prepared.workers, prepared.sock
     shown = f"[{host}]" if ":" in host else host
     logging.getLogger("uvicorn.error").info(
         "patchflow serving https://%s:%d with %d worker(s) (Ctrl+C to stop)", shown, port,
@@ -78,13 +96,20 @@ def serve(
         if workers > 1:
             from uvicorn.supervisors import Multiprocess
 
-            Multiprocess(config, sockets=[sock]).run()
+            Multiprocess(prepared.config, sockets=[sock]).run()
         else:
-            uvicorn.Server(config).run(sockets=[sock])
+            uvicorn.Server(prepared.config).run(sockets=[sock])
     except KeyboardInterrupt:
         pass
     finally:
         sock.close()
+
+
+def serve(
+    host: str, port: int, workers: int = 1, access_log: bool = True, log_level: str = "info"
+) -> None:
+    """Blocks until interrupted. Several workers share the port (separate processes)."""
+    run_prepared(prepare(host, port, workers, access_log, log_level))
 
 
 class BackgroundServer:
@@ -95,7 +120,7 @@ class BackgroundServer:
         self._sock = listening_socket(host, port)
         self.host, self.port = self._sock.getsockname()[:2]
         config = uvicorn.Config(app, ssl_certfile=str(cert), ssl_keyfile=str(key),
-                                log_level="warning", lifespan="off", access_log=False)
+                                log_level="warning", lifespan="on", access_log=False)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run,
                                         kwargs={"sockets": [self._sock]}, daemon=True)

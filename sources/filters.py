@@ -66,8 +66,19 @@ def passes(record: PatchRecord, filters: Filters) -> bool:
         return False
     if filters.languages is not None and record.languages and not record.installers:
         # Language-specific metadata without installers (WSUS): the language decides.
-        return any(lang.casefold() in filters.languages for lang in record.languages)
+        return any(language_matches(lang, filters.languages) for lang in record.languages)
     return True
+
+
+def language_matches(tag: str, wanted: frozenset[str]) -> bool:
+    """Whether a language tag is among the wanted ones (casefolded). WSUS names languages by
+    their primary subtag ("en", "de"), so "en" matches a wanted "en-US" and the reverse; two
+    different regions ("en-GB", "en-US") still differ."""
+    folded = tag.casefold()
+    if folded in wanted:
+        return True
+    primary = folded.split("-")[0]
+    return any(w == primary or w.split("-")[0] == folded for w in wanted)
 
 
 def pick_installers(
@@ -82,5 +93,5 @@ def pick_installers(
     items = list(installers)
     if languages is None:
         return items
-    kept = [i for i in items if i.locale is None or i.locale.casefold() in languages]
+    kept = [i for i in items if i.locale is None or language_matches(i.locale, languages)]
     return kept or items

@@ -1,7 +1,9 @@
-"""What the agent needs from a platform: who am I, what is installed, and (next) run a job."""
+"""What the agent needs from a platform: who am I, what is installed, install a verified file,
+restart."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Protocol
 
 
@@ -18,5 +20,9 @@ class Platform(Protocol):
     def collect_inventory(self) -> dict[str, Any]:
         """An inventory document in the contract schema (patchflow.inventory)."""
 
-    def run_job(self, job: dict[str, Any]) -> dict[str, Any]:
-        """Run one job and return its result (state, exit_code, message)."""
+    def install(self, job: dict[str, Any], path: Path | None) -> tuple[int, str]:
+        """Install silently; (exit code, output worth reporting). `path` is the downloaded,
+        already verified file (None for a Windows Update Agent install by KB)."""
+
+    def restart(self) -> None:
+        """Restart the machine to complete installs (only called when the job allows it)."""

@@ -1,16 +1,32 @@
 """The simulated platform: the machine's inventory is a JSON file in the contract schema. The
-demo, the tests and the benchmark run agents with it; installs (a later layer) will change the
-file through `save_inventory`, so a simulated endpoint reports what was installed on it."""
+demo, the tests and the benchmark run agents with it. An install changes the file (the new
+program version, the new KB), so the endpoint's next inventory reports what was installed and
+the rescan finds the patch gone.
+
+An optional `simulate` section in the file (never sent to the server) scripts the machine:
+
+    "simulate": {
+      "exit_codes": {"7zip.7zip": 1603, "KB5900110": 3010, "Mozilla.Firefox": [1618, 0]},
+      "install_seconds": 0.5
+    }
+
+Keys name a patch by KB, package id or PACKAGE@VERSION; a list gives the code per attempt.
+Failed installs leave the inventory as it was; 3010/1641 apply the change and set
+pending_reboot. Every installer run is appended to `simulate.ran`, restarts counted in
+`simulate.restarts`, so tests can tell what ran and what never did.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
-from agent.platforms.base import JobNotSupported
+SIMULATE = "simulate"
+_APPLIED = {0, 3010, 1641}
 
 
 class InventoryFileError(Exception):
@@ -51,6 +67,7 @@ class SimulatedPlatform:
         from patchflow.inventory import validate_documents
 
         doc = self.load_inventory()
+        doc.pop(SIMULATE, None)
         try:
             validate_documents(doc)
         except ValueError as exc:
@@ -58,5 +75,81 @@ class SimulatedPlatform:
         now = dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")
         return {**doc, "collected_at": now}
 
-    def run_job(self, job: dict[str, Any]) -> dict[str, Any]:
-        raise JobNotSupported("the simulated platform does not run install jobs yet")
+    def install(self, job: dict[str, Any], path: Path | None) -> tuple[int, str]:
+        behaviour = self.load_inventory().get(SIMULATE) or {}
+        seconds = float(behaviour.get("install_seconds") or 0)
+        if seconds > 0:
+            time.sleep(seconds)
+        doc = self.load_inventory()  # as it is now, after the "work"
+        sim = doc.setdefault(SIMULATE, {})
+        code = exit_code_for(sim.get("exit_codes") or {}, job)
+        patch = job.get("patch") or {}
+        sim.setdefault("ran", []).append({
+            "job": job.get("id"), "attempt": job.get("attempt"),
+            "patch": patch.get("kb") or f"{patch.get('package_id')}@{patch.get('version')}",
+            "type": (job.get("installer") or {}).get("type"),
+            "file": path.name if path is not None else None, "exit_code": code})
+        if code in _APPLIED:
+            apply_install(doc, job)
+            if code != 0:
+                doc["pending_reboot"] = True
+        self.save_inventory(doc)
+        return code, "" if code in _APPLIED else "simulated installer failure"
+
+    def restart(self) -> None:
+        doc = self.load_inventory()
+        sim = doc.setdefault(SIMULATE, {})
+        sim["restarts"] = int(sim.get("restarts") or 0) + 1
+        doc["pending_reboot"] = False
+        self.save_inventory(doc)
+
+
+def exit_code_for(codes: dict[str, Any], job: dict[str, Any]) -> int:
+    """The scripted exit code for this job's patch (0 when none is scripted)."""
+    patch = job.get("patch") or {}
+    names = {str(v).casefold() for v in (
+        patch.get("kb"), patch.get("package_id"),
+        f"{patch.get('package_id')}@{patch.get('version')}" if patch.get("package_id") else None,
+    ) if v}
+    for key, value in codes.items():
+        if str(key).casefold() in names:
+            if isinstance(value, list):
+                attempt = max(1, int(job.get("attempt") or 1))
+                return int(value[min(attempt, len(value)) - 1]) if value else 0
+            return int(value)
+    return 0
+
+
+def apply_install(doc: dict[str, Any], job: dict[str, Any]) -> None:
+    """What the real installer would leave in the registry: the program at the new version
+    (updated in place where an older one of the same architecture is installed), or the KB."""
+    patch = job.get("patch") or {}
+    installer = job.get("installer") or {}
+    today = dt.date.today().isoformat()
+    if patch.get("package_id") and patch.get("version"):
+        name = str(patch.get("package_name") or patch.get("title") or patch["package_id"])
+        version = str(patch["version"])
+        arch = installer.get("arch")
+        matched = False
+        for program in doc.setdefault("programs", []):
+            same_arch = arch in (None, "", "neutral") or program.get("arch") in (None, arch)
+            if str(program.get("name", "")).casefold().startswith(name.casefold()) and same_arch:
+                old = program.get("version")
+                if old and old in program["name"]:
+                    program["name"] = program["name"].replace(old, version)
+                program["version"] = version
+                program["install_date"] = today
+                if installer.get("product_code"):
+                    program["product_code"] = installer["product_code"]
+                matched = True
+        if not matched:
+            names = installer.get("display_names") or [f"{name} {version}"]
+            doc["programs"].append({
+                "name": names[0], "version": version, "publisher": patch.get("vendor"),
+                "product_code": installer.get("product_code"), "upgrade_code": None,
+                "arch": arch if arch in ("x64", "x86", "arm64") else None,
+                "scope": "machine", "install_date": today})
+    if patch.get("kb"):
+        updates = doc.setdefault("updates", [])
+        if not any(str(u.get("kb", "")).upper() == patch["kb"].upper() for u in updates):
+            updates.append({"kb": patch["kb"], "installed_on": today})

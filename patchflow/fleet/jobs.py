@@ -1,5 +1,7 @@
-"""The job side of the agent API. It returns no jobs until the install engine installs its own
-handlers here (`JOB_HANDLERS.poll = ...`, `JOB_HANDLERS.result = ...`)."""
+"""The job side of the agent API: what `GET /api/v1/agent/jobs` and
+`POST /api/v1/agent/jobs/{id}/result` call. By default the install engine
+(patchflow.install.agent_jobs): a job, to an agent, is one install job item. Tests may swap the
+handlers (`JOB_HANDLERS.poll = ...`)."""
 
 from __future__ import annotations
 
@@ -7,25 +9,27 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from patchflow.errors import NotFoundError
+
+def _install_poll(endpoint_id: int) -> list[dict[str, Any]]:
+    # Imported on first use: patchflow.install imports patchflow.fleet.
+    from patchflow.install.agent_jobs import poll
+
+    return poll(endpoint_id)
 
 
-def _no_jobs(endpoint_id: int) -> list[dict[str, Any]]:
-    return []
+def _install_result(endpoint_id: int, job_id: int, result: dict[str, Any]) -> None:
+    from patchflow.install.agent_jobs import record_result
 
-
-def _unknown_job(endpoint_id: int, job_id: int, result: dict[str, Any]) -> None:
-    raise NotFoundError(f"no job {job_id} for this agent")
+    record_result(endpoint_id, job_id, result)
 
 
 @dataclass
 class JobHandlers:
-    """What the agent API calls for job polling and results. The install engine assigns its own
-    functions here; each opens its own session and raises NotFoundError for a job that is not
-    this endpoint's."""
+    """What the agent API calls for job polling and results. Each opens its own session and
+    raises NotFoundError for a job that is not this endpoint's."""
 
-    poll: Callable[[int], list[dict[str, Any]]] = _no_jobs
-    result: Callable[[int, int, dict[str, Any]], None] = _unknown_job
+    poll: Callable[[int], list[dict[str, Any]]] = _install_poll
+    result: Callable[[int, int, dict[str, Any]], None] = _install_result
 
 
 JOB_HANDLERS = JobHandlers()

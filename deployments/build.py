@@ -1,0 +1,213 @@
+"""Prefect deployments generated from the schedules stored in the database.
+
+The database is the one source of truth for *when* things run: administrators edit schedules
+through the CLI, the API or the console, and `patchflow serve` turns the current settings into
+deployments (`build_specs`) and keeps them applied. A spec is plain data with a fingerprint, so
+the watcher can tell "changed" from "unchanged" without asking Prefect.
+
+- `sync-<server>`: one per patch server with a sync schedule (weekly or monthly).
+- `scan-<policy>`: one per policy with a scan schedule (every N weeks from a fixed start).
+- `report`: when a report schedule is set (`patchflow report schedule`).
+
+Every deployment runs at most one flow run at a time; further runs wait (ENQUEUE) instead of
+running twice, so a long sync is never overlapped by the next scheduled one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import zoneinfo
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from deployments.schedules import scan_rrule, sync_rrule
+from models import PatchServer, Policy
+from patchflow import config, report_schedule
+from patchflow.config import ConfigError
+
+# Deployments that `patchflow serve` owns carry this tag: only those are ever deleted by it.
+SERVED_TAG = "patchflow-serve"
+TAGS = ("patchflow", SERVED_TAG)
+REPORT_DEPLOYMENT = "report"
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@dataclass(frozen=True)
+class DeploymentSpec:
+    """What one deployment should look like; JSON-safe parameters only."""
+
+    name: str
+    flow: str  # "sync" | "scan" | "report"
+    parameters: dict[str, Any]
+    rrule: str
+    timezone: str
+    description: str
+    # For "run if missed": the policy behind a scan deployment (None elsewhere).
+    policy: str | None = None
+    tags: tuple[str, ...] = field(default=TAGS)
+
+    def fingerprint(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True, default=str)
+
+
+def deployment_name(prefix: str, name: str) -> str:
+    """A stable deployment name. Prefect forbids '/' and '%' and policy names may hold spaces
+    and '/', so unsafe characters become '-' plus a short hash of the real name (two policies
+    whose names differ only in punctuation still get different deployments)."""
+    slug = _UNSAFE.sub("-", name).strip("-") or "x"
+    if slug != name:
+        slug += "-" + hashlib.sha256(name.encode()).hexdigest()[:6]
+    return f"{prefix}-{slug}"
+
+
+def schedule_timezone() -> str:
+    """`[schedule] timezone` in patchflow.toml (IANA name), default UTC; checked here so a typo
+    is one line at start-up instead of a Prefect validation error later."""
+    name = str(config.setting("schedule", "timezone", "UTC") or "UTC")
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"[schedule] timezone {name!r} is not a known time zone "
+                          "(use an IANA name such as Europe/Berlin or UTC)") from None
+    return name
+
+
+def sync_spec(server: PatchServer, timezone: str) -> DeploymentSpec | None:
+    if not (server.schedule_frequency and server.schedule_weekday and server.schedule_at):
+        return None
+    rule = sync_rrule(server.schedule_frequency, server.schedule_weekday, server.schedule_at,
+                      server.schedule_week_of_month)
+    when = f"{server.schedule_frequency} on {server.schedule_weekday} at {server.schedule_at}"
+    if server.schedule_frequency == "monthly":
+        when += f" (week {server.schedule_week_of_month or 1} of the month)"
+    return DeploymentSpec(
+        name=deployment_name("sync", server.name), flow="sync",
+        parameters={"server_name": server.name}, rrule=rule, timezone=timezone,
+        description=f"Sync patch server {server.name}: {when} ({timezone}).",
+    )
+
+
+def scan_spec(policy: Policy, timezone: str) -> DeploymentSpec | None:
+    if not (policy.scan_weekday and policy.scan_at):
+        return None
+    every = max(1, policy.scan_every_weeks or 1)
+    rule = scan_rrule(policy.scan_weekday, policy.scan_at, every, policy.scan_start)
+    weeks = "every week" if every == 1 else f"every {every} weeks"
+    return DeploymentSpec(
+        name=deployment_name("scan", policy.name), flow="scan",
+        parameters={"selection": {"policy": policy.name}, "trigger": "scheduled"},
+        rrule=rule, timezone=timezone, policy=policy.name,
+        description=(f"Scan the endpoints of policy {policy.name}: {weeks} on "
+                     f"{policy.scan_weekday} at {policy.scan_at} ({timezone})."
+                     + (" Runs at start-up when a scheduled scan was missed."
+                        if policy.run_if_missed else "")),
+    )
+
+
+def report_spec(schedule: report_schedule.ReportSchedule, timezone: str) -> DeploymentSpec:
+    rule = scan_rrule(schedule.weekday, schedule.at, 1)
+    params: dict[str, Any] = {"kinds": list(schedule.kinds), "created_by": "schedule"}
+    if schedule.email:
+        params["email"] = list(schedule.email)
+    return DeploymentSpec(
+        name=REPORT_DEPLOYMENT, flow="report", parameters=params, rrule=rule,
+        timezone=timezone,
+        description=(f"Reports ({', '.join(schedule.kinds)}) every {schedule.weekday} at "
+                     f"{schedule.at} ({timezone})"
+                     + (f", mailed to {', '.join(schedule.email)}." if schedule.email else ".")),
+    )
+
+
+def build_specs(session: Session, timezone: str | None = None) -> list[DeploymentSpec]:
+    """Every deployment the database asks for, sorted by name."""
+    tz = timezone or schedule_timezone()
+    specs: list[DeploymentSpec] = []
+    for server in session.scalars(select(PatchServer).order_by(PatchServer.name)):
+        spec = sync_spec(server, tz)
+        if spec:
+            specs.append(spec)
+    for policy in session.scalars(select(Policy).order_by(Policy.name)):
+        spec = scan_spec(policy, tz)
+        if spec:
+            specs.append(spec)
+    report = report_schedule.load(session)
+    if report:
+        specs.append(report_spec(report, tz))
+    return sorted(specs, key=lambda s: s.name)
+
+
+def load_specs(timezone: str | None = None) -> list[DeploymentSpec]:
+    from models.db import session_scope
+
+    with session_scope() as session:
+        return build_specs(session, timezone)
+
+
+ENTRYPOINTS = {flow: f"deployments/patchflow_flows.py:{flow}"
+               for flow in ("sync", "scan", "report")}
+
+
+def prefect_yaml(specs: list[DeploymentSpec], work_pool: str, source_dir: str,
+                 work_queue: str | None = None) -> str:
+    """A prefect.yaml (for `prefect deploy --all`) with the same deployments `patchflow serve`
+    would serve, for teams that run them on workers instead. `source_dir` is where the
+    patchflow source tree is on the worker machines (the entrypoints are relative to it)."""
+    import yaml
+
+    pool: dict[str, Any] = {"name": work_pool}
+    if work_queue:
+        pool["work_queue_name"] = work_queue
+    document = {
+        "name": "patchflow",
+        "prefect-version": _prefect_version(),
+        "pull": [{"prefect.deployments.steps.set_working_directory": {
+            "directory": source_dir}}],
+        "deployments": [
+            {
+                "name": spec.name,
+                "description": spec.description,
+                "entrypoint": ENTRYPOINTS[spec.flow],
+                "parameters": spec.parameters,
+                "schedules": [{"rrule": spec.rrule, "timezone": spec.timezone}],
+                "concurrency_limit": {"limit": 1, "collision_strategy": "ENQUEUE"},
+                "tags": ["patchflow"],
+                "work_pool": dict(pool),
+            }
+            for spec in specs
+        ],
+    }
+    header = ("# Generated by `patchflow deployments export` from the schedules in the "
+              "database.\n# Deploy with: prefect deploy --all --prefect-file THIS_FILE\n")
+    return header + yaml.dump(document, Dumper=_dumper(), sort_keys=False, allow_unicode=True,
+                              width=100)
+
+
+def _quoted_multiline(dumper: Any, value: str) -> Any:
+    # An RRULE is two lines; '"DTSTART:...\\nRRULE:..."' reads better than a folded block.
+    style = '"' if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+def _dumper() -> Any:
+    import yaml
+
+    class Dumper(yaml.SafeDumper):
+        def ignore_aliases(self, data: Any) -> bool:
+            return True
+
+    Dumper.add_representer(str, _quoted_multiline)
+    return Dumper
+
+
+def _prefect_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("prefect")
+    except PackageNotFoundError:
+        return "3"

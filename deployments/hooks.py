@@ -1,0 +1,102 @@
+"""Flow-run state hooks that keep patchflow's own status columns true for deployment runs.
+
+A deployment run that is cancelled is killed by the runner (or worker): the flow never reaches
+its own `finish_sync`/`finish_scan`, so without these hooks the server would say "Running" and
+the scan "running" forever. Prefect runs `on_cancellation` and `on_crashed` hooks in the process
+that killed the run, and `on_running` in the run itself. Each hook is idempotent (it only
+touches rows still marked running by *that* flow run) and never raises: a hook failure must not
+keep Prefect from recording the final state.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy import exists, select, update
+
+from models import Endpoint, MissingPatch, PatchServer, Policy, Scan
+from models.base import utcnow
+from models.db import session_scope
+from models.enums import ScanState, SyncStatus
+
+logger = logging.getLogger("patchflow.deployments")
+
+
+def _guarded(what: str, fn: Any, *args: Any) -> None:
+    try:
+        fn(*args)
+    except Exception as exc:  # a hook must never turn a Cancelled run into a hook error
+        logger.warning("%s: could not update the patchflow database: %s", what,
+                       str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+
+
+def _end_sync(flow_run_id: str, status: str, message: str) -> None:
+    with session_scope() as session:
+        server = session.scalar(select(PatchServer).where(
+            PatchServer.sync_flow_run_id == flow_run_id,
+            PatchServer.sync_status == SyncStatus.RUNNING))
+        if server is None:
+            return
+        now = utcnow()
+        server.sync_status = status
+        server.sync_status_at = now
+        server.sync_finished_at = now
+        server.sync_message = message
+        server.sync_stop_requested = False
+
+
+def _end_scan(flow_run_id: str, status: str, message: str) -> None:
+    with session_scope() as session:
+        scan = session.scalar(select(Scan).where(Scan.flow_run_id == flow_run_id,
+                                                 Scan.status == "running"))
+        if scan is None:
+            return
+        scan.status, scan.finished_at, scan.message = status, utcnow(), message
+        # The batch that was in flight stays "Scanning" otherwise; its old results are intact
+        # (a batch is written in one transaction), so the state they imply is restored.
+        has_missing = exists().where(MissingPatch.endpoint_id == Endpoint.id)
+        stuck = select(Endpoint.id, Endpoint.last_scan_id, has_missing.label("missing")).where(
+            Endpoint.scan_state == ScanState.SCANNING)
+        for endpoint_id, last_scan_id, missing in session.execute(stuck).all():
+            state = (ScanState.NOT_SCANNED if last_scan_id is None else
+                     ScanState.MISSING_PATCHES if missing else ScanState.UP_TO_DATE)
+            session.execute(update(Endpoint).where(Endpoint.id == endpoint_id).values(
+                scan_state=state, scan_state_at=utcnow(), scan_message=message))
+
+
+def sync_cancelled(flow: Any, flow_run: Any, state: Any) -> None:
+    _guarded("sync cancelled", _end_sync, str(flow_run.id), SyncStatus.STOPPED,
+             "stopped by request (flow run cancelled)")
+
+
+def sync_crashed(flow: Any, flow_run: Any, state: Any) -> None:
+    _guarded("sync crashed", _end_sync, str(flow_run.id), SyncStatus.FAILED,
+             f"the sync process crashed: {getattr(state, 'message', None) or 'no reason given'}")
+
+
+def scan_cancelled(flow: Any, flow_run: Any, state: Any) -> None:
+    _guarded("scan cancelled", _end_scan, str(flow_run.id), "stopped",
+             "stopped by request (flow run cancelled)")
+
+
+def scan_crashed(flow: Any, flow_run: Any, state: Any) -> None:
+    _guarded("scan crashed", _end_scan, str(flow_run.id), "failed",
+             f"the scan process crashed: {getattr(state, 'message', None) or 'no reason given'}")
+
+
+def record_scheduled_scan(policy_name: str, at: Any) -> None:
+    """Policy.last_scheduled_scan_at = when the scheduled run was due; "run if missed" compares
+    the schedule's last due time against it."""
+    with session_scope() as session:
+        session.execute(update(Policy).where(Policy.name == policy_name)
+                        .values(last_scheduled_scan_at=at or utcnow()))
+
+
+def scheduled_scan_running(flow: Any, flow_run: Any, state: Any) -> None:
+    params = getattr(flow_run, "parameters", None) or {}
+    selection = params.get("selection") or {}
+    if params.get("trigger") != "scheduled" or not selection.get("policy"):
+        return
+    due = getattr(flow_run, "expected_start_time", None)
+    _guarded("scheduled scan", record_scheduled_scan, selection["policy"], due)

@@ -1,0 +1,28 @@
+"""The web console: server-rendered pages on the API's app and port, under /console.
+
+One module per page family; this package's `router` (listed in server.app.ROUTER_MODULES)
+gathers them. Templates are in server/console/templates, the hand-written stylesheet and
+script in server/console/static: nothing is fetched from a CDN, so the console works
+air-gapped. The pages call the same service functions as the admin API and the CLI.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from server.console import (
+    dashboard,
+    endpoints,
+    install,
+    jobs,
+    login,
+    policies,
+    reports,
+    servers,
+)
+
+router = APIRouter()
+for _module in (login, dashboard, servers, endpoints, install, policies, reports, jobs):
+    router.include_router(_module.router, prefix="/console", include_in_schema=False)
+
+__all__ = ["router"]

@@ -1,0 +1,173 @@
+"""Policies: the patch server endpoints use, roaming behaviour, the scan schedule and automatic
+install, applied to groups. Each save calls the patchflow.fleet function behind
+`POST/PATCH /api/v1/admin/policies` and `patchflow policies add|edit`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from sqlalchemy.orm import Session
+
+from patchflow import fleet
+from patchflow import servers as server_svc
+from patchflow.errors import UserError
+from server.console.core import (
+    ConsoleRoute,
+    Form,
+    act,
+    db,
+    field_errors,
+    form_of,
+    redirect,
+    render,
+)
+
+router = APIRouter(route_class=ConsoleRoute)
+
+POLICY_FIELDS = (
+    ("run_if_missed", r"run-if-missed"),
+    ("scan_every_weeks", r"every-weeks"),
+    ("scan_weekday", r"weekday|clear-schedule"),
+    ("scan_at", r"time|scan-at"),
+    ("patch_server", r"patch.server"),
+    ("groups", r"group"),
+    ("name", r"policy"),
+)
+BOOLEANS = ("roaming_microsoft", "run_if_missed", "auto_install", "auto_restart")
+
+
+def policy_options(form: Form, errors: dict[str, str]) -> fleet.PolicyOptions:
+    """Form → PolicyOptions. The form shows every setting, so an unticked box means off and
+    an empty weekday means "no scan schedule"."""
+    every: int | None = None
+    text = form.get("scan_every_weeks") or "1"
+    if re.fullmatch(r"\d{1,2}", text):
+        every = int(text)
+    else:
+        errors["scan_every_weeks"] = "every N weeks takes a number from 1 to 52"
+    weekday = form.get("scan_weekday")
+    return fleet.PolicyOptions(
+        patch_server=form.optional("patch_server"),
+        groups=form.getlist("groups"),
+        roaming_microsoft=form.flag("roaming_microsoft"),
+        scan_weekday=weekday or None,
+        scan_at=(form.get("scan_at") or None) if weekday else None,
+        scan_every_weeks=every if weekday else None,
+        clear_schedule=not weekday,
+        run_if_missed=form.flag("run_if_missed"),
+        auto_install=form.flag("auto_install"),
+        auto_restart=form.flag("auto_restart"),
+    )
+
+
+def _choices(session: Session) -> dict[str, Any]:
+    return {"servers": [s.name for s in server_svc.list_servers(session)],
+            "groups": [(g["name"], g["path"]) for g in fleet.list_groups(session)],
+            "weekdays": [(d, d.capitalize()) for d in fleet.WEEKDAYS]}
+
+
+def _values(policy: dict[str, Any] | None) -> dict[str, Any]:
+    """A stored policy (or the defaults) as the form's field values."""
+    policy = policy or {}
+    schedule = policy.get("scan_schedule") or {}
+    return {
+        "name": policy.get("name", ""),
+        "patch_server": policy.get("patch_server") or "",
+        "groups": policy.get("groups", []),
+        "roaming_microsoft": policy.get("roaming_microsoft", False),
+        "scan_weekday": schedule.get("weekday") or "",
+        "scan_at": schedule.get("at") or "",
+        "scan_every_weeks": schedule.get("every_weeks") or 1,
+        "run_if_missed": policy.get("run_if_missed", False),
+        "auto_install": policy.get("auto_install", False),
+        "auto_restart": policy.get("auto_restart", False),
+    }
+
+
+def _form_values(form: Form) -> dict[str, Any]:
+    values: dict[str, Any] = {k: form.get(k) for k in ("name", "patch_server", "scan_weekday",
+                                                       "scan_at", "scan_every_weeks")}
+    values["groups"] = form.getlist("groups")
+    values.update({k: form.flag(k) for k in BOOLEANS})
+    return values
+
+
+@router.get("/policies")
+def policies_page(request: Request) -> Response:
+    with db(request) as session:
+        policies = fleet.list_policies(session)
+    return render(request, "policies.html", title="Policies", nav="policies", policies=policies)
+
+
+def _form_page(request: Request, name: str | None, values: dict[str, Any],
+               errors: dict[str, str], status: int = 200) -> Response:
+    with db(request) as session:
+        choices = _choices(session)
+    title = f"Policy {name}" if name else "Add policy"
+    return render(request, "policy_form.html", status=status, title=title, nav="policies",
+                  policy_name=name, values=values, errors=errors, **choices)
+
+
+@router.get("/policies/new")
+def add_form(request: Request) -> Response:
+    return _form_page(request, None, _values(None), {})
+
+
+@router.post("/policies/new")
+def add_policy(request: Request) -> Response:
+    form = form_of(request)
+    errors: dict[str, str] = {}
+    opts = policy_options(form, errors)
+    name = form.get("name")
+    if not errors:
+        try:
+            with db(request) as session:
+                _policy, notes = fleet.add_policy(session, name, opts)
+        except UserError as exc:
+            errors = field_errors(exc, POLICY_FIELDS)
+    if errors:
+        return _form_page(request, None, _form_values(form), errors, 400)
+    return redirect("/console/policies", "; ".join([f"Added policy {name}", *notes]) + ".")
+
+
+@router.get("/policies/{name:path}/edit")
+def edit_form(request: Request, name: str) -> Response:
+    with db(request) as session:
+        policy = fleet.policy_to_dict(session, fleet.get_policy(session, name))
+    return _form_page(request, name, _values(policy), {})
+
+
+@router.post("/policies/{name:path}/edit")
+def edit_policy(request: Request, name: str) -> Response:
+    form = form_of(request)
+    errors: dict[str, str] = {}
+    opts = policy_options(form, errors)
+    if not errors:
+        try:
+            with db(request) as session:
+                _policy, notes = fleet.edit_policy(session, name, opts)
+        except UserError as exc:
+            errors = field_errors(exc, POLICY_FIELDS)
+    if errors:
+        return _form_page(request, name, {**_form_values(form), "name": name}, errors, 400)
+    return redirect("/console/policies", "; ".join([f"Saved policy {name}", *notes]) + ".")
+
+
+@router.post("/policies/{name:path}/delete")
+def delete_policy(request: Request, name: str) -> Response:
+    if form_of(request).get("confirmed") != "yes":
+        with db(request) as session:
+            fleet.get_policy(session, name)
+        return render(request, "confirm.html", title="Delete policy", nav="policies",
+                      question=f"Delete policy {name}? Its groups keep no policy until you "
+                      "give them another.", action=f"/console/policies/{name}/delete",
+                      button="Delete", cancel=f"/console/policies/{name}/edit")
+    def work() -> str:
+        with db(request) as session:
+            fleet.delete_policy(session, name)
+        return f"Deleted policy {name}."
+
+    return act("/console/policies", work)

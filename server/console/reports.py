@@ -1,0 +1,202 @@
+"""Reports: generate with filters, the list of past runs (report_runs), each run's HTML opened in
+the browser and its CSV files downloaded.
+
+Generating runs the Prefect `report` flow with the arguments `patchflow report` gives it, after
+the same input checks, so a report made here and one made on the command line are the same
+files. Report files are served only from the folder their run recorded, and only .html and
+.csv: a path in the URL cannot reach anything else in PATCHFLOW_HOME.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from models import ReportRun
+from models.enums import Category, EulaStatus, RestartRequired, Severity
+from patchflow import fleet
+from patchflow.errors import NotFoundError, UserError
+from patchflow.missing_query import MissingFilters
+from server.console import runs
+from server.console.core import (
+    ConsoleRoute,
+    Form,
+    db,
+    field_errors,
+    form_of,
+    redirect,
+    render,
+    user_of,
+)
+
+router = APIRouter(route_class=ConsoleRoute)
+
+KIND_LABELS = (("missing", "Missing patches"), ("installed", "Installed patches"),
+               ("patches", "Patch view"), ("compliance", "Compliance"))
+REPORT_FIELDS = (
+    ("kinds", r"report kind"),
+    ("formats", r"format"),
+    ("since", r"--since"),
+    ("until", r"--until"),
+    ("eula", r"EULA"),
+    ("severity", r"severity"),
+    ("category", r"category"),
+    ("restart", r"restart"),
+    ("group", r"group"),
+    ("endpoint", r"endpoint"),
+)
+# Report pages carry their own inline styles and nothing else: no script, no fetches.
+REPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'"
+_FILE_TYPES = {".html": "text/html; charset=utf-8", ".csv": "text/csv; charset=utf-8"}
+
+
+def filters_from(form: Form) -> MissingFilters:
+    """The Patch Install view's filters (and the report's date range) from a form."""
+    return MissingFilters(
+        endpoint=form.optional("endpoint"),
+        group=form.optional("group"),
+        subgroups=form.flag("subgroups"),
+        severity=tuple(form.getlist("severity")),
+        category=tuple(form.getlist("category")),
+        restart=tuple(form.getlist("restart")),
+        eula=form.optional("eula"),
+        since=form.optional("since"),  # type: ignore[arg-type]
+        until=form.optional("until"),  # type: ignore[arg-type]
+    )
+
+
+def choices() -> dict[str, Any]:
+    return {"severities": [s.value for s in Severity],
+            "categories": [c.value for c in Category],
+            "restarts": [r.value for r in RestartRequired],
+            "eulas": [("accepted", EulaStatus.ACCEPTED.value),
+                      ("not-accepted", EulaStatus.NOT_ACCEPTED.value)],
+            "kind_labels": KIND_LABELS}
+
+
+def start_report(session: Session, kinds: list[str], filters: MissingFilters,
+                 formats: list[str], who: str) -> runs.Run:
+    """`patchflow report` from the console: every input checked before the flow starts."""
+    from tasks.report import html_options, output_dir, parse_formats, parse_kinds
+
+    kind_list = parse_kinds(kinds or None)
+    format_list = parse_formats(formats or None)
+    filters = filters.normalized()
+    filters.resolve(session)  # an unknown group fails here, at once
+    generated_at = dt.datetime.now(dt.UTC)
+    html_options(generated_at, filters, 1000, set())  # a bad [console] url fails here
+    run_dir = output_dir(None, generated_at)
+    runs.quiet_prefect()
+    from flows.report import report_flow
+
+    def work() -> dict[str, Any]:
+        result: dict[str, Any] = report_flow(kinds=kind_list, filters=filters.to_json(),
+                                             formats=format_list, out_dir=str(run_dir),
+                                             created_by=who)
+        return result
+
+    label = f"the report ({', '.join(kind_list)}; {filters.describe()})"
+    return runs.launch(f"report:{run_dir.name}", label, who, work)
+
+
+def report_rows(session: Session, limit: int = 50) -> list[dict[str, Any]]:
+    rows = []
+    for run in session.scalars(select(ReportRun).order_by(ReportRun.id.desc()).limit(limit)):
+        folder = Path(run.path) if run.path else None
+        files = sorted(p.name for p in folder.iterdir()
+                       if p.is_file() and p.suffix in _FILE_TYPES) if folder and \
+            folder.is_dir() else []
+        try:
+            described = MissingFilters.from_json(json.loads(run.filters or "{}")).describe()
+        except (UserError, ValueError, TypeError):
+            described = run.filters or ""
+        rows.append({"id": run.id, "kind": run.kind, "created_at": run.created_at,
+                     "created_by": run.created_by, "status": run.status, "message": run.message,
+                     "filters": described, "html": "index.html" in files,
+                     "csv": [f for f in files if f.endswith(".csv")]})
+    return rows
+
+
+def _page(request: Request, values: dict[str, Any], errors: dict[str, str],
+          status: int = 200) -> Response:
+    with db(request) as session:
+        rows = report_rows(session)
+        groups = [(g["name"], g["path"]) for g in fleet.list_groups(session)]
+    running = [r for r in runs.runs("report:") if r.running]
+    failed = [r for r in runs.runs("report:") if not r.running and r.error]
+    return render(request, "reports.html", status=status, title="Reports", nav="reports",
+                  rows=rows, running=running, failed=failed[:3], values=values, errors=errors,
+                  groups=groups, **choices())
+
+
+DEFAULT_VALUES: dict[str, Any] = {"kinds": ["missing", "installed", "patches", "compliance"],
+                                  "formats": ["html", "csv"], "severity": [], "category": [],
+                                  "restart": [], "eula": "", "endpoint": "", "group": "",
+                                  "subgroups": False, "since": "", "until": ""}
+
+
+@router.get("/reports")
+def reports_page(request: Request) -> Response:
+    return _page(request, DEFAULT_VALUES, {})
+
+
+@router.get("/reports/status.json")
+def reports_status(request: Request) -> Response:
+    """Whether a report started here is still being built (the page reloads when done)."""
+    return JSONResponse({"running": any(r.running for r in runs.runs("report:"))})
+
+
+@router.post("/reports")
+def generate(request: Request) -> Response:
+    form = form_of(request)
+    try:
+        filters = filters_from(form)
+        with db(request) as session:
+            start_report(session, form.getlist("kinds"), filters, form.getlist("formats"),
+                         user_of(request))
+    except UserError as exc:
+        values = {**DEFAULT_VALUES, **{k: form.get(k) for k in
+                                       ("eula", "endpoint", "group", "since", "until")},
+                  "subgroups": form.flag("subgroups"),
+                  **{k: form.getlist(k) for k in ("kinds", "formats", "severity", "category",
+                                                  "restart")}}
+        return _page(request, values, field_errors(exc, REPORT_FIELDS), 400)
+    return redirect("/console/reports", "Generating the report: it appears in the list when "
+                    "it is written.")
+
+
+def _run_folder(session: Session, run_id: int) -> Path:
+    run = session.get(ReportRun, run_id)
+    if run is None or not run.path:
+        raise NotFoundError(f"no report run {run_id}")
+    folder = Path(run.path)
+    if not folder.is_dir():
+        raise NotFoundError(f"the files of report run {run_id} are gone ({folder})")
+    return folder.resolve()
+
+
+@router.get("/reports/{run_id}")
+def open_run(run_id: int) -> Response:
+    return RedirectResponse(f"/console/reports/{run_id}/files/index.html", status_code=303)
+
+
+@router.get("/reports/{run_id}/files/{rel:path}")
+def report_file(request: Request, run_id: int, rel: str, download: bool = False) -> Response:
+    with db(request) as session:
+        folder = _run_folder(session, run_id)
+    path = (folder / rel).resolve()
+    if (not path.is_relative_to(folder) or path.suffix not in _FILE_TYPES
+            or not path.is_file()):
+        raise NotFoundError(f"no file {rel!r} in report run {run_id}")
+    headers = {"Content-Security-Policy": REPORT_CSP, "Cache-Control": "private, no-store"}
+    if path.suffix == ".csv" or download:
+        return FileResponse(path, media_type=_FILE_TYPES[path.suffix], filename=path.name,
+                            headers=headers)
+    return FileResponse(path, media_type=_FILE_TYPES[path.suffix], headers=headers)

@@ -1,0 +1,355 @@
+"""Patch Management: the patch servers list, Add and Edit, filters, schedule, sync, delete.
+
+Each action calls the patchflow.servers function the admin API route and `patchflow server
+...` call, so a rule (a port range, a proxy URL shape, the proxy password kept encrypted) is
+enforced in one place; this module only turns form fields into those calls and the one-line
+errors back into messages next to the field they are about.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from models import Product
+from models.enums import Category, SyncStatus
+from patchflow import servers as svc
+from patchflow.errors import UserError
+from server.console import runs
+from server.console.core import (
+    ConsoleRoute,
+    Form,
+    act,
+    db,
+    field_errors,
+    form_of,
+    redirect,
+    render,
+    render_fragment,
+    user_of,
+)
+
+router = APIRouter(route_class=ConsoleRoute)
+
+SORTS = ("name", "host", "status")
+LANGUAGES = (
+    "ar-SA", "cs-CZ", "da-DK", "de-DE", "el-GR", "en-GB", "en-US", "es-ES", "fi-FI", "fr-FR",
+    "he-IL", "hu-HU", "it-IT", "ja-JP", "ko-KR", "nb-NO", "nl-NL", "pl-PL", "pt-BR", "pt-PT",
+    "ru-RU", "sv-SE", "tr-TR", "uk-UA", "zh-CN", "zh-TW",
+)
+UPSTREAMS = (("microsoft", "Microsoft"), ("wsus", "WSUS server"),
+             ("server", "Another patch server here"), ("remote", "Another patchflow server"))
+
+# (field, pattern) in order: a service error naming the proxy's port is the proxy's.
+SERVER_FIELDS = (
+    ("name", r"patch server name|named .* already exists"),
+    ("proxy_user", r"proxy-user|proxy user"),
+    ("proxy", r"proxy"),
+    ("wsus_url", r"WSUS URL|wsus-url"),
+    ("upstream_token", r"upstream-token"),
+    ("upstream_fingerprint", r"fingerprint"),
+    ("upstream_remote", r"upstream-server|upstream_server"),
+    ("upstream_url", r"invalid upstream 'https"),
+    ("upstream", r"upstream"),
+    ("msrc_source", r"MSRC source"),
+    ("winget_source", r"winget source"),
+    ("port", r"\bport\b"),
+    ("host", r"\bhost\b"),
+    ("winget_packages", r"winget-packages|PackageIdentifier"),
+)
+SCHEDULE_FIELDS = (("week_of_month", r"week-of-month"), ("frequency", r"frequency"),
+                   ("weekday", r"weekday"), ("at", r"time"))
+FILTER_FIELDS = (("categories", r"category"), ("languages", r"language"),
+                 ("products", r"product"))
+
+
+def _port(form: Form, errors: dict[str, str]) -> int | None:
+    text = form.get("port")
+    if not text:
+        return None
+    if not re.fullmatch(r"\d{1,5}", text):
+        errors["port"] = f"invalid port {text!r}: give a number between 1 and 65535"
+        return None
+    return int(text)
+
+
+def _upstream(form: Form, errors: dict[str, str]) -> str | None:
+    """The upstream setting the radio buttons and their fields stand for."""
+    choice = form.get("upstream")
+    if choice in ("microsoft", "wsus"):
+        return choice
+    if choice == "server":
+        other = form.get("upstream_server_name")
+        if not other:
+            errors["upstream"] = "choose the patch server to sync from"
+            return None
+        return f"server:{other}"
+    if choice == "remote":
+        url = form.get("upstream_url")
+        if not url:
+            errors["upstream_url"] = "give the other patchflow server's https://host:port"
+            return None
+        return url
+    return None
+
+
+def edit_options(form: Form, errors: dict[str, str]) -> svc.ServerOptions:
+    """Form fields → ServerOptions; an empty field keeps the stored value, except the proxy,
+    whose empty URL and user clear it (an admin removes a proxy by emptying the fields)."""
+    packages = [p for p in re.split(r"[\s,]+", form.get("winget_packages")) if p]
+    remote = form.get("upstream") == "remote"
+    password: str | None = None
+    if form.flag("clear_proxy_password"):
+        password = ""
+    elif form.raw("proxy_password"):
+        password = form.raw("proxy_password")
+    return svc.ServerOptions(
+        host=form.optional("host"),
+        port=_port(form, errors),
+        upstream=_upstream(form, errors),
+        wsus_url=form.optional("wsus_url"),
+        msrc_source=form.optional("msrc_source"),
+        winget_source=form.optional("winget_source"),
+        winget_packages=packages or None,
+        proxy=form.get("proxy") if "proxy" in form.values else None,
+        proxy_user=form.get("proxy_user") if "proxy_user" in form.values else None,
+        proxy_password=password,
+        upstream_server=form.get("upstream_remote") if remote else None,
+        upstream_token=(form.raw("upstream_token") or None) if remote else None,
+        upstream_fingerprint=form.optional("upstream_fingerprint") if remote else None,
+    )
+
+
+def _rows(session: Session, sort: str) -> list[dict[str, Any]]:
+    rows = [svc.server_to_dict(session, s) for s in svc.list_servers(session, sort)]
+    for row in rows:
+        _live(row)
+    return rows
+
+
+def _live(row: dict[str, Any]) -> None:
+    """What this process knows beyond the database: a sync starting, or one that never ran."""
+    name = row["name"]
+    row["starting"] = runs.syncing(name) and row["sync_status"] != SyncStatus.RUNNING
+    row["busy"] = row["starting"] or row["sync_status"] == SyncStatus.RUNNING
+    row["launch_error"] = runs.failure(f"sync:{name}")
+
+
+@router.get("/servers")
+def servers_page(request: Request, sort: str = "name") -> Response:
+    sort = sort if sort in SORTS else "name"
+    with db(request) as session:
+        rows = _rows(session, sort)
+    return render(request, "servers.html", title="Patch Management", nav="servers", rows=rows,
+                  sort=sort, busy=any(r["busy"] for r in rows))
+
+
+@router.get("/servers.json")
+def servers_status(request: Request, sort: str = "name") -> Response:
+    """The list's rows again, for the page's refresh while a sync runs."""
+    sort = sort if sort in SORTS else "name"
+    with db(request) as session:
+        rows = _rows(session, sort)
+    csrf = request.state.console.csrf_token
+    return JSONResponse({"html": render_fragment("_server_rows.html", rows=rows, csrf=csrf),
+                         "running": any(r["busy"] for r in rows)})
+
+
+@router.get("/servers/new")
+def add_form(request: Request) -> Response:
+    return render(request, "server_add.html", title="Add Patch Server", nav="servers",
+                  values={"name": "", "host": "", "port": "6201"}, errors={})
+
+
+@router.post("/servers/new")
+def add_server(request: Request) -> Response:
+    form = form_of(request)
+    errors: dict[str, str] = {}
+    port = _port(form, errors)
+    name = form.get("name")
+    if not errors:
+        try:
+            with db(request) as session:
+                svc.add_server(session, name, svc.ServerOptions(host=form.get("host"),
+                                                                port=port))
+        except UserError as exc:
+            errors = field_errors(exc, SERVER_FIELDS)
+    if errors:
+        values = {k: form.get(k) for k in ("name", "host", "port")}
+        return render(request, "server_add.html", status=400, title="Add Patch Server",
+                      nav="servers", values=values, errors=errors)
+    return redirect(f"/console/servers/{name}/edit", f"Added patch server {name}: set its "
+                    "upstream, filters and schedule, then start a sync.")
+
+
+def _edit_context(session: Session, name: str) -> dict[str, Any]:
+    server = svc.server_to_dict(session, svc.get_server(session, name))
+    others = [s.name for s in svc.list_servers(session) if s.name != name]
+    upstream = server["upstream"] or "microsoft"
+    kind = ("server" if upstream.startswith("server:") else
+            "remote" if upstream.startswith("https://") else upstream)
+    known = [(n, source) for n, source in session.execute(
+        select(Product.name, Product.source).order_by(Product.source, Product.name))]
+    filters = server["filters"]
+    chosen_products = filters["products"] or []
+    known_names = {n.casefold() for n, _s in known}
+    _live(server)
+    return {
+        "server": server,
+        "others": others,
+        "upstream_kind": kind,
+        "upstream_other": upstream.split(":", 1)[1] if kind == "server" else "",
+        "upstream_url": upstream if kind == "remote" else "",
+        "upstreams": UPSTREAMS,
+        "categories": [c.value for c in Category],
+        "languages": sorted(set(LANGUAGES) | set(filters["languages"] or [])),
+        "products": known,
+        "extra_products": [p for p in chosen_products if p.casefold() not in known_names],
+        "weekdays": [(d, d.capitalize()) for d in svc.WEEKDAYS],
+    }
+
+
+def _edit_page(request: Request, name: str, status: int = 200, errors: dict[str, str] | None = None,
+               values: dict[str, Any] | None = None, section: str | None = None) -> Response:
+    with db(request) as session:
+        context = _edit_context(session, name)
+    return render(request, "server_edit.html", status=status, title=f"Patch server {name}",
+                  nav="servers", errors=errors or {}, values=values or {}, section=section,
+                  **context)
+
+
+@router.get("/servers/{name}/edit")
+def edit_form(request: Request, name: str) -> Response:
+    return _edit_page(request, name)
+
+
+@router.get("/servers/{name}/status.json")
+def server_status(request: Request, name: str) -> Response:
+    with db(request) as session:
+        context = _edit_context(session, name)
+    server = context["server"]
+    html = render_fragment("_server_status.html", server=server,
+                           csrf=request.state.console.csrf_token)
+    return JSONResponse({"html": html, "running": server["busy"],
+                         "status": server["sync_status"]})
+
+
+@router.post("/servers/{name}/edit")
+def edit_server(request: Request, name: str) -> Response:
+    form = form_of(request)
+    errors: dict[str, str] = {}
+    opts = edit_options(form, errors)
+    if not errors:
+        try:
+            with db(request) as session:
+                svc.edit_server(session, name, opts)
+        except UserError as exc:
+            errors = field_errors(exc, SERVER_FIELDS)
+    if errors:
+        values = {k: v[0] for k, v in form.values.items() if "password" not in k
+                  and "token" not in k}
+        return _edit_page(request, name, 400, errors, values, "settings")
+    return redirect(f"/console/servers/{name}/edit", f"Saved the settings of {name}.")
+
+
+@router.post("/servers/{name}/schedule")
+def set_schedule(request: Request, name: str) -> Response:
+    form = form_of(request)
+    errors: dict[str, str] = {}
+    week: int | None = None
+    if form.get("frequency") == "monthly":
+        text = form.get("week_of_month") or "1"
+        if not text.isdigit():
+            errors["week_of_month"] = "the week of the month is a number from 1 to 5 (5 = last)"
+        else:
+            week = int(text)
+    if not errors:
+        try:
+            with db(request) as session:
+                svc.set_schedule(session, name, form.get("frequency"), form.get("weekday"),
+                                 form.get("at"), week)
+        except UserError as exc:
+            errors = field_errors(exc, SCHEDULE_FIELDS)
+    if errors:
+        values = {f"schedule_{k}": v[0] for k, v in form.values.items()}
+        return _edit_page(request, name, 400, {f"schedule_{k}": v for k, v in errors.items()},
+                          values, "schedule")
+    return redirect(f"/console/servers/{name}/edit", f"Saved the sync schedule of {name}.")
+
+
+def filter_value(form: Form, section: str) -> str:
+    """'all' when the section's All box is ticked, else the ticked values (plus, for products,
+    the names typed in the extra field), as the service's comma-separated list."""
+    if form.flag(f"all_{section}"):
+        return "all"
+    values = form.getlist(section)
+    if section == "products":
+        values += [p.strip() for p in form.get("extra_products").split(",") if p.strip()]
+    if not values:
+        raise UserError(f"choose at least one {section[:-1]} or tick All {section}")
+    return ",".join(dict.fromkeys(values))
+
+
+@router.post("/servers/{name}/filters")
+def set_filters(request: Request, name: str) -> Response:
+    form = form_of(request)
+    try:
+        values = {s: filter_value(form, s) for s in ("categories", "languages", "products")}
+        with db(request) as session:
+            svc.set_filters(session, name, values["categories"], values["languages"],
+                            values["products"])
+    except UserError as exc:
+        errors = {f"filter_{k}": v for k, v in field_errors(exc, FILTER_FIELDS).items()}
+        return _edit_page(request, name, 400, errors, None, "filters")
+    return redirect(f"/console/servers/{name}/edit", f"Saved the filters of {name}; the next "
+                    "sync applies them.")
+
+
+def _back(form: Form, name: str) -> str:
+    if form.get("back") == "list":
+        return "/console/servers"
+    return f"/console/servers/{name}/edit"
+
+
+@router.post("/servers/{name}/sync")
+def start_sync(request: Request, name: str) -> Response:
+    def work() -> str:
+        with db(request) as session:
+            runs.start_sync(session, name, user_of(request))
+        return f"Started the sync of {name}."
+
+    return act(_back(form_of(request), name), work)
+
+
+@router.post("/servers/{name}/sync/stop")
+def stop_sync(request: Request, name: str) -> Response:
+    def work() -> str:
+        with db(request) as session:
+            runs.stop_sync(session, name)
+        return f"Asked the sync of {name} to stop."
+
+    return act(_back(form_of(request), name), work)
+
+
+@router.post("/servers/{name}/delete")
+def delete_server(request: Request, name: str) -> Response:
+    form = form_of(request)
+    if form.get("confirmed") != "yes":
+        with db(request) as session:
+            svc.get_server(session, name)
+        return render(request, "confirm.html", title="Delete patch server", nav="servers",
+                      question=f"Delete patch server {name}? Its sync history and filters go "
+                      "with it; the patches stay in the catalog for other patch servers.",
+                      action=f"/console/servers/{name}/delete", button="Delete",
+                      cancel=f"/console/servers/{name}/edit")
+    def work() -> str:
+        with db(request) as session:
+            svc.delete_server(session, name)
+        return f"Deleted patch server {name}."
+
+    return act("/console/servers", work)

@@ -1,0 +1,185 @@
+"""Select and install over HTTPS: the Patch Install view, the selection, EULAs and install jobs
+for admins, and `GET /content/sha256/{hash}` for agents. Every admin route calls the same
+patchflow.install function as the matching CLI command."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Path as PathParam
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from models.db import session_scope
+from patchflow import install as svc
+from patchflow.content import ContentStore
+from patchflow.errors import NotFoundError
+from patchflow.install.launch import launch
+from patchflow.missing_query import MissingFilters
+from server.auth import AgentCredentials, admin_name, agent_credentials, settings_of
+
+admin = APIRouter(prefix="/api/v1/admin", tags=["admin: install"],
+                  dependencies=[Depends(admin_name)])
+content = APIRouter(tags=["agent"])
+Admin = Annotated[str, Depends(admin_name)]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SelectBody(_Body):
+    patch: str = Field(description="id, KB, PACKAGE@VERSION or a package with one missing version")
+    endpoints: list[str] | None = None
+    all_affected: bool = False
+
+
+class UnselectBody(_Body):
+    patch: str
+    endpoints: list[str] | None = Field(None, description="null: the whole patch")
+
+
+class JobCreate(_Body):
+    """Without `patch`: the whole selection becomes the job (`install start`); with it, the
+    named endpoints (or all affected) in one step (`install now`)."""
+
+    patch: str | None = None
+    endpoints: list[str] | None = None
+    all_affected: bool = False
+    allow_restart: bool = False
+
+
+def _url(request: Request) -> str:
+    return settings_of(request).database_url
+
+
+def _csv(value: str | None) -> tuple[str, ...]:
+    return tuple(v.strip() for v in (value or "").split(",") if v.strip())
+
+
+# --- the Patch Install view -------------------------------------------------------------------
+
+
+@admin.get("/install/patches", summary="Missing patches with endpoints affected and selected")
+def install_list(
+    request: Request,
+    group: str | None = None,
+    subgroups: bool = False,
+    severity: str | None = Query(None, description="comma-separated"),
+    category: str | None = Query(None, description="comma-separated"),
+    restart: str | None = Query(None, description="comma-separated"),
+    eula: str | None = Query(None, description="accepted | not-accepted"),
+) -> list[dict[str, Any]]:
+    filters = MissingFilters(group=group, subgroups=subgroups, severity=_csv(severity),
+                             category=_csv(category), restart=_csv(restart), eula=eula)
+    with session_scope(_url(request)) as session:
+        return svc.install_list(session, filters)
+
+
+@admin.get("/install/patches/{ref}", summary="One patch with the endpoints it is missing on")
+def install_show(request: Request, ref: str) -> dict[str, Any]:
+    with session_scope(_url(request)) as session:
+        return svc.install_show(session, ref)
+
+
+@admin.get("/install/selection", summary="The selected (patch, endpoint) pairs")
+def selection(request: Request) -> list[dict[str, Any]]:
+    with session_scope(_url(request)) as session:
+        return svc.selection_rows(session)
+
+
+@admin.post("/install/selection", summary="Select a patch for endpoints (or all affected)")
+def select(request: Request, body: SelectBody, who: Admin) -> dict[str, Any]:
+    with session_scope(_url(request)) as session:
+        return svc.select_pairs(session, body.patch, body.endpoints, body.all_affected, who)
+
+
+@admin.post("/install/selection/remove", summary="Unselect a patch (for some endpoints)")
+def unselect(request: Request, body: UnselectBody) -> dict[str, Any]:
+    with session_scope(_url(request)) as session:
+        return svc.unselect_pairs(session, body.patch, body.endpoints)
+
+
+@admin.delete("/install/selection", summary="Clear the selection (`install refresh`)")
+def refresh(request: Request) -> dict[str, Any]:
+    with session_scope(_url(request)) as session:
+        return {"removed": svc.refresh_selection(session)}
+
+
+# --- EULAs ------------------------------------------------------------------------------------
+
+
+@admin.get("/eula/{ref}", summary="A patch's EULA: where to read it, accepted by whom and when")
+def eula_show(request: Request, ref: str) -> dict[str, Any]:
+    with session_scope(_url(request)) as session:
+        return svc.show_eula(session, ref)
+
+
+@admin.post("/eula/{ref}/accept", summary="Accept a patch's EULA (recorded with the token name)")
+def eula_accept(request: Request, ref: str, who: Admin) -> dict[str, Any]:
+    with session_scope(_url(request)) as session:
+        return svc.accept_eula(session, ref, f"api:{who}")
+
+
+# --- jobs -------------------------------------------------------------------------------------
+
+
+@admin.post("/install/jobs", status_code=201,
+            summary="Start an install job from the selection or for one patch",
+            responses={400: {"description": "EULA not accepted, nothing selected, …"}})
+def create_job(request: Request, body: JobCreate, who: Admin) -> dict[str, Any]:
+    with session_scope(_url(request)) as session:
+        if body.patch:
+            job = svc.install_now(session, body.patch, body.endpoints, body.all_affected,
+                                  f"api:{who}", body.allow_restart)
+        else:
+            job = svc.start_from_selection(session, f"api:{who}", body.allow_restart)
+        job_id = job.id
+    pid = launch(job_id)
+    with session_scope(_url(request)) as session:
+        return {**svc.show_job(session, job_id, events=False), "launched_pid": pid}
+
+
+@admin.get("/install/jobs", summary="Install jobs, newest first, with counts by item state")
+def list_jobs(request: Request, limit: int = Query(50, ge=1, le=1000)) -> list[dict[str, Any]]:
+    with session_scope(_url(request)) as session:
+        return svc.list_jobs(session, limit)
+
+
+@admin.get("/install/jobs/{job_id}", summary="One job with its items and their event trails")
+def show_job(request: Request, job_id: int, events: bool = True) -> dict[str, Any]:
+    with session_scope(_url(request)) as session:
+        return svc.show_job(session, job_id, events)
+
+
+@admin.post("/install/jobs/{job_id}/cancel", summary="Cancel the items not finished yet")
+def cancel_job(request: Request, job_id: int, who: Admin) -> dict[str, Any]:
+    with session_scope(_url(request)) as session:
+        return svc.cancel_job(session, job_id, f"api:{who}")
+
+
+# --- content for agents -----------------------------------------------------------------------
+
+
+@content.get("/content/sha256/{sha256}", summary="A content file by SHA-256 (agents)",
+             response_class=FileResponse,
+             responses={200: {"content": {"application/octet-stream": {}}},
+                        401: {"description": "not an enrolled agent"},
+                        404: {"description": "not in the content store"}})
+async def content_file(
+    credentials: Annotated[AgentCredentials, Depends(agent_credentials)],
+    sha256: str = PathParam(pattern=r"^[0-9a-f]{64}$", description="lowercase hex"),
+) -> FileResponse:
+    await run_in_threadpool(credentials.verify)
+    path = ContentStore().path_for(sha256)
+    if not path.is_file():
+        raise NotFoundError(f"content {sha256} is not in this server's content store")
+    return FileResponse(path, media_type="application/octet-stream",
+                        headers={"Cache-Control": "private, max-age=31536000, immutable"})
+
+
+router = APIRouter()
+router.include_router(admin)
+router.include_router(content)
