@@ -20,20 +20,11 @@ from models import Patch, PatchServer, ServerPatch, SyncDocument
 from models.enums import Category, SyncStatus
 from patchflow import crypto
 from patchflow.errors import NotFoundError, UserError
+from sources import winget
 
 DEFAULT_MSRC_SOURCE = "https://api.msrc.microsoft.com/cvrf/v3.0/"
 DEFAULT_WINGET_SOURCE = "https://cdn.winget.microsoft.com/cache"
-DEFAULT_WINGET_PACKAGES = (
-    "Adobe.Acrobat.Reader.64-bit",
-    "Adobe.Acrobat.Reader.32-bit",
-    "VideoLAN.VLC",
-    "PuTTY.PuTTY",
-    "Notepad++.Notepad++",
-    "Oracle.JavaRuntimeEnvironment",
-    "7zip.7zip",
-    "Mozilla.Firefox",
-    "Mozilla.Thunderbird",
-)
+DEFAULT_WINGET_PACKAGES = winget.DEFAULT_PACKAGES
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,253}[A-Za-z0-9])?$|^\[?[0-9A-Fa-f:]+\]?$")
