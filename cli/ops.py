@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from cli.common import console, db_session, print_table
+from patchflow.errors import UserError
 
 
 def register(app: typer.Typer) -> None:
@@ -58,7 +59,19 @@ def demo() -> None:
 
     started = time.monotonic()
     console.rule("patchflow demo")
-    result = run_demo(lambda line: console.print(f"• {line}", highlight=False))
+    try:
+        result = run_demo(lambda line: console.print(f"• {line}", highlight=False))
+    except (KeyboardInterrupt, UserError):
+        raise
+    except Exception as exc:  # the demo's promise is one line, never a traceback
+        import traceback
+
+        from patchflow.demo import demo_home
+
+        log = demo_home() / "demo-error.log"
+        log.write_text(traceback.format_exc(), encoding="utf-8")
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"demo failed: {first} (details in {log})") from None
     print_table("Demo summary", ["Step", "Outcome"], result.steps)
     sev = result.dashboard.get("missing_by_severity", {})
     print_table("Missing patches by severity (after the install)",
