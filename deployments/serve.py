@@ -77,12 +77,29 @@ def _flush_prefect_logs() -> None:
         APILogWorker.drain_all(timeout=5)
 
 
+def _resume_install_jobs() -> None:
+    """Install jobs whose flow died with the previous server go on where the database says."""
+    from patchflow.install.launch import resume_unfinished
+
+    try:
+        jobs = resume_unfinished()
+    except Exception as exc:  # a failed resume must not keep the server from starting
+        logger.warning("could not resume unfinished install jobs: %s", exc)
+        return
+    if jobs:
+        logger.info("resumed unfinished install job(s) %s", ", ".join(map(str, jobs)))
+
+
 def serve(host: str, port: int, workers: int = 1, access_log: bool = True,
           scheduler: bool = True, prefect_port: int | None = None) -> int:
     """Blocks until interrupted; returns the exit code (1 when the scheduler failed)."""
     from server.run import prepare, run_prepared
 
     configure_logging()
+    # Prefect 3.9's client telemetry prints a notice on the first run in a terminal; patchflow
+    # keeps Prefect's analytics off on both sides (PREFECT_SERVER_ANALYTICS_ENABLED for the
+    # server, DO_NOT_TRACK for the client), set before Prefect is imported.
+    os.environ.setdefault("DO_NOT_TRACK", "1")
     timezone = schedule_timezone() if scheduler else "UTC"
     refresh = _setting_float("schedule", "refresh_seconds", DEFAULT_REFRESH_SECONDS, 1, 3600)
     wait_for_api = _setting_float("prefect", "startup_timeout", 120, 5, 1800)
@@ -91,6 +108,7 @@ def serve(host: str, port: int, workers: int = 1, access_log: bool = True,
         raise UserError(f"invalid Prefect port {pport}: must be between 1 and 65535")
     prepared = prepare(host, port, workers, access_log)
     if not scheduler:
+        _resume_install_jobs()
         run_prepared(prepared)
         return 0
 
@@ -109,9 +127,15 @@ def serve(host: str, port: int, workers: int = 1, access_log: bool = True,
             os.environ["PREFECT_API_URL"] = api_url
             logger.info("Prefect UI: %s (local Prefect server, log %s)", local.ui_url,
                         local.log_path)
+        # Importing Prefect configures its logging, which resets uvicorn's loggers to WARNING
+        # (no access log, no "Shutting down"): import it here, then restore uvicorn's.
+        import prefect.main  # noqa: F401  (prefect itself loads lazily)
+
+        prepared.config.configure_logging()
         thread = SchedulerThread(api_url, timezone, refresh, wait_for_api).start()
         threading.Thread(target=_watchdog, args=(thread, local, done), daemon=True,
                          name="patchflow-watchdog").start()
+        _resume_install_jobs()
         run_prepared(prepared)
     except KeyboardInterrupt:
         pass
