@@ -60,6 +60,7 @@ class LocalPrefectServer:
         env = dict(os.environ)
         env.pop("PREFECT_API_URL", None)
         env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+        env.setdefault("DO_NOT_TRACK", "1")
         env.setdefault("PREFECT_UI_ENABLED", "true")
         env["PREFECT_SERVER_API_HOST"] = self.host
         env["PREFECT_SERVER_API_PORT"] = str(self.port)

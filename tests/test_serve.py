@@ -112,7 +112,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         upstream.delay = 40.0  # the MSRC feed answers slowly: a sync stays running
         upstream.files["/updates"] = b'{"value": []}'
         served = Served(home, env, f"http://127.0.0.1:{prefect_port}/api", None,  # type: ignore[arg-type]
-                        home / "serve.log", upstream, 0.0)
+                        home / "serve.log", upstream, 0.0, {"https": https_port})
         served.cli("init", "--host", "localhost")
         served.cli("server", "add", "local", "--host", "localhost", "--msrc-source",
                    upstream.url + "/", "--winget-source", "none")
@@ -198,6 +198,11 @@ def _state(served: Served, run_id: Any) -> Any:
 
 
 def test_local_prefect_server_and_deployments_from_the_database(served: Served) -> None:
+    import httpx
+
+    # The HTTPS API runs in the same process.
+    health = httpx.get(f"https://127.0.0.1:{served.extra['https']}/api/v1/health", verify=False)
+    assert health.status_code == 200
     out = served.output()
     assert f"Prefect UI: {served.api_url.removesuffix('/api')}" in out
     assert (served.home / "prefect").is_dir()  # PREFECT_HOME under PATCHFLOW_HOME
@@ -238,7 +243,9 @@ def test_run_if_missed_at_start_up(served: Served) -> None:
         last = dict(conn.execute(sa.text(
             "SELECT name, last_scheduled_scan_at FROM policies")).all())
     engine.dispose()
-    assert scans == [("scheduled", "completed", str(runs[0].id))]
+    # (`endpoints import` rescans the imported endpoints itself: trigger "inventory")
+    assert [s for s in scans if s[0] != "inventory"] == [
+        ("scheduled", "completed", str(runs[0].id))]
     assert last["weekly"] is not None and last["quiet"] is None
     # "quiet" has no run-if-missed: nothing was started for it.
     assert _runs(served, _deployment(served, "scan/scan-quiet").id) == []
@@ -310,6 +317,8 @@ def test_ctrl_c_stops_cleanly(served: Served) -> None:
     out = served.output()
     assert "Traceback" not in out, out[-3000:]
     assert "patchflow stopped" in out
+    # Prefect's logging set-up did not silence uvicorn's (access log, shutdown lines).
+    assert '"GET /api/v1/health HTTP/1.1" 200' in out and "Shutting down" in out
     assert "Error logging to API" not in out, out[-3000:]
     # Prefect logs the killed task of the cancelled run as an error; patchflow logs none.
     assert not re.search(r"ERROR +\| patchflow", out), out[-3000:]
