@@ -15,6 +15,7 @@ from patchflow import config
 def configure() -> None:
     os.environ.setdefault("PREFECT_HOME", str(config.home() / "prefect"))
     os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    os.environ.setdefault("DO_NOT_TRACK", "1")  # no client telemetry notice in a terminal
     os.environ.setdefault("PREFECT_UI_ENABLED", "true")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
     # The temporary server waits up to this long to start on a loaded 2-core machine.
