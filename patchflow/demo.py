@@ -40,9 +40,14 @@ def prepare_home() -> Path:
             raise UserError(f"{home} exists and is not a patchflow demo home: not wiping it")
         shutil.rmtree(home)
     home.mkdir(parents=True)
+    # Prefect may have read its home at import, before this process moved to the demo home:
+    # make sure that folder exists too, or its temporary server cannot create its database.
+    if os.environ.get("PREFECT_HOME"):
+        Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
     os.environ["PATCHFLOW_HOME"] = str(home)
     os.environ.pop("PATCHFLOW_DATABASE_URL", None)
     os.environ["PREFECT_HOME"] = str(home / "prefect")
+    (home / "prefect").mkdir()
     return home
 
 

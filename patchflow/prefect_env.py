@@ -8,12 +8,16 @@ embedded server, and the logs stay at INFO without Prefect's own banner noise.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from patchflow import config
 
 
 def configure() -> None:
     os.environ.setdefault("PREFECT_HOME", str(config.home() / "prefect"))
+    if config.home().is_dir():
+        # Prefect's temporary server cannot create its SQLite file in a missing folder.
+        Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
     os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     os.environ.setdefault("DO_NOT_TRACK", "1")  # no client telemetry notice in a terminal
     os.environ.setdefault("PREFECT_UI_ENABLED", "true")

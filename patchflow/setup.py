@@ -26,7 +26,7 @@ INIT_HOOKS: list[Callable[[], list[str]]] = []
 
 def ensure_home_layout() -> list[str]:
     home = config.home()
-    for sub in ("content", "reports", "logs", "backups"):
+    for sub in ("content", "reports", "logs", "backups", "prefect"):
         (home / sub).mkdir(parents=True, exist_ok=True)
     lines: list[str] = []
     for hook in INIT_HOOKS:
