@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint clean
+.PHONY: demo demo-serve test bench lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +14,11 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/patchflow demo
+
+# The demo, then its console and Prefect UI on loopback until Ctrl+C (the URLs and a generated
+# console password are printed).
+demo-serve: $(STAMP)
+	$(BIN)/patchflow demo --serve
 
 test: $(STAMP)
 	@command -v cabextract >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq cabextract >/dev/null; } || echo "note: cabextract is not installed (needs root): the wsusscn2.cab tests skip"

@@ -84,6 +84,10 @@ def _enroll(args: argparse.Namespace, state: StateDir) -> int:
     state.save_identity(identity, ca_pem)
     print(f"enrolled {identity.hostname} with {args.server} (agent id {identity.agent_id}); "
           f"identity saved in {state.path}")
+    if answer.get("pending_approval"):
+        print(f"note: {identity.hostname} already exists on the server: this enrolment waits for "
+              f"an administrator (patchflow endpoints approve-reenroll {identity.hostname})",
+              file=sys.stderr)
     return 0
 
 
@@ -104,8 +108,10 @@ def _run(args: argparse.Namespace, state: StateDir) -> int:
                 print(f"error: {exc}; {queued} result(s) kept in {state.path / 'outbox'}",
                       file=sys.stderr)
                 return EXIT_UNREACHABLE
+            kept = len(state.pending_results())
             print(f"inventory sent; {outcome['jobs']} job(s), "
-                  f"{outcome['results_sent']} result(s) delivered")
+                  f"{outcome['results_sent']} result(s) delivered"
+                  + (f", {kept} kept in {state.path / 'outbox'} for the next run" if kept else ""))
             return 0
         stopping = {"now": False}
 

@@ -1,6 +1,7 @@
 """The agent's loop: inventory at start and every N hours, job polls every M seconds with
 jitter (so ten thousand agents restarted together do not poll in lockstep), exponential backoff
-while the server is unreachable, and results delivered from the on-disk outbox.
+while the server is unreachable, and results delivered from the on-disk outbox: a result the
+server cannot take yet waits there, retried each cycle, while new jobs keep running.
 
 After jobs ran, the results go out first, then the restart (when a job allowed and needed one),
 then a fresh inventory, so the server rescans the endpoint and the installed patches drop off
@@ -65,14 +66,30 @@ class AgentRunner:
         return dict(ack)
 
     def flush_results(self) -> int:
-        """Deliver queued results oldest first; stops at the first network failure so the order
-        is kept. A result the server refuses (unknown job) is dropped, not retried forever."""
+        """Deliver queued results oldest first; returns how many left the outbox.
+
+        A result the server answers 5xx or 429 for stays in the outbox and is retried next
+        cycle, while the other jobs' results go on (one job's later results wait behind it, so
+        each job's order is kept): one result the server cannot store must not stop the agent
+        from reporting and from polling for new work. No answer at all ends the round with
+        ServerUnreachable, as every further call would fail alike. A result the server refuses
+        (4xx: unknown job) is dropped, not retried forever."""
         sent = 0
+        held: set[int] = set()
         for path, job_id, result in self.state.pending_results():
+            if job_id in held:
+                continue
             try:
                 self._call("POST", f"{JOBS_PATH}/{job_id}/result", result)
             except RequestRefused as exc:
                 log.warning("job %s result dropped: %s", job_id, exc.message)
+            except ServerUnreachable as exc:
+                if exc.status is None:
+                    raise
+                held.add(job_id)
+                log.warning("job %s result kept in the outbox for the next cycle: %s",
+                            job_id, exc)
+                continue
             path.unlink(missing_ok=True)
             sent += 1
         return sent

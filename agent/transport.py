@@ -30,7 +30,13 @@ class PinMismatch(AgentError):
 
 
 class ServerUnreachable(AgentError):
-    """No answer, or an answer meaning "try later" (5xx, 429): back off and retry."""
+    """No answer, or an answer meaning "try later" (5xx, 429): back off and retry. `status` is
+    the HTTP status when the server did answer (None: no answer at all), so a caller can tell
+    a server that is down from one that cannot take this one request now."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class RequestRefused(AgentError):
@@ -237,5 +243,5 @@ def _decode(status: int, raw: bytes) -> Any:
     message = data.get("error") if isinstance(data, dict) else None
     message = message or raw[:200].decode("utf-8", "replace") or f"HTTP {status}"
     if status >= 500 or status == 429:
-        raise ServerUnreachable(f"server busy or failing ({status}): {message}")
+        raise ServerUnreachable(f"server busy or failing ({status}): {message}", status)
     raise RequestRefused(status, message)

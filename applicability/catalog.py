@@ -6,6 +6,7 @@ share:
 
 - MSRC: one patch per KB across monthly documents (a KB is revised in later months), one row
   per (KB, product) with the first FixedBuild/supersedence seen, and the earliest release date.
+  A version-only fix (Edge, no KB) is one patch per record key, with kb NA.
 - winget: an installer that lists several AppsAndFeaturesEntries may list companions besides
   the program itself (Firefox's "Mozilla Maintenance Service", whose stale version would be
   reported as an outdated Firefox); only the entries whose name is closest to the package name
@@ -30,14 +31,15 @@ def ms_catalog_from_records(patches: Iterable[PatchRecord], first_id: int = 1) -
     ids: dict[str, int] = {}
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     for p in patches:
-        if not p.kb:
+        key = p.kb or (p.key if p.source == "msrc" and p.key.startswith("msrc:") else None)
+        if not key:
             continue
-        pid = ids.setdefault(p.kb, first_id + len(ids))
+        pid = ids.setdefault(key, first_id + len(ids))
         date = pd.Timestamp(p.release_date) if p.release_date else pd.NaT
         for prod in p.products:
-            row = rows.get((p.kb, prod.name))
+            row = rows.get((key, prod.name))
             if row is None:
-                rows[(p.kb, prod.name)] = {
+                rows[(key, prod.name)] = {
                     "patch_id": pid,
                     "kb": p.kb,
                     "product": prod.name,

@@ -23,7 +23,8 @@ from applicability.frames import (
     empty_frame,
     validate,
 )
-from applicability.microsoft import map_endpoints, missing_ms
+from applicability.microsoft import _normalize_kbs, map_endpoints, missing_ms
+from applicability.msapps import map_inventory, missing_apps_ms, notes, program_kbs
 from applicability.osmap import msrc_product
 from applicability.prepared import PreparedCatalog
 from applicability.reference import Reference, Trace
@@ -35,12 +36,15 @@ class ScanResult:
     """What a scan found.
 
     missing    endpoint_id, patch_id, product, installed_version, available_version, reason;
-               one row per (endpoint, patch).
+               one row per (endpoint, patch): Windows (`microsoft`), Office, .NET, Edge, SQL
+               Server... (`msapps`) and third-party applications (`thirdparty`).
     ambiguous  endpoint_id, program, package_ids (comma-separated), reason: installed programs
                that could not be tied to one package/arch or have no version; never guessed.
     unmapped   endpoint_id, reason: endpoints whose OS has no MSRC product name, or one the
                catalog has no row for, so no Microsoft patch could be evaluated for them (they
-               are not "up to date", they are unknown).
+               are not "up to date", they are unknown); and Microsoft products beyond the OS
+               that cannot be judged (Click-to-Run Office, a SQL Server without its servicing
+               line...), one row each (`msapps`). Sorted by endpoint_id, reason.
     """
 
     missing: pd.DataFrame
@@ -75,17 +79,40 @@ def scan(frames: ScanFrames, prepared: PreparedCatalog | None = None) -> ScanRes
     f = validate(frames, only=BATCH_FRAMES)
     mapped = map_endpoints(f.endpoints)
     ms = missing_ms(f.endpoints, mapped, f.installed_kbs, f.availability, prepared)
+    inventory = ms_inventory(f, mapped, prepared)
+    kbs = installed_kbs_with_programs(f)
+    msp = missing_apps_ms(inventory, kbs, f.availability, prepared)
     apps, amb = missing_apps(f.programs, f.availability, prepared)
-    missing = pd.concat([d for d in (ms, apps) if not d.empty] or [ms], ignore_index=True)
+    missing = pd.concat([d for d in (ms, msp, apps) if not d.empty] or [ms], ignore_index=True)
     no_rows = mapped["product"].notna() & ~mapped["pkey"].isin(prepared.products)
     mapped.loc[no_rows, "unmapped_reason"] = "no catalog rows for " + mapped.loc[no_rows, "product"]
     unmapped = mapped[mapped["product"].isna() | no_rows]
     unmapped = unmapped.rename(columns={"unmapped_reason": "reason"})
+    unmapped = pd.concat([d for d in (unmapped, notes(inventory)) if not d.empty] or [unmapped])
     return ScanResult(
         missing=_typed(missing, MISSING_COLUMNS, ["endpoint_id", "patch_id"]),
         ambiguous=_typed(amb, AMBIGUOUS_COLUMNS, list(AMBIGUOUS_COLUMNS)),
-        unmapped=_typed(unmapped, UNMAPPED_COLUMNS, ["endpoint_id"]),
+        unmapped=_typed(unmapped, UNMAPPED_COLUMNS, ["endpoint_id", "reason"]),
     )
+
+
+def ms_inventory(
+    f: ScanFrames, mapped: pd.DataFrame, prepared: PreparedCatalog | None = None
+) -> pd.DataFrame:
+    """The Microsoft products beyond the OS each endpoint of the batch was mapped to."""
+    os_products = {
+        int(e): (p if isinstance(p, str) else None)
+        for e, p in zip(mapped["endpoint_id"], mapped["product"], strict=True)
+    }
+    memo = prepared.ms_program if prepared is not None else None
+    return map_inventory(f.programs, f.ms_facts, os_products, memo)
+
+
+def installed_kbs_with_programs(f: ScanFrames) -> pd.DataFrame:
+    """endpoint_id, kb: installed KBs, normalised, plus those named by Office update entries."""
+    ik = f.installed_kbs.assign(kb=_normalize_kbs(f.installed_kbs["kb"]))
+    ik = pd.concat([ik[["endpoint_id", "kb"]], program_kbs(f.programs)], ignore_index=True)
+    return ik[ik["kb"].notna()].drop_duplicates().reset_index(drop=True)
 
 
 def _only(frames: ScanFrames, endpoint_id: int) -> ScanFrames:
@@ -102,7 +129,30 @@ def _only(frames: ScanFrames, endpoint_id: int) -> ScanFrames:
         app_catalog=frames.app_catalog,
         availability=cut(frames.availability),
         server_patches=frames.server_patches,
+        ms_facts=cut(frames.ms_facts),
     )
+
+
+def _set_aside(ref: Reference, trace: Trace, patch_id: int) -> list[str]:
+    """For a MISSING verdict: the other candidates and why they were set aside."""
+    cat = ref.f.ms_catalog
+    out = []
+    for pid, said in sorted((k, v) for k, v in trace.items() if isinstance(k, int)):
+        if pid == patch_id:
+            continue
+        for line in said:
+            if line.startswith("not reported") or "superseded by available" in line:
+                label = _label(cat[cat["patch_id"] == pid])
+                out.append(f"set aside: {label}: {line}" if not line.startswith(label) else
+                           f"set aside: {line}")
+    return out
+
+
+def _label(rows: pd.DataFrame) -> str:
+    kb = rows["kb"].iloc[0]
+    if isinstance(kb, str):
+        return kb
+    return f"{rows['product'].iloc[0]} {rows['fixed_build'].iloc[0]}"
 
 
 def explain(frames: ScanFrames, endpoint_id: int, patch_id: int) -> list[str]:
@@ -130,7 +180,16 @@ def explain(frames: ScanFrames, endpoint_id: int, patch_id: int) -> list[str]:
     if server is not None and patch_id not in ref.server_patches[int(server)]:
         lines.append(f"patch {patch_id} is not available on patch server {server}")
     trace: Trace = defaultdict(list)
-    if not kb_rows.empty:
+    if not kb_rows.empty and set(kb_rows["product"].str.casefold()) & set(ref.app_ms):
+        entries = ref.ms_entries(ep)
+        shown = sorted({f"{m.product} ({m.kind}, from {m.source})" for m in entries})
+        lines.append("Microsoft products: " + ("; ".join(shown) if shown else "none"))
+        found, _ = ref.ms_apps(ep, trace)
+        lines += trace.get(patch_id, []) or [
+            f"patch {patch_id} ({_label(kb_rows)}) has no row for a Microsoft product of this "
+            "endpoint: not applicable"
+        ]
+    elif not kb_rows.empty:
         kb = kb_rows["kb"].iloc[0]
         if product is None or product.casefold() not in set(kb_rows["product"].str.casefold()):
             lines.append(f"{kb} has no row for this endpoint's product: not applicable")
@@ -143,6 +202,8 @@ def explain(frames: ScanFrames, endpoint_id: int, patch_id: int) -> list[str]:
         lines += trace.get(pkg, []) or [f"no installed program matches {pkg}"]
         lines += trace.get(patch_id, [])
     if any(r["patch_id"] == patch_id for r in found):
+        if not kb_rows.empty and lines[-1].startswith("MISSING:"):
+            lines[-1:-1] = _set_aside(ref, trace, patch_id)  # the verdict stays last
         return lines
     if not kb_rows.empty:
         others = [r["reason"] for r in found]

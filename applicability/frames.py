@@ -35,12 +35,19 @@ availability    endpoint_id:int64, server_id:int64: the patch server each endpoi
                 (one row per endpoint; an endpoint without a row has no patch available).
 server_patches  server_id:int64, patch_id:int64: patches available on that server after its
                 filters. Only these count as missing.
+ms_facts        endpoint_id:int64, kind:str, name:str|NA, version:str|NA, detail:str|NA: what
+                the agent read about Microsoft software beyond the Uninstall key (the .NET
+                Framework release, Click-to-Run, SQL Server instances...; kinds in
+                `msproducts.FACT_KINDS`). Optional: empty by default.
+
+ms_catalog rows of other products than Windows itself are matched through `msproducts`; a
+version-only fix (Edge, "Release Notes") has kb NA.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import pandas as pd
@@ -93,6 +100,13 @@ COLUMNS: dict[str, dict[str, str]] = {
     },
     "availability": {"endpoint_id": "int64", "server_id": "int64"},
     "server_patches": {"server_id": "int64", "patch_id": "int64"},
+    "ms_facts": {
+        "endpoint_id": "int64",
+        "kind": STR,
+        "name": STR,
+        "version": STR,
+        "detail": STR,
+    },
 }
 
 MISSING_COLUMNS: dict[str, str] = {
@@ -112,7 +126,7 @@ AMBIGUOUS_COLUMNS: dict[str, str] = {
 UNMAPPED_COLUMNS: dict[str, str] = {"endpoint_id": "int64", "reason": STR}
 
 CATALOG_FRAMES = ("ms_catalog", "app_catalog", "server_patches")  # the same for every batch
-BATCH_FRAMES = ("endpoints", "installed_kbs", "programs", "availability")
+BATCH_FRAMES = ("endpoints", "installed_kbs", "programs", "availability", "ms_facts")
 
 
 @dataclass
@@ -126,6 +140,7 @@ class ScanFrames:
     app_catalog: pd.DataFrame
     availability: pd.DataFrame
     server_patches: pd.DataFrame
+    ms_facts: pd.DataFrame = field(default_factory=lambda: make_frame("ms_facts"))
 
 
 def coerce(df: pd.DataFrame, spec: Mapping[str, str], name: str) -> pd.DataFrame:

@@ -20,8 +20,14 @@ The rules (the reference loop in `reference.py` spells the same rules out per en
      dates: a hotpatch covers regular builds up to the first regular build above its own.
    Rows whose FixedBuild is not a Windows build (IE Cumulative "1.001", URLs, None) can only be
    satisfied by the KB rules. Rows quoting another family's build do not apply to the endpoint.
+   Rows quoting the sibling release's build (22621 on a 23H2 row: one servicing branch) are
+   compared by UBR only when some row of the same KB quotes the endpoint's own build; else
+   nothing says the KB was built for this release and the row falls back to the KB rules.
 4. Of the unsatisfied build candidates of one class, only the one with the highest FixedBuild is
-   reported (ties: Monthly Rollup over Security Only, then the higher KB number): installing it
+   reported (ties: Monthly Rollup over Security Only, then by SubType a standalone package (the
+   out-of-band "Standalone Security Update" meant for hotpatch-enrolled servers) for hotpatch
+   endpoints and the regular security update for the others, then the higher KB number;
+   `TIE_RULE`): installing it
    lifts the build above every other one, so listing them would only ask for redundant installs
    (this also covers MSRC chains with gaps, several heads left by missing links, a Security Only
    next to its Monthly Rollup, and servicing-stack or WinRE rows). KB-rule rows are reported
@@ -48,6 +54,16 @@ if TYPE_CHECKING:
     from applicability.prepared import PreparedCatalog
 
 _COMBO = ["os_name", "display_version", "build", "arch", "installation_type"]
+TIE_RULE = (
+    "ties at one fixed build: Monthly Rollup over Security Only, then the standalone "
+    "(hotpatch-only) package for hotpatch endpoints and the regular security update for the "
+    "others, then the higher KB number"
+)
+
+
+def is_standalone(subtype: object) -> bool:
+    """A "Standalone Security Update": the out-of-band package for hotpatch-enrolled servers."""
+    return isinstance(subtype, str) and "standalone" in subtype.casefold()
 
 
 def map_endpoints(endpoints: pd.DataFrame) -> pd.DataFrame:
@@ -84,6 +100,7 @@ def prepare_catalog(ms_catalog: pd.DataFrame, pkeys: set[str] | None = None) -> 
         fb_family=c["fb_build"].map(lambda b: float(family(int(b))) if b == b else np.nan),
         hot=sub.str.contains("hotpatch", regex=False),
         sec_only=sub.str.strip() == "security only",
+        standalone=sub.str.contains("standalone", regex=False),
         kb_num=c["kb"].str.slice(2).astype(float),
     )
     # The contract is one row per (patch, product); keep the most informative one if not.
@@ -104,6 +121,7 @@ def prepare_catalog(ms_catalog: pd.DataFrame, pkeys: set[str] | None = None) -> 
         "fb_family",
         "hot",
         "sec_only",
+        "standalone",
         "kb_num",
     ]
     c = c[cols].reset_index(drop=True)
@@ -176,6 +194,25 @@ def chain_heads(
     return sc[sc["_sup"].isna()].drop(columns="_sup").reset_index(drop=True)
 
 
+def _sibling_only(cand: pd.DataFrame, c: pd.DataFrame) -> pd.DataFrame:
+    """Rows quoting the sibling release's build (22621 on a 23H2 row) are compared by UBR only
+    when some row of the same KB quotes the endpoint's own build; otherwise nothing says the
+    KB was built for this release, so the row falls back to the KB rule (`sibling`)."""
+    cand = cand.assign(sibling=False)
+    sib = cand["is_build"] & (cand["fb_build"] != cand["build"])
+    if not sib.any():
+        return cand
+    quoted = c[c["is_build"]][["kb", "fb_build"]].drop_duplicates()
+    quoted = quoted.assign(build=quoted["fb_build"].astype("int64"), _own=True)[
+        ["kb", "build", "_own"]]
+    rows = cand.loc[sib, ["kb", "build"]].reset_index()
+    own = rows.merge(quoted, on=["kb", "build"], how="left").set_index("index")["_own"]
+    lone = own.index[own.isna()]
+    cand.loc[lone, "is_build"] = False
+    cand.loc[lone, "sibling"] = True
+    return cand
+
+
 def _normalize_kbs(s: pd.Series) -> pd.Series:
     """`normalize_kb_series`, computed once per distinct value (a fleet shares its KBs)."""
     codes, uniq = pd.factorize(s)
@@ -205,6 +242,7 @@ def missing_ms(
     cand = ep.merge(heads, on=["server_id", "pkey"])
     cand = cand[(~cand["hot"] | cand["hotpatch"])]
     cand = cand[~cand["is_build"] | (cand["fb_family"] == cand["family"])]
+    cand = _sibling_only(cand, c)
 
     ik = installed_kbs.assign(kb=_normalize_kbs(installed_kbs["kb"]))
     ik = ik[ik["kb"].notna()][["endpoint_id", "kb"]].drop_duplicates()
@@ -245,8 +283,11 @@ def missing_ms(
     u["eff_ubr"] = np.fmax(u["ubr"].to_numpy(), u["inst_ubr"].to_numpy())
 
     kbrule = u[~u["is_build"]].assign(note="")
-    b = u[u["is_build"]].assign(cum_rank=lambda d: (~d["sec_only"]).astype(int))
-    b = b.sort_values(["endpoint_id", "hot", "fb_ubr", "cum_rank", "kb_num"])
+    b = u[u["is_build"]].assign(
+        cum_rank=lambda d: (~d["sec_only"]).astype(int),
+        pref=lambda d: (d["standalone"] == d["hotpatch"]).astype(int),
+    )
+    b = b.sort_values(["endpoint_id", "hot", "fb_ubr", "cum_rank", "pref", "kb_num"])
     top = b.drop_duplicates(["endpoint_id", "hot"], keep="last")
     reg, hot = top[~top["hot"]], top[top["hot"]]
     pair = hot[["endpoint_id", "kb", "gate_ubr", "next_reg", "eff_ubr"]].merge(
@@ -287,6 +328,11 @@ def _format(u: pd.DataFrame) -> pd.DataFrame:
     installed = np.where(ubr_known, build + "." + _num(u["ubr"]), build)
     fixed = _num(u["fb_build"]) + "." + _num(u["fb_ubr"])
     nb_fixed = u["fixed_build"].fillna("").astype(str)
+    sibling_head = (
+        "fixed build " + _num(u["fb_build"]) + "." + _num(u["fb_ubr"]) + " is for "
+        + _num(u["fb_build"]) + ", which shares a servicing branch with " + build
+        + ", and no row of " + u["kb"] + " quotes build " + build + ": KB rule"
+    )
     head = np.where(
         u["is_build"],
         np.where(
@@ -295,9 +341,13 @@ def _format(u: pd.DataFrame) -> pd.DataFrame:
             "build " + build + " (UBR unknown), fixed " + fixed + ": KB rule",
         ),
         np.where(
-            nb_fixed == "",
-            "no fixed build: KB rule",
-            "fixed build '" + nb_fixed + "' is not a Windows build: KB rule",
+            u["sibling"],
+            sibling_head,
+            np.where(
+                nb_fixed == "",
+                "no fixed build: KB rule",
+                "fixed build '" + nb_fixed + "' is not a Windows build: KB rule",
+            ),
         ),
     )
     not_inst = np.where(
@@ -306,7 +356,13 @@ def _format(u: pd.DataFrame) -> pd.DataFrame:
         "; " + u["kb"] + " not installed, nor a KB superseding it",
     )
     sup = np.where(u["sup"].notna(), "; supersedes " + u["sup"].fillna(""), "")
-    reason = pd.Series(head, index=u.index) + not_inst + sup + u["note"]
+    sibling = np.where(
+        u["is_build"] & (u["fb_build"] != u["build"]),
+        "; " + _num(u["fb_build"]) + " and " + build + " share a servicing branch: compared by "
+        "UBR",
+        "",
+    )
+    reason = pd.Series(head, index=u.index) + sibling + not_inst + sup + u["note"]
     out = pd.DataFrame(
         {
             "endpoint_id": u["endpoint_id"].astype("int64"),

@@ -25,6 +25,8 @@ import pandas as pd
 
 from applicability.frames import CATALOG_FRAMES, COLUMNS, ScanFrames, coerce
 from applicability.microsoft import chain_heads, prepare_catalog, supersedence_closure
+from applicability.msapps import prepare_apps
+from applicability.msproducts import map_program
 from applicability.names import normalize_code, normalize_name
 from applicability.thirdparty import AppIndex, Match, newest_available
 
@@ -77,6 +79,9 @@ class PreparedCatalog:
     closure   `microsoft.supersedence_closure` of `ms`
     heads     `microsoft.chain_heads` over every patch server
     products  casefolded MSRC product names the catalog has rows for
+    apps_ms, apps_versions, apps_closure, apps_heads, app_pkeys
+              the same for Microsoft products beyond the OS (`msapps.prepare_apps`,
+              version-only rows included)
     apps      the third-party `AppIndex`
     newest    `thirdparty.newest_available` per server, package and arch (a batch renumbers
               its new_rank with `thirdparty.with_ranks`)
@@ -99,11 +104,15 @@ class PreparedCatalog:
         self.closure = supersedence_closure(self.ms)
         self.heads = chain_heads(self.ms, self.closure, server_patches)
         self.products = frozenset(ms_catalog["product"].dropna().str.casefold())
+        self.apps_ms, self.apps_versions, self.apps_closure, self.apps_heads = prepare_apps(
+            ms_catalog, server_patches)
+        self.app_pkeys = frozenset(self.apps_ms["pkey"])
         self.apps = AppIndex.build(app_catalog)
         self.newest = newest_available(app_catalog, server_patches)
         self.name_key = Memo(normalize_name)
         self.code_key = Memo(normalize_code)
         self.match = Memo(self._match)
+        self.ms_program = Memo(self._ms_program)
 
     @classmethod
     def build(
@@ -119,6 +128,11 @@ class PreparedCatalog:
     def _match(self, program: tuple[Any, ...]) -> Match:
         """`AppIndex.match` of (name, publisher, product_code, upgrade_code, arch)."""
         return self.apps.match(*program)
+
+    @staticmethod
+    def _ms_program(program: tuple[Any, ...]) -> Any:
+        """`msproducts.map_program` of (name, version, publisher, arch)."""
+        return map_program(*program)
 
     def check(self, frames: ScanFrames) -> None:
         """ValueError unless the frames carry the catalog this was prepared from."""
@@ -150,7 +164,7 @@ class PreparedCatalog:
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        for memo in ("name_key", "code_key", "match"):
+        for memo in ("name_key", "code_key", "match", "ms_program"):
             state[memo] = None  # caches: rebuilt empty on the other side
         return state
 
@@ -159,3 +173,4 @@ class PreparedCatalog:
         self.name_key = Memo(normalize_name)
         self.code_key = Memo(normalize_code)
         self.match = Memo(self._match)
+        self.ms_program = Memo(self._ms_program)

@@ -9,9 +9,10 @@ patch, why each candidate was kept or set aside, which `engine.explain` shows.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pandas as pd
@@ -23,6 +24,22 @@ from applicability.frames import (
     ScanFrames,
     empty_frame,
     validate,
+)
+from applicability.microsoft import TIE_RULE
+from applicability.msapps import reason_for
+from applicability.msproducts import (
+    C2R,
+    CUMULATIVE,
+    PER_KB,
+    UNKNOWN,
+    MsProduct,
+    is_version,
+    kbs_in_name,
+    line_of,
+    map_fact,
+    map_program,
+    order_by_kb,
+    windows_installable,
 )
 from applicability.names import clean_name
 from applicability.osmap import family, msrc_product, normalize_kb, parse_fixed_build
@@ -46,6 +63,8 @@ class MsRow:
     build: tuple[int, int] | None
     hot: bool
     sec_only: bool
+    standalone: bool = False
+    sibling: bool = False  # a sibling release's build, not relied on: KB rule (see microsoft)
 
     @property
     def fam(self) -> int | None:
@@ -62,6 +81,24 @@ class MsRow:
 
     def fixed(self) -> str:
         return f"{self.build[0]}.{self.build[1]}" if self.build else str(self.fixed_build)
+
+
+@dataclass
+class AppMsRow:
+    """A catalog row of a Microsoft product beyond the OS (kb None: version-only fix)."""
+
+    patch_id: int
+    kb: str | None
+    sup: str | None
+    product: str
+    fixed: str
+    version: bool  # FixedBuild is a dotted version
+    line_ok: bool
+    by_kb: bool
+
+    @property
+    def kb_num(self) -> int:
+        return int(self.kb[2:]) if self.kb else -1
 
 
 class Reference:
@@ -87,6 +124,7 @@ class Reference:
                 build,
                 "hotpatch" in sub,
                 sub.strip() == "security only",
+                "standalone" in sub,
             )
             rank = (build is not None, build[1] if build else -1)
             found[(row.patch_id, r.product.casefold())].append(
@@ -104,7 +142,7 @@ class Reference:
             for row in rows.values():
                 if row.sup and row.sup != row.kb:
                     self.children[pkey][row.sup].add(row.kb)
-        self._desc: dict[tuple[str, str], set[str]] = {}
+        self._desc: dict[tuple[str, str, bool], set[str]] = {}
         self.server_of = dict(
             zip(f.availability["endpoint_id"], f.availability["server_id"], strict=True)
         )
@@ -122,6 +160,30 @@ class Reference:
             n = normalize_kb(kb)
             if n:
                 self.kbs[int(e)].add(n)
+        self.app_ms: dict[str, dict[int, AppMsRow]] = defaultdict(dict)  # pkey -> patch -> row
+        for r in f.ms_catalog.itertuples(index=False):
+            if _na(r.product) or not windows_installable(r.product):
+                continue
+            if str(r.product).startswith("Windows "):
+                continue
+            pkey = r.product.casefold()
+            if int(r.patch_id) in self.app_ms[pkey]:
+                continue
+            fixed = "" if _na(r.fixed_build) else str(r.fixed_build).strip()
+            self.app_ms[pkey][int(r.patch_id)] = AppMsRow(
+                int(r.patch_id), normalize_kb(r.kb), normalize_kb(r.supersedes_kb), r.product,
+                fixed, is_version(fixed), line_of(r.product, fixed), order_by_kb(r.product),
+            )
+        self.app_children: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+        for pkey, app_rows in self.app_ms.items():
+            for a in app_rows.values():
+                if a.kb and a.sup and a.sup != a.kb:
+                    self.app_children[pkey][a.sup].add(a.kb)
+        self.facts: dict[int, list[tuple]] = defaultdict(list)
+        for row in f.ms_facts[["endpoint_id", "kind", "name", "version", "detail"]].itertuples(
+            index=False, name=None
+        ):
+            self.facts[int(row[0])].append(tuple(None if _na(v) else v for v in row[1:]))
         self.programs: dict[int, list[tuple]] = defaultdict(list)
         cols = [
             "endpoint_id",
@@ -135,14 +197,26 @@ class Reference:
         for row in f.programs[cols].itertuples(index=False, name=None):
             self.programs[int(row[0])].append(row[1:])
 
-    def desc(self, pkey: str, kb: str) -> set[str]:
+    def quoted(self, kb: str) -> set[int]:
+        """The Windows builds the rows of a KB quote, over every product."""
+        if not hasattr(self, "_quoted"):
+            found: dict[str, set[int]] = defaultdict(set)
+            for rows in self.rows.values():
+                for r in rows.values():
+                    if r.build:
+                        found[r.kb].add(r.build[0])
+            self._quoted = found
+        return self._quoted.get(kb, set())
+
+    def desc(self, pkey: str, kb: str, apps: bool = False) -> set[str]:
         """KBs that supersede kb on the product, directly or through the chain."""
-        key = (pkey, kb)
+        key = (pkey, kb, apps)
+        children = self.app_children if apps else self.children
         if key not in self._desc:
             seen: set[str] = set()
             todo = [kb]
             while todo:
-                for child in self.children[pkey].get(todo.pop(), ()):
+                for child in children[pkey].get(todo.pop(), ()):
                     if child not in seen:
                         seen.add(child)
                         todo.append(child)
@@ -196,6 +270,10 @@ class Reference:
                         f"{r.kb}'s fixed build {r.fixed_build} is for build family "
                         f"{r.fam}; the endpoint runs {build}: not applicable",
                     )
+                elif r.build and r.build[0] != build and build not in self.quoted(r.kb):
+                    say(r.patch_id, f"{r.kb}'s fixed build {r.fixed()} is the sibling "
+                        f"release's and no row of {r.kb} quotes build {build}: KB rule")
+                    cands.append(replace(r, build=None, sibling=True, fixed_build=r.fixed()))
                 else:
                     cands.append(r)
 
@@ -230,15 +308,26 @@ class Reference:
             elif r.build and inst_ubr is not None and inst_ubr >= r.build[1]:
                 why = f"installed cumulative {inst_kb} has fixed build {inst_fixed}"
             elif r.build and not r.hot and hp_cover is not None and r.build[1] <= hp_cover:
-                why = "a hotpatch of the same month or later is in place"
+                why = (
+                    "covered by the hotpatch of the same month (or a later one) installed on "
+                    "this hotpatch endpoint"
+                )
             if why:
                 say(r.patch_id, f"{r.kb} is a candidate and satisfied: {why}")
             else:
                 say(r.patch_id, f"{r.kb} is a candidate and not satisfied")
                 unsat.append(r)
 
+        def rank(r: MsRow) -> tuple:
+            return (r.ubr, not r.sec_only, r.standalone == hotpatch, r.kb_num)
+
         def top(rows: list[MsRow]) -> MsRow | None:
-            return max(rows, key=lambda r: (r.ubr, not r.sec_only, r.kb_num), default=None)
+            best = max(rows, key=rank, default=None)
+            tied = [r.kb for r in rows if best is not None and r is not best and r.ubr == best.ubr]
+            if best is not None and tied:
+                say(best.patch_id, f"{best.kb} ties with {', '.join(sorted(tied))} at fixed build "
+                    f"{best.fixed()}; {TIE_RULE}: {best.kb} is chosen")
+            return best
 
         reg = top([r for r in unsat if r.build and not r.hot])
         hot = top([r for r in unsat if r.build and r.hot])
@@ -287,6 +376,14 @@ class Reference:
                     if ubr is not None
                     else f"build {build} (UBR unknown), fixed {r.fixed()}: KB rule"
                 )
+                if r.build[0] != build:
+                    head += (f"; {r.build[0]} and {build} share a servicing branch: compared "
+                             "by UBR")
+            elif r.sibling:
+                sib = int(str(r.fixed_build).split(".")[0])
+                head = (f"fixed build {r.fixed_build} is for {sib}, which shares a servicing "
+                        f"branch with {build}, and no row of {r.kb} quotes build {build}: "
+                        "KB rule")
             elif not r.fixed_build:
                 head = "no fixed build: KB rule"
             else:
@@ -310,6 +407,136 @@ class Reference:
                 }
             )
         return out
+
+    # ---- Microsoft products beyond the OS ---------------------------------------------------
+
+    def ms_entries(self, ep: Any) -> list[MsProduct]:
+        """Every MSRC product the endpoint's programs and facts map to (`msproducts`)."""
+        eid = int(ep.endpoint_id)
+        os_product, _ = msrc_product(
+            ep.os_name, ep.display_version, ep.build, ep.arch, ep.installation_type
+        )
+        out: list[MsProduct] = []
+        for name, version, publisher, _pc, _uc, arch in self.programs[eid]:
+            out += map_program(name, version, publisher, arch)
+        for kind, name, version, detail in self.facts[eid]:
+            out += map_fact(kind, name, version, detail, os_product)
+        return out
+
+    def ms_apps(self, ep: Any, trace: Trace | None) -> tuple[list[dict], list[dict]]:
+        """(missing rows, notes) for the Microsoft products beyond the OS (`msapps` rules)."""
+
+        def say(pid: int, line: str) -> None:
+            if trace is not None:
+                trace[pid].append(line)
+
+        eid = int(ep.endpoint_id)
+        entries = self.ms_entries(ep)
+        notes = list(dict.fromkeys(m.note for m in entries if m.kind in (C2R, UNKNOWN)))
+        chosen: dict[str, MsProduct] = {}
+        for m in entries:
+            pkey = m.product.casefold()
+            if m.kind not in (PER_KB, CUMULATIVE) or pkey not in self.app_ms:
+                continue
+            best = chosen.get(pkey)
+            if best is None or self._entry_key(m) >= self._entry_key(best):
+                chosen[pkey] = m
+        server = self.server_of.get(eid)
+        installed = set(self.kbs[eid])
+        for name, *_ in self.programs[eid]:
+            installed.update(kbs_in_name(name))
+        unsat: list[tuple[MsProduct, AppMsRow, int]] = []
+        for pkey, m in sorted(chosen.items()):
+            if server is None:
+                continue
+            avail = self.server_patches[int(server)]
+            rows = self.app_ms[pkey]
+            in_server = [a for a in rows.values() if a.patch_id in avail]
+            kbs = {a.kb for a in in_server if a.kb}
+            inst_orders = [self._order(a) for a in rows.values() if a.kb and a.kb in installed]
+            inst_order = max(inst_orders) if inst_orders else None
+            for a in in_server:
+                newer = sorted(self.desc(pkey, a.kb, apps=True) & kbs) if a.kb else []
+                if newer:
+                    say(a.patch_id, f"{a.kb} is superseded by available {', '.join(newer)} on "
+                        f"{a.product}: only the newest of a chain is a candidate")
+                    continue
+                if not a.line_ok:
+                    say(a.patch_id, f"{a.product}: fixed build {a.fixed} belongs to another "
+                        "cumulative update: not applicable")
+                    continue
+                why = None
+                if a.kb and a.kb in installed:
+                    why = f"{a.kb} is installed"
+                elif a.kb and self.desc(pkey, a.kb, apps=True) & installed:
+                    via = min(self.desc(pkey, a.kb, apps=True) & installed)
+                    why = f"installed {via} supersedes it"
+                elif a.version and m.compare and version_key(m.compare) >= version_key(a.fixed):
+                    why = f"installed {m.compare} >= fixed {a.fixed}"
+                elif (m.kind == CUMULATIVE and self._order(a) >= 0 and inst_order is not None
+                      and inst_order >= self._order(a)):
+                    why = "an installed update of this product is as new or newer"
+                if why:
+                    say(a.patch_id, f"{a.product}: {a.kb or a.fixed} is a candidate and "
+                        f"satisfied: {why}")
+                else:
+                    say(a.patch_id, f"{a.product}: {a.kb or a.fixed} is a candidate and not "
+                        f"satisfied ({m.source})")
+                    unsat.append((m, a, self._order(a)))
+        report: list[tuple[MsProduct, AppMsRow]] = []
+        groups: dict[str, list[tuple[MsProduct, AppMsRow, int]]] = defaultdict(list)
+        for m, a, order in unsat:
+            if m.kind == CUMULATIVE:
+                groups[m.group].append((m, a, order))
+            else:
+                report.append((m, a))
+        for items in groups.values():
+            best = max(items, key=lambda x: (x[2], x[1].kb_num, x[1].patch_id))
+            for _m, a, _ in items:
+                if a is not best[1]:
+                    say(a.patch_id, f"not reported: {best[1].kb or best[1].fixed} is the newest "
+                        f"fix of {best[0].product} and is reported instead (cumulative)")
+            report.append((best[0], best[1]))
+        report.sort(key=lambda x: (x[1].patch_id, x[1].product))
+        out: list[dict] = []
+        first: dict[int, tuple[MsProduct, AppMsRow]] = {}
+        for m, a in report:
+            if a.patch_id in first:
+                say(a.patch_id, f"also listed for {a.product}: reported once, for "
+                    f"{first[a.patch_id][1].product}")
+            else:
+                first[a.patch_id] = (m, a)
+        for m, a in first.values():
+            comparable = a.version and m.compare is not None
+            reason = reason_for(m.kind, a.product, m.version, m.compare, a.kb, a.fixed,
+                                comparable, a.sup)
+            say(a.patch_id, f"MISSING: {reason}")
+            out.append({
+                "endpoint_id": eid,
+                "patch_id": a.patch_id,
+                "product": a.product,
+                "installed_version": m.version,
+                "available_version": a.fixed or None,
+                "reason": reason,
+            })
+        return out, [{"endpoint_id": eid, "reason": n} for n in notes]
+
+    @staticmethod
+    def _entry_key(m: MsProduct) -> tuple:
+        return (m.compare is not None, version_key(m.compare or ""), m.source)
+
+    def _order(self, a: AppMsRow) -> float:
+        """How new a fix is within its product (see `msapps`): KB number or version rank."""
+        if a.by_kb:
+            return float(a.kb_num)
+        return float(self._version_rank(a.fixed)) if a.version else -1.0
+
+    def _version_rank(self, fixed: str) -> int:
+        if not hasattr(self, "_ranks"):
+            keys = sorted({version_key(a.fixed) for rows in self.app_ms.values()
+                           for a in rows.values() if a.version})
+            self._ranks = keys
+        return bisect.bisect_left(self._ranks, version_key(fixed))
 
     def gate(self, pkey: str, h: MsRow) -> float | None:
         """UBR at which a hotpatch endpoint is on the baseline of hotpatch h: the hotpatch it
@@ -456,13 +683,16 @@ def scan_reference(frames: ScanFrames) -> tuple[pd.DataFrame, pd.DataFrame, pd.D
                 {"endpoint_id": int(ep.endpoint_id), "reason": f"no catalog rows for {product}"}
             )
         missing += ref.ms(ep, None)
+        more, notes = ref.ms_apps(ep, None)
+        missing += more
+        unmapped += notes
         apps, amb = ref.apps_for(int(ep.endpoint_id), None)
         missing += apps
         ambiguous += amb
     return (
         _frame(missing, MISSING_COLUMNS, ["endpoint_id", "patch_id"]),
         _frame(ambiguous, AMBIGUOUS_COLUMNS, list(AMBIGUOUS_COLUMNS), dedupe=True),
-        _frame(unmapped, UNMAPPED_COLUMNS, ["endpoint_id"]),
+        _frame(unmapped, UNMAPPED_COLUMNS, ["endpoint_id", "reason"]),
     )
 
 

@@ -12,6 +12,7 @@ import sys
 import typer
 
 from cli.common import console, db_session, print_json, print_table
+from patchflow import audit
 from patchflow.errors import UserError
 
 
@@ -52,6 +53,7 @@ def admin_add(
     password = _password(username, password_stdin)
     with db_session() as session:
         accounts.add_admin(session, username, password)
+        audit.record(session, audit.cli_actor(), "admin.add", username, source="cli")
     console.print(f"added administrator {username}: log in at https://<server>:<port>/console",
                   highlight=False)
 
@@ -60,7 +62,7 @@ def admin_passwd(
     username: str = typer.Argument(..., help="An existing administrator"),
     password_stdin: bool = PASSWORD_STDIN,
 ) -> None:
-    """Change an administrator's password."""
+    """Change an administrator's password; every console session of theirs ends."""
     from server.console import accounts
 
     with db_session() as session:
@@ -68,6 +70,7 @@ def admin_passwd(
     password = _password(username, password_stdin)
     with db_session() as session:
         accounts.set_password(session, username, password)
+        audit.record(session, audit.cli_actor(), "admin.password", username, source="cli")
     console.print(f"changed the password of {username}", highlight=False)
 
 
@@ -84,9 +87,11 @@ def admin_list(as_json: bool = typer.Option(False, "--json", help="JSON output")
 
 
 def admin_remove(username: str = typer.Argument(..., help="The administrator to remove")) -> None:
-    """Remove an administrator; their console sessions end at their next request."""
+    """Remove an administrator; their console sessions end for good (adding the name again
+    makes a new account that none of them opens)."""
     from server.console import accounts
 
     with db_session() as session:
         accounts.remove_admin(session, username)
+        audit.record(session, audit.cli_actor(), "admin.remove", username, source="cli")
     console.print(f"removed administrator {username}", highlight=False)

@@ -62,6 +62,8 @@ def init(
     wizard: Annotated[bool | None, typer.Option(
         "--wizard/--no-wizard", help="Ask the questions (default: when run in a terminal "
         "without options)")] = None,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="No wizard; print what was done as one JSON object")] = False,
 ) -> None:
     """Create PATCHFLOW_HOME, write patchflow.toml and upgrade the database. Safe to run twice.
     In a terminal without options it is a setup wizard."""
@@ -70,8 +72,10 @@ def init(
 
     given = [database_url, host, port, cert, key, content_dir, proxy, proxy_user, upstream,
              wsus_url, import_backup, config_file]
+    if wizard and as_json:
+        raise UserError("--json runs without the wizard: give the answers as options or --config")
     if wizard is None:
-        wizard = not any(v is not None for v in given) and _interactive()
+        wizard = not as_json and not any(v is not None for v in given) and _interactive()
     plan = setup.plan_from_file(str(config_file)) if config_file else setup.SetupPlan()
     _apply_flags(plan, database_url, host, port, cert, key, content_dir, proxy, proxy_user,
                  upstream, wsus_url, import_backup)
@@ -82,7 +86,14 @@ def init(
         plan.create_server = True
     else:
         plan.check()
-    for line in plan.apply():
+    lines = list(plan.apply())
+    if as_json:
+        from cli.common import print_json
+        from patchflow import config
+
+        print_json({"home": str(config.home()), "steps": lines})
+        return
+    for line in lines:
         console.print(line, highlight=False)
 
 

@@ -9,7 +9,8 @@ from typing import Any
 
 import typer
 
-from cli.common import console, db_session, print_json, print_table, split_csv
+from cli.common import console, db_session, plain, print_json, print_table, split_csv
+from patchflow import audit
 from patchflow.errors import UserError
 
 install_app = typer.Typer(help="Select missing patches and install them.", no_args_is_help=True)
@@ -76,11 +77,11 @@ def show(
     if as_json:
         print_json(data)
         return
-    console.print(f"[bold]{data['title']}[/bold]  ({data['patch']}, #{data['id']})",
+    console.print(f"[bold]{plain(data['title'])}[/bold]  ({plain(data['patch'])}, #{data['id']})",
                   highlight=False)
     for key in ("severity", "category", "restart_required", "eula_status", "release_date"):
         if data.get(key):
-            console.print(f"  {key}: {data[key]}", highlight=False)
+            console.print(f"  {key}: {plain(data[key])}", highlight=False)
     console.print(f"  missing on {data['endpoints_affected']} endpoint(s), "
                   f"{data['endpoints_selected']} selected", highlight=False)
     print_table("Endpoints affected",
@@ -101,7 +102,7 @@ def select(
 
     with db_session() as session:
         out = select_pairs(session, patch, split_csv(endpoints), all_affected, _user())
-    console.print(f"{out['patch']}: {out['added']} endpoint(s) added, {out['selected']} "
+    console.print(f"{plain(out['patch'])}: {out['added']} endpoint(s) added, {out['selected']} "
                   "selected", highlight=False)
     if out["note"]:
         console.print(f"note: {out['note']}", highlight=False, markup=False)
@@ -117,8 +118,8 @@ def unselect(
 
     with db_session() as session:
         out = unselect_pairs(session, patch, split_csv(endpoints))
-    console.print(f"{out['patch']}: {out['removed']} removed, {out['selected']} still selected",
-                  highlight=False)
+    console.print(f"{plain(out['patch'])}: {out['removed']} removed, {out['selected']} still "
+                  "selected", highlight=False)
 
 
 @install_app.command("refresh")
@@ -143,6 +144,7 @@ def start(
 
     with db_session() as session:
         job_id = start_from_selection(session, _user(), allow_restart).id
+        audit.record(session, audit.cli_actor(), "install.start", f"job {job_id}", source="cli")
     _run_or_launch(job_id, wait, as_json)
 
 
@@ -161,6 +163,8 @@ def now(
     with db_session() as session:
         job_id = install_now(session, patch, split_csv(endpoints), all_affected, _user(),
                              allow_restart).id
+        audit.record(session, audit.cli_actor(), "install.start", f"job {job_id}",
+                     f"patch {patch}", source="cli")
     _run_or_launch(job_id, wait, as_json)
 
 
@@ -181,7 +185,7 @@ def _run_or_launch(job_id: int, wait: bool, as_json: bool) -> None:
     if as_json:
         print_json(summary)
         return
-    console.print(f"install job {job_id} {summary['status']}: {summary['summary']} "
+    console.print(f"install job {job_id} {plain(summary['status'])}: {plain(summary['summary'])} "
                   f"({summary['items']} items)", highlight=False)
 
 
@@ -211,13 +215,14 @@ def eula_show(patch: str = typer.Argument(...),
 
 
 def _print_eula(info: dict[str, Any]) -> None:
-    console.print(f"{info['patch']} ({info['title']})", highlight=False)
+    console.print(f"{plain(info['patch'])} ({plain(info['title'])})", highlight=False)
     if not info["eula_required"]:
         console.print("  no EULA: installable without acceptance")
         return
-    console.print(f"  EULA: {info['eula_url'] or '(the vendor gives no URL)'}", highlight=False)
+    console.print(f"  EULA: {plain(info['eula_url'] or '(the vendor gives no URL)')}",
+                  highlight=False)
     if info["accepted_by"]:
-        console.print(f"  Accepted by {info['accepted_by']} at {info['accepted_at']}",
+        console.print(f"  Accepted by {plain(info['accepted_by'])} at {info['accepted_at']}",
                       highlight=False)
     else:
         console.print(f"  Not Accepted: `patchflow eula accept {info['patch']}` after reading "
@@ -255,8 +260,8 @@ def jobs_list(limit: int = typer.Option(50, "--limit", min=1, max=1000),
         print_json(rows)
         return
     print_table(f"{len(rows)} install jobs",
-                ["Job", "Status", "Trigger", "By", "Created", "Restart", "Items", "Summary"],
-                [[r["id"], r["status"], r["trigger"], r["created_by"], r["created_at"][:19],
+                ["Job", "Outcome", "Trigger", "By", "Created", "Restart", "Items", "Summary"],
+                [[r["id"], r["outcome"], r["trigger"], r["created_by"], r["created_at"][:19],
                   "allowed" if r["allow_restart"] else "no", r["items"], r["summary"]]
                  for r in rows])
 
@@ -278,9 +283,10 @@ def jobs_show(job: str = typer.Argument(..., help="Job id"),
     if as_json:
         print_json(data)
         return
-    console.print(f"install job {data['id']}: {data['status']} ({data['trigger']}, by "
-                  f"{data['created_by']}, restart {'allowed' if data['allow_restart'] else 'no'})"
-                  f"; {data['summary']}", highlight=False)
+    console.print(f"install job {data['id']}: {plain(data['status'])} ({plain(data['trigger'])}, "
+                  f"by {plain(data['created_by'])}, restart "
+                  f"{'allowed' if data['allow_restart'] else 'no'}; {plain(data['summary'])}",
+                  highlight=False)
     print_table(None, ["Endpoint", "Patch", "State", "Attempts", "Exit", "Message"],
                 [[i["endpoint"], i["patch"], i["state"], i["attempts"], i["exit_code"],
                   i["message"]] for i in data["items_detail"]])
@@ -293,8 +299,9 @@ def jobs_cancel(job: str = typer.Argument(..., help="Job id")) -> None:
 
     with db_session() as session:
         data = cancel_job(session, _job_id(job), _user())
+        audit.record(session, audit.cli_actor(), "job.cancel", f"job {data['id']}", source="cli")
     console.print(f"install job {data['id']} cancelled: {data['cancelled_items']} item(s) "
-                  f"cancelled; {data['summary']}", highlight=False)
+                  f"cancelled; {plain(data['summary'])}", highlight=False)
 
 
 @jobs_app.command("resume")
@@ -320,5 +327,5 @@ def jobs_resume(job: str = typer.Argument(None, help="Job id (default: every unf
         print_json(summaries)
         return
     for s in summaries:
-        console.print(f"install job {s['job_id']} {s['status']}: {s['summary']}",
+        console.print(f"install job {s['job_id']} {plain(s['status'])}: {plain(s['summary'])}",
                       highlight=False)

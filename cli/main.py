@@ -6,11 +6,13 @@ command needs its own try/except and no traceback reaches a normal run.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
 
 from patchflow import prefect_env
+from patchflow.untrusted import strip_controls
 
 app = typer.Typer(
     name="patchflow",
@@ -24,7 +26,7 @@ app = typer.Typer(
 # Each command group lives in its own module with a register(app) function.
 COMMAND_MODULES = (
     "init", "servers", "sync", "patches", "endpoints", "scan", "install", "reports", "ops",
-    "console", "replication", "schedules",
+    "console", "replication", "schedules", "audit", "feeds", "approvals", "cycle",
 )
 
 
@@ -49,6 +51,18 @@ def _register() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Owner-only files (0600, folders 0700) for all this process and the processes it starts
+    # (Prefect's temporary server, install jobs) create: see patchflow/permissions.py.
+    from patchflow.permissions import private_umask
+
+    previous_umask = private_umask()
+    try:
+        return _run(argv)
+    finally:
+        os.umask(previous_umask)  # in-process callers (tests, embedding) get theirs back
+
+
+def _run(argv: list[str] | None) -> int:
     prefect_env.configure()
     from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
@@ -58,33 +72,77 @@ def main(argv: list[str] | None = None) -> int:
     from patchflow.errors import UserError
 
     _register()
+    global _json_errors
+    _json_errors = "--json" in (sys.argv[1:] if argv is None else argv)
     try:
-        result = app(args=argv, standalone_mode=False)
+        # Flows a command runs report to this home's `patchflow serve` Prefect server when
+        # one runs (patchflow/prefect_env.py), not to a temporary server of their own.
+        with prefect_env.cli_prefect_api():
+            result = app(args=argv, prog_name="patchflow", standalone_mode=False)
     except (UserError, ConfigError, DatabaseError, SecretError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _error(str(exc))
         return 2
     except OperationalError as exc:
-        print(f"error: database unavailable: {exc.orig}", file=sys.stderr)
+        _error(f"database unavailable: {exc.orig}")
         return 2
     except SQLAlchemyError as exc:
-        print(f"error: database error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        _error(f"database error: {str(exc).splitlines()[0]}")
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        _error("interrupted", prefix="")
         return 130
     except typer.Exit as exc:
         return exc.exit_code
     except typer.Abort:
-        print("aborted", file=sys.stderr)
+        _error("aborted", prefix="")
         return 1
-    except Exception as exc:  # click's usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            return exc.exit_code
-        raise
+    except _click_errors() as exc:  # usage errors arrive here in non-standalone mode
+        return _usage_error(exc)
     return result if isinstance(result, int) else 0
+
+
+_json_errors = False
+
+
+def _error(message: str, prefix: str = "error: ") -> None:
+    """One line on stderr: `error: ...`, or with --json anywhere on the command line the object
+    `{"error": "..."}` (docs/cli-json.md), so a script parses failures like results."""
+    text = strip_controls(message)
+    if _json_errors:
+        import json
+
+        print(json.dumps({"error": text}, ensure_ascii=False), file=sys.stderr)
+    else:
+        print(f"{prefix}{text}", file=sys.stderr)
+
+
+def _click_errors() -> tuple[type[Exception], ...]:
+    """Typer raises the exceptions of the click it bundles (typer._click), not the `click`
+    package's; catch both, so neither a typer upgrade nor a plain click command can bring the
+    traceback back."""
+    import click
+
+    kinds: list[type[Exception]] = [click.exceptions.ClickException]
+    try:
+        from typer._click import exceptions as bundled
+    except ImportError:
+        pass
+    else:
+        kinds.append(bundled.ClickException)
+    return tuple(kinds)
+
+
+def _usage_error(exc: Exception) -> int:
+    """A mistyped command, an unknown option, a missing or bad value: one line and exit 2
+    (`patchflow` or a group alone still shows its help, as asked)."""
+    if type(exc).__name__ == "NoArgsIsHelpError":
+        exc.show()  # type: ignore[attr-defined]
+        return 2
+    message = exc.format_message()  # type: ignore[attr-defined]
+    ctx = getattr(exc, "ctx", None)
+    where = ctx.command_path if ctx is not None else "patchflow"
+    _error(f"{message} (see `{where} --help`)")
+    return 2
 
 
 if __name__ == "__main__":

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import typer
 
-from cli.common import console, db_session, print_csv, print_json, print_table, split_csv
+from cli.common import (
+    console,
+    db_session,
+    plain,
+    print_csv,
+    print_json,
+    print_table,
+    split_csv,
+)
 from patchflow.catalog_query import PatchFilters, find_patch, list_patches, patch_detail
 from patchflow.errors import UserError
 
@@ -53,19 +61,27 @@ def show(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Show one patch with its products, CVEs and installers."""
+    from patchflow.vuln_query import patch_vulnerabilities
+
     with db_session() as session:
-        data = patch_detail(session, find_patch(session, ref))
+        patch = find_patch(session, ref)
+        data = patch_detail(session, patch)
+        data.update(patch_vulnerabilities(session, patch))
     if as_json:
         print_json(data)
         return
-    console.print(f"[bold]{data['title']}[/bold]  (#{data['id']}, {data['source']})")
+    console.print(f"[bold]{plain(data['title'])}[/bold]  (#{data['id']}, {plain(data['source'])})")
     for key in ("kb", "package_id", "version", "vendor", "category", "severity",
                 "restart_required", "eula_required", "release_date", "superseded_by", "info_url"):
         if data[key] not in (None, ""):
-            console.print(f"  {key}: {data[key]}")
+            console.print(f"  {key}: {plain(data[key])}")
     if data["cves"]:
-        console.print(f"  CVEs ({len(data['cves'])}): {', '.join(data['cves'][:20])}"
+        console.print(f"  CVEs ({len(data['cves'])}): {plain(', '.join(data['cves'][:20]))}"
                       + (" …" if len(data["cves"]) > 20 else ""))
+    if data["vulnerabilities"]:
+        exploited = [v["cve"] for v in data["vulnerabilities"] if v["exploited"]]
+        console.print(f"  CVSS max: {plain(data['cvss_max'])}; exploited: "
+                      f"{plain(', '.join(exploited) or 'no')}")
     if data["products"]:
         print_table("Products", ["Product", "Fixed build", "Supersedes", "Severity"],
                     [[p["name"], p["fixed_build"], p["supersedes"], p["severity"]]

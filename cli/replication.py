@@ -21,12 +21,16 @@ def register(app: typer.Typer) -> None:
 @token_app.command("create")
 def create(
     name: str = typer.Option("replica", "--name", help="A label, e.g. the branch's name"),
+    as_json: bool = typer.Option(False, "--json", help="JSON output"),
 ) -> None:
     """Create a replication token; printed once, stored only as a hash."""
     from patchflow import replication
 
     with db_session() as session:
         token = replication.create_token(session, name)
+    if as_json:
+        print_json({"token": token, "name": name})
+        return
     sys.stdout.write(token + "\n")
     print("store it now: it is not shown again. On the downstream: patchflow server add NAME "
           "--upstream https://THIS-HOST:6201 --upstream-token TOKEN --upstream-fingerprint "

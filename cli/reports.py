@@ -14,7 +14,7 @@ from pathlib import Path
 
 import typer
 
-from cli.common import console, db_session, print_json, print_table, split_csv
+from cli.common import console, db_session, plain, print_json, print_table, split_csv
 from patchflow.errors import UserError
 
 mail_app = typer.Typer(help="E-mail delivery of reports (SMTP settings, test message).")
@@ -92,7 +92,7 @@ def report(
                     [[f["name"], "" if f["rows"] is None else f"{f['rows']:,}"]
                      for f in result["files"]])
         if result["email"]:
-            console.print(f"mailed to {', '.join(result['email']['recipients'])}")
+            console.print(f"mailed to {plain(', '.join(result['email']['recipients']))}")
     if result["email_error"]:
         raise UserError(f"reports written to {result['path']}, but the e-mail was not sent: "
                         f"{result['email_error']}")
@@ -105,9 +105,11 @@ def dashboard(
     """Missing patches by severity and the scan overview (fast: SQL aggregates only)."""
     from patchflow import config
     from patchflow.report_data import load_dashboard
+    from patchflow.vuln_query import dashboard_counts
 
     with db_session() as session:
         data = load_dashboard(session)
+        data.update(dashboard_counts(session))
     if html:
         from reports.html import render_dashboard
 
@@ -172,7 +174,7 @@ def mail_set(
 
 def _show(shown: dict[str, object]) -> None:
     for key, value in shown.items():
-        console.print(f"{key}: {'' if value is None else value}", highlight=False)
+        console.print(f"{key}: {plain(value)}", highlight=False)
 
 
 @mail_app.command("show")

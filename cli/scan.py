@@ -7,9 +7,10 @@ import os
 
 import typer
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from cli.common import console, db_session, print_csv, print_json, print_table, split_csv
-from models import Scan
+from models import Patch, Scan
 from patchflow.errors import UserError
 
 
@@ -40,7 +41,10 @@ def scan(
 
             for run_id in flow_runs:
                 cancel_flow_run(run_id)
-        console.print(f"stop requested for {len(running)} running scan(s)")
+        if as_json:
+            print_json({"stop_requested": len(running)})
+        else:
+            console.print(f"stop requested for {len(running)} running scan(s)")
         return
     from patchflow.scanning import Selection, select_endpoints
 
@@ -66,7 +70,8 @@ def scan(
 
 MISSING_FIELDS = ["endpoint", "patch_id", "kb", "package_id", "title", "product", "severity",
                   "category", "restart_required", "eula_status", "installed_version",
-                  "available_version", "reason", "group", "release_date", "detected_at"]
+                  "available_version", "reason", "group", "release_date", "detected_at",
+                  "cves", "cvss", "exploited", "kev_due_date", "risk"]
 
 
 def missing(
@@ -81,6 +86,11 @@ def missing(
         None, "--explain", help="HOST PATCH: the full reasoning for one pair"),
     as_json: bool = typer.Option(False, "--json"),
     as_csv: bool = typer.Option(False, "--csv"),
+    exploited: bool = typer.Option(False, "--exploited",
+                                   help="Only pairs with a CVE exploited in the wild"),
+    sort: str = typer.Option(None, "--sort", help="risk: highest risk first"),
+    include_declined: bool = typer.Option(False, "--include-declined",
+                                          help="Also declined patches (marked declined)"),
 ) -> None:
     """Missing patches found by the last scans, one row per (endpoint, patch)."""
     if explain:
@@ -89,19 +99,32 @@ def missing(
     if as_json and as_csv:
         raise UserError("choose one of --json and --csv")
     from patchflow.missing_query import MissingFilters, load_missing
+    from patchflow.vuln_query import enrich_missing
 
+    if sort not in (None, "risk"):
+        raise UserError(f"--sort {sort!r}: only 'risk' is supported")
     filters = MissingFilters(
         endpoint=endpoint, group=group, subgroups=subgroups,
-        severity=tuple(split_csv(severity) or ()), category=tuple(split_csv(category) or ()),
+        category=tuple(split_csv(category) or ()),
         restart=tuple(split_csv(restart) or ()), eula=eula)
+    # Third-party pairs are rated per pair, so --severity filters after the rating.
+    wanted = MissingFilters(severity=tuple(split_csv(severity) or ())).normalized().severity
     with db_session() as session:
-        frame = load_missing(session, filters)
-    rows = json.loads(frame.reindex(columns=MISSING_FIELDS).to_json(orient="records",
-                                                                    date_format="iso"))
+        frame = enrich_missing(session, load_missing(session, filters,
+                                                     include_declined=include_declined))
+    if wanted:
+        frame = frame[frame["severity"].isin(wanted)]
+    if exploited:
+        frame = frame[frame["exploited"].astype(bool)]
+    if sort == "risk":
+        frame = frame.sort_values("risk", ascending=False, kind="stable")
+    fields = [*MISSING_FIELDS, "declined"] if include_declined else MISSING_FIELDS
+    rows = json.loads(frame.reindex(columns=fields).to_json(orient="records",
+                                                            date_format="iso"))
     if as_json:
         print_json(rows)
     elif as_csv:
-        print_csv(rows, MISSING_FIELDS)
+        print_csv(rows, fields)
     else:
         print_table(f"{len(rows)} missing", ["Endpoint", "Patch", "Severity", "Installed",
                                              "Available", "Reason"],
@@ -121,5 +144,23 @@ def _explain(host: str, patch_ref: str) -> None:
         patch = find_patch(session, patch_ref)
         frames = frames_for(session, [endpoint.id], load_catalog(session))
         lines = explain(frames, endpoint.id, patch.id)
+        if patch.package_id:
+            lines = [*lines, _rating_line(session, endpoint.id, patch)]
     for line in lines:
         console.print(line, highlight=False, markup=False)
+
+
+def _rating_line(session: Session, endpoint_id: int, patch: Patch) -> str:
+    """The pair's vulnerability rating, said the way docs/vulnerabilities.md states the rule."""
+    import datetime as dt
+
+    from models import MissingPatch
+    from patchflow.vuln_query import load_intel, rate
+
+    row = session.get(MissingPatch, (endpoint_id, patch.id))
+    if row is None:
+        return "Severity: not a missing pair in the last scan"
+    rating = rate(load_intel(session), patch.package_id, row.product or patch.title,
+                  row.installed_version, row.available_version or patch.version,
+                  dt.datetime.now(dt.UTC).date())
+    return f"Severity: {rating.explain}"

@@ -64,7 +64,7 @@ def schedule(
     as_json: bool = typer.Option(False, "--json", help="JSON output"),
 ) -> None:
     """Show or set the weekly report schedule; `patchflow serve` applies a change within
-    seconds (deployment `report/report`)."""
+    seconds (deployment `patchflow-report/reports@<instance>`)."""
     from patchflow import report_schedule
 
     if clear and (weekday or at or kind or email):
@@ -120,7 +120,7 @@ def deployments_list(as_json: bool = typer.Option(False, "--json", help="JSON ou
     now = dt.datetime.now(dt.UTC)
     with db_session() as session:
         specs = build_specs(session, timezone)
-    rows = [{"deployment": f"{s.flow}/{s.name}", "parameters": s.parameters,
+    rows = [{"deployment": s.full_name, "parameters": s.parameters,
              "schedule": s.description,
              "next_run": (lambda n: n.isoformat() if n else None)(
                  next_due(s.rrule, now, zoneinfo.ZoneInfo(timezone)))} for s in specs]

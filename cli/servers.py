@@ -6,7 +6,7 @@ import os
 
 import typer
 
-from cli.common import console, db_session, print_json, print_table, split_csv
+from cli.common import console, db_session, plain, print_json, print_table, split_csv
 from patchflow import servers as svc
 
 server_app = typer.Typer(help="Patch servers: where endpoints scan against and download from.")
@@ -174,7 +174,7 @@ def filters(
         server = svc.set_filters(session, name, categories, languages, products)
         current = svc.filters_of(server)
     for key, value in current.items():
-        console.print(f"{key}: {'All' if value is None else ', '.join(value)}")
+        console.print(f"{key}: {'All' if value is None else plain(', '.join(value))}")
 
 
 @server_app.command("schedule")

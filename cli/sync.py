@@ -8,7 +8,7 @@ import time
 
 import typer
 
-from cli.common import console, db_session
+from cli.common import console, db_session, plain, print_json
 from models.enums import SyncStatus
 from patchflow import servers as svc
 from patchflow.errors import UserError
@@ -28,6 +28,7 @@ def sync(
         False, "--prefetch", help="Also download the content of every patch offered now "
         "(otherwise it is fetched when an install needs it)"
     ),
+    as_json: bool = typer.Option(False, "--json", help="Print the outcome as one JSON object"),
 ) -> None:
     """Sync a patch server from its upstream (or stop a running sync)."""
     with db_session() as session:
@@ -43,10 +44,18 @@ def sync(
             )
     if stop:
         _cancel_flow_run(flow_run_id)
-        console.print(f"stop requested for the sync of {name}")
+        if as_json:
+            print_json({"server": name, "stop_requested": True})
+        else:
+            console.print(f"stop requested for the sync of {name}")
         return
-    status, message = _run_with_progress(name, prefetch)
-    console.print(f"sync of {name}: [bold]{status}[/bold]: {message}")
+    started = time.monotonic()
+    status, message = _run_with_progress(name, prefetch, quiet=as_json)
+    if as_json:
+        print_json({"server": name, "status": str(status), "message": message,
+                    "seconds": round(time.monotonic() - started, 1)})
+    else:
+        console.print(f"sync of {name}: [bold]{plain(status)}[/bold]: {plain(message)}")
     if status != SyncStatus.SUCCESSFUL:
         raise typer.Exit(1)
 
@@ -60,7 +69,8 @@ def _cancel_flow_run(flow_run_id: str | None) -> None:
     cancel_flow_run(flow_run_id)
 
 
-def _run_with_progress(name: str, prefetch: bool = False) -> tuple[str, str]:
+def _run_with_progress(name: str, prefetch: bool = False,
+                       quiet: bool = False) -> tuple[str, str]:
     # Prefect's INFO lines still reach its API (the UI); the terminal shows the progress line.
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
     from flows.sync import sync as sync_flow
@@ -74,10 +84,10 @@ def _run_with_progress(name: str, prefetch: bool = False) -> tuple[str, str]:
                 with db_session() as session:
                     server = svc.get_server(session, name)
                     if server.sync_status == SyncStatus.RUNNING and server.sync_message:
-                        status.update(f"syncing {name}: {server.sync_message}")
+                        status.update(f"syncing {name}: {plain(server.sync_message)}")
 
     watcher = threading.Thread(target=watch, daemon=True)
-    if console.is_terminal:
+    if console.is_terminal and not quiet:
         watcher.start()
     started = time.monotonic()
     try:
@@ -86,5 +96,6 @@ def _run_with_progress(name: str, prefetch: bool = False) -> tuple[str, str]:
         done.set()
         if watcher.is_alive():
             watcher.join(2)
-    console.print(f"finished in {time.monotonic() - started:.1f}s")
+    if not quiet:
+        console.print(f"finished in {time.monotonic() - started:.1f}s")
     return outcome["status"], outcome["message"]

@@ -5,9 +5,14 @@ through the CLI, the API or the console, and `patchflow serve` turns the current
 deployments (`build_specs`) and keeps them applied. A spec is plain data with a fingerprint, so
 the watcher can tell "changed" from "unchanged" without asking Prefect.
 
-- `sync-<server>`: one per patch server with a sync schedule (weekly or monthly).
-- `scan-<policy>`: one per policy with a scan schedule (every N weeks from a fixed start).
-- `report`: when a report schedule is set (`patchflow report schedule`).
+- `patchflow-sync/server-<server>@<instance>`: one per patch server with a sync schedule.
+- `patchflow-scan/policy-<policy>@<instance>`: one per policy with a scan schedule (every N
+  weeks from a fixed start).
+- `patchflow-report/reports@<instance>`: when a report schedule is set.
+
+The instance name (`[prefect] instance` or PATCHFLOW_INSTANCE, default the host name) is in
+every deployment's name and tags, so two patchflow installations can share one Prefect server:
+each `serve` only ever replaces or deletes the deployments of its own instance.
 
 Every deployment runs at most one flow run at a time; further runs wait (ENQUEUE) instead of
 running twice, so a long sync is never overlapped by the next scheduled one.
@@ -17,7 +22,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import socket
 import zoneinfo
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -32,9 +39,34 @@ from patchflow.config import ConfigError
 
 # Deployments that `patchflow serve` owns carry this tag: only those are ever deleted by it.
 SERVED_TAG = "patchflow-serve"
-TAGS = ("patchflow", SERVED_TAG)
-REPORT_DEPLOYMENT = "report"
+REPORT_DEPLOYMENT = "reports"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_INSTANCE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,39}$")
+_MAX_SLUG = 48
+DEFAULT_INSTANCE = "default"
+
+
+def instance_name() -> str:
+    """This installation's name on a shared Prefect server: PATCHFLOW_INSTANCE, else
+    `[prefect] instance`, else the short host name (made safe), else "default"."""
+    raw = os.environ.get("PATCHFLOW_INSTANCE") or config.setting("prefect", "instance")
+    if raw not in (None, ""):
+        value = str(raw).strip()
+        if not _INSTANCE.match(value):
+            raise ConfigError(f"[prefect] instance {value!r} must be 1-40 letters, digits, "
+                              "'.', '_' or '-', starting with a letter or digit")
+        return value
+    host = _UNSAFE.sub("-", socket.gethostname().split(".")[0]).strip("-._").lower()[:40]
+    return host if host and _INSTANCE.match(host) else DEFAULT_INSTANCE
+
+
+def instance_tag(instance: str | None = None) -> str:
+    return f"instance:{instance or instance_name()}"
+
+
+def deployment_tags(flow: str, instance: str, served: bool = True) -> tuple[str, ...]:
+    """`patchflow`, the flow kind, the instance; `patchflow-serve` on those `serve` owns."""
+    return ("patchflow", flow, instance_tag(instance)) + ((SERVED_TAG,) if served else ())
 
 
 @dataclass(frozen=True)
@@ -49,20 +81,32 @@ class DeploymentSpec:
     description: str
     # For "run if missed": the policy behind a scan deployment (None elsewhere).
     policy: str | None = None
-    tags: tuple[str, ...] = field(default=TAGS)
+    tags: tuple[str, ...] = field(default=())
+
+    @property
+    def full_name(self) -> str:
+        """As Prefect shows it: `patchflow-scan/policy-workstations@hq`."""
+        return f"patchflow-{self.flow}/{self.name}"
 
     def fingerprint(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, default=str)
 
 
-def deployment_name(prefix: str, name: str) -> str:
-    """A stable deployment name. Prefect forbids '/' and '%' and policy names may hold spaces
-    and '/', so unsafe characters become '-' plus a short hash of the real name (two policies
-    whose names differ only in punctuation still get different deployments)."""
-    slug = _UNSAFE.sub("-", name).strip("-") or "x"
-    if slug != name:
-        slug += "-" + hashlib.sha256(name.encode()).hexdigest()[:6]
-    return f"{prefix}-{slug}"
+def slug(name: str) -> str:
+    """`name` as Prefect accepts it in a deployment name (it forbids '/', '%', '&', '<', '>'),
+    kept readable: unsafe characters become '-', and a changed or shortened name gets a short
+    hash of the real one, so two names differing only in punctuation never collide."""
+    text = _UNSAFE.sub("-", name).strip("-") or "x"
+    if text == name and len(text) <= _MAX_SLUG:
+        return text
+    return f"{text[:_MAX_SLUG].rstrip('-')}-{hashlib.sha256(name.encode()).hexdigest()[:6]}"
+
+
+def deployment_name(kind: str, name: str | None, instance: str | None = None) -> str:
+    """`server-<name>@<instance>`, `policy-<name>@<instance>`, `reports@<instance>`: with the
+    flow's name in front, `patchflow-scan/policy-workstations@hq` in the Prefect UI."""
+    base = kind if name is None else f"{kind}-{slug(name)}"
+    return f"{base}@{instance or instance_name()}"
 
 
 def schedule_timezone() -> str:
@@ -85,10 +129,12 @@ def sync_spec(server: PatchServer, timezone: str) -> DeploymentSpec | None:
     when = f"{server.schedule_frequency} on {server.schedule_weekday} at {server.schedule_at}"
     if server.schedule_frequency == "monthly":
         when += f" (week {server.schedule_week_of_month or 1} of the month)"
+    instance = instance_name()
     return DeploymentSpec(
-        name=deployment_name("sync", server.name), flow="sync",
+        name=deployment_name("server", server.name, instance), flow="sync",
         parameters={"server_name": server.name}, rrule=rule, timezone=timezone,
         description=f"Sync patch server {server.name}: {when} ({timezone}).",
+        tags=deployment_tags("sync", instance),
     )
 
 
@@ -98,8 +144,10 @@ def scan_spec(policy: Policy, timezone: str) -> DeploymentSpec | None:
     every = max(1, policy.scan_every_weeks or 1)
     rule = scan_rrule(policy.scan_weekday, policy.scan_at, every, policy.scan_start)
     weeks = "every week" if every == 1 else f"every {every} weeks"
+    instance = instance_name()
     return DeploymentSpec(
-        name=deployment_name("scan", policy.name), flow="scan",
+        name=deployment_name("policy", policy.name, instance), flow="scan",
+        tags=deployment_tags("scan", instance),
         parameters={"selection": {"policy": policy.name}, "trigger": "scheduled"},
         rrule=rule, timezone=timezone, policy=policy.name,
         description=(f"Scan the endpoints of policy {policy.name}: {weeks} on "
@@ -114,9 +162,11 @@ def report_spec(schedule: report_schedule.ReportSchedule, timezone: str) -> Depl
     params: dict[str, Any] = {"kinds": list(schedule.kinds), "created_by": "schedule"}
     if schedule.email:
         params["email"] = list(schedule.email)
+    instance = instance_name()
     return DeploymentSpec(
-        name=REPORT_DEPLOYMENT, flow="report", parameters=params, rrule=rule,
-        timezone=timezone,
+        name=deployment_name(REPORT_DEPLOYMENT, None, instance), flow="report",
+        parameters=params, rrule=rule, timezone=timezone,
+        tags=deployment_tags("report", instance),
         description=(f"Reports ({', '.join(schedule.kinds)}) every {schedule.weekday} at "
                      f"{schedule.at} ({timezone})"
                      + (f", mailed to {', '.join(schedule.email)}." if schedule.email else ".")),
@@ -175,7 +225,8 @@ def prefect_yaml(specs: list[DeploymentSpec], work_pool: str, source_dir: str,
                 "parameters": spec.parameters,
                 "schedules": [{"rrule": spec.rrule, "timezone": spec.timezone}],
                 "concurrency_limit": {"limit": 1, "collision_strategy": "ENQUEUE"},
-                "tags": ["patchflow"],
+                # Not SERVED_TAG: `serve` must never delete what was deployed to workers.
+                "tags": [t for t in spec.tags if t != SERVED_TAG],
                 "work_pool": dict(pool),
             }
             for spec in specs

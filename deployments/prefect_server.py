@@ -8,6 +8,11 @@ stays under PATCHFLOW_HOME/prefect (PREFECT_HOME), so run history survives resta
 The server runs in its own session (process group): Ctrl+C in the terminal reaches patchflow
 only, which first stops the runner (that still needs the API to cancel runs and pause
 schedules) and then stops the server.
+
+If patchflow itself is killed (SIGKILL) the server must not outlive it, or the next `serve`
+finds the port taken: on Linux the kernel sends it SIGTERM when patchflow dies, and the pid
+file PATCHFLOW_HOME/run/prefect-server.json lets the next start kill a server left over anyway
+(its parent gone, its command line still `prefect server start`); see patchflow/childproc.py.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import sys
 from pathlib import Path
 from types import TracebackType
 
+from patchflow import childproc, config
 from patchflow.errors import UserError
 
 DEFAULT_PORT = 4200
@@ -39,8 +45,10 @@ class LocalPrefectServer:
     """`prefect server start` as a child process; `api_url` and `ui_url` are known at once, the
     API answers a few seconds later (about 7 s on a fresh home on 2 cores)."""
 
-    def __init__(self, port: int, log_path: Path, host: str = "127.0.0.1") -> None:
+    def __init__(self, port: int, log_path: Path, host: str = "127.0.0.1",
+                 pid_file: Path | None = None) -> None:
         self.host, self.port, self.log_path = host, port, log_path
+        self.pid_file = pid_file or config.home() / "run" / "prefect-server.json"
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -51,7 +59,19 @@ class LocalPrefectServer:
     def api_url(self) -> str:
         return f"{self.ui_url}/api"
 
+    def clean_stale(self) -> int | None:
+        """Kill the server a killed patchflow left behind (named by the pid file); its pid.
+        Refuses when the pid file's patchflow still runs: two `serve` on one home."""
+        record = childproc.read_pid_file(self.pid_file)
+        if record is not None and childproc.parent_alive(record) and \
+                record.get("parent") != os.getpid():
+            raise UserError(
+                f"another patchflow (pid {record['parent']}) runs the local Prefect server of "
+                f"this home (pid {record['pid']}, port {record.get('port')}); stop it first")
+        return childproc.reap_stale(self.pid_file, ("prefect", "server", "start"))
+
     def start(self) -> LocalPrefectServer:
+        self.clean_stale()
         if not port_is_free(self.host, self.port):
             raise UserError(
                 f"cannot start the local Prefect server: port {self.port} on {self.host} is in "
@@ -71,8 +91,9 @@ class LocalPrefectServer:
                 [sys.executable, "-m", "prefect", "server", "start", "--host", self.host,
                  "--port", str(self.port)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-                start_new_session=True,
+                start_new_session=True, preexec_fn=childproc.die_with_parent(),
             )
+        childproc.write_pid_file(self.pid_file, self._proc.pid, host=self.host, port=self.port)
         return self
 
     def exited(self) -> int | None:
@@ -88,6 +109,8 @@ class LocalPrefectServer:
 
     def stop(self, timeout: float = 20.0) -> None:
         proc, self._proc = self._proc, None
+        if proc is not None:
+            self.pid_file.unlink(missing_ok=True)
         if proc is None or proc.poll() is not None:
             return
         self._signal(proc, signal.SIGTERM)

@@ -4,7 +4,9 @@ Order matters for a clean start and a clean stop:
 1. the HTTPS side is checked and its port bound (a bad setting fails before Prefect starts);
 2. Prefect: PREFECT_API_URL when set, else a local `prefect server start` on loopback (its URL
    goes into the environment before Prefect is first imported, so the runner, the flow-run
-   processes and anything the API starts all talk to it);
+   processes and anything the API starts all talk to it); one a killed `serve` left behind is
+   killed first, and the new one dies with this process (deployments/prefect_server.py);
+   flow runs a killed process left Running are marked Crashed once the API answers;
 3. the scheduler thread (deployments/service.py) waits for the API, applies the deployments and
    starts the runner, while uvicorn already answers agents on the main thread;
 4. on Ctrl+C or SIGTERM uvicorn stops first, then the runner (cancelling in-flight runs and
@@ -24,7 +26,7 @@ from types import FrameType
 from deployments.build import schedule_timezone
 from deployments.prefect_server import DEFAULT_PORT, LocalPrefectServer
 from deployments.service import DEFAULT_REFRESH_SECONDS, SchedulerThread, configure_logging
-from patchflow import config
+from patchflow import config, prefect_env
 from patchflow.errors import UserError
 
 logger = logging.getLogger("patchflow.serve")
@@ -90,6 +92,37 @@ def _resume_install_jobs() -> None:
         logger.info("resumed unfinished install job(s) %s", ", ".join(map(str, jobs)))
 
 
+def _reap_orphans(wait_for_api: float) -> None:
+    """Flow runs a killed patchflow left Running (and the sync, scan and job records they left
+    "running") are closed once the API answers: see deployments/orphans.py."""
+    import time
+
+    from prefect.client.orchestration import get_client
+
+    from deployments.orphans import reap
+
+    deadline = time.monotonic() + wait_for_api
+    while True:
+        try:
+            with get_client(sync_client=True) as client:
+                if client.api_healthcheck() is None:
+                    break
+        except Exception:  # not up yet
+            pass
+        if time.monotonic() > deadline:
+            logger.warning("not checking for crashed flow runs: the Prefect API did not answer")
+            return
+        time.sleep(1.0)
+    try:
+        found = reap()
+    except Exception as exc:  # bookkeeping must not stop the service
+        logger.warning("could not check for flow runs left by a killed process: %s", exc)
+        return
+    if found["crashed"] or found["closed"]:
+        logger.warning("marked %d flow run(s) crashed and closed %s left by a killed process",
+                       len(found["crashed"]), ", ".join(found["closed"]) or "no record")
+
+
 def serve(host: str, port: int, workers: int = 1, access_log: bool = True,
           scheduler: bool = True, prefect_port: int | None = None) -> int:
     """Blocks until interrupted; returns the exit code (1 when the scheduler failed)."""
@@ -118,6 +151,11 @@ def serve(host: str, port: int, workers: int = 1, access_log: bool = True,
     done = threading.Event()
     try:
         api_url = os.environ.get("PREFECT_API_URL")
+        if api_url and api_url == os.environ.get(prefect_env.FROM_HOME_ENV):
+            # Found through the pid file of a running `serve` of this home, not set by an
+            # administrator: start our own, which refuses a second `serve` in one line.
+            api_url = None
+            del os.environ["PREFECT_API_URL"]
         if api_url:
             logger.info("using the Prefect API at %s", api_url)
         else:
@@ -135,6 +173,8 @@ def serve(host: str, port: int, workers: int = 1, access_log: bool = True,
         thread = SchedulerThread(api_url, timezone, refresh, wait_for_api).start()
         threading.Thread(target=_watchdog, args=(thread, local, done), daemon=True,
                          name="patchflow-watchdog").start()
+        threading.Thread(target=_reap_orphans, args=(wait_for_api,), daemon=True,
+                         name="patchflow-orphans").start()
         _resume_install_jobs()
         run_prepared(prepared)
     except KeyboardInterrupt:

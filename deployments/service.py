@@ -35,7 +35,13 @@ from uuid import UUID
 import anyio
 from sqlalchemy import select, update
 
-from deployments.build import SERVED_TAG, DeploymentSpec, load_specs
+from deployments.build import (
+    SERVED_TAG,
+    DeploymentSpec,
+    instance_name,
+    instance_tag,
+    load_specs,
+)
 from deployments.schedules import missed_run
 
 if TYPE_CHECKING:
@@ -108,12 +114,12 @@ class DeploymentWatcher:
             deployment_id = await self._apply(spec, paused)
             self.applied[name] = _Applied(spec.fingerprint(), deployment_id, spec)
             self._paused.setdefault(deployment_id, paused)
-            changes.append(f"{'updated' if known else 'serving'} {spec.flow}/{name}: "
+            changes.append(f"{'updated' if known else 'serving'} {spec.full_name}: "
                            f"{spec.description}")
         for name in [n for n in self.applied if n not in specs]:
             gone = self.applied.pop(name)
             await self._delete(gone.deployment_id)
-            changes.append(f"removed {gone.spec.flow}/{name}: its schedule was cleared")
+            changes.append(f"removed {gone.spec.full_name}: its schedule was cleared")
         if startup:
             changes.extend(await self._delete_stale(set(specs)))
         return changes
@@ -155,16 +161,22 @@ class DeploymentWatcher:
         self._paused.pop(deployment_id, None)
 
     async def _delete_stale(self, wanted: set[str]) -> list[str]:
-        """Served deployments left from an earlier run whose schedule was cleared meanwhile."""
+        """Served deployments left from an earlier run whose schedule was cleared meanwhile;
+        only this instance's: another installation sharing the Prefect server keeps its own."""
         from prefect.client.orchestration import get_client
         from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterTags
 
+        mine = instance_tag()
         async with get_client() as client:
             found = await client.read_deployments(deployment_filter=DeploymentFilter(
                 tags=DeploymentFilterTags(all_=[SERVED_TAG])))
         changes = []
         for deployment in found:
-            if deployment.name not in wanted:
+            tags = set(deployment.tags or ())
+            # Served before instance names existed (`sync/sync-local`): replaced by the new
+            # names, so they go too.
+            legacy = not any(t.startswith("instance:") for t in tags)
+            if (mine in tags or legacy) and deployment.name not in wanted:
                 await self._delete(deployment.id)
                 changes.append(f"removed {deployment.name}: no schedule in the database")
         return changes
@@ -401,7 +413,7 @@ class SchedulerThread:
         await wait_for_prefect(self.api_url, self.wait_for_api, self._stop)
         if self._stop.is_set():
             return
-        runner = Runner(name="patchflow", query_seconds=self.poll_seconds,
+        runner = Runner(name=f"patchflow-{instance_name()}", query_seconds=self.poll_seconds,
                         pause_on_shutdown=True)
         watcher = DeploymentWatcher(runner, self.timezone, self.refresh_seconds)
         for line in await watcher.reconcile(startup=True):

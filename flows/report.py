@@ -14,6 +14,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
+from deployments.orphans import record_process
 from patchflow.missing_query import MissingFilters
 from tasks import report as t
 
@@ -25,7 +26,7 @@ def run_kind(kinds: list[str]) -> str:
     return "all" if set(kinds) == set(t.KINDS) else ",".join(kinds)
 
 
-@flow(name="report", log_prints=False)
+@flow(name="patchflow-report", log_prints=False, on_running=[record_process])
 def report_flow(
     kinds: list[str] | None = None,
     filters: dict[str, Any] | None = None,

@@ -7,12 +7,13 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
+from deployments.orphans import record_process
 from flows import task_runners
 from patchflow.scanning import BATCH_SIZE, batches
 from tasks import scan as t
 
 
-@flow(name="scan", log_prints=True)
+@flow(name="patchflow-scan", log_prints=True, on_running=[record_process])
 def scan(
     selection: dict[str, Any] | None = None,
     trigger: str = "manual",

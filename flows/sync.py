@@ -7,6 +7,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
+from deployments.orphans import record_process
 from models.db import session_scope
 from models.enums import SyncStatus
 from patchflow import servers as server_svc
@@ -30,7 +31,7 @@ def _summary(results: list[dict[str, Any]]) -> tuple[str, str]:
     return SyncStatus.SUCCESSFUL, text
 
 
-@flow(name="sync", log_prints=True)
+@flow(name="patchflow-sync", log_prints=True, on_running=[record_process])
 def sync(server_name: str, prefetch: bool = False) -> dict[str, Any]:
     """Sync a patch server; returns {"status", "message"}. Never raises for source problems:
     the outcome lands in the server's sync status, which is what administrators look at.

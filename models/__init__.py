@@ -1,6 +1,14 @@
 """The patch database: typed SQLAlchemy 2.x models, engine/session setup, Alembic migrations."""
 
-from models.access import AdminUser, ApiToken, EnrollmentToken, ReportRun, Setting
+from models.access import (
+    AdminUser,
+    ApiToken,
+    AuthFailure,
+    EnrollmentToken,
+    ReportRun,
+    Setting,
+)
+from models.audit import AuditEvent
 from models.base import Base
 from models.catalog import (
     ContentObject,
@@ -15,6 +23,7 @@ from models.catalog import (
     Supersedence,
     SyncDocument,
 )
+from models.cycle import ApprovalRule, CycleRun, PatchApproval, PatchDecline
 from models.fleet import Endpoint, Group, InstalledProgram, InstalledUpdate, Policy
 from models.operations import (
     InstallItemEvent,
@@ -24,15 +33,28 @@ from models.operations import (
     MissingPatch,
     Scan,
 )
+from models.vulnerabilities import (
+    CpeMapping,
+    FeedStatus,
+    PatchVulnerability,
+    Vulnerability,
+    VulnerabilityRange,
+)
 
 __all__ = [
     "AdminUser",
     "ApiToken",
+    "ApprovalRule",
+    "AuditEvent",
+    "AuthFailure",
     "Base",
     "ContentObject",
+    "CpeMapping",
+    "CycleRun",
     "Endpoint",
     "EnrollmentToken",
     "EulaAcceptance",
+    "FeedStatus",
     "Group",
     "InstallItemEvent",
     "InstallJob",
@@ -42,10 +64,13 @@ __all__ = [
     "InstalledUpdate",
     "MissingPatch",
     "Patch",
+    "PatchApproval",
     "PatchCve",
+    "PatchDecline",
     "PatchInstaller",
     "PatchProduct",
     "PatchServer",
+    "PatchVulnerability",
     "Policy",
     "Product",
     "ReportRun",
@@ -54,4 +79,6 @@ __all__ = [
     "Setting",
     "Supersedence",
     "SyncDocument",
+    "Vulnerability",
+    "VulnerabilityRange",
 ]

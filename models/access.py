@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 
-from sqlalchemy import Boolean, ForeignKey, Integer, String, Text
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, UTCDateTime, utcnow
@@ -43,6 +44,11 @@ class AdminUser(Base):
     username: Mapped[str] = mapped_column(String(128), unique=True)
     password_hash: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Signed into every console session cookie; a new random value on creation and on each
+    # password change ends every session issued before, and a user removed and added again
+    # never inherits the old one's sessions.
+    session_epoch: Mapped[str] = mapped_column(String(64), default=lambda: secrets.token_hex(16),
+                                               server_default="")
 
 
 class Setting(Base):
@@ -63,3 +69,22 @@ class ReportRun(Base):
     filters: Mapped[str | None] = mapped_column(Text)  # JSON
     status: Mapped[str] = mapped_column(String(16), default="done")
     message: Mapped[str | None] = mapped_column(Text)
+
+
+class AuthFailure(Base):
+    """One failed enrollment or login, kept while it counts towards a rate limit. In the
+    database so every server worker sees the same count; rows older than the window are
+    deleted as new failures arrive."""
+
+    __tablename__ = "auth_failures"
+    __table_args__ = (
+        Index("ix_auth_failures_scope_address_subject", "scope", "address", "subject"),
+        Index("ix_auth_failures_failed_at", "failed_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    scope: Mapped[str] = mapped_column(String(16))  # enroll | login
+    address: Mapped[str] = mapped_column(String(64))
+    # A short hash of what was tried (token prefix, user name); "*" counts the whole address.
+    subject: Mapped[str] = mapped_column(String(64))
+    failed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)

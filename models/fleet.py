@@ -61,6 +61,9 @@ class Endpoint(Base):
     os_language: Mapped[str | None] = mapped_column(String(16))
     hotpatch: Mapped[bool] = mapped_column(Boolean, default=False)
     installation_type: Mapped[str | None] = mapped_column(String(32))
+    # The inventory's `ms_facts` as JSON (NULL: none reported): Microsoft software beyond the
+    # Uninstall key, read by the scan (applicability.msproducts).
+    ms_facts: Mapped[str | None] = mapped_column(Text)
     pending_reboot: Mapped[bool] = mapped_column(Boolean, default=False)
     last_seen: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     last_ip: Mapped[str | None] = mapped_column(String(64))
@@ -71,6 +74,14 @@ class Endpoint(Base):
     scan_state_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     scan_message: Mapped[str | None] = mapped_column(Text)
     last_scan_id: Mapped[int | None] = mapped_column(Integer)
+    # A re-enrolment of an existing host name waiting for an administrator: this row holds the
+    # new agent's credentials under an internal name (never a valid host name) and is neither
+    # scanned, counted nor offered installs until approved. Unique: one pending per endpoint.
+    replaces_endpoint_id: Mapped[int | None] = mapped_column(
+        ForeignKey("endpoints.id", ondelete="CASCADE"), unique=True, index=True
+    )
+    # The host name the agent last reported; it never renames the endpoint.
+    reported_hostname: Mapped[str | None] = mapped_column(String(255))
 
 
 class InstalledProgram(Base):

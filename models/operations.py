@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Boolean, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, UTCDateTime, utcnow
@@ -77,6 +77,10 @@ class InstallJob(Base):
     started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     message: Mapped[str | None] = mapped_column(Text)
+    # The one flow driving the job ("host:pid:token") until lease_expires_at; the driver
+    # renews it while it runs (patchflow/install/lease.py).
+    lease_owner: Mapped[str | None] = mapped_column(String(128))
+    lease_expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
 
 class InstallJobItem(Base):
@@ -93,8 +97,14 @@ class InstallJobItem(Base):
     patch_id: Mapped[int] = mapped_column(ForeignKey("patches.id", ondelete="CASCADE"))
     state: Mapped[str] = mapped_column(String(16), default="pending", index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    exit_code: Mapped[int | None] = mapped_column(Integer)
+    # 64-bit: Windows reports crashes as unsigned NTSTATUS codes (0xC0000005 = 3221225477).
+    exit_code: Mapped[int | None] = mapped_column(BigInteger)
     message: Mapped[str | None] = mapped_column(Text)
+    # The catalog installer chosen for this item; (patch, SHA-256) is not unique when a
+    # manifest lists one file under two architectures. NULL once the catalog row is replaced.
+    installer_id: Mapped[int | None] = mapped_column(
+        ForeignKey("patch_installers.id", ondelete="SET NULL")
+    )
     download_url: Mapped[str | None] = mapped_column(Text)
     content_sha256: Mapped[str | None] = mapped_column(String(64))
     installer_type: Mapped[str | None] = mapped_column(String(16))
@@ -116,5 +126,5 @@ class InstallItemEvent(Base):
     )
     state: Mapped[str] = mapped_column(String(16))
     at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
-    exit_code: Mapped[int | None] = mapped_column(Integer)
+    exit_code: Mapped[int | None] = mapped_column(BigInteger)
     message: Mapped[str | None] = mapped_column(Text)

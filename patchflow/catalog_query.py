@@ -16,6 +16,7 @@ from patchflow.servers import get_server
 from sources.filters import Filters, package_name, product_allowed
 
 _KB = re.compile(r"^(?:KB)?(\d{4,8})$", re.IGNORECASE)
+_MAX_ID = 2**63 - 1
 
 
 @dataclass
@@ -70,9 +71,12 @@ def _product_names(row: dict[str, Any]) -> list[str]:
 def find_patch(session: Session, ref: str) -> Patch:
     """A patch by id, KB number or PACKAGE@VERSION."""
     patch: Patch | None = None
-    if ref.isdigit() and not _KB.match(ref):
+    # ASCII digits only ("³".isdigit() is true), and no id beyond what a column holds.
+    numeric = (ref.isascii() and ref.isdigit() and len(ref) <= len(str(_MAX_ID))
+               and int(ref) <= _MAX_ID)
+    if numeric and not _KB.match(ref):
         patch = session.get(Patch, int(ref))
-    elif ref.isdigit():
+    elif numeric:
         patch = session.get(Patch, int(ref)) or session.scalar(
             select(Patch).where(Patch.kb == f"KB{ref}")
         )

@@ -3,13 +3,22 @@
 Layout `content/sha256/ab/abcdef…`. A download goes to `content/tmp/<sha>.part`, resumes from
 there after an interruption (HTTP Range), is hash-checked, and only then renamed into place, so
 a file under sha256/ is always complete and always what its name says.
+
+A file can still change after it was stored (disk corruption, someone with access to the
+folder). So a stored file is hash-checked again before it is used the first time after start
+and whenever its size or modification time changed since the last check; a file that no longer
+matches its name is moved to `content/quarantine/` (kept for inspection, never offered again)
+and the caller gets a ContentTampered error naming it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +33,35 @@ CHUNK = 1 << 16  # small enough that an interrupted read loses little
 
 class ContentError(Exception):
     """A file could not be stored: unreachable, or not the file the catalog promised."""
+
+
+class ContentTampered(ContentError):
+    """A stored file no longer has the hash it is stored under; it was quarantined."""
+
+
+# Files whose hash was checked in this process, with their stat signature at that time: a file
+# is re-hashed only when it changes, so serving a large installer many times costs one hash.
+# The signature holds ctime and inode besides size and mtime: an edit that restores the mtime
+# (touch -r) or swaps in another file still changes them.
+_verified: dict[Path, tuple[int, ...]] = {}
+_verify_locks: dict[Path, threading.Lock] = {}
+_verify_guard = threading.Lock()
+
+
+def _signature(path: Path) -> tuple[int, ...] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def validate_sha256(sha256: str) -> str:
@@ -42,7 +80,51 @@ class ContentStore:
         return self.root / "sha256" / sha[:2] / sha
 
     def has(self, sha256: str) -> bool:
-        return self.path_for(sha256).is_file()
+        """Whether a good copy is stored: a copy that fails its hash check is quarantined and
+        counts as absent, so the callers that fetch on demand fetch it again."""
+        try:
+            return self.verified_path(sha256) is not None
+        except ContentTampered:
+            return False
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.root / "quarantine"
+
+    def verified_path(self, sha256: str) -> Path | None:
+        """The stored file after checking its hash (once per process, and again whenever its
+        size or mtime changed); None when it is not stored. Raises ContentTampered after
+        moving a file that does not match its name to the quarantine folder."""
+        path = self.path_for(sha256)
+        signature = _signature(path)
+        if signature is None or not path.is_file():
+            return None
+        if _verified.get(path) == signature:
+            return path
+        with _verify_guard:
+            lock = _verify_locks.setdefault(path, threading.Lock())
+        with lock:
+            signature = _signature(path)
+            if signature is None:
+                return None
+            if _verified.get(path) == signature:
+                return path
+            actual = _file_sha256(path)
+            if actual == path.name and _signature(path) == signature:
+                _verified[path] = signature
+                return path
+            _verified.pop(path, None)
+            moved = self._quarantine(path)
+        raise ContentTampered(
+            f"content file {path.name} failed its SHA-256 check (the file now hashes to "
+            f"{actual}): moved to {moved}, not served")
+
+    def _quarantine(self, path: Path) -> Path:
+        target = self.quarantine_dir / f"{path.name}.{time.strftime('%Y%m%dT%H%M%S')}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):  # another process moved it first
+            os.replace(path, target)
+        return target
 
     def _part(self, sha: str) -> Path:
         return self.root / "tmp" / f"{sha}.part"
@@ -61,6 +143,9 @@ class ContentStore:
         final = self.path_for(sha)
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(part, final)
+        signature = _signature(final)
+        if signature is not None:  # just hashed while it was written
+            _verified[final] = signature
         return final
 
     def download(

@@ -1,5 +1,6 @@
 """Secrets at rest: reversible encryption for credentials we must replay (proxy, SMTP), and
-one-way hashes for credentials we only verify (agent secrets, API tokens, admin passwords).
+one-way hashes for credentials we only verify (agent secrets, API tokens, admin passwords:
+Argon2id).
 
 The encryption key lives in PATCHFLOW_HOME/secret.key (mode 0600), apart from the database, so a
 leaked database dump alone does not reveal proxy or SMTP passwords.
@@ -14,12 +15,20 @@ import os
 import secrets
 from pathlib import Path
 
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
 from cryptography.fernet import Fernet, InvalidToken
 
 from patchflow import config
 
 KEY_NAME = "secret.key"
-_SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+# Argon2id with OWASP's first recommended setting (46 MiB, 1 pass, 1 lane: about 0.1 s and
+# 46 MiB per login, so a burst of logins cannot exhaust a small server). The parameters are
+# written into every hash, so raising them later leaves old hashes verifiable, and
+# `password_needs_rehash` upgrades them at the next login.
+_ARGON2 = PasswordHasher(time_cost=1, memory_cost=47104, parallelism=1)
+# The scheme before Argon2: its parameters were not stored, so they are fixed here for good.
+_LEGACY_SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 
 
 class SecretError(Exception):
@@ -67,19 +76,40 @@ def token_matches(token: str, stored_hash: str) -> bool:
 
 
 def hash_password(password: str) -> str:
-    """Passwords are low-entropy, so they get a slow salted hash (scrypt)."""
-    salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(password.encode(), salt=salt, dklen=32, **_SCRYPT)
-    return "scrypt$" + base64.b64encode(salt).decode() + "$" + base64.b64encode(digest).decode()
+    """Passwords are low-entropy, so they get a slow, memory-hard salted hash: Argon2id in the
+    PHC string format (`$argon2id$v=19$m=...,t=...,p=...$salt$hash`)."""
+    return _ARGON2.hash(password)
 
 
 def verify_password(password: str, stored: str) -> bool:
+    """Checks Argon2id hashes, and the scrypt hashes of older versions until they are
+    re-hashed (see password_needs_rehash)."""
+    if stored.startswith("$argon2"):
+        try:
+            return _ARGON2.verify(stored, password)
+        except (VerificationError, InvalidHashError):
+            return False
+    return _verify_legacy_scrypt(password, stored)
+
+
+def password_needs_rehash(stored: str) -> bool:
+    """True for a hash that is not Argon2id with today's parameters: after a successful login
+    the caller stores a fresh hash of the password it just verified."""
+    if not stored.startswith("$argon2id$"):
+        return True
+    try:
+        return _ARGON2.check_needs_rehash(stored)
+    except InvalidHashError:
+        return True
+
+
+def _verify_legacy_scrypt(password: str, stored: str) -> bool:
     try:
         scheme, salt_b64, digest_b64 = stored.split("$")
+        salt, expected = base64.b64decode(salt_b64), base64.b64decode(digest_b64)
     except ValueError:
         return False
     if scheme != "scrypt":
         return False
-    salt = base64.b64decode(salt_b64)
-    digest = hashlib.scrypt(password.encode(), salt=salt, dklen=32, **_SCRYPT)
-    return hmac.compare_digest(digest, base64.b64decode(digest_b64))
+    digest = hashlib.scrypt(password.encode(), salt=salt, dklen=32, **_LEGACY_SCRYPT)
+    return hmac.compare_digest(digest, expected)

@@ -1,4 +1,5 @@
-"""`patchflow demo`: the whole workflow on the embedded default, from the bundled sample catalog.
+"""`patchflow demo`: the whole workflow on the embedded default, on a bundled slice of real data
+(two MSRC months of late 2024 and real winget manifests: patchflow/sample_catalog/README.md).
 
 The demo uses its own home (`.patchflow-demo` in the current folder unless PATCHFLOW_DEMO_HOME
 says otherwise) and starts from scratch every run, so it is safe to run twice and never touches
@@ -21,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_DEMO_HOME = "./.patchflow-demo"
-# What the demo installs: October's cumulative updates, 7-Zip and Java (which needs its EULA).
-DEMO_PATCHES = ("KB5900110", "KB5900120", "KB5900130", "7zip.7zip@25.01",
-                "Oracle.JavaRuntimeEnvironment@8.0.4510.9")
+# What the demo installs: December 2024's cumulative updates for the three client releases,
+# 7-Zip 23.01 and Java 8 Update 401 (whose licence the demo accepts).
+DEMO_PATCHES = ("KB5048685", "KB5048667", "KB5048652", "7zip.7zip@23.01",
+                "Oracle.JavaRuntimeEnvironment@8.0.4010.10")
 
 
 def demo_home() -> Path:
@@ -40,14 +42,13 @@ def prepare_home() -> Path:
             raise UserError(f"{home} exists and is not a patchflow demo home: not wiping it")
         shutil.rmtree(home)
     home.mkdir(parents=True)
-    # Prefect may have read its home at import, before this process moved to the demo home:
-    # make sure that folder exists too, or its temporary server cannot create its database.
-    if os.environ.get("PREFECT_HOME"):
-        Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
     os.environ["PATCHFLOW_HOME"] = str(home)
     os.environ.pop("PATCHFLOW_DATABASE_URL", None)
     os.environ["PREFECT_HOME"] = str(home / "prefect")
     (home / "prefect").mkdir()
+    from patchflow import prefect_env
+
+    prefect_env.use_own_temporary_server()
     return home
 
 
@@ -142,6 +143,9 @@ def _wait(check: Callable[[], bool], seconds: float) -> bool:
 
 
 def run_demo(say: Callable[[str], None]) -> DemoResult:
+    # Before anything imports Prefect: it reads PREFECT_HOME once, at import (issue 18: it
+    # warned about ./.patchflow/prefect on a fresh clone when the flows came first).
+    result = DemoResult(prepare_home())
     from sqlalchemy import func, select
 
     from flows.install import install as install_flow
@@ -157,12 +161,11 @@ def run_demo(say: Callable[[str], None]) -> DemoResult:
     from patchflow.install.jobs import start_from_selection
     from patchflow.install.selection import select_pairs
     from patchflow.report_data import load_dashboard
-    from patchflow.sample_catalog import MSRC_DIR, PACKAGES, WINGET_DIR
+    from patchflow.sample_catalog import DEMO_MSRC_DIR, DEMO_WINGET_DIR, PACKAGES
     from patchflow.scanning import RESCANS
     from server.app import create_app
     from server.run import BackgroundServer
 
-    result = DemoResult(prepare_home())
     dispose_all()
     config.write_config({"server": {"host": "localhost"},
                          "install": {"poll_seconds": 0.2, "retry_delay_s": 0,
@@ -174,7 +177,8 @@ def run_demo(say: Callable[[str], None]) -> DemoResult:
 
     with session_scope() as session:
         servers.add_server(session, "local", servers.ServerOptions(
-            host="localhost", msrc_source=str(MSRC_DIR), winget_source=str(WINGET_DIR),
+            host="localhost", msrc_source=str(DEMO_MSRC_DIR),
+            winget_source=str(DEMO_WINGET_DIR),
             winget_packages=list(PACKAGES)))
     synced = sync_flow("local")
     result.steps.append(("sync", f"{synced['status']}: {synced['message']}"))
@@ -210,7 +214,8 @@ def run_demo(say: Callable[[str], None]) -> DemoResult:
             f"{scanned['up_to_date']} up to date, {scanned['pairs']} missing pairs")
 
         with session_scope() as session:
-            accept_eula(session, "Oracle.JavaRuntimeEnvironment@8.0.4510.9", "demo")
+            # Java's licence is proprietary: the demo accepts it as an administrator would.
+            accept_eula(session, "Oracle.JavaRuntimeEnvironment@8.0.4010.10", "demo")
             picked = [select_pairs(session, ref, all_affected=True, who="demo")
                       for ref in DEMO_PATCHES]
             job = start_from_selection(session, "demo", allow_restart=False)
@@ -244,3 +249,100 @@ def run_demo(say: Callable[[str], None]) -> DemoResult:
         server.stop()
         RESCANS.wait_idle(30)
     return result
+
+
+# --- `patchflow demo --serve`: the demo's data in the console and the Prefect UI ------------
+
+DEMO_ADMIN = "admin"
+
+
+@dataclass
+class DemoService:
+    console_url: str
+    prefect_url: str
+    username: str
+    password: str
+    fingerprint: str
+    log: Path
+
+
+def create_demo_admin() -> tuple[str, str]:
+    """A console administrator with a generated password, returned once and stored only as a
+    hash (the demo home is wiped at every run, so a fixed password would buy nothing)."""
+    import secrets
+
+    from models.db import session_scope
+    from server.console import accounts
+
+    password = secrets.token_urlsafe(12)
+    with session_scope() as session:
+        accounts.add_admin(session, DEMO_ADMIN, password)
+    return DEMO_ADMIN, password
+
+
+def _answers(url: str, cafile: Path | None) -> bool:
+    import ssl
+    import urllib.request
+
+    # Loopback never goes through a proxy a user's environment names.
+    handlers: list[Any] = [urllib.request.ProxyHandler({})]
+    if cafile is not None:
+        handlers.append(urllib.request.HTTPSHandler(
+            context=ssl.create_default_context(cafile=str(cafile))))
+    try:
+        with urllib.request.build_opener(*handlers).open(url, timeout=5) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def start_service(port: int, prefect_port: int) -> tuple[Any, DemoService]:
+    """`patchflow serve` on the demo home, on loopback only, in a child process: the flows of
+    the demo already imported Prefect in this process with its temporary server, and Prefect
+    reads its API URL once, at import. The child starts its own session (so a terminal's
+    Ctrl+C reaches it once, through `stop_service`) and dies with this process."""
+    import subprocess
+    import sys
+
+    from patchflow import childproc, config, tls
+    from patchflow.errors import UserError
+
+    username, password = create_demo_admin()
+    home = config.home()
+    log = home / "logs" / "demo-serve.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    command = [sys.executable, "-m", "cli.main", "serve", "--host", "127.0.0.1",
+               "--port", str(port), "--prefect-port", str(prefect_port)]
+    with log.open("ab") as out:
+        proc = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=childproc.die_with_parent())
+    cert, _key = tls.cert_paths()
+    service = DemoService(f"https://localhost:{port}/console",
+                          f"http://127.0.0.1:{prefect_port}", username, password,
+                          tls.fingerprint(cert), log)
+    ready = _wait(lambda: proc.poll() is not None or (
+        _answers(f"https://localhost:{port}/api/v1/health", cert)
+        and _answers(f"{service.prefect_url}/api/health", None)), 240)
+    if proc.poll() is not None or not ready:
+        stop_service(proc)
+        tail = "; ".join(log.read_text(encoding="utf-8", errors="replace").splitlines()[-3:])
+        raise UserError(f"the demo server did not start (see {log}): {tail}")
+    return proc, service
+
+
+def stop_service(proc: Any, timeout: float = 60.0) -> int:
+    """Ctrl+C for the child (it stops uvicorn, the runner, then Prefect), then wait."""
+    import signal
+    import subprocess
+
+    from patchflow import childproc
+
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            childproc.kill_group(proc.pid)
+    return int(proc.wait())

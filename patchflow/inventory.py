@@ -31,6 +31,10 @@ Arch = Literal["x64", "x86", "arm64"]
 _KB = re.compile(r"^(?:KB)?\s*(\d{4,9})$", re.IGNORECASE)
 _HOSTNAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}$")
 _COMPACT_DATE = re.compile(r"^(\d{4})(\d{2})(\d{2})$")
+_NUMBER = re.compile(r"^\s*[-+]?\d+(\.\d*)?\s*$")
+# collected_at outside this window is a broken clock or a forged document, not a time to store.
+EARLIEST_COLLECTED = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+FUTURE_SLACK = dt.timedelta(days=1)
 
 
 def normalize_kb(value: Any) -> str:
@@ -45,7 +49,7 @@ def normalize_kb(value: Any) -> str:
 def normalize_hostname(value: Any) -> str:
     """Windows host names are case-insensitive; storing them upper-case (as Windows reports
     them) makes lookups exact on SQLite and MariaDB alike, so the unique index is used."""
-    if not isinstance(value, str) or not _HOSTNAME.match(value.strip()):
+    if not isinstance(value, str) or not _HOSTNAME.fullmatch(value.strip()):
         raise ValueError(
             f"not a host name: {str(value)[:64]!r} (use letters, digits, '-', '_' or '.')"
         )
@@ -53,14 +57,47 @@ def normalize_hostname(value: Any) -> str:
 
 
 def _optional_date(value: Any) -> Any:
-    """The registry writes InstallDate as YYYYMMDD; accept that as well as ISO, '' as unknown."""
+    """The registry writes InstallDate as YYYYMMDD; accept that as well as ISO, '' as unknown.
+    A number is refused: pydantic would read it as seconds since 1970."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     if isinstance(value, str):
         match = _COMPACT_DATE.match(value.strip())
         if match:
             return f"{match.group(1)}-{match.group(2)}-{match.group(3)}"
+        if _NUMBER.match(value):
+            raise ValueError("a date is YYYY-MM-DD or YYYYMMDD, not a number")
+        return value
+    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        return value
+    raise ValueError(f"a date is a string (YYYY-MM-DD or YYYYMMDD), not {_kind(value)}")
+
+
+def _timestamp(value: Any) -> Any:
+    """collected_at is an ISO 8601 string. Numbers (and numeric strings), which pydantic would
+    read as seconds since 1970, are refused: `0` or `true` is no time of collection."""
+    if value is None or isinstance(value, dt.datetime):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"an ISO 8601 date and time is a string, not {_kind(value)}")
+    if _NUMBER.match(value):
+        raise ValueError("an ISO 8601 date and time (2026-11-29T10:00:00Z), not a number")
     return value
+
+
+def _whole_number(value: Any) -> Any:
+    """`true` is not 1 here (pydantic's lax mode would take it)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"must be the whole number 1, not {_kind(value)}")
+    return value
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, int | float):
+        return "a number"
+    return f"a {type(value).__name__}"
 
 
 def _blank_to_none(value: Any) -> Any:
@@ -94,11 +131,13 @@ class _Strict(BaseModel):
 class OsInfo(_Strict):
     name: Annotated[str, StringConstraints(min_length=1, max_length=255)]
     display_version: Text16 = None
-    build: int = Field(ge=0, le=10_000_000)
-    ubr: int = Field(default=0, ge=0, le=100_000_000)
+    # strict: `true` is not build 1, `22631.5` is not a build, "22631" is not a number.
+    build: int = Field(ge=0, le=10_000_000, strict=True)
+    # None when the agent could not read it (systeminfo has no UBR): unknown, never 0.
+    ubr: int | None = Field(default=None, ge=0, le=100_000_000, strict=True)
     arch: Arch
     language: Text16 = None
-    hotpatch: bool = False
+    hotpatch: bool = Field(default=False, strict=True)
     installation_type: Literal["Client", "Server", "Server Core"] | None = None
 
 
@@ -118,22 +157,47 @@ class Update(_Strict):
     installed_on: OptionalDate = None
 
 
+MAX_MS_FACTS = 200
+MsFactKind = Literal["dotnet_framework", "click_to_run", "sql_server", "exchange", "sharepoint",
+                     "visual_studio", "defender_engine"]
+
+
+class MsFact(_Strict):
+    """Microsoft software the Uninstall key does not describe well enough for the scan (the .NET
+    Framework release, Click-to-Run build and channel, SQL Server instances and their servicing
+    line...); see docs/microsoft-products.md for what each kind carries."""
+
+    kind: MsFactKind
+    name: Text128 = None
+    version: Text64 = None
+    detail: Text64 = None
+
+
 class Inventory(_Strict):
-    schema_version: Literal[1]
+    schema_version: Annotated[Literal[1], BeforeValidator(_whole_number)]
     hostname: Hostname
     domain: Text255 = None
     os: OsInfo
     programs: list[Program] = Field(default_factory=list, max_length=MAX_PROGRAMS)
     updates: list[Update] = Field(default_factory=list, max_length=MAX_UPDATES)
-    pending_reboot: bool = False
-    collected_at: dt.datetime | None = None
+    ms_facts: list[MsFact] = Field(default_factory=list, max_length=MAX_MS_FACTS)
+    pending_reboot: bool = Field(default=False, strict=True)
+    collected_at: Annotated[dt.datetime | None, BeforeValidator(_timestamp)] = None
 
     @field_validator("collected_at")
     @classmethod
     def _aware(cls, value: dt.datetime | None) -> dt.datetime | None:
+        if value is None:
+            return None
         # A naive timestamp from a hand-written file is taken as UTC, like the agent writes.
-        if value is not None and value.tzinfo is None:
-            return value.replace(tzinfo=dt.UTC)
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=dt.UTC)
+        latest = dt.datetime.now(dt.UTC) + FUTURE_SLACK
+        if not EARLIEST_COLLECTED <= value <= latest:
+            raise ValueError(
+                f"{value.isoformat()} is not a plausible time of collection: between "
+                f"{EARLIEST_COLLECTED:%Y-%m-%d} and a day from now"
+            )
         return value
 
     def unique_updates(self) -> list[Update]:

@@ -122,7 +122,7 @@ def save_settings(
     current = _read(session)
     values: dict[str, str | None] = {}
     if host is not None:
-        if not _HOST.match(host.strip()):
+        if not _HOST.fullmatch(host.strip()):
             raise UserError(f"invalid SMTP host {host!r}: give a host name or an IP address")
         values["host"] = host.strip()
     elif not current.get("host"):

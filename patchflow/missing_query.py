@@ -32,7 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from models import Endpoint, EulaAcceptance, Group, MissingPatch, Patch
+from models import Endpoint, EulaAcceptance, Group, MissingPatch, Patch, PatchDecline
 from models.enums import Category, EulaStatus, RestartRequired, Severity
 from patchflow.errors import UserError
 from patchflow.groups import group_ids
@@ -221,11 +221,14 @@ def apply_scope(
     return stmt.where(and_(*conditions)) if conditions else stmt
 
 
-def load_missing(session: Session, filters: MissingFilters | None = None) -> pd.DataFrame:
+def load_missing(session: Session, filters: MissingFilters | None = None,
+                 include_declined: bool = False) -> pd.DataFrame:
     """One row per missing (endpoint, patch) matching the filters, in MISSING_COLUMNS order.
 
     Sorted by endpoint name, then severity (Critical first), release date (newest first) and
     patch id, so two calls on the same data return the same rows in the same order.
+    Declined patches (patchflow.approvals) are left out, here once for every view; with
+    `include_declined` they stay, and a `declined` column says which they are.
     """
     filters = (filters or MissingFilters()).resolve(session)
     stmt = select(
@@ -243,11 +246,18 @@ def load_missing(session: Session, filters: MissingFilters | None = None) -> pd.
         stmt = stmt.where(MissingPatch.detected_at >= start)
     if end:
         stmt = stmt.where(MissingPatch.detected_at < end)
+    if not include_declined:
+        stmt = stmt.where(MissingPatch.patch_id.not_in(select(PatchDecline.patch_id)))
     pairs = fetch_frame(session, stmt)
     if pairs.empty:
-        return empty(MISSING_COLUMNS)
+        frame = empty(MISSING_COLUMNS)
+        return frame.assign(declined=pd.Series(dtype="bool")) if include_declined else frame
     pairs["detected_at"] = to_utc(pairs["detected_at"])
-    return attach_attrs(session, pairs)[list(MISSING_COLUMNS)]
+    frame = attach_attrs(session, pairs)[list(MISSING_COLUMNS)]
+    if include_declined:
+        declined = set(session.scalars(select(PatchDecline.patch_id)))
+        frame = frame.assign(declined=frame["patch_id"].astype("int64").isin(declined))
+    return frame
 
 
 def attach_attrs(session: Session, rows: pd.DataFrame) -> pd.DataFrame:
@@ -315,7 +325,8 @@ def load_endpoint_attrs(session: Session, ids: list[int] | None = None) -> pd.Da
         Endpoint.group_id,
         Group.name.label("group"),
         Endpoint.scan_state,
-    ).outerjoin(Group, Group.id == Endpoint.group_id)
+    ).outerjoin(Group, Group.id == Endpoint.group_id).where(
+        Endpoint.replaces_endpoint_id.is_(None))  # re-enrolments awaiting approval: not counted
     if ids is None or len(ids) > WHOLE_TABLE_ABOVE:
         frame = fetch_frame(session, base)
         if ids is not None:

@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import func, or_, select
+from sqlalchemy import exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from models import (
@@ -24,10 +24,11 @@ from models import (
     InstallJobItem,
     MissingPatch,
     Patch,
+    PatchDecline,
     PatchInstaller,
     ReportRun,
 )
-from models.enums import ItemState
+from models.enums import ItemState, ScanState
 from patchflow.missing_query import (
     MissingFilters,
     apply_scope,
@@ -190,6 +191,7 @@ def dashboard_counts(session: Session) -> tuple[pd.DataFrame, pd.DataFrame]:
     """
     per_patch = (
         select(MissingPatch.patch_id, func.count().label("n"))
+        .where(MissingPatch.patch_id.not_in(select(PatchDecline.patch_id)))  # declined: not missing
         .group_by(MissingPatch.patch_id)
         .subquery()
     )
@@ -205,12 +207,34 @@ def dashboard_counts(session: Session) -> tuple[pd.DataFrame, pd.DataFrame]:
     )
     states = fetch_frame(
         session,
-        select(Endpoint.scan_state, func.count().label("endpoints")).group_by(Endpoint.scan_state),
+        select(Endpoint.scan_state, func.count().label("endpoints"))
+        .where(Endpoint.replaces_endpoint_id.is_(None))  # awaiting approval: not counted
+        .group_by(Endpoint.scan_state),
     )
     for frame, columns in ((severity, ["patches", "pairs"]), (states, ["endpoints"])):
         for column in columns:
             frame[column] = frame[column].astype("int64") if not frame.empty else frame[column]
-    return severity, states
+    return severity, _without_declined(session, states)
+
+
+def _without_declined(session: Session, states: pd.DataFrame) -> pd.DataFrame:
+    """An endpoint that misses only declined patches counts as up to date, not missing."""
+    if session.scalar(select(PatchDecline.patch_id).limit(1)) is None:
+        return states
+    cleared = int(session.scalar(
+        select(func.count()).select_from(Endpoint).where(
+            Endpoint.scan_state == ScanState.MISSING_PATCHES.value,
+            Endpoint.replaces_endpoint_id.is_(None),
+            ~exists().where(MissingPatch.endpoint_id == Endpoint.id,
+                            MissingPatch.patch_id.not_in(select(PatchDecline.patch_id))))
+    ) or 0)
+    if not cleared:
+        return states
+    counts = dict(zip(states["scan_state"], states["endpoints"], strict=True))
+    counts[ScanState.MISSING_PATCHES.value] -= cleared
+    counts[ScanState.UP_TO_DATE.value] = counts.get(ScanState.UP_TO_DATE.value, 0) + cleared
+    return pd.DataFrame({"scan_state": list(counts), "endpoints": [int(v) for v in
+                                                                    counts.values()]})
 
 
 def last_report_at(session: Session) -> dt.datetime | None:

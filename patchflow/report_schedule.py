@@ -64,7 +64,7 @@ def save(session: Session, weekday: str, at: str, kinds: str | None = None,
     day = (weekday or "").strip().lower()
     if day not in WEEKDAYS:
         raise UserError(f"invalid weekday {weekday!r}: use one of {', '.join(WEEKDAYS)}")
-    if not _TIME.match(at or ""):
+    if not _TIME.fullmatch(at or ""):
         raise UserError(f"invalid time {at!r}: use HH:MM, 24-hour")
     schedule = ReportSchedule(weekday=day, at=at, kinds=parse_kinds(kinds), email=email or [])
     values = {"weekday": day, "at": at, "kinds": json.dumps(schedule.kinds),

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Select, case, delete, func, insert, select, update
+from sqlalchemy import Select, case, delete, func, insert, or_, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -37,6 +37,7 @@ from models import (
 )
 from models.base import utcnow
 from models.enums import ScanState
+from patchflow import faults
 from patchflow.fleet.tree import Tree
 from sources.records import InstallerRecord, PatchRecord
 
@@ -88,7 +89,8 @@ def load_catalog(session: Session) -> Catalog:
                PatchProduct.supersedes_kb, PatchProduct.subtype, PatchProduct.severity,
                Patch.release_date)
         .join(Patch, Patch.id == PatchProduct.patch_id)
-        .where(Patch.kb.is_not(None))
+        # KB patches, and MSRC's version-only fixes (Edge...: no KB, see sources.msrc).
+        .where(or_(Patch.kb.is_not(None), Patch.source == "msrc"))
     ).all()
     ms = make_frame("ms_catalog", pd.DataFrame(
         ms_rows, columns=["patch_id", "kb", "product", "fixed_build", "supersedes_kb", "subtype",
@@ -173,10 +175,10 @@ def load_inventory(session: Session, endpoint_ids: list[int]) -> dict[str, pd.Da
         session,
         select(Endpoint.id, Endpoint.hostname, Endpoint.os_name, Endpoint.os_display_version,
                Endpoint.os_build, Endpoint.os_ubr, Endpoint.os_arch, Endpoint.hotpatch,
-               Endpoint.installation_type, Endpoint.group_id)
+               Endpoint.installation_type, Endpoint.group_id, Endpoint.ms_facts)
         .where(Endpoint.id.in_(endpoint_ids), Endpoint.os_build.is_not(None)),
         ["endpoint_id", "hostname", "os_name", "display_version", "build", "ubr", "arch",
-         "hotpatch", "installation_type", "group_id"])
+         "hotpatch", "installation_type", "group_id", "ms_facts"])
     if len(endpoints):  # the driver's 0/1 (SQLite, MariaDB), as SQLAlchemy's Boolean gives it
         endpoints["hotpatch"] = endpoints["hotpatch"].astype(bool)
     kbs = _read_frame(
@@ -191,7 +193,28 @@ def load_inventory(session: Session, endpoint_ids: list[int]) -> dict[str, pd.Da
                InstalledProgram.upgrade_code, InstalledProgram.arch)
         .where(InstalledProgram.endpoint_id.in_(endpoint_ids)),
         ["endpoint_id", "name", "version", "publisher", "product_code", "upgrade_code", "arch"])
-    return {"endpoints": endpoints, "installed_kbs": kbs, "programs": programs}
+    facts = ms_facts_frame(endpoints["endpoint_id"], endpoints["ms_facts"])
+    endpoints = endpoints.drop(columns=["ms_facts"])
+    return {"endpoints": endpoints, "installed_kbs": kbs, "programs": programs, "ms_facts": facts}
+
+
+def ms_facts_frame(endpoint_ids: Any, stored: Any) -> pd.DataFrame:
+    """The ms_facts frame from endpoints.ms_facts JSON; a damaged value counts as no facts
+    rather than failing the batch (the inventory is re-sent on the next run)."""
+    rows = []
+    for eid, text in zip(endpoint_ids, stored, strict=True):
+        if not isinstance(text, str) or not text:
+            continue
+        try:
+            facts = json.loads(text)
+        except ValueError:
+            continue
+        for fact in facts if isinstance(facts, list) else []:
+            if isinstance(fact, dict) and isinstance(fact.get("kind"), str):
+                rows.append({"endpoint_id": int(eid), **{
+                    k: fact.get(k) if isinstance(fact.get(k), str) else None
+                    for k in ("kind", "name", "version", "detail")}})
+    return make_frame("ms_facts", rows)
 
 
 def availability(session: Session, endpoints: pd.DataFrame) -> pd.DataFrame:
@@ -225,6 +248,7 @@ def frames_for(session: Session, endpoint_ids: list[int], catalog: Catalog) -> S
         app_catalog=catalog.app_catalog,
         availability=availability(session, inv["endpoints"]),
         server_patches=catalog.server_patches,
+        ms_facts=inv["ms_facts"],
     )
 
 
@@ -280,6 +304,7 @@ def write_results(
         # Core executemany, one statement for the batch (the ORM's bulk insert starts a new
         # statement whenever the set of None columns changes from one row to the next).
         session.execute(insert(MissingPatch.__table__), rows)
+    faults.point("scan.batch_write")  # test hook: the batch half written, not committed
     counts = BatchCounts(scanned=len(scanned), pairs=len(rows))
     with_missing = set(missing["endpoint_id"].astype(int))
     notes = _notes(result)

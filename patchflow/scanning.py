@@ -8,17 +8,22 @@ pieces in batches.
 from __future__ import annotations
 
 import logging
+import os
+import re
+import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session
 
 from applicability.engine import scan as run_engine
-from models import Endpoint, Policy, Scan
+from models import Endpoint, MissingPatch, Policy, Scan
 from models.base import utcnow
 from models.db import session_scope
+from models.enums import ScanState
 from patchflow.errors import UserError
 from patchflow.fleet.tree import Tree
 from patchflow.groups import group_ids
@@ -50,8 +55,9 @@ def select_endpoints(session: Session, sel: Selection) -> list[int]:
     chosen = [bool(sel.endpoints), bool(sel.group), bool(sel.policy), sel.all]
     if sum(chosen) != 1:
         raise UserError("choose exactly one of --endpoints, --group, --policy and --all")
+    # Revoked endpoints and re-enrolments awaiting approval are never scanned.
     active = select(Endpoint.id, Endpoint.hostname, Endpoint.group_id).where(
-        Endpoint.revoked.is_(False))
+        Endpoint.revoked.is_(False), Endpoint.replaces_endpoint_id.is_(None))
     if sel.endpoints:
         rows = session.execute(active.where(Endpoint.hostname.in_(sel.endpoints))).all()
         found = {r.hostname for r in rows}
@@ -62,7 +68,7 @@ def select_endpoints(session: Session, sel: Selection) -> list[int]:
     if sel.group:
         ids = group_ids(session, sel.group, subgroups=True)
         return list(session.scalars(
-            select(Endpoint.id).where(Endpoint.group_id.in_(ids), Endpoint.revoked.is_(False))
+            active.with_only_columns(Endpoint.id).where(Endpoint.group_id.in_(ids))
             .order_by(Endpoint.id)))
     if sel.policy:
         policy = session.scalar(select(Policy).filter_by(name=sel.policy))
@@ -71,18 +77,63 @@ def select_endpoints(session: Session, sel: Selection) -> list[int]:
         tree = Tree.load(session)
         return sorted(r.id for r in session.execute(active)
                       if tree.effective_policy(r.group_id) == policy.id)
-    return list(session.scalars(
-        select(Endpoint.id).where(Endpoint.revoked.is_(False)).order_by(Endpoint.id)))
+    return list(session.scalars(active.with_only_columns(Endpoint.id).order_by(Endpoint.id)))
 
 
 def batches(ids: list[int], size: int = BATCH_SIZE) -> list[list[int]]:
     return [ids[i : i + size] for i in range(0, len(ids), size)]
 
 
+_OWNER = re.compile(r"running in process (\d+) on (.+)")
+
+
+def _process_gone(pid: int) -> bool:
+    """Whether a process of this machine has ended. Unknown counts as alive, and Windows is
+    never asked: there, os.kill with signal 0 would send a Ctrl+C."""
+    if sys.platform == "win32":
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def close_dead_scans(session: Session) -> int:
+    """Close the scans whose process died without finishing them (SIGKILL, power cut).
+
+    A running scan's message names its process and host; a scan of this host whose process is
+    gone is marked failed, else it would say "running" forever. Its batch in flight was rolled
+    back whole, so when no live scan remains, endpoints left "Scanning" get back the state their
+    intact previous results imply. Deployment runs are also closed by their crash hooks."""
+    host = socket.gethostname()
+    running = list(session.scalars(select(Scan).where(Scan.status == "running")))
+    dead = [s for s in running if (m := _OWNER.fullmatch(s.message or "")) and m[2] == host
+            and _process_gone(int(m[1]))]
+    for scan in dead:
+        scan.status, scan.finished_at = "failed", utcnow()
+        scan.message = (f"the scan process ended without finishing the scan ({scan.message}); "
+                        "its endpoints keep their previous results")
+    if dead and len(dead) == len(running):
+        has_missing = exists().where(MissingPatch.endpoint_id == Endpoint.id)
+        stuck = select(Endpoint.id, Endpoint.last_scan_id, has_missing.label("missing")).where(
+            Endpoint.scan_state == ScanState.SCANNING)
+        for endpoint_id, last_scan_id, missing in session.execute(stuck).all():
+            state = (ScanState.NOT_SCANNED if last_scan_id is None else
+                     ScanState.MISSING_PATCHES if missing else ScanState.UP_TO_DATE)
+            session.execute(update(Endpoint).where(Endpoint.id == endpoint_id).values(
+                scan_state=state, scan_state_at=utcnow(), scan_message=None))
+    return len(dead)
+
+
 def create_scan(session: Session, trigger: str, scope: str, total: int,
                 flow_run_id: str | None = None) -> int:
+    close_dead_scans(session)
     scan = Scan(trigger=trigger, scope=scope[:255], status="running", endpoints_total=total,
-                flow_run_id=flow_run_id, started_at=utcnow())
+                flow_run_id=flow_run_id, started_at=utcnow(),
+                message=f"running in process {os.getpid()} on {socket.gethostname()}"[:2000])
     session.add(scan)
     session.flush()
     return scan.id

@@ -53,7 +53,7 @@ class ServerOptions:
 
 
 def validate_name(name: str) -> str:
-    if not _NAME.match(name or ""):
+    if not _NAME.fullmatch(name or ""):
         raise UserError(
             f"invalid patch server name {name!r}: use 1-64 letters, digits, '.', '_' or '-'"
         )
@@ -61,7 +61,7 @@ def validate_name(name: str) -> str:
 
 
 def _validate_host(host: str) -> str:
-    if not _HOST.match(host or ""):
+    if not _HOST.fullmatch(host or ""):
         raise UserError(f"invalid host {host!r}: give a host name or an IP address")
     return host
 
@@ -81,6 +81,32 @@ def _validate_url(value: str, what: str, schemes: tuple[str, ...] = ("https", "h
     except ValueError:
         raise UserError(f"invalid {what} {value!r}: bad port") from None
     return value
+
+
+def _validate_proxy(value: str) -> str:
+    """A proxy URL without credentials: `http://user:password@host` would keep the password in
+    clear in the database, `server list --json`, the console and backups, so the user and
+    password go to their own fields (the password is stored encrypted)."""
+    parts = urlsplit(value)
+    if "@" in parts.netloc:
+        shown = f"{parts.scheme}://***@{parts.netloc.rsplit('@', 1)[1]}"
+        raise UserError(
+            f"invalid proxy {shown!r}: a proxy URL must not hold credentials; give the user "
+            "with --proxy-user (the password comes from PATCHFLOW_PROXY_PASSWORD or a prompt; "
+            "proxy_user and proxy_password in the console and the admin API), where the "
+            "password is stored encrypted"
+        )
+    return _validate_url(value, "proxy", ("http", "https"))
+
+
+def _shown_proxy(url: str | None) -> str | None:
+    """A stored proxy URL for display: credentials saved before they were refused are masked."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]).geturl()
 
 
 def _validate_source(value: str, what: str, allow_none: bool = False) -> str | None:
@@ -199,15 +225,28 @@ def _apply(session: Session, server: PatchServer, opts: ServerOptions) -> None:
         if not packages:
             raise UserError("--winget-packages needs at least one PackageIdentifier")
         server.winget_packages = json.dumps(packages)
+    _apply_proxy(server, opts)
+
+
+def _apply_proxy(server: PatchServer, opts: ServerOptions) -> None:
+    """The proxy and its credentials change together: no user without a proxy, no password
+    without a user, so clearing the proxy (or its user) also drops the encrypted password
+    instead of leaving it behind unused."""
     if opts.proxy is not None:
-        server.proxy_url = _validate_url(opts.proxy, "proxy") if opts.proxy else None
+        server.proxy_url = _validate_proxy(opts.proxy) if opts.proxy else None
     if opts.proxy_user is not None:
         server.proxy_user = opts.proxy_user or None
     if opts.proxy_password is not None:
         password = opts.proxy_password
         server.proxy_password_enc = crypto.encrypt(password) if password else None
-    if server.proxy_user and not server.proxy_url:
-        raise UserError("--proxy-user needs --proxy http://host:port")
+    if not server.proxy_url:
+        if opts.proxy_user:
+            raise UserError("--proxy-user needs --proxy http://host:port")
+        server.proxy_user = None
+    if not server.proxy_user:
+        if opts.proxy_password:
+            raise UserError("a proxy password needs a proxy user (--proxy-user)")
+        server.proxy_password_enc = None
 
 
 def add_server(session: Session, name: str, opts: ServerOptions) -> PatchServer:
@@ -241,15 +280,51 @@ def edit_server(session: Session, name: str, opts: ServerOptions) -> PatchServer
     return server
 
 
-def delete_server(session: Session, name: str) -> None:
+def policies_using(session: Session, name: str) -> list[str]:
+    """The policies whose endpoints get their patches from this patch server."""
+    from models import Policy
+
+    server = get_server(session, name)
+    return list(session.scalars(select(Policy.name).where(Policy.patch_server_id == server.id)
+                                .order_by(Policy.name)))
+
+
+def delete_server(session: Session, name: str, reassign_to: str | None = None) -> list[str]:
+    """Delete a patch server. Policies that use it are refused (their endpoints would lose
+    their patch source without a word) unless `reassign_to` names the patch server they move
+    to; returns the policies moved."""
+    from models import Policy
+
     server = get_server(session, name)
     if server.sync_status == SyncStatus.RUNNING:
         raise UserError(f"patch server {name!r} is syncing: stop the sync first")
     users = [s.name for s in session.scalars(select(PatchServer)) if s.upstream == f"server:{name}"]
     if users:
         raise UserError(f"patch server {name!r} is the upstream of {', '.join(users)}")
+    policies = policies_using(session, name)
+    if policies and not reassign_to:
+        raise UserError(f"patch server {name!r} is used by the policies {', '.join(policies)}: "
+                        "move them to another patch server first")
+    if policies and reassign_to:
+        if reassign_to == name:
+            raise UserError("choose another patch server for its policies, not itself")
+        target = get_server(session, reassign_to)
+        for policy in session.scalars(select(Policy).where(Policy.patch_server_id == server.id)):
+            policy.patch_server_id = target.id
     session.delete(server)
     session.flush()
+    return policies if reassign_to else []
+
+
+def clear_schedule(session: Session, name: str) -> PatchServer:
+    """Switch the sync schedule off: syncs then run only when started."""
+    server = get_server(session, name)
+    server.schedule_frequency = None
+    server.schedule_weekday = None
+    server.schedule_at = None
+    server.schedule_week_of_month = None
+    session.flush()
+    return server
 
 
 def _parse_list(value: str | None) -> list[str] | None:
@@ -277,7 +352,7 @@ def set_filters(
             raise UserError(f"unknown category {bad[0]!r}: use one of {', '.join(sorted(known))}")
     langs = _parse_list(languages)
     if langs:
-        bad = [lang for lang in langs if not _LANG.match(lang)]
+        bad = [lang for lang in langs if not _LANG.fullmatch(lang)]
         if bad:
             raise UserError(f"invalid language {bad[0]!r}: use tags like en-US or de-DE")
     prods = _parse_list(products)
@@ -308,7 +383,7 @@ def set_schedule(
         raise UserError(f"invalid frequency {frequency!r}: use weekly or monthly")
     if weekday.lower() not in WEEKDAYS:
         raise UserError(f"invalid weekday {weekday!r}: use one of {', '.join(WEEKDAYS)}")
-    if not _TIME.match(at):
+    if not _TIME.fullmatch(at):
         raise UserError(f"invalid time {at!r}: use HH:MM, 24-hour")
     if frequency == "monthly":
         week_of_month = week_of_month or 1
@@ -369,7 +444,7 @@ def server_to_dict(session: Session, server: PatchServer) -> dict[str, Any]:
         "msrc_source": server.msrc_source,
         "winget_source": server.winget_source,
         "winget_packages": json.loads(server.winget_packages or "[]"),
-        "proxy": server.proxy_url,
+        "proxy": _shown_proxy(server.proxy_url),
         "proxy_user": server.proxy_user,
         "proxy_password_set": bool(server.proxy_password_enc),
         "upstream_server": server.upstream_server,

@@ -25,12 +25,21 @@ INIT_HOOKS: list[Callable[[], list[str]]] = []
 
 
 def ensure_home_layout() -> list[str]:
+    from patchflow.permissions import make_private
+
     home = config.home()
     for sub in ("content", "reports", "logs", "backups", "prefect"):
         (home / sub).mkdir(parents=True, exist_ok=True)
     lines: list[str] = []
     for hook in INIT_HOOKS:
         lines.extend(hook())
+    # A home made by an older version (or copied) under umask 022 is world-readable.
+    changed, failed = make_private(home)
+    if changed:
+        lines.append(f"permissions: {changed} files and folders in {home} made owner-only")
+    if failed:
+        lines.append(f"warning: {failed} files or folders in {home} could not be made "
+                     "owner-only (owned by another account?)")
     return lines
 
 
@@ -175,10 +184,12 @@ class SetupPlan:
                  f"schema: up to date (revision {after})" if before == after
                  else f"schema: upgraded {before or 'empty'} → {after}"]
         if self.import_backup:
-            from patchflow.backup import restore_backup
+            from patchflow.backup import passphrase_from, plain_archive, restore_backup
 
-            counts = restore_backup(get_engine(), Path(self.import_backup).expanduser(),
-                                    content_dir=config.content_dir())
+            archive = Path(self.import_backup).expanduser()
+            with plain_archive(archive, passphrase_from(None), home) as plain:
+                counts = restore_backup(get_engine(), plain, content_dir=config.content_dir(),
+                                        label=archive)
             lines.append(f"imported {sum(counts.values())} rows into {len(counts)} tables "
                          f"from {self.import_backup}")
         config.content_dir().mkdir(parents=True, exist_ok=True)
@@ -217,7 +228,7 @@ def _current_host() -> str:
 
 
 def check_host(value: str, what: str) -> str:
-    if not _HOST.match(value or ""):
+    if not _HOST.fullmatch(value or ""):
         raise UserError(f"invalid {what} {value!r}: give a host name or an IP address")
     return value
 
@@ -283,10 +294,12 @@ def check_backup(path: str, target_url: str) -> None:
     """The archive is complete and of this schema, and the target database holds no data:
     all known before the first byte is written."""
     from models.migrate import head_revision
-    from patchflow.backup import read_manifest
+    from patchflow.backup import passphrase_from, plain_archive, read_manifest
 
     archive = Path(path).expanduser()
-    manifest = read_manifest(archive)
+    # An encrypted archive is opened with PATCHFLOW_BACKUP_PASSPHRASE: a wrong one fails here.
+    with plain_archive(archive, passphrase_from(None)) as plain:
+        manifest = read_manifest(plain, label=archive)
     if manifest.get("schema_revision") != head_revision():
         raise UserError(f"{archive}: backup schema {manifest.get('schema_revision')} differs "
                         f"from this patchflow's {head_revision()}")

@@ -28,6 +28,7 @@ import pandas as pd
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup
 
+from patchflow.untrusted import http_url
 from reports.dashboard import charts
 from reports.frames import HIDDEN_IN_HTML, NO_GROUP, Report, Table, group_labels, label
 
@@ -38,13 +39,16 @@ PATCH_DETAIL_COLUMNS = ("kb", "package_id", "severity", "category", "restart_req
 
 @lru_cache(maxsize=1)
 def environment() -> Environment:
-    return Environment(
+    env = Environment(
         loader=FileSystemLoader(str(TEMPLATES)),
         autoescape=select_autoescape(["html"]),
         undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    # Every outside URL put in an href goes through this: only http(s) becomes a link.
+    env.filters["http_url"] = http_url
+    return env
 
 
 @dataclass(frozen=True)

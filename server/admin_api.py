@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -15,33 +15,58 @@ from patchflow import fleet
 from patchflow.errors import UserError
 from patchflow.inventory import validate_documents
 from server.auth import admin_name, settings_of
-from server.errors import InvalidDocument
+from server.errors import InvalidDocument, responses
+from server.params import HOSTNAME_PATTERN, TokenId
 
 router = APIRouter(prefix="/api/v1/admin", tags=["admin: fleet"],
-                   dependencies=[Depends(admin_name)])
+                   dependencies=[Depends(admin_name)], responses=responses(401, 403, 422))
+
+# What fleet.validate_name enforces for group, policy and token names (documentation only: the
+# server's own check, with its one-line error, stays the judge).
+NAME_SCHEMA: dict[str, Any] = {"pattern": r"^\w[\w .()&/+-]{0,127}$", "maxLength": 128}
+HOSTNAME_PATH = Path(description="An endpoint's host name (case-insensitive)",
+                     json_schema_extra={"pattern": HOSTNAME_PATTERN,
+                                        "maxLength": 255}, examples=["WS-0001"])
+
+
+def _name(description: str | None = None, **kwargs: Any) -> Any:
+    return Field(description=description, json_schema_extra=NAME_SCHEMA, **kwargs)
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: JSON types as declared, so `"uses": true` is refused instead of stored as 1.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class TokenCreate(_Body):
-    group: str | None = None
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"group": "Berlin", "expires": "7d", "uses": 25}]})
+
+    group: str | None = _name("Group the enrolled endpoints join", default=None)
     expires: str | None = Field("7d", description="30m, 12h, 7d, 2w or never")
     uses: int | None = Field(None, ge=1, description="How many enrollments; null = unlimited")
 
 
 class GroupCreate(_Body):
-    name: str
-    parent: str | None = None
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"name": "Berlin", "parent": "Sites"}]})
+
+    name: str = _name()
+    parent: str | None = _name(default=None)
 
 
 class MoveRequest(_Body):
-    group: str
+    model_config = ConfigDict(json_schema_extra={"examples": [{"group": "Berlin"}]})
+
+    group: str = _name()
 
 
 class PolicyBody(_Body):
     """Fields left out (or null) keep their value on edit and take the default on create."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"groups": ["Berlin"], "scan_weekday": "Tuesday", "scan_at": "03:00",
+         "scan_every_weeks": 2, "auto_install": False}]})
 
     patch_server: str | None = None
     groups: list[str] | None = Field(None, description="Exactly the groups that get the policy")
@@ -59,7 +84,11 @@ class PolicyBody(_Body):
 
 
 class PolicyCreate(PolicyBody):
-    name: str
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"name": "Workstations", "patch_server": "local", "groups": ["Sites"],
+         "scan_weekday": "Tuesday", "scan_at": "03:00", "run_if_missed": True}]})
+
+    name: str = _name()
 
     def options(self) -> fleet.PolicyOptions:
         return fleet.PolicyOptions(**self.model_dump(exclude={"name"}))
@@ -72,7 +101,8 @@ def _url(request: Request) -> str:
 # --- endpoints ------------------------------------------------------------------------------
 
 
-@router.get("/endpoints", summary="Endpoints, optionally in one group and its subgroups")
+@router.get("/endpoints", summary="Endpoints, optionally in one group and its subgroups",
+            responses=responses(404))
 def list_endpoints(request: Request, group: str | None = None) -> list[dict[str, Any]]:
     with session_scope(_url(request)) as session:
         return fleet.list_endpoints(session, group)
@@ -90,7 +120,8 @@ _IMPORT_BODY = {
 
 
 @router.post("/endpoints/import", openapi_extra=_IMPORT_BODY,
-             summary="Store inventories without an agent: one object or a list, all or nothing")
+             summary="Store inventories without an agent: one object or a list, all or nothing",
+             responses=responses(400, 404, 409, 413))
 async def import_endpoints(request: Request, group: str | None = None) -> dict[str, Any]:
     # Validated here rather than by a union-typed parameter, so an error names the document
     # and field ("document 2 of 3: os.arch: ...") instead of the union branch that failed.
@@ -110,18 +141,44 @@ async def import_endpoints(request: Request, group: str | None = None) -> dict[s
     return {"imported": len(ids), "hostnames": [doc.hostname for doc in items]}
 
 
-@router.post("/endpoints/{hostname}/move", summary="Move an endpoint to another group")
-def move_endpoint(request: Request, hostname: str, body: MoveRequest) -> dict[str, Any]:
+@router.post("/endpoints/{hostname}/move", summary="Move an endpoint to another group",
+             responses=responses(400, 404, 409, 413))
+def move_endpoint(request: Request, body: MoveRequest,
+                  hostname: str = HOSTNAME_PATH) -> dict[str, Any]:
     with session_scope(_url(request)) as session:
         endpoint = fleet.move_endpoint(session, hostname, body.group)
         return {"hostname": endpoint.hostname, "group": body.group}
 
 
-@router.post("/endpoints/{hostname}/revoke", summary="Cut an endpoint's agent off")
-def revoke_endpoint(request: Request, hostname: str) -> dict[str, Any]:
+@router.post("/endpoints/{hostname}/revoke", summary="Cut an endpoint's agent off",
+             responses=responses(404, 409))
+def revoke_endpoint(request: Request, hostname: str = HOSTNAME_PATH) -> dict[str, Any]:
     with session_scope(_url(request)) as session:
         endpoint = fleet.revoke_endpoint(session, hostname)
         return {"hostname": endpoint.hostname, "revoked": True}
+
+
+class ApproveReenroll(_Body):
+    unrevoke: bool = Field(False, description="Also lift the endpoint's revocation; approving "
+                           "onto a revoked endpoint is refused (409) without it")
+
+
+@router.post("/endpoints/{hostname}/approve-reenroll",
+             summary="Let the agent waiting to re-enroll this host name replace its agent",
+             responses=responses(400, 404, 409, 413))
+def approve_reenroll(request: Request, body: ApproveReenroll,
+                     hostname: str = HOSTNAME_PATH) -> dict[str, Any]:
+    with session_scope(_url(request)) as session:
+        endpoint = fleet.approve_reenrollment(session, hostname, unrevoke=body.unrevoke)
+        return {"hostname": endpoint.hostname, "approved": True}
+
+
+@router.post("/endpoints/{hostname}/reject-reenroll",
+             summary="Refuse the agent waiting to re-enroll this host name",
+             responses=responses(404))
+def reject_reenroll(request: Request, hostname: str = HOSTNAME_PATH) -> dict[str, Any]:
+    with session_scope(_url(request)) as session:
+        return {"hostname": fleet.reject_reenrollment(session, hostname), "rejected": True}
 
 
 # --- enrollment tokens ----------------------------------------------------------------------
@@ -134,15 +191,17 @@ def list_tokens(request: Request) -> list[dict[str, Any]]:
 
 
 @router.post("/enrollment-tokens", status_code=201,
-             summary="Create an enrollment token; the response is the only time it is shown")
+             summary="Create an enrollment token; the response is the only time it is shown",
+             responses=responses(400, 404, 413))
 def create_token(request: Request, body: TokenCreate) -> dict[str, Any]:
     with session_scope(_url(request)) as session:
         token, row = fleet.create_enrollment_token(session, body.group, body.expires, body.uses)
         return {"token": token, **fleet.enrollment_token_to_dict(session, row)}
 
 
-@router.delete("/enrollment-tokens/{token_id}", summary="Revoke an enrollment token")
-def revoke_token(request: Request, token_id: int) -> dict[str, Any]:
+@router.delete("/enrollment-tokens/{token_id}", summary="Revoke an enrollment token",
+               responses=responses(404))
+def revoke_token(request: Request, token_id: TokenId) -> dict[str, Any]:
     with session_scope(_url(request)) as session:
         fleet.revoke_enrollment_token(session, token_id)
     return {"id": token_id, "revoked": True}
@@ -157,7 +216,8 @@ def list_groups(request: Request) -> list[dict[str, Any]]:
         return fleet.list_groups(session)
 
 
-@router.post("/groups", status_code=201, summary="Add a group (optionally under a parent)")
+@router.post("/groups", status_code=201, summary="Add a group (optionally under a parent)",
+             responses=responses(400, 404, 409, 413))
 def add_group(request: Request, body: GroupCreate) -> dict[str, Any]:
     with session_scope(_url(request)) as session:
         group = fleet.add_group(session, body.name, body.parent)
@@ -173,21 +233,24 @@ def list_policies(request: Request) -> list[dict[str, Any]]:
         return fleet.list_policies(session)
 
 
-@router.post("/policies", status_code=201, summary="Add a policy")
+@router.post("/policies", status_code=201, summary="Add a policy",
+             responses=responses(400, 404, 409, 413))
 def add_policy(request: Request, body: PolicyCreate) -> dict[str, Any]:
     with session_scope(_url(request)) as session:
         policy, notes = fleet.add_policy(session, body.name, body.options())
         return {**fleet.policy_to_dict(session, policy), "notes": notes}
 
 
-@router.patch("/policies/{name}", summary="Change a policy (only the fields given)")
+@router.patch("/policies/{name}", summary="Change a policy (only the fields given)",
+              responses=responses(400, 404, 409, 413))
 def edit_policy(request: Request, name: str, body: PolicyBody) -> dict[str, Any]:
     with session_scope(_url(request)) as session:
         policy, notes = fleet.edit_policy(session, name, body.options())
         return {**fleet.policy_to_dict(session, policy), "notes": notes}
 
 
-@router.delete("/policies/{name}", summary="Delete a policy (its groups keep no policy)")
+@router.delete("/policies/{name}", summary="Delete a policy (its groups keep no policy)",
+               responses=responses(404, 409))
 def delete_policy(request: Request, name: str) -> dict[str, Any]:
     with session_scope(_url(request)) as session:
         fleet.delete_policy(session, name)

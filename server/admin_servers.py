@@ -10,9 +10,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from models.db import session_scope
 from patchflow import servers as svc
 from server.auth import admin_name, settings_of
+from server.errors import responses
 
 router = APIRouter(prefix="/api/v1/admin/servers", tags=["admin: patch servers"],
-                   dependencies=[Depends(admin_name)])
+                   dependencies=[Depends(admin_name)],
+                   responses=responses(400, 401, 403, 422))
+_ONE = responses(404, 409)
 
 
 class ServerBody(BaseModel):
@@ -81,26 +84,28 @@ def list_servers(request: Request, sort: str = "name") -> list[dict[str, Any]]:
         return [svc.server_to_dict(session, s) for s in svc.list_servers(session, sort)]
 
 
-@router.post("", status_code=201, summary="Add a patch server")
+@router.post("", status_code=201, summary="Add a patch server", responses=responses(409))
 def add_server(request: Request, body: ServerCreate) -> dict[str, Any]:
     with session_scope(_url(request)) as session:
         return svc.server_to_dict(session, svc.add_server(session, body.name, body.options()))
 
 
-@router.patch("/{name}", summary="Change a patch server's settings (only the fields given)")
+@router.patch("/{name}", summary="Change a patch server's settings (only the fields given)",
+              responses=_ONE)
 def edit_server(request: Request, name: str, body: ServerBody) -> dict[str, Any]:
     with session_scope(_url(request)) as session:
         return svc.server_to_dict(session, svc.edit_server(session, name, body.options()))
 
 
-@router.delete("/{name}", summary="Delete a patch server")
+@router.delete("/{name}", summary="Delete a patch server", responses=_ONE)
 def delete_server(request: Request, name: str) -> dict[str, Any]:
     with session_scope(_url(request)) as session:
         svc.delete_server(session, name)
     return {"name": name, "deleted": True}
 
 
-@router.put("/{name}/filters", summary="Set the categories, languages and products synced")
+@router.put("/{name}/filters", summary="Set the categories, languages and products synced",
+            responses=_ONE)
 def set_filters(request: Request, name: str, body: FiltersBody) -> dict[str, Any]:
     with session_scope(_url(request)) as session:
         server = svc.set_filters(session, name, _as_filter(body.categories),
@@ -108,7 +113,7 @@ def set_filters(request: Request, name: str, body: FiltersBody) -> dict[str, Any
         return svc.filters_of(server)
 
 
-@router.put("/{name}/schedule", summary="Set when a patch server syncs")
+@router.put("/{name}/schedule", summary="Set when a patch server syncs", responses=_ONE)
 def set_schedule(request: Request, name: str, body: ScheduleBody) -> dict[str, Any]:
     with session_scope(_url(request)) as session:
         server = svc.set_schedule(session, name, body.frequency, body.weekday, body.at,

@@ -8,23 +8,39 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, BackgroundTasks, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    WithJsonSchema,
+)
 
 from patchflow import fleet
 from patchflow.errors import UserError
 from patchflow.inventory import Hostname, Inventory, describe_errors
 from server.auth import AgentCredentials, agent_credentials, client_ip, settings_of
-from server.errors import InvalidDocument, error_response
+from server.errors import Error, InvalidDocument, error_response, responses
+from server.params import HOSTNAME_PATTERN, ExitCode, JobId
+from server.ratelimit import subject_of
 
 router = APIRouter(prefix="/api/v1/agent", tags=["agent"])
 Credentials = Annotated[AgentCredentials, Depends(agent_credentials)]
+# What the server's host-name check enforces (surrounding blanks are stripped first).
+HOSTNAME_SCHEMA = {"type": "string", "pattern": HOSTNAME_PATTERN,
+                   "maxLength": 255, "description": "Case-insensitive; stored upper-case",
+                   "examples": ["WS-0001"]}
+# Agent routes answer 401 (missing or wrong credentials) and 403 (endpoint revoked).
+AGENT_ERRORS = responses(401, 403)
 
 
 class EnrollRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"token": "pfe_3q2-7Rk...", "hostname": "WS-0001", "domain": "corp.example"}]})
 
     token: Annotated[str, StringConstraints(min_length=1, max_length=256)]
-    hostname: Hostname
+    hostname: Annotated[Hostname, WithJsonSchema(HOSTNAME_SCHEMA)]
     domain: Annotated[str, StringConstraints(max_length=255)] | None = None
 
 
@@ -32,10 +48,16 @@ class EnrollResponse(BaseModel):
     agent_id: str
     secret: str = Field(description="Shown once; the server keeps only its hash.")
     hostname: str
+    pending_approval: bool = Field(
+        False, description="The host name belongs to an existing endpoint: this agent is a "
+        "re-enrolment waiting for an administrator (`patchflow endpoints approve-reenroll`). "
+        "Until then its inventory uploads are refused (409), it gets no jobs and the existing "
+        "endpoint is untouched.")
 
 
 class InventoryAck(BaseModel):
-    hostname: str
+    hostname: str = Field(description="The endpoint's name, whatever host name was reported")
+    reported_hostname: str = Field(description="The host name in the uploaded document")
     programs: int
     updates: int
 
@@ -43,10 +65,12 @@ class InventoryAck(BaseModel):
 class JobResult(BaseModel):
     """A job item's progress or outcome, as the agent reports it."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"state": "succeeded", "exit_code": 3010, "message": "installed, restart pending"},
+        {"state": "downloading"}]})
 
     state: Literal["downloading", "installing", "succeeded", "failed", "reboot pending"]
-    exit_code: int | None = None
+    exit_code: ExitCode | None = None
     message: Annotated[str, StringConstraints(max_length=4000)] | None = None
     details: dict[str, Any] | None = None
 
@@ -56,15 +80,18 @@ class JobResult(BaseModel):
     status_code=201,
     response_model=EnrollResponse,
     summary="Trade an enrollment token for an agent id and secret",
-    responses={401: {"description": "unknown token"},
-               403: {"description": "token expired, used up or revoked"},
-               429: {"description": "too many failed enrollments from this address"}},
+    responses={**responses(400, 409, 413, 422),
+               401: {"model": Error, "description": "Unknown token"},
+               403: {"model": Error, "description": "Token expired, used up or revoked"},
+               429: {"model": Error, "description": "Too many failed enrollments from this "
+                                                     "address with this token (or in all)"}},
 )
 def enroll(body: EnrollRequest, request: Request) -> Any:
     settings = settings_of(request)
     limiter = request.app.state.enroll_limiter
     address = client_ip(request) or "unknown"
-    wait = limiter.retry_after(address)
+    subject = subject_of(body.token)
+    wait = limiter.retry_after(settings.database_url, address, subject)
     if wait:
         return error_response(
             429, f"too many failed enrollments from {address}: retry in {wait} s",
@@ -77,22 +104,31 @@ def enroll(body: EnrollRequest, request: Request) -> Any:
                                          client_ip(request), settings.internal),
         )
     except (fleet.Unauthorized, fleet.Forbidden):
-        limiter.record_failure(address)
+        limiter.record_failure(settings.database_url, address, subject)
         raise
     return JSONResponse(
         EnrollResponse(agent_id=enrollment.agent_id, secret=enrollment.secret,
-                       hostname=enrollment.hostname).model_dump(),
+                       hostname=enrollment.hostname,
+                       pending_approval=enrollment.pending).model_dump(),
         status_code=201,
         headers={"Cache-Control": "no-store"},
     )
 
 
-def _store_upload(body: bytes, credentials: AgentCredentials) -> tuple[dict[str, Any], int]:
+def _store_upload(
+    body: bytes, credentials: AgentCredentials
+) -> tuple[dict[str, Any], fleet.AgentIdentity]:
     """Runs in a worker thread: authenticate, parse and validate in one pass (pydantic's JSON
     parser, not json.loads then validation), store in one transaction."""
     settings = credentials.settings
     with fleet.db_slot(settings.database_url):
         agent = credentials.verify()  # before parsing: strangers' bodies are not worth the CPU
+    if agent.pending:
+        # Nothing of a re-enrolment awaiting approval is stored: no inventory means nothing to
+        # scan, count, report or install on. 409, not 403: the agent keeps running and polling.
+        raise fleet.Conflict(
+            "this agent's re-enrolment of an existing endpoint awaits approval by an "
+            "administrator (patchflow endpoints approve-reenroll); inventory not stored")
     try:
         doc = Inventory.model_validate_json(body)
     except ValidationError as exc:
@@ -102,9 +138,10 @@ def _store_upload(body: bytes, credentials: AgentCredentials) -> tuple[dict[str,
         settings.database_url,
         lambda session: fleet.store_inventory(session, doc, agent.endpoint_id, sighting),
     )
-    ack = {"hostname": doc.hostname, "programs": len(doc.programs),
-           "updates": len(doc.unique_updates())}
-    return ack, agent.endpoint_id
+    # The endpoint keeps its name, whatever the document says (recorded as reported_hostname).
+    ack = {"hostname": agent.hostname, "reported_hostname": doc.hostname,
+           "programs": len(doc.programs), "updates": len(doc.unique_updates())}
+    return ack, agent
 
 
 def _body_error(exc: ValidationError) -> UserError:
@@ -124,16 +161,15 @@ def _body_error(exc: ValidationError) -> UserError:
     summary="Replace this endpoint's inventory",
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
         "schema": {"$ref": "#/components/schemas/Inventory"}}}}},
-    responses={400: {"description": "malformed JSON"}, 413: {"description": "body too large"},
-               422: {"description": "a field fails validation (named in the error)"}},
+    responses={**AGENT_ERRORS, **responses(400, 409, 413, 422)},
 )
 async def upload_inventory(
     request: Request, credentials: Credentials, background: BackgroundTasks
 ) -> Response:
     body = await request.body()
-    ack, endpoint_id = await run_in_threadpool(_store_upload, body, credentials)
+    ack, agent = await run_in_threadpool(_store_upload, body, credentials)
     # After the commit and after the response: a slow or failing rescan never fails an upload.
-    background.add_task(fleet.run_inventory_hooks, [endpoint_id])
+    background.add_task(fleet.run_inventory_hooks, [agent.endpoint_id])
     return JSONResponse(ack)
 
 
@@ -144,14 +180,16 @@ def _poll(credentials: AgentCredentials) -> bytes:
     return json.dumps(jobs).encode() if jobs else b"[]"
 
 
-@router.get("/jobs", response_model=list[dict[str, Any]], summary="Jobs waiting for this agent")
+@router.get("/jobs", response_model=list[dict[str, Any]], summary="Jobs waiting for this agent",
+            responses=AGENT_ERRORS)
 async def jobs(credentials: Credentials) -> Response:
     # The hot path at fleet scale: one thread hop, no response-model round trip.
     return Response(await run_in_threadpool(_poll, credentials), media_type="application/json")
 
 
-@router.post("/jobs/{job_id}/result", summary="Report a job's progress or outcome")
-def job_result(job_id: int, body: JobResult, credentials: Credentials) -> dict[str, Any]:
+@router.post("/jobs/{job_id}/result", summary="Report a job's progress or outcome",
+             responses={**AGENT_ERRORS, **responses(400, 404, 409, 413, 422)})
+def job_result(job_id: JobId, body: JobResult, credentials: Credentials) -> dict[str, Any]:
     agent = credentials.verify()
     fleet.record_job_result(agent.endpoint_id, job_id, body.model_dump())
     return {"accepted": True}

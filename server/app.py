@@ -15,6 +15,7 @@ from patchflow.inventory import Inventory
 from patchflow.scanning import register_inventory_hook, unregister_inventory_hook
 from server import errors
 from server.limits import BodyLimitMiddleware
+from server.params import HOSTNAME_PATTERN
 from server.ratelimit import FailureLimiter
 from server.settings import ServerSettings
 
@@ -32,7 +33,8 @@ DESCRIPTION = """\
 patchflow's HTTPS API.
 
 * **Agent** routes authenticate with `X-Agent-Id` and `Authorization: Bearer <secret>`, both
-  returned once by `POST /api/v1/agent/enroll`.
+  returned once by `POST /api/v1/agent/enroll`. Both headers are required: the two schemes
+  (AgentId, AgentSecret) sit in one security requirement object, which OpenAPI reads as "and".
 * **Admin** routes take `Authorization: Bearer <token>` from `patchflow admin token create`.
 * Every error is `{"error": "<one line>"}` with a 4xx status (5xx when the server is at fault).
 """
@@ -55,13 +57,78 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
                   docs_url="/docs", redoc_url=None, openapi_url="/openapi.json",
                   lifespan=_lifespan)
     app.state.settings = settings
-    app.state.enroll_limiter = FailureLimiter(settings.enroll_failures_per_minute)
+    app.state.enroll_limiter = FailureLimiter("enroll", settings.enroll_failures_per_minute)
     errors.install(app)
     for name in ROUTER_MODULES:
         app.include_router(importlib.import_module(name).router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     _document_inventory(app)
     return app
+
+
+# Rules the inventory validators enforce in code (BeforeValidator), invisible to the generated
+# schema; said here so clients and schemathesis generate what the server accepts.
+_INVENTORY_RULES = {
+    ("Inventory", "hostname"): {"pattern": HOSTNAME_PATTERN, "maxLength": 255,
+                                "examples": ["WS-0001"]},
+    ("Update", "kb"): {"pattern": r"^(?:KB)?\d{4,9}$", "examples": ["KB5034441"]},
+}
+_INVENTORY_EXAMPLE = {
+    "schema_version": 1, "hostname": "WS-0001", "domain": "corp.example",
+    "os": {"name": "Windows 11 Pro", "display_version": "23H2", "build": 22631, "ubr": 3296,
+           "arch": "x64"},
+    "programs": [{"name": "Mozilla Firefox (x64 en-US)", "version": "126.0",
+                  "publisher": "Mozilla", "arch": "x64", "scope": "machine"}],
+    "updates": [{"kb": "KB5034441", "installed_on": "2024-05-14"}],
+}
+
+
+def _document_rules(components: dict[str, Any]) -> None:
+    for (model, field), rules in _INVENTORY_RULES.items():
+        prop = components.get(model, {}).get("properties", {}).get(field)
+        if prop is not None and prop.get("type") == "string":
+            prop.update(rules)
+    if "Inventory" in components:
+        components["Inventory"].setdefault("examples", [_INVENTORY_EXAMPLE])
+
+
+def _error_ref() -> dict[str, Any]:
+    return {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
+def document_errors(schema: dict[str, Any]) -> dict[str, Any]:
+    """What every route shares, said once here rather than on each decorator: routes with
+    credentials answer 401/403, routes with a body 400 (malformed JSON) and 413 (over the size
+    limit, from BodyLimitMiddleware), and 422 is `{"error": ...}` like every other error, not
+    FastAPI's default list. Agent routes need both agent headers: one requirement object."""
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            security = operation.get("security")
+            if security:
+                names = {name for requirement in security for name in requirement}
+                if {"AgentId", "AgentSecret"} <= names:
+                    operation["security"] = [{"AgentId": [], "AgentSecret": []}]
+                for status in ("401", "403"):
+                    responses.setdefault(status, {"description": errors.STATUS_TEXT[int(status)],
+                                                  **_error_ref()})
+            if "requestBody" in operation:
+                for status in ("400", "413"):
+                    responses.setdefault(status, {"description": errors.STATUS_TEXT[int(status)],
+                                                  **_error_ref()})
+            for status, response in responses.items():
+                if status.startswith(("4", "5")) and "content" not in response:
+                    response.update(_error_ref())
+                content = response.get("content", {}).get("application/json", {})
+                if "HTTPValidationError" in str(content.get("schema", {})):
+                    content["schema"] = {"$ref": "#/components/schemas/Error"}
+    components = schema.get("components", {}).get("schemas", {})
+    text = str(schema.get("paths", {}))
+    for unused in ("HTTPValidationError", "ValidationError"):
+        if f"/{unused}'" not in text and unused in components:
+            del components[unused]
+    components.setdefault("Error", errors.Error.model_json_schema())
+    return schema
 
 
 def _document_inventory(app: FastAPI) -> None:
@@ -77,7 +144,8 @@ def _document_inventory(app: FastAPI) -> None:
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             components.update(inventory.pop("$defs", {}))
             components["Inventory"] = inventory
-            app.openapi_schema = schema
+            _document_rules(components)
+            app.openapi_schema = document_errors(schema)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

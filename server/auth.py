@@ -10,15 +10,19 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 
 from models.db import get_engine
 from patchflow import fleet
+from server.proxies import client_address
 from server.settings import ServerSettings
 
+# Agent routes need BOTH schemes: OpenAPI lists them in one security requirement object, which
+# means "and" (see app.DESCRIPTION).
 _agent_id = APIKeyHeader(
     name="X-Agent-Id", auto_error=False, scheme_name="AgentId",
-    description="The agent id returned by enrollment.",
+    description="The agent id returned by enrollment. Required together with AgentSecret.",
 )
 _agent_secret = HTTPBearer(
     auto_error=False, scheme_name="AgentSecret",
-    description="The per-agent secret returned by enrollment.",
+    description="`Authorization: Bearer <secret>`, the per-agent secret returned by enrollment. "
+                "Required together with AgentId.",
 )
 _admin_token = HTTPBearer(
     auto_error=False, scheme_name="AdminToken",
@@ -32,7 +36,10 @@ def settings_of(request: Request) -> ServerSettings:
 
 
 def client_ip(request: Request) -> str | None:
-    return request.client.host if request.client else None
+    """The client's address: the peer, or what a trusted proxy says in X-Forwarded-For."""
+    peer = request.client.host if request.client else None
+    return client_address(peer, request.headers.getlist("x-forwarded-for"),
+                          settings_of(request).trusted_proxies)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from sqlalchemy.exc import IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -17,6 +18,31 @@ from patchflow.fleet import Conflict, Forbidden, Unauthorized
 from patchflow.inventory import describe_errors
 
 log = logging.getLogger("patchflow.server")
+
+
+class Error(BaseModel):
+    """The body of every 4xx and 5xx answer."""
+
+    error: str = Field(description="One line, for people and logs",
+                       examples=["no install job 7"])
+
+
+# What each status means wherever the API returns it; routes pick the ones they can return.
+STATUS_TEXT = {
+    400: "Malformed JSON, or a request the server refuses as given (the error says why)",
+    401: "Missing or invalid credentials",
+    403: "Credentials revoked, or not allowed here",
+    404: "No such object",
+    409: "Conflicts with the current state (a name taken, a concurrent change)",
+    413: "Request body over the server's limit",
+    422: "A parameter or body field fails validation (named in the error)",
+    429: "Too many failures: wait the Retry-After seconds",
+}
+
+
+def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries with the error model, for a route's or router's decorator."""
+    return {status: {"model": Error, "description": STATUS_TEXT[status]} for status in statuses}
 
 
 class InvalidDocument(UserError):
@@ -79,6 +105,13 @@ async def _integrity_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(409, "conflicting concurrent change, retry")
 
 
+async def _out_of_range(request: Request, exc: Exception) -> JSONResponse:
+    # A number from the request too large for a database column or C integer; bounded types
+    # refuse known ones at validation, this catches any route that still lets one through.
+    log.warning("out-of-range number on %s %s: %s", request.method, request.url.path, exc)
+    return error_response(422, "a number in the request is out of range")
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return error_response(500, "internal server error")
@@ -90,4 +123,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(OperationalError, _database_unavailable)
     app.add_exception_handler(IntegrityError, _integrity_error)
+    app.add_exception_handler(OverflowError, _out_of_range)
     app.add_exception_handler(Exception, _unexpected)

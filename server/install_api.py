@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
@@ -14,14 +14,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from models.db import session_scope
 from patchflow import install as svc
-from patchflow.content import ContentStore
+from patchflow.content import ContentStore, ContentTampered
 from patchflow.errors import NotFoundError
+from patchflow.install.jobs import fail_items_for_content
 from patchflow.install.launch import launch
 from patchflow.missing_query import MissingFilters
 from server.auth import AgentCredentials, admin_name, agent_credentials, settings_of
+from server.errors import Error, responses
+from server.params import JobId, PatchRef
 
 admin = APIRouter(prefix="/api/v1/admin", tags=["admin: install"],
-                  dependencies=[Depends(admin_name)])
+                  dependencies=[Depends(admin_name)], responses=responses(401, 403, 422))
 content = APIRouter(tags=["agent"])
 Admin = Annotated[str, Depends(admin_name)]
 
@@ -31,12 +34,19 @@ class _Body(BaseModel):
 
 
 class SelectBody(_Body):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"patch": "KB5034441", "endpoints": ["WS-0001", "WS-0002"]},
+        {"patch": "Mozilla.Firefox@126.0", "all_affected": True}]})
+
     patch: str = Field(description="id, KB, PACKAGE@VERSION or a package with one missing version")
     endpoints: list[str] | None = None
     all_affected: bool = False
 
 
 class UnselectBody(_Body):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"patch": "KB5034441", "endpoints": ["WS-0002"]}]})
+
     patch: str
     endpoints: list[str] | None = Field(None, description="null: the whole patch")
 
@@ -44,6 +54,10 @@ class UnselectBody(_Body):
 class JobCreate(_Body):
     """Without `patch`: the whole selection becomes the job (`install start`); with it, the
     named endpoints (or all affected) in one step (`install now`)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"allow_restart": False},
+        {"patch": "KB5034441", "endpoints": ["WS-0001"], "allow_restart": True}]})
 
     patch: str | None = None
     endpoints: list[str] | None = None
@@ -62,7 +76,8 @@ def _csv(value: str | None) -> tuple[str, ...]:
 # --- the Patch Install view -------------------------------------------------------------------
 
 
-@admin.get("/install/patches", summary="Missing patches with endpoints affected and selected")
+@admin.get("/install/patches", summary="Missing patches with endpoints affected and selected",
+           responses=responses(400, 404))
 def install_list(
     request: Request,
     group: str | None = None,
@@ -78,8 +93,9 @@ def install_list(
         return svc.install_list(session, filters)
 
 
-@admin.get("/install/patches/{ref}", summary="One patch with the endpoints it is missing on")
-def install_show(request: Request, ref: str) -> dict[str, Any]:
+@admin.get("/install/patches/{ref}", summary="One patch with the endpoints it is missing on",
+           responses=responses(404))
+def install_show(request: Request, ref: PatchRef) -> dict[str, Any]:
     with session_scope(_url(request)) as session:
         return svc.install_show(session, ref)
 
@@ -90,13 +106,15 @@ def selection(request: Request) -> list[dict[str, Any]]:
         return svc.selection_rows(session)
 
 
-@admin.post("/install/selection", summary="Select a patch for endpoints (or all affected)")
+@admin.post("/install/selection", summary="Select a patch for endpoints (or all affected)",
+            responses=responses(400, 404, 409))
 def select(request: Request, body: SelectBody, who: Admin) -> dict[str, Any]:
     with session_scope(_url(request)) as session:
         return svc.select_pairs(session, body.patch, body.endpoints, body.all_affected, who)
 
 
-@admin.post("/install/selection/remove", summary="Unselect a patch (for some endpoints)")
+@admin.post("/install/selection/remove", summary="Unselect a patch (for some endpoints)",
+            responses=responses(400, 404, 409))
 def unselect(request: Request, body: UnselectBody) -> dict[str, Any]:
     with session_scope(_url(request)) as session:
         return svc.unselect_pairs(session, body.patch, body.endpoints)
@@ -111,14 +129,16 @@ def refresh(request: Request) -> dict[str, Any]:
 # --- EULAs ------------------------------------------------------------------------------------
 
 
-@admin.get("/eula/{ref}", summary="A patch's EULA: where to read it, accepted by whom and when")
-def eula_show(request: Request, ref: str) -> dict[str, Any]:
+@admin.get("/eula/{ref}", summary="A patch's EULA: where to read it, accepted by whom and when",
+           responses=responses(404))
+def eula_show(request: Request, ref: PatchRef) -> dict[str, Any]:
     with session_scope(_url(request)) as session:
         return svc.show_eula(session, ref)
 
 
-@admin.post("/eula/{ref}/accept", summary="Accept a patch's EULA (recorded with the token name)")
-def eula_accept(request: Request, ref: str, who: Admin) -> dict[str, Any]:
+@admin.post("/eula/{ref}/accept", summary="Accept a patch's EULA (recorded with the token name)",
+            responses=responses(400, 404, 409))
+def eula_accept(request: Request, ref: PatchRef, who: Admin) -> dict[str, Any]:
     with session_scope(_url(request)) as session:
         return svc.accept_eula(session, ref, f"api:{who}")
 
@@ -128,7 +148,9 @@ def eula_accept(request: Request, ref: str, who: Admin) -> dict[str, Any]:
 
 @admin.post("/install/jobs", status_code=201,
             summary="Start an install job from the selection or for one patch",
-            responses={400: {"description": "EULA not accepted, nothing selected, …"}})
+            responses={**responses(404, 409),
+                       400: {"model": Error,
+                             "description": "EULA not accepted, nothing selected, …"}})
 def create_job(request: Request, body: JobCreate, who: Admin) -> dict[str, Any]:
     with session_scope(_url(request)) as session:
         if body.patch:
@@ -148,14 +170,16 @@ def list_jobs(request: Request, limit: int = Query(50, ge=1, le=1000)) -> list[d
         return svc.list_jobs(session, limit)
 
 
-@admin.get("/install/jobs/{job_id}", summary="One job with its items and their event trails")
-def show_job(request: Request, job_id: int, events: bool = True) -> dict[str, Any]:
+@admin.get("/install/jobs/{job_id}", summary="One job with its items and their event trails",
+           responses=responses(404))
+def show_job(request: Request, job_id: JobId, events: bool = True) -> dict[str, Any]:
     with session_scope(_url(request)) as session:
         return svc.show_job(session, job_id, events)
 
 
-@admin.post("/install/jobs/{job_id}/cancel", summary="Cancel the items not finished yet")
-def cancel_job(request: Request, job_id: int, who: Admin) -> dict[str, Any]:
+@admin.post("/install/jobs/{job_id}/cancel", summary="Cancel the items not finished yet",
+            responses=responses(400, 404, 409))
+def cancel_job(request: Request, job_id: JobId, who: Admin) -> dict[str, Any]:
     with session_scope(_url(request)) as session:
         return svc.cancel_job(session, job_id, f"api:{who}")
 
@@ -166,18 +190,31 @@ def cancel_job(request: Request, job_id: int, who: Admin) -> dict[str, Any]:
 @content.get("/content/sha256/{sha256}", summary="A content file by SHA-256 (agents)",
              response_class=FileResponse,
              responses={200: {"content": {"application/octet-stream": {}}},
-                        401: {"description": "not an enrolled agent"},
-                        404: {"description": "not in the content store"}})
+                        **responses(403, 422),
+                        401: {"model": Error, "description": "Not an enrolled agent"},
+                        404: {"model": Error, "description": "Not in the content store"},
+                        409: {"model": Error,
+                              "description": "The stored file failed its hash check"}})
 async def content_file(
+    request: Request,
     credentials: Annotated[AgentCredentials, Depends(agent_credentials)],
     sha256: str = PathParam(pattern=r"^[0-9a-f]{64}$", description="lowercase hex"),
 ) -> FileResponse:
     await run_in_threadpool(credentials.verify)
-    path = ContentStore().path_for(sha256)
-    if not path.is_file():
+    try:  # hashing a large file takes a while: not on the event loop
+        path = await run_in_threadpool(ContentStore().verified_path, sha256)
+    except ContentTampered as exc:
+        await run_in_threadpool(_fail_tampered, _url(request), sha256, str(exc))
+        raise HTTPException(status_code=409, detail=str(exc)) from None
+    if path is None:
         raise NotFoundError(f"content {sha256} is not in this server's content store")
     return FileResponse(path, media_type="application/octet-stream",
                         headers={"Cache-Control": "private, max-age=31536000, immutable"})
+
+
+def _fail_tampered(database_url: str, sha256: str, reason: str) -> None:
+    with session_scope(database_url) as session:
+        fail_items_for_content(session, sha256, f"content not served: {reason}")
 
 
 router = APIRouter()

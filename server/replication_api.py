@@ -15,6 +15,7 @@ from patchflow import replication
 from patchflow.content import ContentError
 from patchflow.content_source import ensure_content
 from server.auth import settings_of
+from server.params import MAX_DB_ID
 
 _token = HTTPBearer(
     auto_error=False, scheme_name="ReplicationToken",
@@ -46,7 +47,7 @@ Ask again with `since` = `next` while `more` is true. Shape: `{"format":
                        404: {"description": "no such patch server"}})
 def patches(
     request: Request,
-    since: int = Query(0, ge=0, description="The last revision already applied"),
+    since: int = Query(0, ge=0, le=MAX_DB_ID, description="The last revision already applied"),
     limit: int = Query(replication.DEFAULT_PAGE, ge=1, le=replication.MAX_PAGE),
     server: str | None = Query(None, description="Patch server (default: local, else first)"),
 ) -> Response:

@@ -119,8 +119,10 @@ class BackgroundServer:
                  port: int = 0) -> None:
         self._sock = listening_socket(host, port)
         self.host, self.port = self._sock.getsockname()[:2]
+        # As in `serve`: the app alone decides whether X-Forwarded-For counts (trusted_proxies).
         config = uvicorn.Config(app, ssl_certfile=str(cert), ssl_keyfile=str(key),
-                                log_level="warning", lifespan="on", access_log=False)
+                                log_level="warning", lifespan="on", access_log=False,
+                                proxy_headers=False)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run,
                                         kwargs={"sockets": [self._sock]}, daemon=True)

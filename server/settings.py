@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from patchflow import config
 from patchflow.fleet import DEFAULT_INTERNAL, Network, internal_networks
+from server.proxies import trusted_proxies
 
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 DEFAULT_ENROLL_FAILURES = 10
@@ -16,9 +17,12 @@ DEFAULT_ENROLL_FAILURES = 10
 class ServerSettings:
     database_url: str
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    # Failed enrollments allowed per client address per minute before answering 429.
+    # Failed enrollments allowed per (client address, token) per minute before answering 429;
+    # ratelimit.ADDRESS_FACTOR times as many per address over all tokens.
     enroll_failures_per_minute: int = DEFAULT_ENROLL_FAILURES
     internal: list[Network] = field(default_factory=lambda: internal_networks(DEFAULT_INTERNAL))
+    # Peers whose X-Forwarded-For is believed (reverse proxies); none by default.
+    trusted_proxies: list[Network] = field(default_factory=list)
 
     @classmethod
     def from_config(cls) -> ServerSettings:
@@ -29,6 +33,7 @@ class ServerSettings:
                 "enroll_failures_per_minute", DEFAULT_ENROLL_FAILURES
             ),
             internal=internal_networks(),
+            trusted_proxies=trusted_proxies(),
         )
 
 

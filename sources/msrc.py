@@ -5,8 +5,11 @@ names (Remediation Type 2 = "Vendor Fix", Threat Type 3 = "Severity"). Both are 
 small intermediate form (`_Doc`) so the patch-building rules exist once.
 
 A patch is a Vendor Fix remediation whose Description is a KB number. Descriptions such as
-"Release Notes", "Click to Run" or Azure Linux package names are not installable Windows patches
-and are skipped silently.
+"Click to Run" or Azure Linux package names are not installable Windows patches and are skipped
+silently. One exception: a "Release Notes" fix of a product that installs on Windows and is
+fixed by a version alone (Edge, the .NET runtimes, Visual Studio, the Remote Desktop client:
+`VERSION_ONLY_PRODUCTS`) becomes a version-only patch without a KB, one per (product,
+FixedBuild), so the scan can report an outdated Edge instead of calling it up to date.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import re
 import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from xml.etree.ElementTree import Element, ParseError
@@ -29,6 +32,7 @@ import defusedxml.ElementTree as DefusedET
 from defusedxml import DefusedXmlException
 
 from sources.records import ParsedDocument, PatchRecord, ProductRow, SourceError, severity_rank
+from sources.vulnrecords import VulnFacts
 
 if TYPE_CHECKING:  # the parsers stay importable without the HTTP stack loaded
     import requests
@@ -47,6 +51,18 @@ _JSON_THREAT_TYPES = {0: "Impact", 1: "Exploit Status", 3: _SEVERITY}
 _DOC_NAME = re.compile(r"^\d{4}-[A-Za-z]{3}")
 _KB = re.compile(r"^\s*(?:KB)?\s*(\d{4,8})\s*$", re.IGNORECASE)
 _KB_IN_TEXT = re.compile(r"\d{4,8}")
+# Products whose "Release Notes" fixes are version-only patches (see the module docstring).
+# Linux, Mac, Android, iOS and Azure products never match: they cannot be installed on Windows.
+VERSION_ONLY_PRODUCTS = re.compile(
+    r"^(?:Microsoft Edge \(Chromium-based\)(?: Extended Stable)?"
+    r"|\.NET \d+\.\d+(?: installed on Windows)?"
+    r"|ASP\.NET Core \d+\.\d+"
+    r"|Microsoft Visual Studio 20\d\d version \d+\.\d+.*"
+    r"|Remote Desktop client for Windows Desktop"
+    r"|Microsoft Malware Protection Engine)$",
+    re.IGNORECASE,
+)
+_VERSION = re.compile(r"^\d+(?:\.\d+){1,3}$")
 _RESTART = {"yes": "Required", "no": "Not Required", "maybe": "May Require"}
 _RESTART_RANK = {None: 0, "Not Required": 1, "May Require": 2, "Required": 3}
 _SEVERITY_NAMES = {"critical": "Critical", "important": "Important", "moderate": "Moderate",
@@ -415,10 +431,12 @@ def _build_patches(doc: _Doc) -> tuple[list[PatchRecord], list[str]]:
     errors: list[str] = []
     missing: set[str] = set()
     kbs: dict[str, _KbAcc] = {}
+    versioned: dict[tuple[str, str], _KbAcc] = {}
     for vuln in doc.vulns:
         for fix in vuln.fixes:
             match = _KB.match(fix.description)
             if not match:
+                _version_only(doc, vuln, fix, versioned)
                 continue
             kb = f"KB{match.group(1)}"
             acc = kbs.get(kb)
@@ -445,7 +463,43 @@ def _build_patches(doc: _Doc) -> tuple[list[PatchRecord], list[str]]:
         )
     month = _month_label(doc)
     patches = [_patch(doc, month, kb, acc) for kb, acc in sorted(kbs.items())]
+    patches += [
+        _version_patch(doc, month, name, version, acc)
+        for (name, version), acc in sorted(versioned.items())
+    ]
     return patches, errors
+
+
+def _version_only(
+    doc: _Doc, vuln: _Vuln, fix: _Fix, versioned: dict[tuple[str, str], _KbAcc]
+) -> None:
+    """Collect a "Release Notes" fix of a Windows product fixed by a version alone."""
+    version = (fix.fixed_build or "").strip()
+    if fix.description.casefold() != "release notes" or not _VERSION.match(version):
+        return
+    for pid in fix.product_ids:
+        name = doc.products.get(pid)
+        if name is None or not VERSION_ONLY_PRODUCTS.match(name):
+            continue
+        acc = versioned.get((name, version))
+        if acc is None:
+            acc = versioned[(name, version)] = _KbAcc()
+        if vuln.cve:
+            acc.cves.add(vuln.cve)
+        acc.url = acc.url or fix.url
+        acc.restarts.add(fix.restart)
+        _merge_row(acc.rows, name, fix, [], _severity_for(vuln.severity, pid))
+
+
+def _version_patch(
+    doc: _Doc, month: str | None, name: str, version: str, acc: _KbAcc
+) -> PatchRecord:
+    """A version-only patch: no KB, key `msrc:<product>@<version>`, one product row."""
+    patch = _patch(doc, month, "", acc)
+    title = " ".join(p for p in (month, "Security Update for", name, version) if p)
+    return replace(
+        patch, key=f"msrc:{name}@{version}"[:255], kb=None, title=title, version=version
+    )
 
 
 def _merge_row(
@@ -582,3 +636,146 @@ def _date(value: Any) -> dt.date | None:
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return text[:300] or type(exc).__name__
+
+
+# --------------------------------------------------------------------------------------------
+# Vulnerability facts: CVSS v3 per product and the exploitation status (issue 19)
+
+
+@dataclass(frozen=True)
+class MsrcCveScores:
+    """A CVE's MSRC facts: the highest CVSS v3 base score over its products (in `facts`) and
+    each product's own (score, vector), since MSRC scores one CVE differently per product."""
+
+    facts: VulnFacts
+    per_product: dict[str, tuple[float, str | None]]
+
+
+_EXPLOIT_STATUS = "Exploit Status"
+_V_SCORESETS, _V_BASE, _V_VECTOR = f"{_VULN}CVSSScoreSets", f"{_VULN}BaseScore", f"{_VULN}Vector"
+
+
+def parse_cvrf_vulnerabilities(raw: bytes, key: str | None = None) -> list[MsrcCveScores]:
+    """Per CVE of a monthly document: CVSS v3 base score and vector per product, and the
+    "Exploit Status" threat (`Publicly Disclosed:No;Exploited:Yes;...`) as booleans.
+
+    Kept apart from parse_cvrf so the patch catalog and the vulnerability feed can evolve
+    independently; errors are the same one-line SourceErrors.
+    """
+    label = key or "document"
+    data = _decompress(raw, label)
+    head = data[:64].lstrip(b"\xef\xbb\xbf \t\r\n")
+    if head.startswith(b"{"):
+        body = _json_body(data, label)
+        products = {
+            pid: name
+            for item in _json_product_names(_dict(body.get("ProductTree")))
+            if (pid := _text(item.get("ProductID"))) and (name := _text(item.get("Value")))
+        }
+        raw_vulns = [_json_vuln_scores(v) for v in _list(body.get("Vulnerability"))
+                     if isinstance(v, dict)]
+    elif head.startswith(b"<"):
+        root = _xml_root(data, label)
+        products = {}
+        tree = root.find(f"{_PROD}ProductTree")
+        if tree is not None:
+            for item in tree.iter(f"{_PROD}FullProductName"):
+                pid = item.get("ProductID")
+                if pid and item.text:
+                    products.setdefault(pid, item.text.strip())
+        raw_vulns = [_xml_vuln_scores(v) for v in root.iterfind(f"{_VULN}Vulnerability")]
+    else:
+        raise SourceError(f"{label}: neither JSON nor XML")
+    out = []
+    for cve, status, sets in raw_vulns:
+        if not cve:
+            continue
+        per_product: dict[str, tuple[float, str | None]] = {}
+        for score, vector, pids in sets:
+            for pid in pids or [""]:
+                name = products.get(pid, f"ProductID {pid}" if pid else "")
+                if name not in per_product or score > per_product[name][0]:
+                    per_product[name] = (score, vector)
+        best = max(per_product.values(), key=lambda sv: sv[0], default=None)
+        exploited, disclosed = _exploit_status(status)
+        out.append(MsrcCveScores(
+            facts=VulnFacts(
+                cve=cve, source="msrc",
+                cvss=best[0] if best else None, vector=best[1] if best else None,
+                score_source="vendor" if best else None,
+                exploited=exploited, publicly_disclosed=disclosed,
+            ),
+            per_product={k: v for k, v in per_product.items() if k},
+        ))
+    return out
+
+
+_ScoreSet = tuple[float, str | None, list[str]]
+
+
+def _json_body(data: bytes, label: str) -> dict[str, Any]:
+    try:
+        body = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise SourceError(f"{label}: malformed JSON: {_one_line(exc)}") from None
+    if not isinstance(body, dict):
+        raise SourceError(f"{label}: JSON document is not an object")
+    return body
+
+
+def _xml_root(data: bytes, label: str) -> Element:
+    try:
+        root = DefusedET.fromstring(data)
+    except DefusedXmlException as exc:
+        raise SourceError(f"{label}: refused unsafe XML: {_one_line(exc)}") from None
+    except ParseError as exc:
+        raise SourceError(f"{label}: malformed XML: {_one_line(exc)}") from None
+    if root.tag != f"{_CVRF}cvrfdoc":
+        raise SourceError(f"{label}: not a CVRF 1.1 document (root element {root.tag})")
+    return root
+
+
+def _json_vuln_scores(vuln: dict[str, Any]) -> tuple[str, str | None, list[_ScoreSet]]:
+    status = None
+    for threat in _list(vuln.get("Threats")):
+        if isinstance(threat, dict) and _json_type(threat, _JSON_THREAT_TYPES) == _EXPLOIT_STATUS:
+            status = _text(threat.get("Description")) or status
+    sets: list[_ScoreSet] = []
+    for item in _list(vuln.get("CVSSScoreSets")):
+        score = _score(item.get("BaseScore")) if isinstance(item, dict) else None
+        if score is not None:
+            sets.append((score, _clean(_text(item.get("Vector"))), _ids(item)))
+    return (_text(vuln.get("CVE")) or "").strip(), status, sets
+
+
+def _xml_vuln_scores(vuln: Element) -> tuple[str, str | None, list[_ScoreSet]]:
+    status = None
+    sets: list[_ScoreSet] = []
+    for threat in vuln.iterfind(f"{_V_THREATS}/{_VULN}Threat"):
+        if threat.get("Type") == _EXPLOIT_STATUS:
+            status = threat.findtext(_V_DESC) or status
+    for scoreset in vuln.iterfind(f"{_V_SCORESETS}/{_VULN}ScoreSet"):
+        score = _score(scoreset.findtext(_V_BASE))
+        if score is not None:
+            pids = [p.text.strip() for p in scoreset.iterfind(_V_PID) if p.text]
+            sets.append((score, _clean(scoreset.findtext(_V_VECTOR)), pids))
+    return (vuln.findtext(_V_CVE) or "").strip(), status, sets
+
+
+def _score(value: Any) -> float | None:
+    try:
+        score = float(value)
+    except (TypeError, ValueError):
+        return None
+    return score if 0.0 <= score <= 10.0 else None
+
+
+def _exploit_status(text: str | None) -> tuple[bool | None, bool | None]:
+    """"Publicly Disclosed:No;Exploited:Yes;..." -> (exploited, publicly disclosed)."""
+    fields: dict[str, bool] = {}
+    for part in (text or "").split(";"):
+        name, _, value = part.partition(":")
+        flag = value.strip().lower()
+        if flag in ("yes", "no"):
+            fields[name.strip().lower()] = flag == "yes"
+    return fields.get("exploited"), fields.get("publicly disclosed")

@@ -23,6 +23,7 @@ from models import PatchServer, SyncDocument
 from models.base import utcnow
 from models.db import session_scope
 from models.enums import SyncStatus
+from patchflow import faults
 from patchflow import servers as server_svc
 from patchflow.catalog_store import document_unchanged, record_document, store_document
 from patchflow.http import describe_error, make_session
@@ -186,6 +187,8 @@ def _store(
         record_document(session, server_id, source, doc.key, content_hash=doc.content_hash,
                         release_date=doc.release_date, status="ok", message=message,
                         patches=stored.offered)
+        session.flush()
+        faults.point("sync.before_commit")  # test hook: written, not committed
     result.stored += 1
     result.patches += stored.offered
     result.errors.extend(doc.errors)
@@ -228,8 +231,26 @@ def sync_msrc_batch(server_id: int, refs: list[dict[str, Any]], done_before: int
             _fail(server_id, "msrc", ref.key, str(exc), result)
             continue
         _store(server_id, "msrc", doc, filters, result)
+        _store_msrc_vulnerabilities(raw, ref.key)
         logger.info("MSRC %s: %d patches", ref.key, len(doc.patches))
     return asdict(result)
+
+
+def _store_msrc_vulnerabilities(raw: bytes, key: str) -> None:
+    """CVSS v3 and exploitation status of the document's CVEs, for the vulnerability views
+    (issue 19). A document whose facts cannot be read still counts as synced: the patches are
+    what the sync is for."""
+    from patchflow import vulnfeeds
+
+    try:
+        scores = msrc.parse_cvrf_vulnerabilities(raw, key)
+    except SourceError as exc:
+        get_run_logger().warning("MSRC %s: vulnerability facts skipped: %s", key, exc)
+        return
+    with session_scope() as session:
+        vulnfeeds.store_documents(session, "msrc", {s.facts.cve: ([s.facts], []) for s in scores
+                                                    if len(s.facts.cve) <= 32},
+                                  keep_higher_ratings=False)
 
 
 @task(name="sync-winget-batch", cache_policy=NO_CACHE)

@@ -151,7 +151,7 @@ def test_superseded_kb_is_never_reported_when_its_successor_is_installed(
 ) -> None:
     # A server approving only up to November 2024: KB5046633 is the candidate there.
     f = _all_available(_w11(None, ["KB5046633"]), ms_catalog, app_catalog)
-    nums = ms_catalog["kb"].str.slice(2).astype(int)
+    nums = ms_catalog["kb"].str.slice(2).astype(float)  # NaN: version-only fixes (Edge)
     f.server_patches = f.server_patches[
         f.server_patches["patch_id"].isin(ms_catalog.loc[nums <= 5046633, "patch_id"])
     ]
@@ -259,6 +259,10 @@ def test_real_uninstall_listing_and_real_catalog_names(
     f = _all_available(_w11(6060, []) | {"programs": installed}, ms_catalog, app_catalog)
     result = scan(f)
     assert result.missing["reason"].tolist() == [
+        # The listing's real "Microsoft Edge" 90.0.818.66 against MSRC's newest 2024 Edge fix
+        # (a version-only "Release Notes" fix: no KB); "Microsoft Edge Update" is not Edge.
+        "Microsoft Edge (Chromium-based): 90.0.818.66 < fixed 131.0.2903.112; "
+        "version-only fix (no KB)",
         "VLC media player 3.0.20.0 (x64) < 3.0.24",
         "PuTTY 0.81.0.0 (x64) < 0.85.0.0",
         "Java 8 8.0.4010.10 (x64) < 8.0.5030.1",

@@ -84,7 +84,7 @@ def test_admin_add_cli(api: Api, cli, monkeypatch: pytest.MonkeyPatch) -> None: 
 
     with get_engine(api.db_url).connect() as conn:
         stored = conn.execute(sa.text("SELECT password_hash FROM admin_users")).scalar_one()
-    assert stored.startswith("scrypt$") and PASSWORD not in stored
+    assert stored.startswith("$argon2id$") and PASSWORD not in stored
 
     monkeypatch.setattr("sys.stdin", io.StringIO("another long password\n"))
     assert cli("admin", "passwd", "alice", "--password-stdin").code == 0
@@ -189,26 +189,26 @@ def test_form_errors_are_shown_next_to_the_field(api: Api, cli,  # type: ignore[
                                                        "port": "70000"})
         assert page.status_code == 400
         assert re.search(r'id="f-port"[^>]*aria-invalid="true"', page.text)
-        assert re.search(r'id="err-port"[^>]*>invalid port 70000', page.text)
+        assert re.search(r'id="err-port"[^>]*>Invalid port 70000', page.text)
         page = http.post("/console/servers/new", data={"csrf_token": csrf, "name": "local",
                                                        "host": "bad host!", "port": "6201"})
-        assert re.search(r'id="err-host"[^>]*>invalid host', page.text)
+        assert re.search(r'id="err-host"[^>]*>Invalid host', page.text)
         assert http.post("/console/servers/new", data={
             "csrf_token": csrf, "name": "local", "host": "h", "port": "6201"}).status_code == 303
         edit = http.post("/console/servers/local/edit", data={
             "csrf_token": csrf, "host": "h", "port": "6201", "upstream": "wsus", "wsus_url": "",
             "proxy": "", "proxy_user": ""})
         assert edit.status_code == 400
-        assert re.search(r'id="err-wsus_url"[^>]*>--upstream wsus needs', edit.text)
+        assert re.search(r'id="err-wsus_url"[^>]*>Upstream wsus needs WSUS URL', edit.text)
         edit = http.post("/console/servers/local/edit", data={
             "csrf_token": csrf, "host": "h", "upstream": "microsoft", "proxy": "ftp://p",
             "proxy_user": ""})
-        assert re.search(r'id="err-proxy"[^>]*>invalid proxy', edit.text)
+        assert re.search(r'id="err-proxy"[^>]*>Invalid proxy', edit.text)
         policy = http.post("/console/policies/new", data={
             "csrf_token": csrf, "name": "Workstations", "patch_server": "local",
             "scan_weekday": "tuesday", "scan_at": "25:00", "scan_every_weeks": "1"})
         assert policy.status_code == 400
-        assert re.search(r'id="err-scan_at"[^>]*>invalid time', policy.text)
+        assert re.search(r'id="err-scan_at"[^>]*>Invalid time', policy.text)
         # Destructive actions confirm: without the confirmation the server asks first.
         ask = http.post("/console/servers/local/delete", data={"csrf_token": csrf})
         assert ask.status_code == 200 and "Delete patch server local?" in ask.text
@@ -232,7 +232,10 @@ def test_console_key_is_private(api: Api, cli, monkeypatch: pytest.MonkeyPatch) 
 PAGES = ("/console/dashboard", "/console/servers", "/console/servers?sort=status",
          "/console/servers/new", "/console/endpoints", "/console/endpoints?q=none",
          "/console/install", "/console/install?severity=Critical&eula=Accepted",
-         "/console/policies", "/console/policies/new", "/console/reports", "/console/jobs")
+         "/console/policies", "/console/policies/new", "/console/reports", "/console/jobs",
+         "/console/groups", "/console/admin", "/console/admin/audit",
+         "/console/admin/audit?action=login", "/console/admin/backup",
+         "/console/endpoints?state=Up-to-Date&presence=offline")
 
 
 def test_every_page_renders_and_buttons_report_refusals(api: Api, cli,  # type: ignore[no-untyped-def]
@@ -248,7 +251,7 @@ def test_every_page_renders_and_buttons_report_refusals(api: Api, cli,  # type: 
                      "/console/reports/status.json"):
             assert http.get(path).status_code == 200, path
         bad = http.get("/console/install?severity=Urgent")
-        assert bad.status_code == 200 and "unknown severity &#39;Urgent&#39;" in bad.text
+        assert bad.status_code == 200 and "Unknown severity &#39;Urgent&#39;" in bad.text
         assert http.get("/console/servers/nope/edit").status_code == 404
         assert http.get("/console/jobs/42").status_code == 404
         csrf = csrf_of(http.get("/console/dashboard").text)
@@ -256,9 +259,9 @@ def test_every_page_renders_and_buttons_report_refusals(api: Api, cli,  # type: 
                                                 "host": "h", "port": "6201"})
         # A button whose action the service refuses comes back with the reason on the page.
         for action, reason in (("/console/servers/local/sync/stop", "is not syncing"),
-                               ("/console/endpoints/scan", "select at least one endpoint"),
-                               ("/console/endpoints/scan/stop", "no scan is running"),
-                               ("/console/install/start", "the selection is empty")):
+                               ("/console/endpoints/scan", "Select at least one endpoint"),
+                               ("/console/endpoints/scan/stop", "No scan is running"),
+                               ("/console/install/start", "The selection is empty")):
             done = http.post(action, data={"csrf_token": csrf})
             assert done.status_code == 303, action
             shown = http.get(done.headers["location"]).text

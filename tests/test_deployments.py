@@ -25,8 +25,11 @@ EXAMPLE = ROOT / "deployments" / "prefect.yaml"
 # --- specs from the database ----------------------------------------------------------------
 
 
-def test_specs_follow_the_stored_schedules(cli: Any, home: Path) -> None:
+def test_specs_follow_the_stored_schedules(cli: Any, home: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
     from deployments.build import load_specs
+
+    monkeypatch.setenv("PATCHFLOW_INSTANCE", "hq")
 
     assert cli("init").code == 0
     assert cli("server", "add", "local", "--host", "h").code == 0
@@ -41,9 +44,13 @@ def test_specs_follow_the_stored_schedules(cli: Any, home: Path) -> None:
 
     specs = {s.name: s for s in load_specs()}
     # "branch" and "unscheduled" have no schedule: no deployment; no report schedule either.
-    assert set(specs) == {"sync-local", "scan-Lab-night-EU-" + _hash("Lab / night (EU)")}
-    sync = specs["sync-local"]
+    scan_name = "policy-Lab-night-EU-" + _hash("Lab / night (EU)") + "@hq"
+    assert set(specs) == {"server-local@hq", scan_name}
+    sync = specs["server-local@hq"]
     assert sync.flow == "sync" and sync.parameters == {"server_name": "local"}
+    assert sync.full_name == "patchflow-sync/server-local@hq"
+    assert set(sync.tags) == {"patchflow", "sync", "instance:hq", "patchflow-serve"}
+    assert set(specs[scan_name].tags) == {"patchflow", "scan", "instance:hq", "patchflow-serve"}
     assert sync.rrule.endswith("FREQ=MONTHLY;BYDAY=TU;BYSETPOS=-1;BYHOUR=22;BYMINUTE=30;"
                                "BYSECOND=0")
     assert sync.timezone == "UTC"
@@ -85,7 +92,10 @@ def test_report_schedule_command(cli: Any, home: Path) -> None:
                      "email": []}
     assert cli("report", "schedule", "--at", "08:15").code == 0  # the rest is kept
     (report,) = [s for s in load_specs() if s.flow == "report"]
-    assert report.name == "report"
+    from deployments.build import instance_name
+
+    assert report.name == f"reports@{instance_name()}"
+    assert report.full_name == f"patchflow-report/reports@{instance_name()}"
     assert report.parameters == {"kinds": ["missing", "compliance"], "created_by": "schedule"}
     assert "FREQ=WEEKLY;INTERVAL=1;BYDAY=FR;BYHOUR=8;BYMINUTE=15" in report.rrule
 
@@ -101,6 +111,63 @@ def test_report_schedule_command(cli: Any, home: Path) -> None:
     assert json.loads(cli("report", "schedule", "--json").out)["at"] == "08:15"
     assert cli("report", "schedule", "--clear").code == 0
     assert [s for s in load_specs() if s.flow == "report"] == []
+
+
+def test_instance_names_and_slugs(sqlite_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two installations on one Prefect server differ by instance; names stay readable and
+    within what Prefect accepts, and two names differing in punctuation never collide."""
+    import socket
+
+    from deployments.build import deployment_name, instance_name, slug
+    from patchflow import config
+    from patchflow.config import ConfigError
+
+    monkeypatch.delenv("PATCHFLOW_INSTANCE", raising=False)
+    import re
+
+    default = instance_name()  # the short host name, made safe, or "default"
+    assert re.fullmatch(r"[a-z0-9][a-z0-9._-]{0,39}", default)
+    assert default in (socket.gethostname().split(".")[0].lower(), "default")
+    config.write_config({"prefect": {"instance": "site-b"}})
+    assert instance_name() == "site-b"
+    monkeypatch.setenv("PATCHFLOW_INSTANCE", "site-a")  # the environment wins
+    assert deployment_name("policy", "workstations") == "policy-workstations@site-a"
+    assert deployment_name("reports", None) == "reports@site-a"
+    for bad in ("a/b", "-x", "x" * 41, "two words", "é"):
+        monkeypatch.setenv("PATCHFLOW_INSTANCE", bad)
+        with pytest.raises(ConfigError, match=r"\[prefect\] instance"):
+            instance_name()
+    assert slug("Lab / night") != slug("Lab - night") and "/" not in slug("Lab / night")
+    long = slug("x" * 300)
+    assert len(long) <= 60 and long != slug("x" * 299)
+    for name in ("a%b", "a&b", "a<b>", "100%"):
+        assert not set(slug(name)) & set("/%&<>@")
+
+
+def test_every_flow_is_prefixed_and_served_under_its_full_name() -> None:
+    """The naming rule for a shared Prefect server: every flow patchflow defines (in any
+    module of flows/) is called `patchflow-...`."""
+    import importlib
+    import pkgutil
+
+    from prefect import Flow
+
+    import flows
+    from deployments.build import DeploymentSpec
+    from deployments.patchflow_flows import FLOWS
+
+    found = {}
+    for info in pkgutil.iter_modules(flows.__path__):
+        module = importlib.import_module(f"flows.{info.name}")
+        found.update({f.name: module.__name__ for f in vars(module).values()
+                      if isinstance(f, Flow)})
+    assert {"patchflow-sync", "patchflow-scan", "patchflow-report", "patchflow-install"} <= \
+        set(found)
+    assert [n for n in found if not n.startswith("patchflow-")] == [], found
+    for key, flow in FLOWS.items():
+        spec = DeploymentSpec(name="x@y", flow=key, parameters={}, rrule="", timezone="UTC",
+                              description="")
+        assert spec.full_name == f"{flow.name}/x@y"
 
 
 def test_report_kinds_match_the_report_flow() -> None:
@@ -158,10 +225,20 @@ def check_prefect_yaml(text: str) -> list[dict[str, Any]]:
 
 def test_shipped_prefect_yaml_matches_the_flows() -> None:
     deployments = check_prefect_yaml(EXAMPLE.read_text(encoding="utf-8"))
-    assert {d["name"] for d in deployments} >= {"sync-local", "report"}
+    assert {d["name"] for d in deployments} == {
+        "server-local@{{ $PATCHFLOW_INSTANCE }}", "policy-workstations@{{ $PATCHFLOW_INSTANCE }}",
+        "reports@{{ $PATCHFLOW_INSTANCE }}"}
+    for deployment in deployments:
+        assert "instance:{{ $PATCHFLOW_INSTANCE }}" in deployment["tags"]
+    # No path of one machine: the worker's own environment says where the checkout is.
+    assert yaml.safe_load(EXAMPLE.read_text())["pull"][0][
+        "prefect.deployments.steps.set_working_directory"]["directory"] == \
+        "{{ $PATCHFLOW_CHECKOUT }}"
 
 
-def test_exported_prefect_yaml_matches_the_flows(cli: Any, sqlite_home: Path) -> None:
+def test_exported_prefect_yaml_matches_the_flows(cli: Any, sqlite_home: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATCHFLOW_INSTANCE", "hq")
     assert cli("init").code == 0
     assert cli("server", "add", "local", "--host", "h").code == 0
     assert cli("server", "schedule", "local", "--frequency", "weekly", "--weekday", "monday",
@@ -171,64 +248,47 @@ def test_exported_prefect_yaml_matches_the_flows(cli: Any, sqlite_home: Path) ->
     r = cli("deployments", "export", "--work-pool", "patchflow", "--out", str(out))
     assert r.code == 0, r.err
     deployments = check_prefect_yaml(out.read_text(encoding="utf-8"))
-    assert [d["name"] for d in deployments] == ["report", "sync-local"]
+    assert [d["name"] for d in deployments] == ["reports@hq", "server-local@hq"]
+    # Workers' deployments carry the instance but not the tag `serve` deletes by.
+    assert deployments[1]["tags"] == ["patchflow", "sync", "instance:hq"]
     assert yaml.safe_load(out.read_text())["pull"][0][
         "prefect.deployments.steps.set_working_directory"]["directory"] == str(ROOT)
 
 
 @pytest.mark.usefixtures("prefect")
-def test_prefect_deploy_all_and_a_worker_run(cli: Any, sqlite_home: Path) -> None:
-    """The README's example for work pools, for real: `prefect deploy --all` accepts the shipped
-    file and the exported one, and a process worker runs the sync deployment to the end."""
+def test_prefect_deploy_all_of_the_exported_file(cli: Any, sqlite_home: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """`prefect deploy --all` accepts the exported file: readable names with the instance, the
+    schedule and the concurrency limit (the shipped file runs on a worker end to end in
+    tests/test_prefect_platform.py)."""
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL
 
-    from patchflow.sample_catalog import MSRC_DIR, PACKAGES, WINGET_DIR
-
+    monkeypatch.setenv("PATCHFLOW_INSTANCE", "hq")
     assert cli("init").code == 0
-    r = cli("server", "add", "local", "--host", "h", "--msrc-source", str(MSRC_DIR),
-            "--winget-source", str(WINGET_DIR), "--winget-packages", ",".join(PACKAGES))
-    assert r.code == 0, r.err
+    assert cli("server", "add", "local", "--host", "h").code == 0
     assert cli("server", "schedule", "local", "--frequency", "weekly", "--weekday", "monday",
                "--at", "01:00").code == 0
     pool = f"patchflow-{uuid.uuid4().hex[:8]}"
     exported = sqlite_home / "prefect.yaml"
     assert cli("deployments", "export", "--work-pool", pool, "--out", str(exported)).code == 0
-    shipped = sqlite_home / "example.yaml"
-    shipped.write_text(EXAMPLE.read_text().replace("name: patchflow\n", f"name: {pool}\n")
-                       .replace("      name: patchflow\n", f"      name: {pool}\n"))
-
     env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value()),
            "PYTHONPATH": str(ROOT)}
-    prefect = [sys.executable, "-m", "prefect"]
 
     def run(*args: str, timeout: float = 120) -> str:
-        done = subprocess.run([*prefect, *args], cwd=ROOT, env=env, capture_output=True,
-                              text=True, timeout=timeout)
+        done = subprocess.run([sys.executable, "-m", "prefect", *args], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=timeout)
         assert done.returncode == 0, (args, done.stdout[-2000:], done.stderr[-2000:])
         return done.stdout
 
     run("work-pool", "create", pool, "--type", "process")
-    run("--no-prompt", "deploy", "--all", "--prefect-file", str(shipped))
     run("--no-prompt", "deploy", "--all", "--prefect-file", str(exported))
     with get_client(sync_client=True) as client:
-        example = client.read_deployment_by_name("scan/scan-workstations")
-        assert example.work_pool_name == pool
-        assert example.parameters["selection"] == {"policy": "workstations"}
-        sync = client.read_deployment_by_name("sync/sync-local")
-        assert sync.work_pool_name == pool and sync.parameters == {"server_name": "local"}
-        assert "BYDAY=MO;BYHOUR=1;BYMINUTE=0" in sync.schedules[0].schedule.rrule
-        assert sync.global_concurrency_limit.limit == 1
-        run_ = client.create_flow_run_from_deployment(sync.id)
-    run("worker", "start", "--pool", pool, "--run-once", timeout=180)
-    with get_client(sync_client=True) as client:
-        state = client.read_flow_run(run_.id).state
-    assert state.is_completed(), state
-    listed = cli("server", "list", "--json")
-    import json
-
-    server = json.loads(listed.out)[0]
-    assert server["sync_status"] == "Successful", server["sync_message"]
+        sync = client.read_deployment_by_name("patchflow-sync/server-local@hq")
+    assert sync.work_pool_name == pool and sync.parameters == {"server_name": "local"}
+    assert set(sync.tags) == {"patchflow", "sync", "instance:hq"}
+    assert "BYDAY=MO;BYHOUR=1;BYMINUTE=0" in sync.schedules[0].schedule.rrule
+    assert sync.global_concurrency_limit.limit == 1
 
 
 # --- state hooks ----------------------------------------------------------------------------

@@ -19,7 +19,10 @@ def test_dashboard_json(cli, home: Path, db_url: str) -> None:
     r = cli("dashboard", "--json")
     assert r.code == 0, r.err
     data = json.loads(r.out)
-    assert set(data) == {"generated_at", "endpoints", "missing_by_severity", "scan_overview"}
+    assert set(data) == {"generated_at", "endpoints", "missing_by_severity", "scan_overview",
+                         "exploited", "overdue_kev"}
+    # No vulnerability feed synced in this seed: nothing is known to be exploited.
+    assert data["exploited"] == {"patches": 0, "pairs": 0} and data["overdue_kev"] == 0
     assert list(data["missing_by_severity"]) == list(SEVERITIES)
     pairs = dict(sql_rows(db_url, """SELECT p.severity, COUNT(*) FROM missing_patches mp
                                      JOIN patches p ON p.id = mp.patch_id GROUP BY p.severity"""))

@@ -104,6 +104,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     env.update({
         "PATCHFLOW_HOME": str(home),
         "PATCHFLOW_DATABASE_URL": f"sqlite:///{home / 'patchflow.db'}",
+        "PATCHFLOW_INSTANCE": "lab",  # in every deployment's name and tags
         "PREFECT_RUNNER_POLL_FREQUENCY": "2",
         "PREFECT_LOGGING_LEVEL": "INFO",
         "PYTHONPATH": str(ROOT),
@@ -207,7 +208,7 @@ def test_local_prefect_server_and_deployments_from_the_database(served: Served) 
     assert f"Prefect UI: {served.api_url.removesuffix('/api')}" in out
     assert (served.home / "prefect").is_dir()  # PREFECT_HOME under PATCHFLOW_HOME
 
-    sync = _deployment(served, "sync/sync-local")
+    sync = _deployment(served, "patchflow-sync/server-local@lab")
     assert sync is not None
     rule = _rrule(sync)
     assert "FREQ=WEEKLY;BYDAY=TU;BYHOUR=22;BYMINUTE=0" in rule
@@ -215,20 +216,22 @@ def test_local_prefect_server_and_deployments_from_the_database(served: Served) 
     assert sync.parameters == {"server_name": "local"}
     assert sync.global_concurrency_limit.limit == 1
     assert str(sync.concurrency_options.collision_strategy).endswith("ENQUEUE")
-    assert "patchflow-serve" in sync.tags and not sync.paused
+    assert set(sync.tags) == {"patchflow", "sync", "instance:lab", "patchflow-serve"}
+    assert not sync.paused
 
-    scan = _deployment(served, "scan/scan-weekly")
+    scan = _deployment(served, "patchflow-scan/policy-weekly@lab")
     assert scan.parameters == {"selection": {"policy": "weekly"}, "trigger": "scheduled"}
     start = (dt.datetime.now(dt.UTC) - dt.timedelta(days=14)).strftime("%Y%m%d")
     assert f"DTSTART:{start}T000000" in _rrule(scan) and "INTERVAL=1;" in _rrule(scan)
-    assert "INTERVAL=2;" in _rrule(_deployment(served, "scan/scan-quiet"))
-    assert _deployment(served, "report/report") is None  # no report schedule yet
+    assert "INTERVAL=2;" in _rrule(_deployment(served, "patchflow-scan/policy-quiet@lab"))
+    # No report schedule yet.
+    assert _deployment(served, "patchflow-report/reports@lab") is None
 
 
 def test_run_if_missed_at_start_up(served: Served) -> None:
     import sqlalchemy as sa
 
-    scan = _deployment(served, "scan/scan-weekly")
+    scan = _deployment(served, "patchflow-scan/policy-weekly@lab")
     runs = _wait("the catch-up scan run", lambda: _runs(served, scan.id), timeout=30)
     assert len(runs) == 1 and "run-if-missed" in runs[0].tags
     assert "policy weekly: the scan due" in served.output()
@@ -248,11 +251,11 @@ def test_run_if_missed_at_start_up(served: Served) -> None:
         ("scheduled", "completed", str(runs[0].id))]
     assert last["weekly"] is not None and last["quiet"] is None
     # "quiet" has no run-if-missed: nothing was started for it.
-    assert _runs(served, _deployment(served, "scan/scan-quiet").id) == []
+    assert _runs(served, _deployment(served, "patchflow-scan/policy-quiet@lab").id) == []
 
 
 def test_schedule_edits_reach_the_served_deployments(served: Served) -> None:
-    sync_id = _deployment(served, "sync/sync-local").id
+    sync_id = _deployment(served, "patchflow-sync/server-local@lab").id
     served.cli("server", "schedule", "local", "--frequency", "monthly", "--weekday",
                "wednesday", "--at", "05:15", "--week-of-month", "2")
     served.cli("report", "schedule", "--weekday", "friday", "--at", "07:30", "--kind",
@@ -260,21 +263,23 @@ def test_schedule_edits_reach_the_served_deployments(served: Served) -> None:
     served.cli("policies", "edit", "quiet", "--clear-schedule")
     rule = _wait("the edited sync schedule", lambda: (
         "FREQ=MONTHLY;BYDAY=WE;BYSETPOS=2;BYHOUR=5;BYMINUTE=15" in
-        _rrule(_deployment(served, "sync/sync-local"))), timeout=30)
+        _rrule(_deployment(served, "patchflow-sync/server-local@lab"))), timeout=30)
     assert rule
-    assert _deployment(served, "sync/sync-local").id == sync_id  # updated, not replaced
-    report = _wait("the report deployment", lambda: _deployment(served, "report/report"))
+    # Updated, not replaced.
+    assert _deployment(served, "patchflow-sync/server-local@lab").id == sync_id
+    report = _wait("the report deployment",
+                   lambda: _deployment(served, "patchflow-report/reports@lab"))
     assert "FREQ=WEEKLY;INTERVAL=1;BYDAY=FR;BYHOUR=7;BYMINUTE=30" in _rrule(report)
     assert report.parameters == {"kinds": ["missing"], "created_by": "schedule"}
     _wait("the cleared scan deployment to go",
-          lambda: _deployment(served, "scan/scan-quiet") is None, timeout=30)
-    assert "removed scan/scan-quiet" in served.output()
+          lambda: _deployment(served, "patchflow-scan/policy-quiet@lab") is None, timeout=30)
+    assert "removed patchflow-scan/policy-quiet@lab" in served.output()
 
 
 def test_overlapping_runs_queue_and_stop_cancels_the_deployment_run(served: Served) -> None:
     import sqlalchemy as sa
 
-    deployment = _deployment(served, "sync/sync-local")
+    deployment = _deployment(served, "patchflow-sync/server-local@lab")
     with served.client() as client:
         first = client.create_flow_run_from_deployment(deployment.id)
     _wait("the first sync to run", lambda: _state(served, first.id).is_running(), timeout=60)

@@ -47,10 +47,15 @@ def _rows(patch: PatchRecord) -> dict[str, tuple[str | None, str | None, str | N
 
 def test_all_months_parse_with_expected_kb_counts(docs: dict[str, ParsedDocument]) -> None:
     assert set(docs) == {f"2024-{m}" for m in MONTHS} | {"2026-Jun"}
-    assert {k: len(d.patches) for k, d in docs.items() if k.startswith("2024")} == KB_COUNTS
+    assert {
+        k: len([p for p in d.patches if p.kb]) for k, d in docs.items() if k.startswith("2024")
+    } == KB_COUNTS
     for doc in docs.values():
         assert doc.errors == []
         for patch in doc.patches:
+            if patch.kb is None:  # a version-only fix (Edge...): tested below
+                assert patch.key.startswith("msrc:") and patch.version
+                continue
             assert patch.key.startswith("KB") and patch.key[2:].isdigit()
             assert patch.severity in SEVERITIES
             assert patch.restart_required in RESTART_VALUES
@@ -114,6 +119,22 @@ def test_hotpatch_subtype_is_preserved(docs: dict[str, ParsedDocument]) -> None:
 def test_linux_and_release_note_fixes_are_not_patches(docs: dict[str, ParsedDocument]) -> None:
     names = {r.name for d in docs.values() for p in d.patches for r in p.products}
     assert not any("Azure Linux" in n or "CBL Mariner" in n for n in names)
+
+
+def test_version_only_fixes_of_windows_products(docs: dict[str, ParsedDocument]) -> None:
+    """Edge's "Release Notes" fixes become version-only patches (no KB); Mac, Linux and Android
+    Release Notes never do."""
+    dec = {p.key: p for p in docs["2024-Dec"].patches if p.kb is None}
+    edge = dec["msrc:Microsoft Edge (Chromium-based)@131.0.2903.112"]
+    assert edge.version == "131.0.2903.112"
+    assert [(r.name, r.fixed_build) for r in edge.products] == [
+        ("Microsoft Edge (Chromium-based)", "131.0.2903.112")]
+    assert edge.title == (
+        "2024-12 Security Update for Microsoft Edge (Chromium-based) 131.0.2903.112")
+    names = {r.name for d in docs.values() for p in d.patches if p.kb is None for r in p.products}
+    assert ".NET 9.0 installed on Windows" in names
+    assert "Remote Desktop client for Windows Desktop" in names
+    assert not any(w in n for n in names for w in ("Linux", "Mac", "Android", "iOS", "Azure"))
 
 
 def test_json_excerpt_matches_xml_structure(docs: dict[str, ParsedDocument]) -> None:

@@ -78,6 +78,9 @@ class SimulatedPlatform:
     def install(self, job: dict[str, Any], path: Path | None) -> tuple[int, str]:
         behaviour = self.load_inventory().get(SIMULATE) or {}
         seconds = float(behaviour.get("install_seconds") or 0)
+        from patchflow import faults
+
+        faults.point("agent.installing")  # test hook: the agent dies mid-install
         if seconds > 0:
             time.sleep(seconds)
         doc = self.load_inventory()  # as it is now, after the "work"
@@ -121,35 +124,100 @@ def exit_code_for(codes: dict[str, Any], job: dict[str, Any]) -> int:
 
 
 def apply_install(doc: dict[str, Any], job: dict[str, Any]) -> None:
-    """What the real installer would leave in the registry: the program at the new version
-    (updated in place where an older one of the same architecture is installed), or the KB."""
+    """What the real installer would leave in the registry: the program at the new version, or
+    the KB. An upgrade replaces the entry the scan matched (see `installed_entry`), as Windows
+    does, instead of adding a second entry beside the old one; the entry takes the installer's
+    display name of the same name family, or keeps its name with the version replaced."""
     patch = job.get("patch") or {}
     installer = job.get("installer") or {}
     today = dt.date.today().isoformat()
     if patch.get("package_id") and patch.get("version"):
-        name = str(patch.get("package_name") or patch.get("title") or patch["package_id"])
         version = str(patch["version"])
-        arch = installer.get("arch")
-        matched = False
-        for program in doc.setdefault("programs", []):
-            same_arch = arch in (None, "", "neutral") or program.get("arch") in (None, arch)
-            if str(program.get("name", "")).casefold().startswith(name.casefold()) and same_arch:
-                old = program.get("version")
-                if old and old in program["name"]:
-                    program["name"] = program["name"].replace(old, version)
-                program["version"] = version
-                program["install_date"] = today
-                if installer.get("product_code"):
-                    program["product_code"] = installer["product_code"]
-                matched = True
-        if not matched:
-            names = installer.get("display_names") or [f"{name} {version}"]
-            doc["programs"].append({
-                "name": names[0], "version": version, "publisher": patch.get("vendor"),
-                "product_code": installer.get("product_code"), "upgrade_code": None,
-                "arch": arch if arch in ("x64", "x86", "arm64") else None,
+        arch = _arch_of(installer.get("arch"))
+        programs = doc.setdefault("programs", [])
+        names = [str(n) for n in installer.get("display_names") or [] if n]
+        entry = installed_entry(programs, patch, installer)
+        if entry is not None:
+            old = str(entry.get("version") or "")
+            same = [n for n in names if _family(n) == _family(entry.get("name"))]
+            if same:
+                entry["name"] = same[0]
+            elif old and old in str(entry.get("name", "")):
+                entry["name"] = str(entry["name"]).replace(old, version)
+            entry["version"] = version
+            entry["install_date"] = today
+            entry["arch"] = _arch_of(entry.get("arch")) or arch
+            for key in ("product_code", "upgrade_code"):
+                if installer.get(key):
+                    entry[key] = installer[key]
+        else:
+            package = str(patch.get("package_name") or patch.get("title") or patch["package_id"])
+            own = [n for n in names if _family(n) in _package_families(patch)] or names
+            programs.append({
+                "name": own[0] if own else f"{package} {version}", "version": version,
+                "publisher": patch.get("vendor"), "product_code": installer.get("product_code"),
+                "upgrade_code": installer.get("upgrade_code"), "arch": arch,
                 "scope": "machine", "install_date": today})
     if patch.get("kb"):
         updates = doc.setdefault("updates", [])
         if not any(str(u.get("kb", "")).upper() == patch["kb"].upper() for u in updates):
             updates.append({"kb": patch["kb"], "installed_on": today})
+
+
+def installed_entry(programs: list[dict[str, Any]], patch: dict[str, Any],
+                    installer: dict[str, Any]) -> dict[str, Any] | None:
+    """The program entry an install of this package updates, matched like the scan matches,
+    always of the installer's architecture: the same ProductCode or UpgradeCode; else the
+    package's name family (version, architecture and locale taken out, so "Mozilla Firefox
+    (x64 en-US)" is of "Mozilla Firefox (en-US)") with agreeing publishers; else the family of
+    one of the installer's display names. Among several, the highest version: the copy in use,
+    which the scan judged."""
+    from applicability.names import (
+        infer_arch,
+        normalize_code,
+        normalize_publisher,
+        publishers_agree,
+    )
+    from sources.versions import version_key
+
+    arch = _arch_of(installer.get("arch"))
+    codes = {normalize_code(installer.get(k)) for k in ("product_code", "upgrade_code")}
+    codes.discard(None)
+    package = _package_families(patch)
+    display = {_family(n) for n in installer.get("display_names") or []} - {""}
+    vendor = normalize_publisher(patch.get("vendor"))
+
+    def rank(program: dict[str, Any]) -> int | None:
+        own = _arch_of(program.get("arch")) or infer_arch(program.get("name"))
+        if arch is not None and own is not None and own != arch:
+            return None
+        if codes & {normalize_code(program.get(k)) for k in ("product_code", "upgrade_code")}:
+            return 0
+        if not publishers_agree(normalize_publisher(program.get("publisher")), vendor):
+            return None
+        family = _family(program.get("name"))
+        return 1 if family in package else 2 if family in display else None
+
+    ranked = [(r, p) for p in programs if isinstance(p, dict) and (r := rank(p)) is not None]
+    if not ranked:
+        return None
+    best = min(r for r, _p in ranked)
+    return max((p for r, p in ranked if r == best),
+               key=lambda p: version_key(str(p.get("version") or "")))
+
+
+def _package_families(patch: dict[str, Any]) -> set[str]:
+    return {f for f in (_family(patch.get("package_name")), _family(patch.get("title"))) if f}
+
+
+def _family(name: object) -> str:
+    """The scan's match key of a display name (applicability.names, loaded only when an
+    install is simulated: the agent itself does not need the scan's modules)."""
+    from applicability.names import normalize_name
+
+    return normalize_name(name)
+
+
+def _arch_of(value: object) -> str | None:
+    arch = str(value or "").strip().lower()
+    return arch if arch in ("x64", "x86", "arm64") else None

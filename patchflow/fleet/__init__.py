@@ -16,8 +16,19 @@ from patchflow.fleet.agents import (
     authenticate_agent,
     enroll,
 )
-from patchflow.fleet.endpoints import get_endpoint, list_endpoints, move_endpoint, revoke_endpoint
+from patchflow.fleet.endpoints import (
+    describe_endpoint,
+    get_endpoint,
+    list_endpoints,
+    move_endpoint,
+    revoke_endpoint,
+)
 from patchflow.fleet.errors import Conflict, Forbidden, Unauthorized
+from patchflow.fleet.identity import (
+    approve_all_reenrollments,
+    approve_reenrollment,
+    reject_reenrollment,
+)
 from patchflow.fleet.inventories import (
     INVENTORY_HOOKS,
     Sighting,
@@ -71,11 +82,14 @@ __all__ = [
     "add_group",
     "add_policy",
     "admin_token_name",
+    "approve_all_reenrollments",
+    "approve_reenrollment",
     "authenticate_agent",
     "create_admin_token",
     "create_enrollment_token",
     "db_slot",
     "delete_policy",
+    "describe_endpoint",
     "edit_policy",
     "endpoint_policy",
     "enroll",
@@ -95,6 +109,7 @@ __all__ = [
     "policy_to_dict",
     "poll_jobs",
     "record_job_result",
+    "reject_reenrollment",
     "revoke_admin_token",
     "revoke_endpoint",
     "revoke_enrollment_token",

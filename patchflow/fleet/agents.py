@@ -9,13 +9,15 @@ from dataclasses import dataclass
 from typing import cast
 
 from sqlalchemy import Engine, Table, bindparam, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from models import Endpoint, EnrollmentToken
 from models.base import utcnow
 from patchflow import crypto
 from patchflow.errors import UserError
-from patchflow.fleet.errors import Forbidden, Unauthorized
+from patchflow.fleet.errors import Conflict, Forbidden, Unauthorized
+from patchflow.fleet.identity import pending_name
 from patchflow.fleet.network import Network, is_roaming
 from patchflow.inventory import normalize_hostname
 
@@ -27,7 +29,7 @@ _ENDPOINTS = cast(Table, Endpoint.__table__)
 # Built once: these run on every poll from every agent.
 _CREDENTIALS = select(
     _ENDPOINTS.c.id, _ENDPOINTS.c.hostname, _ENDPOINTS.c.secret_hash, _ENDPOINTS.c.revoked,
-    _ENDPOINTS.c.last_seen, _ENDPOINTS.c.last_ip,
+    _ENDPOINTS.c.last_seen, _ENDPOINTS.c.last_ip, _ENDPOINTS.c.replaces_endpoint_id,
 ).where(_ENDPOINTS.c.agent_id == bindparam("agent"))
 _TOUCH = update(_ENDPOINTS).where(_ENDPOINTS.c.id == bindparam("endpoint"))
 
@@ -38,6 +40,7 @@ class Enrollment:
     secret: str
     endpoint_id: int
     hostname: str
+    pending: bool = False  # a re-enrolment of an existing host name, waiting for an admin
 
 
 def _consume_token(session: Session, token: str) -> EnrollmentToken:
@@ -73,9 +76,14 @@ def enroll(
     ip: str | None = None,
     networks: Sequence[Network] = (),
 ) -> Enrollment:
-    """Trade an enrollment token for an agent identity. Enrolling a known host name (a reinstalled
-    agent, an endpoint imported agentless) takes that endpoint over with a fresh secret; the old
-    secret stops working at once."""
+    """Trade an enrollment token for an agent identity.
+
+    An endpoint's identity is its agent credential, not its name: enrolling a host name that
+    already exists (a reinstalled machine, an endpoint imported agentless, or someone holding a
+    token and a guess) never touches that endpoint. The new agent gets a separate row pending
+    re-enrolment, which is not scanned, counted or offered installs until an administrator
+    approves it (`approve_reenrollment`) or rejects it. One may be pending per endpoint.
+    """
     try:
         hostname = normalize_hostname(hostname)
     except ValueError as exc:
@@ -84,29 +92,46 @@ def enroll(
     secret = crypto.new_token()
     agent_id = str(uuid.uuid4())
     now = utcnow()
-    endpoint = session.scalar(select(Endpoint).where(Endpoint.hostname == hostname))
-    if endpoint is None:
-        endpoint = Endpoint(hostname=hostname, revoked=False, hotpatch=False,
-                            pending_reboot=False, roaming=False, scan_state="Not Scanned")
-        session.add(endpoint)
-    endpoint.domain = domain or endpoint.domain
-    endpoint.agent_id = agent_id
-    endpoint.secret_hash = crypto.hash_token(secret)
-    endpoint.revoked = False
-    endpoint.enrolled_at = now
-    endpoint.last_seen = now
-    endpoint.last_ip = ip
-    endpoint.roaming = is_roaming(ip, networks)
-    if token_row.group_id is not None:
-        endpoint.group_id = token_row.group_id
-    session.flush()
-    return Enrollment(agent_id, secret, endpoint.id, hostname)
+    existing = session.scalar(select(Endpoint).where(Endpoint.hostname == hostname))
+    endpoint = Endpoint(
+        hostname=hostname, domain=domain, agent_id=agent_id,
+        secret_hash=crypto.hash_token(secret), revoked=False, enrolled_at=now, last_seen=now,
+        last_ip=ip, roaming=is_roaming(ip, networks), hotpatch=False, pending_reboot=False,
+        scan_state="Not Scanned", reported_hostname=hostname,
+        group_id=token_row.group_id,
+    )
+    if existing is not None:
+        _refuse_second_pending(session, existing)
+        # No group until approved: the token's group must not pull the name into it either.
+        endpoint.hostname = pending_name(agent_id)
+        endpoint.group_id = None
+        endpoint.replaces_endpoint_id = existing.id
+    session.add(endpoint)
+    try:
+        session.flush()
+    except IntegrityError:
+        # Two enrolments of one new name (or of one existing endpoint) racing: the unique
+        # indexes let one win; the other is told so, and its token use rolls back with it.
+        raise Conflict(f"{hostname} is being enrolled by another agent right now") from None
+    return Enrollment(agent_id, secret, endpoint.id, hostname, pending=existing is not None)
+
+
+def _refuse_second_pending(session: Session, existing: Endpoint) -> None:
+    waiting = session.scalar(
+        select(Endpoint.id).where(Endpoint.replaces_endpoint_id == existing.id)
+    )
+    if waiting is not None:
+        raise Conflict(
+            f"a re-enrolment of {existing.hostname} is already waiting for approval: an "
+            "administrator must approve or reject it first"
+        )
 
 
 @dataclass(frozen=True)
 class AgentIdentity:
     endpoint_id: int
     hostname: str
+    pending: bool = False  # enrolled as a re-enrolment not approved yet
 
 
 def authenticate_agent(
@@ -135,4 +160,4 @@ def authenticate_agent(
             conn.execute(_TOUCH, {"endpoint": row.id, "last_seen": now, "last_ip": ip,
                                   "roaming": is_roaming(ip, networks)})
             conn.commit()
-    return AgentIdentity(row.id, row.hostname)
+    return AgentIdentity(row.id, row.hostname, row.replaces_endpoint_id is not None)

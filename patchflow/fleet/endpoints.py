@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session, aliased
 
 from models import Endpoint, InstalledProgram, InstalledUpdate
 from patchflow.errors import NotFoundError
@@ -42,29 +42,54 @@ def revoke_endpoint(session: Session, hostname: str) -> Endpoint:
 
 def list_endpoints(session: Session, group: str | None = None) -> list[dict[str, Any]]:
     """One row per endpoint; `group` includes its subgroups. Counts come from two grouped
-    queries rather than one per endpoint, which matters at tens of thousands of rows."""
+    queries rather than one per endpoint, which matters at tens of thousands of rows.
+
+    A re-enrolment waiting for approval is listed right after the endpoint it would replace,
+    under that endpoint's name with `pending_reenrollment` true (in a group listing too, though
+    it joins no group until approved)."""
+    query = select(Endpoint)
+    if group:
+        ids = descendant_ids(session, group_by_name(session, group).id)
+        member = aliased(Endpoint)
+        query = query.where(or_(
+            Endpoint.group_id.in_(ids),
+            Endpoint.replaces_endpoint_id.in_(select(member.id).where(member.group_id.in_(ids))),
+        ))
+    return _rows(session, list(session.scalars(query)), whole_table=True)
+
+
+def describe_endpoint(session: Session, hostname: str) -> list[dict[str, Any]]:
+    """The endpoint's listing row, followed by its pending re-enrolment's row if one waits."""
+    endpoint = get_endpoint(session, hostname)
+    pending = session.scalars(
+        select(Endpoint).where(Endpoint.replaces_endpoint_id == endpoint.id)).all()
+    return _rows(session, [endpoint, *pending], whole_table=False)
+
+
+def _counts(session: Session, column: Any, ids: list[int] | None) -> dict[int, int]:
+    query = select(column, func.count()).group_by(column)
+    if ids is not None:
+        query = query.where(column.in_(ids))
+    return dict(session.execute(query).tuples().all())
+
+
+def _rows(session: Session, endpoints: list[Endpoint], whole_table: bool) -> list[dict[str, Any]]:
     tree = Tree.load(session)
     policies = policy_names(session)
-    query = select(Endpoint).order_by(Endpoint.hostname)
-    if group:
-        query = query.where(
-            Endpoint.group_id.in_(descendant_ids(session, group_by_name(session, group).id))
-        )
-    endpoints = list(session.scalars(query))
-    program_counts = dict(session.execute(
-        select(InstalledProgram.endpoint_id, func.count()).group_by(InstalledProgram.endpoint_id)
-    ).tuples().all())
-    kb_counts = dict(session.execute(
-        select(InstalledUpdate.endpoint_id, func.count()).group_by(InstalledUpdate.endpoint_id)
-    ).tuples().all())
+    names = {e.id: e.hostname for e in endpoints if e.replaces_endpoint_id is None}
+    ids = None if whole_table else [e.id for e in endpoints]
+    program_counts = _counts(session, InstalledProgram.endpoint_id, ids)
+    kb_counts = _counts(session, InstalledUpdate.endpoint_id, ids)
     rows = []
     for e in endpoints:
+        pending = e.replaces_endpoint_id is not None
         policy_id = tree.effective_policy(e.group_id)
         build = None
         if e.os_build is not None:
-            build = f"{e.os_build}.{e.os_ubr or 0}"
+            # UBR unknown (an inventory without it) is shown as unknown, never as ".0".
+            build = f"{e.os_build}.{e.os_ubr}" if e.os_ubr is not None else f"{e.os_build}"
         rows.append({
-            "hostname": e.hostname,
+            "hostname": names.get(e.replaces_endpoint_id or 0, "?") if pending else e.hostname,
             "domain": e.domain,
             "group": tree.path(e.group_id) if e.group_id else None,
             "policy": policies.get(policy_id) if policy_id else None,
@@ -80,5 +105,10 @@ def list_endpoints(session: Session, group: str | None = None) -> list[dict[str,
             "pending_reboot": e.pending_reboot,
             "enrolled": e.agent_id is not None,
             "revoked": e.revoked,
+            "reported_hostname": e.reported_hostname,
+            "pending_reenrollment": pending,
+            "enrolled_at": e.enrolled_at.isoformat() if e.enrolled_at else None,
+            "last_ip": e.last_ip,
         })
+    rows.sort(key=lambda r: (r["hostname"], r["pending_reenrollment"]))
     return rows

@@ -4,6 +4,7 @@ then the registered hooks (the scan's fast-path rescan) run after the commit."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -15,7 +16,6 @@ from sqlalchemy.orm import Session
 from models import Endpoint, InstalledProgram, InstalledUpdate
 from models.base import utcnow
 from patchflow.errors import UserError
-from patchflow.fleet.errors import Conflict
 from patchflow.fleet.network import Network, is_roaming
 from patchflow.groups import group_by_name
 from patchflow.inventory import Inventory
@@ -95,10 +95,16 @@ _ENDPOINTS = cast(Table, Endpoint.__table__)
 _PROGRAMS = cast(Table, InstalledProgram.__table__)
 _UPDATES = cast(Table, InstalledUpdate.__table__)
 # Built once: constructing these statements per upload showed up in profiles.
-_HOSTNAME_OF = select(_ENDPOINTS.c.hostname).where(_ENDPOINTS.c.id == bindparam("endpoint"))
 _UPDATE_ENDPOINT = update(_ENDPOINTS).where(_ENDPOINTS.c.id == bindparam("endpoint"))
 _DELETE_PROGRAMS = delete(_PROGRAMS).where(_PROGRAMS.c.endpoint_id == bindparam("endpoint"))
 _DELETE_UPDATES = delete(_UPDATES).where(_UPDATES.c.endpoint_id == bindparam("endpoint"))
+
+
+def ms_facts_json(doc: Inventory) -> str | None:
+    """The document's Microsoft facts as stored in endpoints.ms_facts (NULL when none)."""
+    if not doc.ms_facts:
+        return None
+    return json.dumps([f.model_dump() for f in doc.ms_facts], separators=(",", ":"))
 
 
 def store_inventory(
@@ -110,23 +116,18 @@ def store_inventory(
 ) -> int:
     """Replace an endpoint's inventory with `doc` inside the caller's transaction.
 
-    endpoint_id is the authenticated agent's endpoint; None means a file import, which finds or
-    creates the endpoint by host name. Rows go in with executemany-style bulk inserts: this runs
-    for every upload from every endpoint.
+    endpoint_id is the authenticated agent's endpoint, which keeps its name whatever host name
+    the document reports; None means a file import, which finds or creates the endpoint by host
+    name. Rows go in with executemany-style bulk inserts: this runs for every upload from every
+    endpoint.
     """
     now = utcnow()
     if endpoint_id is None:
         endpoint_id = _endpoint_for_import(session, doc.hostname, group_id)
-    else:
-        current = session.execute(_HOSTNAME_OF, {"endpoint": endpoint_id}).scalar_one()
-        if current != doc.hostname:
-            taken = session.scalar(
-                select(_ENDPOINTS.c.id).where(_ENDPOINTS.c.hostname == doc.hostname)
-            )
-            if taken is not None:
-                raise Conflict(f"host name {doc.hostname} belongs to another endpoint")
     values: dict[str, Any] = {
-        "hostname": doc.hostname,
+        # An agent's document names the host as the machine sees it now. It is recorded, never
+        # applied: the endpoint's name is its identity, changed only by (re-)enrolment rules.
+        "reported_hostname": doc.hostname,
         "domain": doc.domain,
         "os_name": doc.os.name,
         "os_display_version": doc.os.display_version,
@@ -136,6 +137,7 @@ def store_inventory(
         "os_language": doc.os.language,
         "hotpatch": doc.os.hotpatch,
         "installation_type": doc.os.installation_type,
+        "ms_facts": ms_facts_json(doc),
         "pending_reboot": doc.pending_reboot,
         "inventory_at": now,
         "collected_at": doc.collected_at or now,

@@ -70,7 +70,7 @@ def _apply_policy(session: Session, policy: Policy, opts: PolicyOptions) -> list
         schedule_changed |= policy.scan_weekday != weekday
         policy.scan_weekday = weekday
     if opts.scan_at is not None:
-        if not _TIME.match(opts.scan_at):
+        if not _TIME.fullmatch(opts.scan_at):
             raise UserError(f"invalid time {opts.scan_at!r}: use HH:MM, 24-hour")
         schedule_changed |= policy.scan_at != opts.scan_at
         policy.scan_at = opts.scan_at

@@ -24,7 +24,7 @@ _NAME = re.compile(r"^\w[\w .()&/+-]{0,127}$")
 
 def validate_name(name: str, what: str) -> str:
     """Names of groups, policies and tokens: printable, no leading space, fit the column."""
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise UserError(
             f"invalid {what} name {name!r}: 1-128 letters, digits, spaces or . _ - ( ) & / +"
         )
@@ -55,7 +55,8 @@ def create_enrollment_token(
 ) -> tuple[str, EnrollmentToken]:
     """Returns the token itself (shown once, never stored) and its stored record."""
     group_id = group_by_name(session, group).id if group else None
-    if uses is not None and not 1 <= uses <= 1_000_000:
+    if uses is not None and (isinstance(uses, bool) or not isinstance(uses, int)
+                             or not 1 <= uses <= 1_000_000):
         raise UserError("--uses must be between 1 and 1000000")
     lifetime = parse_duration(expires)
     token = "pfe_" + crypto.new_token()

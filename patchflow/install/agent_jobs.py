@@ -37,7 +37,7 @@ JOBS = cast(Table, InstallJob.__table__)
 _POLL = (
     select(ITEMS.c.id, ITEMS.c.job_id, ITEMS.c.patch_id, ITEMS.c.attempts,
            ITEMS.c.download_url, ITEMS.c.content_sha256, ITEMS.c.installer_type,
-           ITEMS.c.silent_switches, JOBS.c.allow_restart)
+           ITEMS.c.silent_switches, ITEMS.c.installer_id, JOBS.c.allow_restart)
     .join(JOBS, JOBS.c.id == ITEMS.c.job_id)
     .where(ITEMS.c.endpoint_id == bindparam("endpoint"),
            ITEMS.c.state == st.DISPATCHED, JOBS.c.status == st.JOB_RUNNING)
@@ -57,16 +57,34 @@ def poll(endpoint_id: int) -> list[dict[str, Any]]:
         patches = {p.id: p for p in conn.execute(
             select(Patch.id, Patch.kb, Patch.package_id, Patch.version, Patch.title,
                    Patch.vendor).where(Patch.id.in_(patch_ids)))}
-        installers = {
-            (i.patch_id, i.sha256.lower()): i for i in conn.execute(
-                select(PatchInstaller.patch_id, PatchInstaller.url, PatchInstaller.sha256,
-                       PatchInstaller.arch, PatchInstaller.product_code,
-                       PatchInstaller.apps_and_features)
-                .where(PatchInstaller.patch_id.in_(patch_ids)))}
-    return [_payload(row, patches[row.patch_id], installers) for row in rows]
+        installers = Installers(list(conn.execute(
+            select(PatchInstaller.id, PatchInstaller.patch_id, PatchInstaller.url,
+                   PatchInstaller.sha256, PatchInstaller.arch, PatchInstaller.product_code,
+                   PatchInstaller.upgrade_code, PatchInstaller.apps_and_features)
+            .where(PatchInstaller.patch_id.in_(patch_ids)).order_by(PatchInstaller.id))))
+    return [_payload(row, patches[row.patch_id], installers.of(row)) for row in rows]
 
 
-def _payload(row: Any, patch: Any, installers: dict[tuple[int, str], Any]) -> dict[str, Any]:
+class Installers:
+    """The catalog installers of the polled patches, found for an item by the id chosen for
+    it. (patch, SHA-256) is only the fallback for items resolved before that id was kept, or
+    whose catalog row a later sync replaced: one file listed under two architectures makes it
+    ambiguous, and the first such row is taken."""
+
+    def __init__(self, rows: list[Any]) -> None:
+        self.by_id = {r.id: r for r in rows}
+        self.by_hash: dict[tuple[int, str], Any] = {}
+        for r in rows:
+            self.by_hash.setdefault((r.patch_id, r.sha256.lower()), r)
+
+    def of(self, item: Any) -> Any | None:
+        chosen = self.by_id.get(item.installer_id) if item.installer_id is not None else None
+        if chosen is not None and chosen.patch_id == item.patch_id:
+            return chosen
+        return self.by_hash.get((item.patch_id, (item.content_sha256 or "").lower()))
+
+
+def _payload(row: Any, patch: Any, catalog: Any | None) -> dict[str, Any]:
     patch_info = {"id": patch.id, "kb": patch.kb, "package_id": patch.package_id,
                   "version": patch.version, "title": patch.title, "vendor": patch.vendor,
                   "package_name": package_name(patch.title, patch.version)
@@ -74,7 +92,6 @@ def _payload(row: Any, patch: Any, installers: dict[tuple[int, str], Any]) -> di
     if row.installer_type == WUA:
         installer: dict[str, Any] = {"type": WUA, "kb": patch.kb}
     else:
-        catalog = installers.get((row.patch_id, (row.content_sha256 or "").lower()))
         names = []
         if catalog is not None and catalog.apps_and_features:
             try:
@@ -90,6 +107,7 @@ def _payload(row: Any, patch: Any, installers: dict[tuple[int, str], Any]) -> di
             "switches": row.silent_switches,
             "arch": catalog.arch if catalog is not None else None,
             "product_code": catalog.product_code if catalog is not None else None,
+            "upgrade_code": catalog.upgrade_code if catalog is not None else None,
             "display_names": names,
         }
     return {"id": row.id, "job_id": row.job_id, "kind": "install", "attempt": row.attempts,

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from models import Endpoint, MissingPatch, Policy
+from models import Endpoint, MissingPatch, PatchDecline, Policy
 from patchflow.fleet.transactions import write_transaction
 from patchflow.fleet.tree import Tree
 from patchflow.install.eula import patch_label, unaccepted
@@ -65,7 +65,9 @@ def _create(session: Session, endpoint_ids: list[int], settings: InstallSettings
         for chunk in chunks(ids):
             pairs.extend(session.execute(
                 select(MissingPatch.patch_id, MissingPatch.endpoint_id)
-                .where(MissingPatch.endpoint_id.in_(chunk))).tuples().all())
+                .where(MissingPatch.endpoint_id.in_(chunk),
+                       MissingPatch.patch_id.not_in(select(PatchDecline.patch_id)))
+            ).tuples().all())
         blocked = {p.id: p for p in unaccepted(session, {p for p, _e in pairs})}
         if blocked:
             out.notes.append(

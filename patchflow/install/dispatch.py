@@ -39,6 +39,7 @@ from models import (
 )
 from models.base import utcnow
 from models.db import session_scope
+from patchflow import faults
 from patchflow.content import ContentError, ContentStore
 from patchflow.fleet.transactions import write_transaction
 from patchflow.fleet.tree import Tree
@@ -131,10 +132,11 @@ def _load_context(session: Session, pairs: list[tuple[int, int, int]]) -> _Conte
 def _item_values(choice: Choice, vendor: bool) -> dict[str, Any]:
     if choice.type == WUA:
         return {"installer_type": WUA, "download_url": None, "content_sha256": None,
-                "silent_switches": None}
+                "silent_switches": None, "installer_id": None}
     url = choice.url if vendor else content_path(choice.sha256 or "")
     return {"installer_type": choice.type[:16], "download_url": url,
-            "content_sha256": choice.sha256, "silent_switches": (choice.switches or None)}
+            "content_sha256": choice.sha256, "silent_switches": (choice.switches or None),
+            "installer_id": choice.installer_id}
 
 
 def resolve_items(job_id: int) -> dict[str, int]:
@@ -200,16 +202,18 @@ def content_plan(job_id: int, store: ContentStore | None = None) -> list[dict[st
     store = store or ContentStore()
     with session_scope() as session:
         rows = session.execute(
-            select(ITEMS.c.content_sha256, ITEMS.c.patch_id).distinct()
+            select(ITEMS.c.content_sha256, ITEMS.c.patch_id, ITEMS.c.installer_id).distinct()
             .where(ITEMS.c.job_id == job_id, ITEMS.c.state == st.PENDING,
                    ITEMS.c.download_url.like(f"{CONTENT_PREFIX}%"))).all()
         plan: dict[str, dict[str, Any]] = {}
-        for sha, patch_id in rows:
+        for sha, patch_id, installer_id in rows:
             if sha in plan or store.has(sha):
                 continue
             url = session.scalar(select(PatchInstaller.url).where(
+                PatchInstaller.id == installer_id)) if installer_id is not None else None
+            url = url or session.scalar(select(PatchInstaller.url).where(
                 PatchInstaller.patch_id == patch_id,
-                func.lower(PatchInstaller.sha256) == sha).limit(1))
+                func.lower(PatchInstaller.sha256) == sha).order_by(PatchInstaller.id).limit(1))
             server = session.scalar(
                 select(PatchServer).join(ServerPatch, ServerPatch.server_id == PatchServer.id)
                 .where(ServerPatch.patch_id == patch_id)
@@ -286,6 +290,7 @@ def _dispatch_ids(ids: list[int], message: str) -> int:
                                  values={"attempts": ITEMS.c.attempts + 1, "dispatched_at": now,
                                          "finished_at": None, "exit_code": None}, now=now))
         moved += write_transaction(None, work)
+        faults.point("install.after_dispatch")  # test hook: items offered, flow not done
     return moved
 
 

@@ -39,12 +39,15 @@ class InstallerRow(Protocol):
 
 @dataclass(frozen=True)
 class Choice:
-    """The installer an item will use; `url` is the vendor's (the catalog's) URL."""
+    """The installer an item will use; `url` is the vendor's (the catalog's) URL and
+    `installer_id` the catalog row, kept on the item: a manifest may list one file (one
+    SHA-256) under two architectures, so the hash alone does not say which row was chosen."""
 
     type: str
     url: str | None = None
     sha256: str | None = None
     switches: str | None = None
+    installer_id: int | None = None
 
     @property
     def file_name(self) -> str | None:
@@ -112,4 +115,5 @@ def choose(
         ),
     )
     best = ranked[0][1]
-    return Choice(best.type.lower(), best.url, best.sha256.lower(), best.silent_switches), None
+    return Choice(best.type.lower(), best.url, best.sha256.lower(), best.silent_switches,
+                  getattr(best, "id", None)), None

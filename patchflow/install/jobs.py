@@ -19,6 +19,7 @@ from models.base import utcnow
 from patchflow.errors import NotFoundError, UserError
 from patchflow.install import states as st
 from patchflow.install.eula import refuse_unaccepted
+from patchflow.install.outcome import job_outcome
 from patchflow.install.items import ITEMS, add_events, chunks, event, move_many
 from patchflow.install.selection import pairs_for
 from patchflow.install.settings import InstallSettings
@@ -77,7 +78,7 @@ def start_from_selection(session: Session, created_by: str, allow_restart: bool 
 
 
 def _still_missing(session: Session, pairs: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
-    from models import MissingPatch
+    from models import MissingPatch, PatchDecline
 
     found: list[tuple[int, int]] = []
     wanted = list(pairs)
@@ -87,7 +88,9 @@ def _still_missing(session: Session, pairs: Sequence[tuple[int, int]]) -> list[t
             select(MissingPatch.patch_id, MissingPatch.endpoint_id)
             .join(Endpoint, Endpoint.id == MissingPatch.endpoint_id)
             .where(tuple_(MissingPatch.patch_id, MissingPatch.endpoint_id).in_(chunk),
-                   Endpoint.revoked.is_(False))).tuples().all())
+                   Endpoint.revoked.is_(False),
+                   MissingPatch.patch_id.not_in(select(PatchDecline.patch_id)))
+        ).tuples().all())
     return found
 
 
@@ -134,6 +137,7 @@ def job_to_dict(job: InstallJob, counts: dict[str, int]) -> dict[str, Any]:
     return {
         "id": job.id,
         "status": job.status,
+        "outcome": job_outcome(job.status, counts),
         "trigger": job.trigger,
         "created_by": job.created_by,
         "created_at": job.created_at.isoformat() if job.created_at else None,
@@ -194,6 +198,18 @@ def show_job(session: Session, job_id: int, events: bool = True) -> dict[str, An
             entry["events"] = trail.get(item.id, [])
         items.append(entry)
     return {**job_to_dict(job, counts), "items_detail": items}
+
+
+def fail_items_for_content(session: Session, sha256: str, message: str) -> list[int]:
+    """Fail every in-flight item that waits for content file `sha256` (the server's copy was
+    found tampered and quarantined): the agents cannot get it, and a clear reason beats a
+    later "no result from agent". Pending items are left: the flow fetches content again
+    before it dispatches them."""
+    ids = list(session.scalars(select(ITEMS.c.id).where(
+        ITEMS.c.content_sha256 == sha256.lower(), ITEMS.c.state.in_(st.IN_FLIGHT))))
+    now = utcnow()
+    return move_many(session, ids, st.FAILED, st.IN_FLIGHT, message=message,
+                     values={"finished_at": now}, now=now)
 
 
 def cancel_job(session: Session, job_id: int, who: str) -> dict[str, Any]:

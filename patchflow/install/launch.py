@@ -41,12 +41,14 @@ def launch(job_id: int) -> int:
 
 
 def resume_unfinished() -> list[int]:
-    """Launch a flow for every job left pending or running (its flow died with the server):
-    for a start-up hook of `patchflow serve`. Safe if a flow is in fact still running: every
-    step moves items with conditional updates, so two flows never both move one item."""
+    """Launch a flow for every job left pending or running whose lease is free (its flow died
+    with the server): for a start-up hook of `patchflow serve`. A job whose lease a live flow
+    still renews (an `install now --wait` in a terminal) is left to that flow; the launched flow
+    takes the lease again itself, so a race here still gives one driver."""
     from patchflow.install.dispatch import unfinished_jobs
+    from patchflow.install.lease import holder, is_free
 
-    jobs = unfinished_jobs()
+    jobs = [j for j in unfinished_jobs() if is_free(*holder(j))]
     for job_id in jobs:
         launch(job_id)
     return jobs

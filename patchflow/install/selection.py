@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from models import Endpoint, Group, InstallSelection, MissingPatch, Patch
+from models import Endpoint, Group, InstallSelection, MissingPatch, Patch, PatchDecline
 from models.base import utcnow
 from patchflow.catalog_query import find_patch, patch_detail
 from patchflow.errors import NotFoundError, UserError
@@ -119,6 +119,9 @@ def pairs_for(session: Session, ref: str, endpoints: list[str] | None,
     if bool(endpoints) == bool(all_affected):
         raise UserError("give --endpoints H1,H2 or --all-affected (one of them)")
     patch = resolve_patch(session, ref)
+    if session.get(PatchDecline, patch.id) is not None:
+        raise UserError(f"{patch_label(patch)} is declined: it is not offered "
+                        f"(`patchflow undecline {patch_label(patch)}` to offer it again)")
     missing = _missing_on(session, patch.id)
     if all_affected:
         if not missing:

@@ -1,12 +1,16 @@
-"""Regenerates the sample catalog files (`python -m patchflow.sample_catalog.generate`).
+"""Regenerates the bundled catalogs; the output is committed, this keeps it reviewable.
 
-Kept in the repository so the data can be reviewed and rebuilt; the output is committed.
+`python -m patchflow.sample_catalog.generate` writes the small invented test catalog;
+`python -m patchflow.sample_catalog.generate --real ../shared/fixtures` copies the demo's slice of
+real MSRC and winget data from the fixtures (see README.md beside this file).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
+from pathlib import Path
 from urllib.parse import quote
 from xml.sax.saxutils import escape
 
@@ -242,5 +246,78 @@ def main() -> None:
                 locale + "ManifestType: defaultLocale\nManifestVersion: 1.6.0\n")
 
 
+# --- The demo's slice of real public data (`generate --real ../shared/fixtures`) ---------------
+
+# Microsoft's two latest months in the fixtures: the demo's "now" is December 2024.
+REAL_MSRC_MONTHS = ("2024-Nov", "2024-Dec")
+# (package folder, versions released by the end of 2024 except Firefox 140.0 (June 2025), the
+# only release of Firefox after 100.0 that the fixtures carry).
+REAL_WINGET = {
+    "7/7zip/7zip": ("19.00", "23.01"),
+    "n/Notepad++/Notepad++": ("7.9.5", "8.6.9"),
+    "p/PuTTY/PuTTY": ("0.76.0.0", "0.81.0.0"),
+    "v/VideoLAN/VLC": ("3.0.10", "3.0.20"),
+    "o/Oracle/JavaRuntimeEnvironment": ("8.0.2910.10", "8.0.4010.10"),
+    "m/Mozilla/Firefox": ("100.0", "140.0"),
+}
+_URL_LINE = re.compile(r"^(\s*(?:- )?)InstallerUrl:\s*(\S+)\s*$")
+_SHA_LINE = re.compile(r"^(\s*(?:- )?)InstallerSha256:\s*(\S+)\s*$")
+
+
+def offline_installers(text: str, package_id: str, version: str) -> str:
+    """A real installer manifest with each InstallerUrl/InstallerSha256 pair pointed at a
+    generated payload (see `payload`), so the demo installs without a network; the published
+    URL and hash stay beside them as comments. Every other line is kept byte for byte."""
+    out: list[str] = []
+    name = ""
+    for n, line in enumerate(text.splitlines(), 1):
+        url = _URL_LINE.match(line)
+        sha = _SHA_LINE.match(line)
+        if url:
+            published = url.group(2)
+            stem = published.rsplit("/", 1)[-1].split("?", 1)[0] or "installer"
+            name = f"{package_id}-{version}-{n}-{stem}"
+            out.append(f"{' ' * len(url.group(1))}# published InstallerUrl: {published}")
+            out.append(f"{url.group(1)}InstallerUrl: "
+                       f"https://downloads.patchflow.invalid/{quote(name)}")
+        elif sha and name:
+            digest = hashlib.sha256(payload(name)).hexdigest().upper()
+            out.append(f"{' ' * len(sha.group(1))}# published InstallerSha256: {sha.group(2)}")
+            out.append(f"{sha.group(1)}InstallerSha256: {digest}")
+        else:
+            out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def main_real(fixtures: Path) -> None:
+    import shutil
+
+    from patchflow.sample_catalog import DEMO_MSRC_DIR, DEMO_WINGET_DIR
+
+    for folder in (DEMO_MSRC_DIR, DEMO_WINGET_DIR):
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+    for month in REAL_MSRC_MONTHS:
+        shutil.copyfile(fixtures / "msrc" / f"{month}.xml.gz", DEMO_MSRC_DIR / f"{month}.xml.gz")
+    for path, versions in REAL_WINGET.items():
+        package_id = ".".join(path.split("/")[1:])
+        for version in versions:
+            source = fixtures / "winget" / "manifests" / path / version
+            target = DEMO_WINGET_DIR / "manifests" / path / version
+            target.mkdir(parents=True)
+            for suffix in ("yaml", "locale.en-US.yaml"):  # the other locales are not read
+                shutil.copyfile(source / f"{package_id}.{suffix}",
+                                target / f"{package_id}.{suffix}")
+            installer = (source / f"{package_id}.installer.yaml").read_text(encoding="utf-8")
+            (target / f"{package_id}.installer.yaml").write_text(
+                offline_installers(installer, package_id, version), encoding="utf-8")
+
+
 if __name__ == "__main__":
-    main()
+    import sys
+
+    if sys.argv[1:2] == ["--real"] and len(sys.argv) == 3:
+        main_real(Path(sys.argv[2]))
+    else:
+        main()

@@ -11,8 +11,11 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from server.console import (
+    admin,
+    backups,
     dashboard,
     endpoints,
+    groups,
     install,
     jobs,
     login,
@@ -22,7 +25,9 @@ from server.console import (
 )
 
 router = APIRouter()
-for _module in (login, dashboard, servers, endpoints, install, policies, reports, jobs):
+for _module in (login, dashboard, servers, groups, endpoints, install, policies, reports, jobs,
+                admin, backups):
     router.include_router(_module.router, prefix="/console", include_in_schema=False)
+router.include_router(login.favicon_router, include_in_schema=False)
 
 __all__ = ["router"]

@@ -14,6 +14,8 @@ import re
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from email import policy as email_policy
+from email.parser import BytesParser
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,8 +31,9 @@ from sqlalchemy.orm import Session
 from models.db import session_scope
 from patchflow.errors import NotFoundError, UserError
 from patchflow.fleet import Conflict, Forbidden, Unauthorized
+from patchflow.untrusted import http_url
 from server.auth import settings_of
-from server.console import accounts, security
+from server.console import accounts, security, wording
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES = HERE / "templates"
@@ -45,6 +48,7 @@ NAV: tuple[tuple[str, str, str], ...] = (
     ("policies", "Policies", "/console/policies"),
     ("reports", "Reports", "/console/reports"),
     ("jobs", "Jobs", "/console/jobs"),
+    ("admin", "Admin", "/console/admin"),
 )
 
 # Pages: scripts and styles only from the app itself, no framing, no inline script.
@@ -116,6 +120,12 @@ def environment() -> Environment:
     )
     env.filters["when"] = when
     env.filters["number"] = number
+    env.filters["plural"] = wording.plural
+    env.filters["sentence"] = wording.sentence
+    env.filters["sync_label"] = wording.sync_label
+    env.filters["sync_detail"] = wording.sync_detail
+    # Every upstream URL put in an href goes through this: only http(s) becomes a link.
+    env.filters["http_url"] = http_url
     env.globals["nav_items"] = NAV
     env.globals["static_version"] = static_version()
     return env
@@ -161,6 +171,8 @@ def render_fragment(template: str, **context: Any) -> str:
 def redirect(url: str, message: str | None = None, kind: str = "ok") -> RedirectResponse:
     """303 after a POST (the browser then GETs), carrying a one-time message in a cookie."""
     response = RedirectResponse(url, status_code=303)
+    if message and kind == "error":
+        message = wording.for_web(message)
     if message:
         response.set_cookie(security.FLASH_COOKIE,
                             security.sign("flash", {"m": message[:500], "k": kind}),
@@ -199,6 +211,32 @@ class Form:
     """An application/x-www-form-urlencoded body (the console posts nothing else)."""
 
     values: dict[str, list[str]] = field(default_factory=dict)
+    # multipart/form-data uploads (the backup page): field name → (file name, bytes)
+    files: dict[str, tuple[str, bytes]] = field(default_factory=dict)
+
+    @classmethod
+    def parse_multipart(cls, body: bytes, content_type: str) -> Form:
+        """A multipart/form-data body (a file upload), read with the standard library's MIME
+        parser; the body size is already bounded by the server's request limit."""
+        message = BytesParser(policy=email_policy.HTTP).parsebytes(
+            b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body)
+        if not message.is_multipart():
+            raise UserError("the upload was not sent as multipart/form-data")
+        form = cls()
+        for part in message.iter_parts():
+            name = part.get_param("name", header="content-disposition")
+            if not isinstance(name, str):
+                continue
+            payload = part.get_payload(decode=True) or b""
+            filename = part.get_filename()
+            if filename is not None:
+                form.files[name] = (filename, payload)
+                continue
+            try:
+                form.values.setdefault(name, []).append(payload.decode("utf-8"))
+            except UnicodeDecodeError:
+                raise UserError("the form was not sent as UTF-8") from None
+        return form
 
     @classmethod
     def parse(cls, body: bytes) -> Form:
@@ -246,10 +284,11 @@ def field_errors(exc: UserError, rules: FieldRules) -> dict[str, str]:
     "--proxy-user needs --proxy"); `rules` are (field, regex) pairs tried in order, and an error
     no rule claims is shown above the form."""
     message = str(exc)
+    shown = wording.for_web(message)
     for name, pattern in rules:
         if re.search(pattern, message, re.IGNORECASE):
-            return {name: message}
-    return {"_form": message}
+            return {name: shown}
+    return {"_form": shown}
 
 
 # --- requests ----------------------------------------------------------------------------------
@@ -275,7 +314,8 @@ def _authenticate(request: Request) -> security.ConsoleSession:
     if session is None:
         raise LoginRequired
     with db(request) as dbs:
-        if not accounts.exists(dbs, session.username) or security.is_logged_out(dbs, session.sid):
+        epoch = accounts.session_epoch(dbs, session.username)
+        if not security.is_current(session, epoch) or security.is_logged_out(dbs, session.sid):
             raise LoginRequired
     return session
 
@@ -321,7 +361,11 @@ class ConsoleRoute(APIRoute):
         async def handler(request: Request) -> Response:
             try:
                 if request.method == "POST":
-                    request.state.form = Form.parse(await request.body())
+                    kind = request.headers.get("content-type", "")
+                    body = await request.body()
+                    request.state.form = (Form.parse_multipart(body, kind)
+                                          if kind.startswith("multipart/form-data")
+                                          else Form.parse(body))
                 if not is_public:
                     request.state.console = await run_in_threadpool(_authenticate, request)
                     if request.method == "POST":
@@ -345,5 +389,5 @@ class ConsoleRoute(APIRoute):
 def _error(request: Request, status: int, message: str) -> Response:
     if wants_json(request):
         return JSONResponse({"error": message}, status_code=status)
-    return render(request, "error.html", status=status, title="Error", message=message,
-                  status_code=status)
+    return render(request, "error.html", status=status, title="Error",
+                  message=wording.for_web(message), status_code=status)

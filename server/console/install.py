@@ -11,14 +11,19 @@ same detached launch of the install flow the admin API uses.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
+from models import Endpoint, MissingPatch
 from models.enums import Category, EulaStatus, RestartRequired, Severity
-from patchflow import fleet
+from patchflow import audit, fleet
 from patchflow import install as inst
 from patchflow.errors import UserError
+from patchflow.groups import group_ids
 from patchflow.missing_query import MissingFilters
 from server.console.core import (
     ConsoleRoute,
@@ -30,6 +35,8 @@ from server.console.core import (
     user_of,
     wants_json,
 )
+from server.console.wording import for_web, plural
+from server.params import DbId
 
 router = APIRouter(route_class=ConsoleRoute)
 
@@ -68,7 +75,7 @@ def install_page(request: Request) -> Response:
             filters = view_filters(params)
             rows = inst.install_list(session, filters)
         except UserError as exc:
-            error = str(exc)
+            error = for_web(str(exc))
         selection = inst.selection_rows(session)
     return render(request, "install.html", title="Patch Install", nav="install", rows=rows,
                   params=params, filters=FILTERS, groups=groups, error=error,
@@ -100,10 +107,59 @@ def start_install(request: Request) -> Response:
             job = inst.start_from_selection(session, user_of(request),
                                             allow_restart=allow_restart)
             job_id = job.id
+            audit.record(session, user_of(request), "install.start", f"job {job_id}",
+                         "restart allowed" if allow_restart else None)
     except UserError as exc:
         return redirect(_back(request), str(exc), "error")
     launch(job_id)  # after the commit: the flow's process reads the job from the database
     return redirect(f"/console/jobs/{job_id}", f"Started install job {job_id}.")
+
+
+@router.post("/install/many")
+def install_many(request: Request) -> Response:
+    """The ticked patches on every endpoint that misses them (within the page's group filter),
+    as one install job, launched at once; the selection is left alone."""
+    from patchflow.install.launch import launch
+
+    form = form_of(request)
+    patch_ids = [int(v) for v in form.getlist("patch") if v.isdigit()]
+    group = form.get("group")
+    back = "/console/install" + (f"?group={quote(group)}" if group else "")
+    try:
+        if not patch_ids:
+            raise UserError("tick the patches to install first")
+        with db(request) as session:
+            scope = (set(group_ids(session, group, form.get("subgroups") == "on"))
+                     if group else None)
+            pairs = affected_pairs(session, patch_ids, scope)
+            if not pairs:
+                raise UserError("none of the ticked patches is missing on an active endpoint"
+                                + (f" in {group}" if group else "") + " (per the last scans)")
+            job = inst.create_job(session, pairs, user_of(request),
+                                  allow_restart=form.flag("allow_restart"))
+            job_id = job.id
+            hosts = len({e for _p, e in pairs})
+            audit.record(session, user_of(request), "install.start", f"job {job_id}",
+                         f"{plural(len(patch_ids), 'patch', 'patches')} on every affected "
+                         f"endpoint" + (f" in {group}" if group else ""))
+    except UserError as exc:
+        return redirect(back, str(exc), "error")
+    launch(job_id)
+    return redirect(f"/console/jobs/{job_id}", f"Started install job {job_id}: "
+                    f"{plural(len(patch_ids), 'patch', 'patches')} on "
+                    f"{plural(hosts, 'endpoint')} ({plural(len(pairs), 'item')}).")
+
+
+def affected_pairs(session: Session, patch_ids: list[int], scope: set[int] | None
+                   ) -> list[tuple[int, int]]:
+    """(patch, endpoint) for every active endpoint missing each patch, optionally only those
+    whose group is in `scope`."""
+    query = (select(MissingPatch.patch_id, MissingPatch.endpoint_id, Endpoint.group_id)
+             .join(Endpoint, Endpoint.id == MissingPatch.endpoint_id)
+             .where(MissingPatch.patch_id.in_(patch_ids), Endpoint.revoked.is_(False),
+                    Endpoint.replaces_endpoint_id.is_(None)))
+    return [(int(p), int(e)) for p, e, g in session.execute(query).tuples()
+            if scope is None or g in scope]
 
 
 def _back(request: Request) -> str:
@@ -115,7 +171,7 @@ def _back(request: Request) -> str:
 
 
 @router.get("/patches/{patch_id}")
-def patch_page(request: Request, patch_id: int) -> Response:
+def patch_page(request: Request, patch_id: DbId) -> Response:
     """A patch's details, its EULA, and the endpoints it is missing on (the dialog). The
     dialog lists at most DIALOG_ROWS endpoints; "all affected" covers the rest."""
     with db(request) as session:
@@ -126,7 +182,7 @@ def patch_page(request: Request, patch_id: int) -> Response:
 
 
 @router.post("/patches/{patch_id}/select")
-def apply_selection(request: Request, patch_id: int) -> Response:
+def apply_selection(request: Request, patch_id: DbId) -> Response:
     """The dialog's Apply: exactly the ticked endpoints are selected for this patch."""
     form = form_of(request)
     wanted = form.getlist("endpoint")
@@ -159,7 +215,7 @@ def apply_selection(request: Request, patch_id: int) -> Response:
 
 
 @router.post("/patches/{patch_id}/eula")
-def accept_eula(request: Request, patch_id: int) -> Response:
+def accept_eula(request: Request, patch_id: DbId) -> Response:
     def work() -> str:
         with db(request) as session:
             result = inst.accept_eula(session, str(patch_id), user_of(request))

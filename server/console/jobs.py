@@ -1,4 +1,5 @@
-"""Jobs: install jobs with each item's state, refreshed live while a job runs, and Cancel.
+"""Jobs: install jobs with their outcome and each item's state, refreshed live while a job
+runs, Cancel, and Retry of the failed items.
 
 Reads and the cancel go through patchflow.install (`patchflow jobs list|show|cancel`, the install
 admin API). The detail page polls a JSON route that returns the rendered rows, so the browser
@@ -13,16 +14,22 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
+from patchflow import audit
 from patchflow import install as inst
+from patchflow.errors import UserError
+from patchflow.install.outcome import plural
+from patchflow.install.retry import retry_failed
 from server.console.core import (
     ConsoleRoute,
     act,
     db,
     form_of,
+    redirect,
     render,
     render_fragment,
     user_of,
 )
+from server.params import DbId
 
 router = APIRouter(route_class=ConsoleRoute)
 OPEN_STATUSES = ("pending", "running")
@@ -56,7 +63,7 @@ def _job(session: Session, job_id: int) -> dict[str, Any]:
 
 
 @router.get("/jobs/{job_id}.json")
-def job_rows(request: Request, job_id: int) -> Response:
+def job_rows(request: Request, job_id: DbId) -> Response:
     """The job's summary and rows, rendered; the page polls this while the job is open."""
     with db(request) as session:
         job = _job(session, job_id)
@@ -67,14 +74,14 @@ def job_rows(request: Request, job_id: int) -> Response:
 
 
 @router.get("/jobs/{job_id}")
-def job_page(request: Request, job_id: int) -> Response:
+def job_page(request: Request, job_id: DbId) -> Response:
     with db(request) as session:
         job = _job(session, job_id)
     return render(request, "job.html", title=f"Install job {job_id}", nav="jobs", job=job)
 
 
 @router.post("/jobs/{job_id}/cancel")
-def cancel(request: Request, job_id: int) -> Response:
+def cancel(request: Request, job_id: DbId) -> Response:
     if form_of(request).get("confirmed") != "yes":
         return render(request, "confirm.html", title="Cancel install job", nav="jobs",
                       question=f"Cancel install job {job_id}? Items not finished yet are "
@@ -84,6 +91,28 @@ def cancel(request: Request, job_id: int) -> Response:
     def work() -> str:
         with db(request) as session:
             result = inst.cancel_job(session, job_id, user_of(request))
-        return f"Cancelled install job {job_id} ({result['cancelled_items']} items)."
+            audit.record(session, user_of(request), "job.cancel", f"job {job_id}")
+        return f"Cancelled install job {job_id} ({plural(result['cancelled_items'], 'item')})."
 
     return act(f"/console/jobs/{job_id}", work)
+
+
+@router.post("/jobs/{job_id}/retry")
+def retry(request: Request, job_id: DbId) -> Response:
+    """The failed items of a finished job, still missing per the last scan, as a new job
+    (patchflow.install.retry), launched like Start Install launches one."""
+    from patchflow.install.launch import launch
+
+    try:
+        with db(request) as session:
+            result = retry_failed(session, job_id, user_of(request))
+            audit.record(session, user_of(request), "install.retry", f"job {result['job_id']}",
+                         f"failed items of job {job_id}")
+    except UserError as exc:
+        return redirect(f"/console/jobs/{job_id}", str(exc), "error")
+    launch(result["job_id"])
+    dropped = (f"; {plural(result['dropped'], 'item')} no longer missing left out"
+               if result["dropped"] else "")
+    return redirect(f"/console/jobs/{result['job_id']}",
+                    f"Started install job {result['job_id']} to retry "
+                    f"{plural(result['items'], 'failed item')} of job {job_id}{dropped}.")

@@ -6,8 +6,9 @@ from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, RedirectResponse
 
+from patchflow import audit
 from patchflow.errors import NotFoundError
-from server.auth import client_ip
+from server.auth import client_ip, settings_of
 from server.console import accounts, security
 from server.console.core import (
     HOME,
@@ -21,15 +22,17 @@ from server.console.core import (
     render,
     safe_next,
 )
-from server.ratelimit import FailureLimiter
+from server.ratelimit import FailureLimiter, subject_of
 
 router = APIRouter(route_class=ConsoleRoute)
 
-# Failed logins per client address per minute before answering 429: slows password guessing
-# down to a crawl without locking the real administrator out for long.
+# Failed logins per (client address, user name) per minute before answering 429: slows password
+# guessing down to a crawl without locking the real administrator out for long, nor every
+# other administrator behind the same NAT.
 LOGIN_FAILURES_PER_MINUTE = 10
-_limiter = FailureLimiter(LOGIN_FAILURES_PER_MINUTE)
-_STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8"}
+_limiter = FailureLimiter("login", LOGIN_FAILURES_PER_MINUTE)
+_STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+                 ".svg": "image/svg+xml", ".ico": "image/x-icon"}
 
 
 def login_limiter() -> FailureLimiter:
@@ -64,7 +67,9 @@ async def login(request: Request) -> Response:
     username = form.get("username")
     next_url = safe_next(form.get("next"))
     address = client_ip(request) or "unknown"
-    wait = _limiter.retry_after(address)
+    database_url = settings_of(request).database_url
+    subject = subject_of((username or "").casefold())
+    wait = await run_in_threadpool(_limiter.retry_after, database_url, address, subject)
     if wait:
         response = _login_page(request, 429, f"Too many failed logins: try again in {wait} s.",
                                username, next_url)
@@ -76,14 +81,24 @@ async def login(request: Request) -> Response:
                            "log in again.", username, next_url)
     password = form.raw("password") or ""
 
-    def check() -> bool:
+    def check() -> str | None:
         with db(request) as session:
-            return accounts.check_login(session, username, password)
+            epoch = accounts.login(session, username, password)
+            if epoch is not None:
+                audit.record(session, username, "login", None, f"from {address}")
+            return epoch
 
-    if not await run_in_threadpool(check):
-        _limiter.record_failure(address)
+    def refused() -> None:
+        with db(request) as session:
+            audit.record(session, username or "(no name)", "login.refused", None,
+                         f"from {address}")
+
+    epoch = await run_in_threadpool(check)
+    if epoch is None:
+        await run_in_threadpool(_limiter.record_failure, database_url, address, subject)
+        await run_in_threadpool(refused)
         return _login_page(request, 401, "Wrong user name or password.", username, next_url)
-    _session, cookie = security.new_session(username)
+    _session, cookie = security.new_session(username, epoch)
     response = redirect(next_url)
     response.set_cookie(security.SESSION_COOKIE, cookie, **security.cookie_options())
     response.delete_cookie(security.LOGIN_COOKIE, path=security.COOKIE_PATH, secure=True,
@@ -95,6 +110,7 @@ async def login(request: Request) -> Response:
 def logout(request: Request) -> Response:
     with db(request) as session:
         security.revoke(session, request.state.console)
+        audit.record(session, request.state.console.username, "logout")
     response = redirect("/console/login", "You are logged out.")
     response.delete_cookie(security.SESSION_COOKIE, path=security.COOKIE_PATH, secure=True,
                            httponly=True, samesite="strict")
@@ -114,3 +130,13 @@ def _static(name: str) -> Response:
 def static(name: str) -> Response:
     """The console's own stylesheet and script (nothing from a CDN: it works air-gapped)."""
     return _static(name)
+
+
+favicon_router = APIRouter(route_class=ConsoleRoute)
+
+
+@favicon_router.get("/favicon.ico")
+@asset
+def favicon() -> Response:
+    """Browsers ask for /favicon.ico on every page; without it every page logs a 404."""
+    return _static("favicon.svg")

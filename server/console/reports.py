@@ -12,9 +12,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Request, Response
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -35,6 +36,7 @@ from server.console.core import (
     render,
     user_of,
 )
+from server.params import MAX_DB_ID
 
 router = APIRouter(route_class=ConsoleRoute)
 
@@ -55,6 +57,7 @@ REPORT_FIELDS = (
 # Report pages carry their own inline styles and nothing else: no script, no fetches.
 REPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'"
 _FILE_TYPES = {".html": "text/html; charset=utf-8", ".csv": "text/csv; charset=utf-8"}
+RunId = Annotated[int, PathParam(ge=1, le=MAX_DB_ID)]
 
 
 def filters_from(form: Form) -> MissingFilters:
@@ -157,6 +160,12 @@ def reports_status(request: Request) -> Response:
 def generate(request: Request) -> Response:
     form = form_of(request)
     try:
+        # `patchflow report` without --kinds builds them all; in the form, unticking every
+        # kind is a mistake to point out, not a request for everything.
+        if not form.getlist("kinds"):
+            raise UserError("choose at least one report kind")
+        if not form.getlist("formats"):
+            raise UserError("choose at least one output format")
         filters = filters_from(form)
         with db(request) as session:
             start_report(session, form.getlist("kinds"), filters, form.getlist("formats"),
@@ -183,18 +192,30 @@ def _run_folder(session: Session, run_id: int) -> Path:
 
 
 @router.get("/reports/{run_id}")
-def open_run(run_id: int) -> Response:
+def open_run(run_id: RunId) -> Response:
     return RedirectResponse(f"/console/reports/{run_id}/files/index.html", status_code=303)
 
 
+def _is_report_file(folder: Path, rel: str) -> bool:
+    """Only .html and .csv files inside the run's folder. A NUL byte or a name longer than the
+    file system allows is no file of ours either, rather than an error from the OS."""
+    if "\x00" in rel:
+        return False
+    try:
+        path = (folder / rel).resolve()
+        return (path.is_relative_to(folder) and path.suffix in _FILE_TYPES
+                and path.is_file())
+    except (OSError, ValueError):
+        return False
+
+
 @router.get("/reports/{run_id}/files/{rel:path}")
-def report_file(request: Request, run_id: int, rel: str, download: bool = False) -> Response:
+def report_file(request: Request, run_id: RunId, rel: str, download: bool = False) -> Response:
     with db(request) as session:
         folder = _run_folder(session, run_id)
+    if not _is_report_file(folder, rel):
+        raise NotFoundError(f"no file {rel[:200]!r} in report run {run_id}")
     path = (folder / rel).resolve()
-    if (not path.is_relative_to(folder) or path.suffix not in _FILE_TYPES
-            or not path.is_file()):
-        raise NotFoundError(f"no file {rel!r} in report run {run_id}")
     headers = {"Content-Security-Policy": REPORT_CSP, "Cache-Control": "private, no-store"}
     if path.suffix == ".csv" or download:
         return FileResponse(path, media_type=_FILE_TYPES[path.suffix], filename=path.name,

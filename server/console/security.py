@@ -113,36 +113,49 @@ class ConsoleSession:
     username: str
     sid: str
     expires: dt.datetime
+    # The user's session epoch when the session was opened (server.console.accounts): a
+    # password change or the user's removal makes it stale, and the session with it.
+    epoch: str = ""
 
     @property
     def csrf_token(self) -> str:
         return _mac("csrf", self.sid)
 
 
-def new_session(username: str, now: dt.datetime | None = None) -> tuple[ConsoleSession, str]:
-    """A fresh session and its cookie value."""
+def new_session(username: str, epoch: str,
+                now: dt.datetime | None = None) -> tuple[ConsoleSession, str]:
+    """A fresh session of a user whose session epoch is `epoch`, and its cookie value."""
     now = now or utcnow()
     expires = now + dt.timedelta(hours=session_hours())
-    session = ConsoleSession(username, secrets.token_urlsafe(16), expires)
-    cookie = sign("session", {"u": username, "sid": session.sid, "iat": int(now.timestamp()),
-                              "exp": int(expires.timestamp())})
+    session = ConsoleSession(username, secrets.token_urlsafe(16), expires, epoch)
+    cookie = sign("session", {"u": username, "sid": session.sid, "ep": epoch,
+                              "iat": int(now.timestamp()), "exp": int(expires.timestamp())})
     return session, cookie
 
 
 def read_session(cookie: str | None, now: dt.datetime | None = None) -> ConsoleSession | None:
     """The session a cookie carries if its signature holds and it has not expired. Whether the
-    user still exists and the session was not logged out is `is_active`'s business."""
+    user still exists with the same epoch and the session was not logged out is checked against
+    the database (`is_current`, `is_logged_out`)."""
     payload = unsign("session", cookie)
     if payload is None:
         return None
     try:
         username, sid, exp = str(payload["u"]), str(payload["sid"]), int(payload["exp"])
+        epoch = str(payload["ep"])
     except (KeyError, TypeError, ValueError):
-        return None
+        return None  # a cookie from before session epochs: log in again
     expires = dt.datetime.fromtimestamp(exp, dt.UTC)
     if expires <= (now or utcnow()):
         return None
-    return ConsoleSession(username, sid, expires)
+    return ConsoleSession(username, sid, expires, epoch)
+
+
+def is_current(session: ConsoleSession, user_epoch: str | None) -> bool:
+    """True when the session's user still exists with the epoch the session was opened in."""
+    if not user_epoch:
+        return False
+    return hmac.compare_digest(session.epoch.encode(), user_epoch.encode())
 
 
 def csrf_ok(expected: str, given: str | None) -> bool:

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from models import Product
 from models.enums import Category, SyncStatus
+from patchflow import audit
 from patchflow import servers as svc
 from patchflow.errors import UserError
 from server.console import runs
@@ -33,6 +34,7 @@ from server.console.core import (
     render_fragment,
     user_of,
 )
+from server.console.wording import for_web, plural
 
 router = APIRouter(route_class=ConsoleRoute)
 
@@ -48,6 +50,7 @@ UPSTREAMS = (("microsoft", "Microsoft"), ("wsus", "WSUS server"),
 # (field, pattern) in order: a service error naming the proxy's port is the proxy's.
 SERVER_FIELDS = (
     ("name", r"patch server name|named .* already exists"),
+    ("proxy", r"invalid proxy"),
     ("proxy_user", r"proxy-user|proxy user"),
     ("proxy", r"proxy"),
     ("wsus_url", r"WSUS URL|wsus-url"),
@@ -64,8 +67,8 @@ SERVER_FIELDS = (
 )
 SCHEDULE_FIELDS = (("week_of_month", r"week-of-month"), ("frequency", r"frequency"),
                    ("weekday", r"weekday"), ("at", r"time"))
-FILTER_FIELDS = (("categories", r"category"), ("languages", r"language"),
-                 ("products", r"product"))
+FILTER_RULES = (("filter_categories", r"category"), ("filter_languages", r"language"),
+                ("filter_products", r"product"))
 
 
 def _port(form: Form, errors: dict[str, str]) -> int | None:
@@ -218,8 +221,9 @@ def _edit_page(request: Request, name: str, status: int = 200, errors: dict[str,
                values: dict[str, Any] | None = None, section: str | None = None) -> Response:
     with db(request) as session:
         context = _edit_context(session, name)
+    shown = {k: for_web(v) for k, v in (errors or {}).items()}
     return render(request, "server_edit.html", status=status, title=f"Patch server {name}",
-                  nav="servers", errors=errors or {}, values=values or {}, section=section,
+                  nav="servers", errors=shown, values=values or {}, section=section,
                   **context)
 
 
@@ -239,47 +243,17 @@ def server_status(request: Request, name: str) -> Response:
                          "status": server["sync_status"]})
 
 
-@router.post("/servers/{name}/edit")
-def edit_server(request: Request, name: str) -> Response:
-    form = form_of(request)
-    errors: dict[str, str] = {}
-    opts = edit_options(form, errors)
-    if not errors:
-        try:
-            with db(request) as session:
-                svc.edit_server(session, name, opts)
-        except UserError as exc:
-            errors = field_errors(exc, SERVER_FIELDS)
-    if errors:
-        values = {k: v[0] for k, v in form.values.items() if "password" not in k
-                  and "token" not in k}
-        return _edit_page(request, name, 400, errors, values, "settings")
-    return redirect(f"/console/servers/{name}/edit", f"Saved the settings of {name}.")
+FILTER_SECTIONS = ("categories", "languages", "products")
 
 
-@router.post("/servers/{name}/schedule")
-def set_schedule(request: Request, name: str) -> Response:
-    form = form_of(request)
-    errors: dict[str, str] = {}
-    week: int | None = None
-    if form.get("frequency") == "monthly":
-        text = form.get("week_of_month") or "1"
-        if not text.isdigit():
-            errors["week_of_month"] = "the week of the month is a number from 1 to 5 (5 = last)"
-        else:
-            week = int(text)
-    if not errors:
-        try:
-            with db(request) as session:
-                svc.set_schedule(session, name, form.get("frequency"), form.get("weekday"),
-                                 form.get("at"), week)
-        except UserError as exc:
-            errors = field_errors(exc, SCHEDULE_FIELDS)
-    if errors:
-        values = {f"schedule_{k}": v[0] for k, v in form.values.items()}
-        return _edit_page(request, name, 400, {f"schedule_{k}": v for k, v in errors.items()},
-                          values, "schedule")
-    return redirect(f"/console/servers/{name}/edit", f"Saved the sync schedule of {name}.")
+def _week(form: Form, errors: dict[str, str]) -> int | None:
+    if form.get("frequency") != "monthly":
+        return None
+    text = form.get("week_of_month") or "1"
+    if not text.isdigit():
+        errors["week_of_month"] = "the week of the month is a number from 1 to 5 (5 = last)"
+        return None
+    return int(text)
 
 
 def filter_value(form: Form, section: str) -> str:
@@ -295,19 +269,59 @@ def filter_value(form: Form, section: str) -> str:
     return ",".join(dict.fromkeys(values))
 
 
-@router.post("/servers/{name}/filters")
-def set_filters(request: Request, name: str) -> Response:
+def submitted(form: Form) -> dict[str, Any]:
+    """What was sent, to show again after an error (never a password or token)."""
+    values: dict[str, Any] = {k: v[0] for k, v in form.values.items()
+                              if "password" not in k and "token" not in k}
+    values["schedule_enabled"] = form.flag("schedule_enabled")
+    for section in FILTER_SECTIONS:
+        values[f"chosen_{section}"] = (None if form.flag(f"all_{section}")
+                                       else form.getlist(section))
+    return values
+
+
+@router.post("/servers/{name}/edit")
+def edit_server(request: Request, name: str) -> Response:
+    """The whole edit page is one form: settings, sync schedule and filters are saved
+    together, in one transaction, so saving never drops an edit made elsewhere on the page."""
     form = form_of(request)
-    try:
-        values = {s: filter_value(form, s) for s in ("categories", "languages", "products")}
-        with db(request) as session:
-            svc.set_filters(session, name, values["categories"], values["languages"],
-                            values["products"])
-    except UserError as exc:
-        errors = {f"filter_{k}": v for k, v in field_errors(exc, FILTER_FIELDS).items()}
-        return _edit_page(request, name, 400, errors, None, "filters")
-    return redirect(f"/console/servers/{name}/edit", f"Saved the filters of {name}; the next "
-                    "sync applies them.")
+    errors: dict[str, str] = {}
+    opts = edit_options(form, errors)
+    # The page marks its schedule and filters parts; a post without them (a script, an older
+    # page) leaves the schedule and filters as they are.
+    with_schedule, with_filters = form.flag("schedule_part"), form.flag("filters_part")
+    enabled = form.flag("schedule_enabled")
+    week = _week(form, errors) if enabled else None
+    filters: dict[str, str] = {}
+    for section in FILTER_SECTIONS if with_filters else ():
+        try:
+            filters[section] = filter_value(form, section)
+        except UserError as exc:
+            errors[f"filter_{section}"] = for_web(str(exc))
+    if not errors:
+        stage = SERVER_FIELDS
+        try:
+            with db(request) as session:
+                svc.edit_server(session, name, opts)
+                stage = SCHEDULE_FIELDS
+                if with_schedule and enabled:
+                    svc.set_schedule(session, name, form.get("frequency"),
+                                     form.get("weekday"), form.get("at"), week)
+                elif with_schedule:
+                    svc.clear_schedule(session, name)
+                stage = FILTER_RULES
+                if with_filters:
+                    svc.set_filters(session, name, filters["categories"],
+                                    filters["languages"], filters["products"])
+                audit.record(session, user_of(request), "server.edit", name,
+                             ("schedule " + ("on" if enabled else "off"))
+                             if with_schedule else None)
+        except UserError as exc:
+            errors = field_errors(exc, stage)
+    if errors:
+        return _edit_page(request, name, 400, errors, submitted(form))
+    return redirect(f"/console/servers/{name}/edit", f"Saved patch server {name}; the next "
+                    "sync applies its filters.")
 
 
 def _back(form: Form, name: str) -> str:
@@ -338,18 +352,26 @@ def stop_sync(request: Request, name: str) -> Response:
 
 @router.post("/servers/{name}/delete")
 def delete_server(request: Request, name: str) -> Response:
+    """Delete after a confirmation; policies that use the server are named, and moved to the
+    patch server chosen on the confirmation page (or the delete is refused)."""
     form = form_of(request)
     if form.get("confirmed") != "yes":
         with db(request) as session:
-            svc.get_server(session, name)
-        return render(request, "confirm.html", title="Delete patch server", nav="servers",
-                      question=f"Delete patch server {name}? Its sync history and filters go "
-                      "with it; the patches stay in the catalog for other patch servers.",
-                      action=f"/console/servers/{name}/delete", button="Delete",
-                      cancel=f"/console/servers/{name}/edit")
+            policies = svc.policies_using(session, name)
+            others = [s.name for s in svc.list_servers(session) if s.name != name]
+        return render(request, "server_delete.html", title="Delete patch server",
+                      nav="servers", name=name, policies=policies, others=others)
+    reassign = form.optional("reassign_to")
+
     def work() -> str:
         with db(request) as session:
-            svc.delete_server(session, name)
+            moved = svc.delete_server(session, name, reassign)
+            audit.record(session, user_of(request), "server.delete", name,
+                         f"policies {', '.join(moved)} moved to {reassign}" if moved else None)
+        if moved:
+            return (f"Deleted patch server {name}; moved "
+                    f"{plural(len(moved), 'policy', 'policies')} ({', '.join(moved)}) "
+                    f"to {reassign}.")
         return f"Deleted patch server {name}."
 
     return act("/console/servers", work)

@@ -4,6 +4,7 @@ through a RegistryReader and a CommandRunner and returned as an inventory docume
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
 from agent.platforms.windows import parsers
@@ -21,6 +22,25 @@ COMPUTER_NAME = r"SYSTEM\CurrentControlSet\Control\ComputerName"
 TCPIP = r"SYSTEM\CurrentControlSet\Services\Tcpip\Parameters"
 NLS_LANGUAGE = r"SYSTEM\CurrentControlSet\Control\Nls\Language"
 UI_LANGUAGES = r"SYSTEM\CurrentControlSet\Control\MUI\UILanguages"
+# Microsoft software beyond the Uninstall key (inventory `ms_facts`, docs/microsoft-products.md).
+NDP_V4 = r"SOFTWARE\Microsoft\NET Framework Setup\NDP\v4\Full"
+CLICK_TO_RUN = r"SOFTWARE\Microsoft\Office\ClickToRun\Configuration"
+SQL_INSTANCES = r"SOFTWARE\Microsoft\Microsoft SQL Server\Instance Names\SQL"
+SQL_ROOT = r"SOFTWARE\Microsoft\Microsoft SQL Server"
+EXCHANGE_SETUP = r"SOFTWARE\Microsoft\ExchangeServer\v15\Setup"
+DEFENDER_SIGNATURES = r"SOFTWARE\Microsoft\Windows Defender\Signature Updates"
+# Click-to-Run update channels by the GUID that ends CDNBaseUrl.
+C2R_CHANNELS = {
+    "492350f6-3a01-4f97-b9c0-c7c6ddf67d60": "Current",
+    "64256afe-f5d9-4f86-8936-8840a6a4f5be": "Current Preview",
+    "55336b82-a18d-4dd6-b5f6-9e5095c314a6": "Monthly Enterprise",
+    "7ffbc6bf-bc32-4f92-8982-f9dd17fd3114": "Semi-Annual Enterprise",
+    "b8f9b850-328d-4355-9145-c59439a0c4cf": "Semi-Annual Enterprise Preview",
+    "f2e724c1-748f-4b47-8fb8-8e0d210e9208": "Office 2019 Volume Licensed",
+    "5030841d-c919-4594-8d2d-84ae4f96e58e": "Office LTSC 2021 Volume Licensed",
+    "7983bac0-e531-40cf-be00-fd24fe66619c": "Office LTSC 2024 Volume Licensed",
+}
+_KB_IN_NAME = re.compile(r"\(KB(\d{6,8})\)", re.IGNORECASE)
 
 # CBS package states that mean "on the machine": Installed, Permanent, and Superseded (installed,
 # then replaced by a newer package; QFE keeps listing those too).
@@ -119,7 +139,8 @@ class WindowsCollector:
             "name": name[:255],
             "display_version": display_version[:16] if display_version else None,
             "build": build,
-            "ubr": _int(cv.get("UBR")) or 0,
+            # Unknown stays unknown (null): never report UBR 0, which reads as "build .0".
+            "ubr": _int(cv.get("UBR")),
             "arch": self.arch(),
             "language": self.language(),
             # Hotpatch enrollment is not visible in the registry; the policy layer decides.
@@ -216,12 +237,69 @@ class WindowsCollector:
                                                     _int(values.get("InstallTimeLow")))))
         return found
 
+    def _product_updates(self) -> list[tuple[str, dt.date | None]]:
+        """KBs of Office/SharePoint MSP updates: Uninstall entries under their product
+        (ParentKeyName) named "Security Update for Microsoft Office 2016 (KB5002635) 64-Bit
+        Edition". Windows' hotfix list never shows them, and the product's DisplayVersion does
+        not move when they are applied, so they are the installed state of Office MSI."""
+        found = []
+        for hive, path, _arch, _scope in self._uninstall_views(self.arch()):
+            if hive != HKLM:
+                continue
+            for key in self.registry.subkeys(hive, path):
+                values = self.registry.values(hive, path + "\\" + key) or {}
+                name = _text(values.get("DisplayName")) or ""
+                if not _text(values.get("ParentKeyName")):
+                    continue
+                for number in _KB_IN_NAME.findall(name):
+                    found.append((f"KB{number}",
+                                  parsers.parse_date(_text(values.get("InstallDate")))))
+        return found
+
     def updates(self) -> list[dict[str, Any]]:
         merged: dict[str, dt.date | None] = {}
-        for kb, installed_on in self._qfe() + self._servicing_packages():
+        for kb, installed_on in self._qfe() + self._servicing_packages() + self._product_updates():
             if merged.get(kb) is None:
                 merged[kb] = installed_on
         return [{"kb": kb, "installed_on": _iso(day)} for kb, day in merged.items()]
+
+    # --- Microsoft software beyond the Uninstall key -----------------------------------------
+
+    def ms_facts(self) -> list[dict[str, Any]]:
+        """What the scan needs about Microsoft software that the Uninstall key does not say:
+        the .NET Framework 4.x release, the Click-to-Run build and channel, SQL Server
+        instances and their build, the Exchange build, the Defender engine version."""
+        facts: list[dict[str, Any]] = []
+
+        def add(kind: str, name: Any = None, version: Any = None, detail: Any = None) -> None:
+            facts.append({"kind": kind, "name": _cut(name, 128), "version": _cut(version, 64),
+                          "detail": _cut(detail, 64)})
+
+        release = _int((self.registry.values(HKLM, NDP_V4) or {}).get("Release"))
+        if release:
+            add("dotnet_framework", ".NET Framework 4.x", str(release))
+        c2r = self.registry.values(HKLM, CLICK_TO_RUN) or {}
+        if _text(c2r.get("VersionToReport")):
+            url = _text(c2r.get("UpdateChannel")) or _text(c2r.get("CDNBaseUrl")) or ""
+            channel = C2R_CHANNELS.get(url.rstrip("/").rsplit("/", 1)[-1].casefold())
+            add("click_to_run", _text(c2r.get("ProductReleaseIds")),
+                _text(c2r.get("VersionToReport")), channel)
+        instances = self.registry.values(HKLM, SQL_INSTANCES) or {}
+        for name, instance_id in sorted(instances.items()):
+            setup = self.registry.values(HKLM, f"{SQL_ROOT}\\{instance_id}\\Setup") or {}
+            level = _text(setup.get("PatchLevel")) or _text(setup.get("Version"))
+            if level:
+                add("sql_server", name, level)
+        exchange = self.registry.values(HKLM, EXCHANGE_SETUP) or {}
+        parts = [_int(exchange.get(k)) for k in ("MsiProductMajor", "MsiProductMinor",
+                                                 "MsiBuildMajor", "MsiBuildMinor")]
+        if all(p is not None for p in parts):
+            add("exchange", "Exchange Server", ".".join(str(p) for p in parts))
+        engine = _text((self.registry.values(HKLM, DEFENDER_SIGNATURES) or {}).get(
+            "EngineVersion"))
+        if engine:
+            add("defender_engine", "Microsoft Defender", engine)
+        return facts
 
     # --- reboot ------------------------------------------------------------------------------
 
@@ -254,9 +332,15 @@ class WindowsCollector:
             "os": self.os_info(),
             "programs": self.programs(),
             "updates": self.updates(),
+            "ms_facts": self.ms_facts(),
             "pending_reboot": self.pending_reboot(),
             "collected_at": dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z"),
         }
+
+
+def _cut(value: Any, limit: int) -> str | None:
+    text = _text(value)
+    return text[:limit] if text else None
 
 
 def _iso(day: dt.date | None) -> str | None:

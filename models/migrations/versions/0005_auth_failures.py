@@ -7,8 +7,10 @@ Create Date: 2026-12-04
 
 from __future__ import annotations
 
-import sqlalchemy as sa  # noqa: F401
-from alembic import op  # noqa: F401
+import sqlalchemy as sa
+from alembic import op
+
+import models.base
 
 revision = "0005_auth_failures"
 down_revision = "0004_endpoint_identity"
@@ -17,8 +19,24 @@ depends_on = None
 
 
 def upgrade() -> None:
-    pass  # reserved: rate limits (issue 12 item 17)
+    # Rate limits (issue 12 item 17): shared by every server worker, keyed by (address, subject).
+    op.create_table(
+        "auth_failures",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("scope", sa.String(length=16), nullable=False),
+        sa.Column("address", sa.String(length=64), nullable=False),
+        sa.Column("subject", sa.String(length=64), nullable=False),
+        sa.Column("failed_at", models.base.UTCDateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_auth_failures")),
+    )
+    with op.batch_alter_table("auth_failures", schema=None) as batch_op:
+        batch_op.create_index("ix_auth_failures_scope_address_subject",
+                              ["scope", "address", "subject"], unique=False)
+        batch_op.create_index("ix_auth_failures_failed_at", ["failed_at"], unique=False)
 
 
 def downgrade() -> None:
-    pass
+    with op.batch_alter_table("auth_failures", schema=None) as batch_op:
+        batch_op.drop_index("ix_auth_failures_failed_at")
+        batch_op.drop_index("ix_auth_failures_scope_address_subject")
+    op.drop_table("auth_failures")

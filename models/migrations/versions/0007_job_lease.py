@@ -7,8 +7,8 @@ Create Date: 2026-12-04
 
 from __future__ import annotations
 
-import sqlalchemy as sa  # noqa: F401
-from alembic import op  # noqa: F401
+import sqlalchemy as sa
+from alembic import op
 
 revision = "0007_job_lease"
 down_revision = "0006_admin_sessions"
@@ -17,8 +17,12 @@ depends_on = None
 
 
 def upgrade() -> None:
-    pass  # reserved: job lease (issue 12 item 13)
+    with op.batch_alter_table("install_jobs") as batch:
+        batch.add_column(sa.Column("lease_owner", sa.String(128), nullable=True))
+        batch.add_column(sa.Column("lease_expires_at", sa.DateTime(), nullable=True))
 
 
 def downgrade() -> None:
-    pass
+    with op.batch_alter_table("install_jobs") as batch:
+        batch.drop_column("lease_expires_at")
+        batch.drop_column("lease_owner")

@@ -1,0 +1,127 @@
+"""cycle_runs: one row per cycle run, holding its steps and plan so `cycle list/show` and the
+console read the run without the Prefect API.
+
+One cycle per policy runs at a time: `start` refuses while another run of the policy is
+Running, unless that run has not moved for STALE_AFTER (its process died with the machine).
+Each step is written when it ends, so a run that dies shows how far it got.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from models import CycleRun
+from models.base import utcnow
+from patchflow.cycle.plan import get_policy
+from patchflow.errors import NotFoundError, UserError
+
+PENDING, RUNNING, COMPLETED, FAILED = "Pending", "Running", "Completed", "Failed"
+STEP_COMPLETED, STEP_SKIPPED, STEP_FAILED = "Completed", "Skipped", "Failed"
+STALE_AFTER = dt.timedelta(hours=24)
+
+
+def busy(session: Session, policy_id: int, except_run: int | None = None) -> CycleRun | None:
+    """The policy's run that is still going (Pending or Running and not stale), if any."""
+    since = utcnow() - STALE_AFTER
+    query = select(CycleRun).where(CycleRun.policy_id == policy_id,
+                                   CycleRun.state.in_([PENDING, RUNNING]),
+                                   CycleRun.started_at >= since)
+    if except_run is not None:
+        query = query.where(CycleRun.id != except_run)
+    return session.scalars(query.order_by(CycleRun.id).limit(1)).first()
+
+
+def create(session: Session, policy_name: str, dry_run: bool, trigger: str,
+           started_by: str | None) -> CycleRun:
+    """A Pending run, refused while another run of the policy is going."""
+    policy = get_policy(session, policy_name)
+    running = busy(session, policy.id)
+    if running is not None:
+        raise UserError(f"cycle run {running.id} of policy {policy.name} is still "
+                        f"{running.state.lower()} (`patchflow cycle show {running.id}`)")
+    run = CycleRun(policy_id=policy.id, policy_name=policy.name, state=PENDING,
+                   trigger=trigger[:16], dry_run=dry_run, started_by=(started_by or "")[:128],
+                   started_at=utcnow(), steps="[]", plan="[]")
+    session.add(run)
+    session.flush()
+    return run
+
+
+def get_run(session: Session, run_id: int | str) -> CycleRun:
+    text = str(run_id).strip()
+    run = session.get(CycleRun, int(text)) if text.isascii() and text.isdigit() and \
+        len(text) < 12 else session.scalar(select(CycleRun).where(CycleRun.flow_run_id == text))
+    if run is None:
+        raise NotFoundError(f"no cycle run {run_id!r} (`patchflow cycle list`)")
+    return run
+
+
+def begin(session: Session, run_id: int, flow_run_id: str | None) -> CycleRun:
+    run = get_run(session, run_id)
+    if run.state not in (PENDING, RUNNING):
+        raise UserError(f"cycle run {run.id} is already {run.state.lower()}")
+    if run.policy_id is not None and busy(session, run.policy_id, except_run=run.id):
+        raise UserError(f"another cycle of policy {run.policy_name} is running")
+    run.state, run.flow_run_id = RUNNING, flow_run_id
+    session.flush()
+    return run
+
+
+def add_step(session: Session, run_id: int, name: str, state: str, summary: str,
+             details: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Record a step's outcome (a step recorded again replaces its earlier entry)."""
+    run = get_run(session, run_id)
+    steps = [s for s in json.loads(run.steps or "[]") if s["name"] != name]
+    entry: dict[str, Any] = {"name": name, "state": state, "summary": summary,
+                             "at": utcnow().isoformat(timespec="seconds")}
+    if details:
+        entry["details"] = details
+    steps.append(entry)
+    run.steps = json.dumps(steps)
+    session.flush()
+    return steps
+
+
+def set_plan(session: Session, run_id: int, rows: list[dict[str, Any]]) -> None:
+    session.execute(update(CycleRun).where(CycleRun.id == run_id).values(plan=json.dumps(rows)))
+
+
+def set_job(session: Session, run_id: int, job_id: int) -> None:
+    session.execute(update(CycleRun).where(CycleRun.id == run_id)
+                    .values(install_job_id=job_id))
+
+
+def finish(session: Session, run_id: int, state: str, message: str | None) -> CycleRun:
+    run = get_run(session, run_id)
+    run.state, run.message, run.finished_at = state, (message or None), utcnow()
+    session.flush()
+    return run
+
+
+def to_dict(run: CycleRun, full: bool = True) -> dict[str, Any]:
+    steps = json.loads(run.steps or "[]")
+    out: dict[str, Any] = {
+        "run": run.id, "policy": run.policy_name, "flow_run_id": run.flow_run_id,
+        "state": run.state, "trigger": run.trigger, "dry_run": run.dry_run,
+        "started_by": run.started_by, "started_at": run.started_at.isoformat(),
+        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+        "install_job_id": run.install_job_id, "message": run.message,
+        "steps": [{k: s[k] for k in ("name", "state", "summary")} for s in steps],
+    }
+    if full:
+        out["steps"] = steps
+        out["plan"] = json.loads(run.plan or "[]")
+    return out
+
+
+def list_runs(session: Session, policy: str | None = None,
+              limit: int = 50) -> list[dict[str, Any]]:
+    query = select(CycleRun).order_by(CycleRun.id.desc()).limit(limit)
+    if policy:
+        query = query.where(CycleRun.policy_id == get_policy(session, policy).id)
+    return [to_dict(r, full=False) for r in session.scalars(query)]

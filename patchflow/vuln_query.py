@@ -1,0 +1,247 @@
+"""Vulnerability facts for the catalog and the scan results: the database side of
+applicability.vulnrating.
+
+`load_intel` reads the feeds once (merged CVE views, ranges per package key, the CPE mapping);
+`enrich_missing` adds the pair columns (cves, cvss, exploited, kev_due_date, risk) to a
+missing-patches frame and gives third-party pairs their rated severity; `patch_vulnerabilities`
+is what `patches show` lists. Microsoft patches keep MSRC's severity; their CVSS and exploited
+come from the CVEs the KB fixes (patch_cves).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from applicability.vulnrating import (
+    CveView,
+    PairRating,
+    pair_cves,
+    rate_pair,
+    risk_score,
+)
+from models import Patch, PatchCve, Vulnerability, VulnerabilityRange
+from patchflow import vulnfeeds
+from sources.versions import version_key
+from sources.vulnrecords import AffectedRange
+
+PAIR_COLUMNS = ("cves", "cvss", "exploited", "kev_due_date", "risk", "rating")
+
+
+@dataclass
+class Intel:
+    views: dict[str, CveView]
+    ranges: dict[str, list[AffectedRange]]  # package key -> ranges
+    cpe: dict[str, str]  # winget PackageIdentifier -> package key
+
+
+def load_intel(session: Session) -> Intel:
+    from applicability.vulnrating import merge_facts
+
+    views = merge_facts(vulnfeeds.facts_from_rows(session.scalars(select(Vulnerability))))
+    ranges: dict[str, list[AffectedRange]] = defaultdict(list)
+    for row in session.scalars(select(VulnerabilityRange)):
+        ranges[row.package].append(vulnfeeds.range_from_row(row))
+    return Intel(views=views, ranges=dict(ranges), cpe=vulnfeeds.cpe_for(session))
+
+
+def rate(intel: Intel, package_id: str, product: str, installed: str | None,
+         version: str | None, today: dt.date, since: dt.date | None = None) -> PairRating:
+    key = intel.cpe.get(package_id)
+    return rate_pair(key, intel.ranges.get(key or "", []), intel.views, installed, version,
+                     product, today, since)
+
+
+def microsoft_facts(session: Session, patch_ids: list[int], intel: Intel,
+                    ) -> dict[int, list[CveView]]:
+    out: dict[int, list[CveView]] = defaultdict(list)
+    for start in range(0, len(patch_ids), 5000):
+        rows = session.execute(select(PatchCve.patch_id, PatchCve.cve).where(
+            PatchCve.patch_id.in_(patch_ids[start:start + 5000])))
+        for patch_id, cve in rows:
+            out[patch_id].append(intel.views.get(cve) or CveView(cve=cve))
+    return out
+
+
+def enrich_missing(session: Session, frame: pd.DataFrame,
+                   today: dt.date | None = None) -> pd.DataFrame:
+    """The frame with PAIR_COLUMNS added; third-party rows get the pair's severity."""
+    today = today or dt.datetime.now(dt.UTC).date()
+    frame = frame.copy()
+    if frame.empty:
+        for column in PAIR_COLUMNS:
+            frame[column] = pd.Series(dtype=object)
+        return frame
+    intel = load_intel(session)
+    ms_ids = frame.loc[frame["package_id"].isna(), "patch_id"].unique().tolist()
+    ms = microsoft_facts(session, [int(i) for i in ms_ids], intel)
+    cache: dict[tuple[Any, ...], PairRating] = {}
+    values: dict[str, list[Any]] = {c: [] for c in (*PAIR_COLUMNS, "severity")}
+    for row in frame[["patch_id", "package_id", "product", "title", "installed_version",
+                      "available_version", "detected_at", "severity"]].itertuples(index=False):
+        since = _day(row.detected_at)
+        if isinstance(row.package_id, str):
+            key = (row.package_id, row.installed_version, row.available_version)
+            rating = cache.get(key)
+            if rating is None:
+                rating = cache[key] = rate(intel, row.package_id, row.product or row.title,
+                                           row.installed_version, row.available_version, today)
+            risk = risk_score(rating.severity, rating.cvss, rating.exploited,
+                              rating.kev_due_date, today, since) if rating.cves else \
+                risk_score("Unspecified", None, False, None, today, since)
+            _append(values, list(rating.cves), rating.cvss, rating.exploited,
+                    rating.kev_due_date, risk, rating.explain, rating.severity)
+        else:
+            views = ms.get(int(row.patch_id), [])
+            scores = [v.cvss for v in views if v.cvss is not None]
+            cvss = max(scores) if scores else None
+            exploited = any(v.exploited for v in views)
+            due = min((v.kev_due_date for v in views if v.kev_due_date), default=None)
+            risk = risk_score(row.severity, cvss, exploited, due, today, since)
+            _append(values, sorted(v.cve for v in views), cvss, exploited, due, risk, None,
+                    row.severity)
+    for column, column_values in values.items():
+        frame[column] = column_values
+    return frame
+
+
+def _append(values: dict[str, list[Any]], cves: list[str], cvss: float | None,
+            exploited: bool, due: dt.date | None, risk: int, rating: str | None,
+            severity: str) -> None:
+    values["cves"].append(cves)
+    values["cvss"].append(cvss)
+    values["exploited"].append(bool(exploited))
+    values["kev_due_date"].append(due.isoformat() if due else None)
+    values["risk"].append(int(risk))
+    values["rating"].append(rating)
+    values["severity"].append(severity)
+
+
+def _day(value: Any) -> dt.date | None:
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return None
+    try:
+        stamp = pd.Timestamp(value)
+    except (ValueError, TypeError):
+        return None
+    return None if pd.isna(stamp) else stamp.date()
+
+
+def patch_vulnerabilities(session: Session, patch: Patch) -> dict[str, Any]:
+    """`vulnerabilities`, `cvss_max`, `exploited` for `patches show`. A third-party version's
+    CVEs are those it fixes over the previous catalog version of the package (all fixed at or
+    below it for the oldest); a KB's are the CVEs MSRC lists for it."""
+    intel = load_intel(session)
+    if patch.package_id:
+        key = intel.cpe.get(patch.package_id)
+        ranges = intel.ranges.get(key or "", [])
+        cves = sorted(fixed_by_version(session, patch, ranges)) if key else []
+    else:
+        cves = sorted(c.cve for c in patch.cves)
+    views = [intel.views.get(c) or CveView(cve=c) for c in cves]
+    scores = [v.cvss for v in views if v.cvss is not None]
+    return {
+        "vulnerabilities": [v.as_json() for v in views],
+        "cvss_max": max(scores) if scores else None,
+        "exploited": any(v.exploited for v in views),
+    }
+
+
+def fixed_by_version(session: Session, patch: Patch, ranges: list[AffectedRange]) -> set[str]:
+    versions = [v for (v,) in session.execute(
+        select(Patch.version).where(Patch.package_id == patch.package_id,
+                                    Patch.version.is_not(None)))]
+    if not patch.version:
+        return set()
+    older = [v for v in versions if version_key(v) < version_key(patch.version)]
+    if older:
+        previous = max(older, key=version_key)
+        return {cve for cve, _ in pair_cves(ranges, previous, patch.version)}
+    # The oldest version held: every CVE of the package whose fix is at or below it.
+    return {cve for cve, _ in pair_cves(ranges, "0", patch.version)}
+
+
+def dashboard_counts(session: Session, today: dt.date | None = None) -> dict[str, Any]:
+    """`exploited: {"patches", "pairs"}` and `overdue_kev` (pairs with a KEV CVE whose due date
+    has passed) over the current missing pairs. Microsoft pairs through their KB's CVEs, in SQL;
+    third-party pairs rated per distinct (package, installed, available)."""
+    from models import MissingPatch
+
+    today = today or dt.datetime.now(dt.UTC).date()
+    intel = load_intel(session)
+    exploited_patches: set[int] = set()
+    pairs = overdue = 0
+    ms_rows = session.execute(
+        select(MissingPatch.patch_id, PatchCve.cve)
+        .join(Patch, Patch.id == MissingPatch.patch_id)
+        .join(PatchCve, PatchCve.patch_id == MissingPatch.patch_id)
+        .where(Patch.package_id.is_(None))
+        .join(Vulnerability, Vulnerability.cve == PatchCve.cve)
+        .distinct())
+    flags: dict[int, tuple[bool, bool]] = {}
+    for patch_id, cve in ms_rows:
+        view = intel.views.get(cve)
+        if view is None:
+            continue
+        was = flags.get(patch_id, (False, False))
+        late = view.kev_due_date is not None and view.kev_due_date < today
+        flags[patch_id] = (was[0] or view.exploited, was[1] or late)
+    if flags:
+        from sqlalchemy import func
+
+        ids = list(flags)
+        for start in range(0, len(ids), 5000):
+            chunk = ids[start:start + 5000]
+            for patch_id, count in session.execute(
+                    select(MissingPatch.patch_id, func.count()).where(
+                        MissingPatch.patch_id.in_(chunk)).group_by(MissingPatch.patch_id)):
+                exploited, late = flags[patch_id]
+                if exploited:
+                    exploited_patches.add(patch_id)
+                    pairs += count
+                if late:
+                    overdue += count
+    cache: dict[tuple[Any, ...], PairRating] = {}
+    third = session.execute(
+        select(MissingPatch.patch_id, Patch.package_id, MissingPatch.product, Patch.title,
+               MissingPatch.installed_version, MissingPatch.available_version, Patch.version)
+        .join(Patch, Patch.id == MissingPatch.patch_id).where(Patch.package_id.is_not(None)))
+    for patch_id, package_id, product, title, installed, available, version in third:
+        key = (package_id, installed, available or version)
+        rating = cache.get(key)
+        if rating is None:
+            rating = cache[key] = rate(intel, package_id, product or title, installed,
+                                       available or version, today)
+        if rating.exploited:
+            exploited_patches.add(patch_id)
+            pairs += 1
+        if rating.kev_due_date is not None and rating.kev_due_date < today:
+            overdue += 1
+    return {"exploited": {"patches": len(exploited_patches), "pairs": pairs},
+            "overdue_kev": overdue}
+
+
+def relink_patches(session: Session) -> int:
+    """Refill patch_vulnerabilities: each third-party patch and the CVEs it fixes (as
+    `patch_vulnerabilities` computes them), for SQL readers such as reports. Returns the links."""
+    from sqlalchemy import delete
+
+    from models import PatchVulnerability
+
+    intel = load_intel(session)
+    session.execute(delete(PatchVulnerability))
+    links = 0
+    for patch in session.scalars(select(Patch).where(Patch.package_id.is_not(None))):
+        key = intel.cpe.get(patch.package_id or "")
+        if not key:
+            continue
+        for cve in sorted(fixed_by_version(session, patch, intel.ranges.get(key, []))):
+            session.add(PatchVulnerability(patch_id=patch.id, cve=cve))
+            links += 1
+    return links

@@ -1,0 +1,249 @@
+"""Prefect servers patchflow starts die with it, and what a killed process left is cleaned up.
+
+The real thing, as processes: a CLI `sync` (Prefect's temporary server) killed with SIGKILL
+mid-sync takes its server with it; the next `patchflow serve` marks the orphaned flow run
+Crashed and the sync "Failed: interrupted"; `serve` killed with SIGKILL takes its local Prefect
+server with it and the next `serve` starts on the same port. Pid files cover a server the
+kernel did not stop: the next start kills it when its parent is gone and its command line
+still matches, and leaves anything else alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from patchflow import childproc
+from tests.httpserver import serve_files
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait(what: str, check: Callable[[], Any], timeout: float = 180.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.5)
+
+
+def _gone(pid: int) -> bool:
+    return not childproc.alive(pid)
+
+
+def _env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update({"PATCHFLOW_HOME": str(home), "PYTHONPATH": str(ROOT),
+                "PATCHFLOW_DATABASE_URL": f"sqlite:///{home / 'patchflow.db'}",
+                "PREFECT_LOGGING_LEVEL": "INFO"})
+    return env
+
+
+def _cli(env: dict[str, str], *args: str) -> None:
+    result = subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, (args, result.stdout, result.stderr)
+
+
+def _sync_row(env: dict[str, str]) -> tuple[Any, ...] | None:
+    engine = sa.create_engine(env["PATCHFLOW_DATABASE_URL"])
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sa.text(
+                "SELECT sync_status, sync_message, sync_flow_run_id FROM patch_servers")).first()
+    finally:
+        engine.dispose()
+
+
+def _start_serve(env: dict[str, str], log: Path, https: int, pport: int
+                 ) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cli.main", "serve", "--host", "127.0.0.1", "--port",
+             str(https), "--prefect-port", str(pport)],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    mark = log.stat().st_size if log.exists() else 0
+
+    def ready() -> bool:
+        text = log.read_bytes()[mark:].decode("utf-8", "replace")
+        assert proc.poll() is None, text
+        return "scheduler ready" in text
+
+    _wait("`patchflow serve` to be ready", ready)
+    return proc
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def test_killed_sync_and_killed_serve_leave_no_server_and_no_running_record(
+        tmp_path: Path) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    home = tmp_path / "home"
+    env = _env(home)
+    https, pport = _free_port(), _free_port()
+    log = tmp_path / "serve.log"
+    procs: list[subprocess.Popen[bytes]] = []
+    with serve_files() as upstream:
+        upstream.delay = 300.0  # the MSRC feed never answers in time: the sync stays running
+        upstream.files["/updates"] = b'{"value": []}'
+        _cli(env, "init", "--host", "localhost")
+        _cli(env, "server", "add", "local", "--host", "localhost", "--msrc-source",
+             upstream.url + "/", "--winget-source", "none")
+        try:
+            # 1. A CLI sync (no PREFECT_API_URL: Prefect's temporary server), killed mid-sync.
+            with (tmp_path / "sync.log").open("wb") as out:
+                sync = subprocess.Popen([sys.executable, "-m", "cli.main", "sync", "local"],
+                                        cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+            procs.append(sync)
+            _wait("the sync to be running", lambda: (row := _sync_row(env)) is not None
+                  and row[0] == "Running" and row[2])
+            pid_files = list((home / "run").glob("prefect-temp-*.json"))
+            assert len(pid_files) == 1
+            temp_server = json.loads(pid_files[0].read_text())["pid"]
+            assert childproc.alive(temp_server) and os.getpgid(temp_server) == temp_server
+            sync.kill()
+            sync.wait(10)
+            _wait("the temporary Prefect server to die with the CLI",
+                  lambda: _gone(temp_server), timeout=30)
+            run_id = _sync_row(env)[2]  # type: ignore[index]
+
+            # 2. The next serve marks the orphaned flow run Crashed and the sync interrupted.
+            serve = _start_serve(env, log, https, pport)
+            procs.append(serve)
+            _wait("the orphaned sync to be marked", lambda: _sync_row(env)[0] == "Failed")
+            _status, message, _ = _sync_row(env)  # type: ignore[misc]
+            assert "interrupted" in message and "died" in message
+            api = f"http://127.0.0.1:{pport}/api"
+            with temporary_settings(updates={PREFECT_API_URL: api}), \
+                    get_client(sync_client=True) as client:
+                state = client.read_flow_run(run_id).state
+            assert state is not None and state.name == "Crashed"
+            assert "died" in (state.message or "")
+
+            # 3. serve killed: its local Prefect server goes too; the next serve starts on
+            # the same port.
+            record = json.loads((home / "run" / "prefect-server.json").read_text())
+            assert record["port"] == pport and record["parent"] == serve.pid
+            serve.kill()
+            serve.wait(10)
+            _wait("the local Prefect server to die with serve",
+                  lambda: _gone(record["pid"]), timeout=60)
+            again = _start_serve(env, log, https, pport)
+            procs.append(again)
+            record2 = json.loads((home / "run" / "prefect-server.json").read_text())
+            assert record2["pid"] != record["pid"] and record2["parent"] == again.pid
+        finally:
+            for proc in procs:
+                _stop(proc)
+    assert not (home / "run" / "prefect-server.json").exists()  # a clean stop removes it
+
+
+def _impostor(*words: str) -> subprocess.Popen[bytes]:
+    """A process whose command line looks like a server patchflow started (in its own
+    session, as patchflow starts them) but without a parent-death signal."""
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", *words],
+                            start_new_session=True)
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def _pid_file(path: Path, pid: int, parent: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"pid": pid, "started": childproc.start_time(pid),
+                                "parent": parent, "parent_started": None, "port": 1}))
+
+
+def test_a_leftover_server_is_killed_at_the_next_start(sqlite_home: Path) -> None:
+    from deployments.prefect_server import LocalPrefectServer
+    from patchflow import prefect_env
+    from patchflow.errors import UserError
+
+    local = LocalPrefectServer(_free_port(), sqlite_home / "logs" / "p.log")
+    temp_file = sqlite_home / "run" / "prefect-temp-1.json"
+    stale_local = _impostor("prefect", "server", "start")
+    stale_temp = _impostor("uvicorn", "prefect.server.api.server:create_app")
+    unrelated = _impostor("something", "else")
+    try:
+        dead = _dead_pid()
+        # A pid file whose patchflow still runs (this test): in use, refused, not killed.
+        _pid_file(local.pid_file, stale_local.pid, os.getppid())  # live, not this process
+        with pytest.raises(UserError, match="another patchflow"):
+            local.clean_stale()
+        assert stale_local.poll() is None
+
+        # Parent gone: killed (its whole session), file removed.
+        _pid_file(local.pid_file, stale_local.pid, dead)
+        assert local.clean_stale() == stale_local.pid
+        assert stale_local.wait(15) is not None and not local.pid_file.exists()
+
+        _pid_file(temp_file, stale_temp.pid, dead)
+        assert prefect_env.clean_stale_temporary_servers() == [stale_temp.pid]
+        assert stale_temp.wait(15) is not None and not temp_file.exists()
+
+        # A pid file naming a process that is not what was started: the file goes, the
+        # process stays.
+        _pid_file(temp_file, unrelated.pid, dead)
+        assert prefect_env.clean_stale_temporary_servers() == []
+        assert unrelated.poll() is None and not temp_file.exists()
+    finally:
+        for proc in (stale_local, stale_temp, unrelated):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+
+
+def test_a_child_started_with_the_parent_death_signal_dies_with_its_parent(
+        tmp_path: Path) -> None:
+    pid_path = tmp_path / "child.pid"
+    script = (
+        "import subprocess, sys, time\n"
+        "from patchflow import childproc\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)'],\n"
+        "                         start_new_session=True, preexec_fn=childproc.die_with_parent())\n"
+        f"open({str(pid_path)!r}, 'w').write(str(child.pid))\n"
+        "time.sleep(300)\n")
+    parent = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        child = int(_wait("the child", lambda: pid_path.exists() and pid_path.read_text()))
+        assert childproc.alive(child)
+        parent.kill()
+        parent.wait(10)
+        _wait("the child to die with its parent", lambda: _gone(child), timeout=15)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
