@@ -19,7 +19,13 @@ from typing import Any
 from agent.install import InstallSpec, JobExecutor
 from agent.platforms.base import Platform
 from agent.state import StateDir
-from agent.transport import AgentError, RequestRefused, ServerClient, ServerUnreachable
+from agent.transport import (
+    AgentError,
+    RequestRefused,
+    ServerClient,
+    ServerUnreachable,
+    inventory_digest,
+)
 
 log = logging.getLogger("patchflow.agent")
 
@@ -60,9 +66,15 @@ class AgentRunner:
 
     def upload_inventory(self) -> dict[str, Any]:
         doc = self.platform.collect_inventory()
-        ack = self._call("PUT", INVENTORY_PATH, doc)
-        log.info("inventory sent: %s programs, %s updates", ack.get("programs"),
-                 ack.get("updates"))
+        # The server answers an inventory it already holds "unchanged", without parsing it.
+        conditional = {"If-None-Match": f'"{inventory_digest(doc)}"'}
+        ack = self._call("PUT", INVENTORY_PATH, doc, headers=conditional)
+        if ack.get("unchanged"):
+            log.info("inventory unchanged since the last upload (%s programs, %s updates)",
+                     ack.get("programs"), ack.get("updates"))
+        else:
+            log.info("inventory sent: %s programs, %s updates", ack.get("programs"),
+                     ack.get("updates"))
         return dict(ack)
 
     def flush_results(self) -> int:
@@ -137,9 +149,10 @@ class AgentRunner:
         except AgentError as exc:
             log.info("job %s: progress not sent: %s", spec.job_id, exc)
 
-    def _call(self, method: str, path: str, body: Any = None) -> Any:
+    def _call(self, method: str, path: str, body: Any = None,
+              headers: dict[str, str] | None = None) -> Any:
         try:
-            return self.client.request(method, path, body)
+            return self.client.request(method, path, body, headers=headers)
         except RequestRefused as exc:
             if exc.status in (401, 403):
                 raise AgentRevoked(exc.message) from None

@@ -66,6 +66,18 @@ def fingerprint_of(der: bytes) -> str:
     return ":".join(digest[i : i + 2] for i in range(0, 64, 2))
 
 
+def inventory_digest(doc: dict[str, Any]) -> str:
+    """SHA-256 of an inventory in canonical form (keys sorted, no blanks, UTF-8), leaving out
+    `collected_at`: it changes at every collection while the inventory mostly does not.
+
+    The agent sends it as `If-None-Match`; the server computes the same from the body it stores
+    and answers a later upload naming it "unchanged" without parsing or writing.
+    """
+    canonical = {key: value for key, value in doc.items() if key != "collected_at"}
+    text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 class PinnedHTTPSConnection(http.client.HTTPSConnection):
     def __init__(self, host: str, port: int | None, *, context: ssl.SSLContext,
                  fingerprint: str | None, timeout: float) -> None:
@@ -136,8 +148,8 @@ class ServerClient:
         return self._conn
 
     def request(self, method: str, path: str, body: Any = None,
-                authenticated: bool = True) -> Any:
-        headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+                authenticated: bool = True, headers: dict[str, str] | None = None) -> Any:
+        headers = {"User-Agent": USER_AGENT, "Accept": "application/json", **(headers or {})}
         payload = None
         if body is not None:
             payload = json.dumps(body, separators=(",", ":")).encode()

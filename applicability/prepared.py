@@ -26,7 +26,7 @@ import pandas as pd
 from applicability.frames import CATALOG_FRAMES, COLUMNS, ScanFrames, coerce
 from applicability.microsoft import chain_heads, prepare_catalog, supersedence_closure
 from applicability.msapps import prepare_apps
-from applicability.msproducts import map_program
+from applicability.msproducts import could_map, map_program
 from applicability.names import normalize_code, normalize_name
 from applicability.thirdparty import AppIndex, Match, newest_available
 
@@ -113,6 +113,8 @@ class PreparedCatalog:
         self.code_key = Memo(normalize_code)
         self.match = Memo(self._match)
         self.ms_program = Memo(self._ms_program)
+        self.name_used = Memo(self._name_used)
+        self.code_used = Memo(self._code_used)
 
     @classmethod
     def build(
@@ -133,6 +135,16 @@ class PreparedCatalog:
     def _ms_program(program: tuple[Any, ...]) -> Any:
         """`msproducts.map_program` of (name, version, publisher, arch)."""
         return map_program(*program)
+
+    def _name_used(self, name: object) -> bool:
+        """Whether any rule can use a program of this name: a Microsoft mapping or an Office
+        update entry (both start with `could_map`) or a name the app index knows."""
+        return could_map(name) or (isinstance(name, str)
+                                   and self.name_key(name) in self.apps.names)
+
+    def _code_used(self, code: object) -> bool:
+        """Whether the app index knows this ProductCode/UpgradeCode."""
+        return isinstance(code, str) and self.code_key(code) in self.apps.codes
 
     def check(self, frames: ScanFrames) -> None:
         """ValueError unless the frames carry the catalog this was prepared from."""
@@ -164,7 +176,7 @@ class PreparedCatalog:
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        for memo in ("name_key", "code_key", "match", "ms_program"):
+        for memo in ("name_key", "code_key", "match", "ms_program", "name_used", "code_used"):
             state[memo] = None  # caches: rebuilt empty on the other side
         return state
 
@@ -174,3 +186,5 @@ class PreparedCatalog:
         self.code_key = Memo(normalize_code)
         self.match = Memo(self._match)
         self.ms_program = Memo(self._ms_program)
+        self.name_used = Memo(self._name_used)
+        self.code_used = Memo(self._code_used)

@@ -249,9 +249,11 @@ def missing_apps(
         s: match(tuple(row))
         for s, *row in sigs[["sig", *sig_cols]].itertuples(index=False, name=None)
     }
-    p["package_ids"] = p["sig"].map(lambda s: matches[s].package_ids)
-    p["n_pkg"] = p["package_ids"].map(len)
-    p["march"] = p["sig"].map(lambda s: matches[s].arch)
+    sig_list = p["sig"].tolist()
+    p["package_ids"] = pd.Series([matches[s].package_ids for s in sig_list], index=p.index,
+                                 dtype=object)
+    p["n_pkg"] = [len(matches[s].package_ids) for s in sig_list]
+    p["march"] = pd.Series([matches[s].arch for s in sig_list], index=p.index)
     p = p.drop(columns="arch")
 
     amb = p[p["n_pkg"] > 1]
@@ -304,10 +306,9 @@ def missing_apps(
     extra = m[m.duplicated(gkey, keep="last")]
     # Plain dict joins: a pandas group-by string aggregation costs more than the rest of this
     # step for the few rows that need it.
-    lower = _join_by(zip(extra["endpoint_id"], extra["package_id"], extra["arch"], strict=True),
-                     extra["version"])
+    lower = _join_by(zip(*_lists(extra, gkey), strict=True), extra["version"])
     top = top.assign(lower=[", ".join(lower.get(k, ())) for k in zip(
-        top["endpoint_id"], top["package_id"], top["arch"], strict=True)])
+        *_lists(top, gkey), strict=True)])
     top = top[top["rank"] < top["new_rank"]]
     reason = (
         top["name"].map({n: clean_name(n) for n in top["name"].unique()})
@@ -333,14 +334,13 @@ def missing_apps(
     out = out.sort_values(["endpoint_id", "patch_id", "rank", "reason"])
     key = ["endpoint_id", "patch_id"]
     shared = out[out.duplicated(key, keep=False)]
-    joined = _join_by(zip(shared["endpoint_id"], shared["patch_id"], strict=True),
-                      shared["reason"])
+    joined = _join_by(zip(*_lists(shared, key), strict=True), shared["reason"])
     out = out.drop_duplicates(key).drop(columns="rank")
     if joined:
         out["reason"] = [
             "; ".join(joined[k]) if k in joined else r
-            for k, r in zip(zip(out["endpoint_id"], out["patch_id"], strict=True),
-                            out["reason"], strict=True)
+            for k, r in zip(zip(*_lists(out, key), strict=True), out["reason"].tolist(),
+                            strict=True)
         ]
     amb_out = pd.DataFrame(
         {
@@ -353,11 +353,17 @@ def missing_apps(
     return out.reset_index(drop=True), amb_out.reset_index(drop=True)
 
 
+def _lists(df: pd.DataFrame, cols: list[str]) -> list[list[Any]]:
+    """Columns as Python lists: iterating a pandas string column element by element goes
+    through pandas' boxing per value and cost more than the joins it feeds."""
+    return [df[c].tolist() for c in cols]
+
+
 def _join_by(
     keys: Iterable[tuple[Any, ...]], values: pd.Series
 ) -> dict[tuple[Any, ...], list[str]]:
     """Values grouped by key, in row order."""
     grouped: dict[tuple[Any, ...], list[str]] = {}
-    for k, v in zip(keys, values, strict=True):
+    for k, v in zip(keys, values.tolist(), strict=True):
         grouped.setdefault(k, []).append(v)
     return grouped

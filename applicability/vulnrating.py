@@ -161,6 +161,10 @@ def rate_pair(
 ) -> PairRating:
     """The pair's severity, CVEs, CVSS, exploited, earliest KEV due date, risk and explanation.
     `package_key` None means the package has no CPE mapping."""
+    # Versions come out of pandas frames, where an unknown one is NaN (truthy, not a str).
+    installed = installed if isinstance(installed, str) and installed.strip() else None
+    patch_version = patch_version if isinstance(patch_version, str) and patch_version.strip() \
+        else None
     age = _age_points(missing_since, today)
     if package_key is None:
         return PairRating("Unspecified", risk=age,

@@ -318,8 +318,8 @@ def endpoints_import(
             print_json_line({"file": str(path), "imported": len(ids), "error": None})
         else:
             console.print(f"imported {len(ids)} endpoint(s) from {path}")
-    if failures and as_json:
-        raise typer.Exit(2)  # each failure is already in its file's line
+    if failures and as_json:  # each failure is in its file's line; stderr says how many
+        raise UserError(f"{len(failures)} of {len(files)} file(s) not imported")
     if failures:
         if len(failures) == 1:
             raise UserError(failures[0])

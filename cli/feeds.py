@@ -4,7 +4,7 @@
     feeds set kev|mozilla|nvd --source URL|DIR|FILE|none
     feeds cpe set PACKAGE_ID VENDOR:PRODUCT   map a winget package to its NVD CPE
     feeds cpe list [--json]
-    feeds sync [NAME...]                      the Prefect flow `feeds-sync`
+    feeds sync [NAME...]                      the Prefect flow `patchflow-feeds-sync`
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def set_feed(
 @feeds_app.command("sync")
 def sync(names: list[str] = typer.Argument(None, help="kev, mozilla, nvd (default: all "
                                            "with a source)")) -> None:
-    """Fetch, parse and store the feeds now (Prefect flow `feeds-sync`)."""
+    """Fetch, parse and store the feeds now (Prefect flow `patchflow-feeds-sync`)."""
     wanted = [vulnfeeds.feed_name(n) for n in names or []]
     with db_session():
         pass  # refuses an uninitialised or old database before Prefect starts

@@ -293,13 +293,17 @@ def jobs_show(job: str = typer.Argument(..., help="Job id"),
 
 
 @jobs_app.command("cancel")
-def jobs_cancel(job: str = typer.Argument(..., help="Job id")) -> None:
+def jobs_cancel(job: str = typer.Argument(..., help="Job id"),
+                as_json: bool = typer.Option(False, "--json")) -> None:
     """Cancel the items not finished yet (installs already running finish and are recorded)."""
     from patchflow.install import cancel_job
 
     with db_session() as session:
         data = cancel_job(session, _job_id(job), _user())
         audit.record(session, audit.cli_actor(), "job.cancel", f"job {data['id']}", source="cli")
+    if as_json:
+        print_json(data)
+        return
     console.print(f"install job {data['id']} cancelled: {data['cancelled_items']} item(s) "
                   f"cancelled; {plain(data['summary'])}", highlight=False)
 
@@ -320,7 +324,10 @@ def jobs_resume(job: str = typer.Argument(None, help="Job id (default: every unf
                 raise UserError(f"install job {found.id} is already {found.status}")
     ids = [_job_id(job)] if job else unfinished_jobs()
     if not ids:
-        console.print("no unfinished install job")
+        if as_json:
+            print_json([])
+        else:
+            console.print("no unfinished install job")
         return
     summaries = [_run_flow(job_id) for job_id in ids]
     if as_json:

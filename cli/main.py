@@ -20,7 +20,41 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Help texts name config sections as `[server] port`: plain text, not Rich markup (which
+    # would swallow the brackets). Applies to every command group below this one.
+    rich_markup_mode=None,
 )
+# Read from the environment by patchflow/config.py; the root options set them for one run.
+ENV_OPTIONS = ("PATCHFLOW_HOME", "PATCHFLOW_DATABASE_URL")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from patchflow import __version__
+
+        print(f"patchflow {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    home: str = typer.Option(None, "--home", envvar="PATCHFLOW_HOME", metavar="DIR",
+                             help="Where patchflow keeps its state (default ./.patchflow)"),
+    database_url: str = typer.Option(
+        None, "--database-url", envvar="PATCHFLOW_DATABASE_URL", metavar="URL",
+        help="Database to use instead of patchflow.toml's (default: SQLite in the home)"),
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_version,
+                                 help="Print the version and exit"),
+) -> None:
+    """Patch management server for Windows endpoints."""
+    for name, value in zip(ENV_OPTIONS, (home, database_url), strict=True):
+        if value:
+            os.environ[name] = value
+    # Flows the command runs report to this home's `patchflow serve` Prefect server when one
+    # runs, not to a temporary server of their own (patchflow/prefect_env.py); entered here,
+    # once --home is known, and left when the command ends.
+    ctx.with_resource(prefect_env.cli_prefect_api())
 
 
 # Each command group lives in its own module with a register(app) function.
@@ -56,10 +90,16 @@ def main(argv: list[str] | None = None) -> int:
     from patchflow.permissions import private_umask
 
     previous_umask = private_umask()
+    previous_env = {name: os.environ.get(name) for name in ENV_OPTIONS}
     try:
         return _run(argv)
     finally:
         os.umask(previous_umask)  # in-process callers (tests, embedding) get theirs back
+        for name, value in previous_env.items():  # and their environment (--home, ...)
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _run(argv: list[str] | None) -> int:
@@ -75,10 +115,7 @@ def _run(argv: list[str] | None) -> int:
     global _json_errors
     _json_errors = "--json" in (sys.argv[1:] if argv is None else argv)
     try:
-        # Flows a command runs report to this home's `patchflow serve` Prefect server when
-        # one runs (patchflow/prefect_env.py), not to a temporary server of their own.
-        with prefect_env.cli_prefect_api():
-            result = app(args=argv, prog_name="patchflow", standalone_mode=False)
+        result = app(args=argv, prog_name="patchflow", standalone_mode=False)
     except (UserError, ConfigError, DatabaseError, SecretError) as exc:
         _error(str(exc))
         return 2

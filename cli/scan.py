@@ -98,22 +98,18 @@ def missing(
         return
     if as_json and as_csv:
         raise UserError("choose one of --json and --csv")
-    from patchflow.missing_query import MissingFilters, load_missing
-    from patchflow.vuln_query import enrich_missing
+    from patchflow.missing_query import MissingFilters
+    from patchflow.vuln_query import load_rated_missing
 
     if sort not in (None, "risk"):
         raise UserError(f"--sort {sort!r}: only 'risk' is supported")
     filters = MissingFilters(
         endpoint=endpoint, group=group, subgroups=subgroups,
+        severity=tuple(split_csv(severity) or ()),
         category=tuple(split_csv(category) or ()),
         restart=tuple(split_csv(restart) or ()), eula=eula)
-    # Third-party pairs are rated per pair, so --severity filters after the rating.
-    wanted = MissingFilters(severity=tuple(split_csv(severity) or ())).normalized().severity
     with db_session() as session:
-        frame = enrich_missing(session, load_missing(session, filters,
-                                                     include_declined=include_declined))
-    if wanted:
-        frame = frame[frame["severity"].isin(wanted)]
+        frame = load_rated_missing(session, filters, include_declined=include_declined)
     if exploited:
         frame = frame[frame["exploited"].astype(bool)]
     if sort == "risk":

@@ -157,8 +157,11 @@ def delete(
         from patchflow.errors import UserError
 
         raise UserError(f"deleting patch server {name!r} needs --yes")
+    from patchflow import audit
+
     with db_session() as session:
         svc.delete_server(session, name)
+        audit.record(session, audit.cli_actor(), "server.delete", name, source="cli")
     console.print(f"deleted patch server {name}")
 
 

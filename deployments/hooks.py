@@ -13,12 +13,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlalchemy import exists, select, update
+from sqlalchemy import select, update
 
-from models import Endpoint, MissingPatch, PatchServer, Policy, Scan
+from models import PatchServer, Policy, Scan
 from models.base import utcnow
 from models.db import session_scope
-from models.enums import ScanState, SyncStatus
+from models.enums import SyncStatus
+from patchflow.scanning import restore_stuck_states
 
 logger = logging.getLogger("patchflow.deployments")
 
@@ -53,16 +54,7 @@ def _end_scan(flow_run_id: str, status: str, message: str) -> None:
         if scan is None:
             return
         scan.status, scan.finished_at, scan.message = status, utcnow(), message
-        # The batch that was in flight stays "Scanning" otherwise; its old results are intact
-        # (a batch is written in one transaction), so the state they imply is restored.
-        has_missing = exists().where(MissingPatch.endpoint_id == Endpoint.id)
-        stuck = select(Endpoint.id, Endpoint.last_scan_id, has_missing.label("missing")).where(
-            Endpoint.scan_state == ScanState.SCANNING)
-        for endpoint_id, last_scan_id, missing in session.execute(stuck).all():
-            state = (ScanState.NOT_SCANNED if last_scan_id is None else
-                     ScanState.MISSING_PATCHES if missing else ScanState.UP_TO_DATE)
-            session.execute(update(Endpoint).where(Endpoint.id == endpoint_id).values(
-                scan_state=state, scan_state_at=utcnow(), scan_message=message))
+        restore_stuck_states(session, message)
 
 
 def sync_cancelled(flow: Any, flow_run: Any, state: Any) -> None:

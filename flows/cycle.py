@@ -21,7 +21,7 @@ from deployments.orphans import record_process
 from flows.install import install as install_flow
 from flows.scan import scan as scan_flow
 from flows.sync import sync as sync_flow
-from patchflow.cycle import report, runs
+from patchflow.cycle import report, rings, runs
 from tasks import cycle as t
 
 COMPLETED, SKIPPED, FAILED = runs.STEP_COMPLETED, runs.STEP_SKIPPED, runs.STEP_FAILED
@@ -42,7 +42,8 @@ def cycle(policy: str, dry_run: bool = False, install: bool = True,
                        else type(exc).__name__)
         raise
     return t.finish_cycle(run_id, runs.FAILED if failed else runs.COMPLETED,
-                          f"failed step(s): {', '.join(failed)}" if failed else None)
+                          "; ".join(f if " " in f else f"step {f} failed" for f in failed)
+                          if failed else None)
 
 
 def _steps(run_id: int, started: dict[str, Any], dry_run: bool) -> list[str]:
@@ -74,41 +75,97 @@ def _steps(run_id: int, started: dict[str, Any], dry_run: bool) -> list[str]:
                   f"{plan['endpoints']} endpoint(s)"
                   + "".join(f"; {n}" for n in plan["notes"]),
                   report.PLAN_COLUMNS, report.plan_rows(plan["rows"]))
-    # 4. install
-    installed: dict[str, Any] | None = None
-    if dry_run:
-        t.record_step(run_id, "install", SKIPPED, "dry run: nothing installed")
-    elif not plan["pairs"]:
-        t.record_step(run_id, "install", SKIPPED, "nothing approved is missing")
-    else:
-        job_id = t.create_install_job(run_id, plan["pairs"], started["auto_restart"])
-        installed = install_flow(job_id)
-        t.record_step(run_id, "install", COMPLETED,
-                      f"install job {job_id} {installed['status']}: {installed['summary']}",
-                      details={"job_id": job_id})
-    # 5. verify
-    flagged: list[dict[str, Any]] = []
-    if installed is None:
-        t.record_step(run_id, "verify", SKIPPED, "nothing installed")
-    else:
-        waited = t.await_inventories(installed["job_id"])
-        if waited["hosts"]:
-            scan_flow({"endpoints": waited["hosts"]}, trigger="cycle")
-        flagged = t.verify(installed["job_id"], waited["stale"])
-        t.record_step(
-            run_id, "verify", COMPLETED,
-            f"{len(waited['hosts'])} endpoint(s) rescanned, {len(flagged)} install(s) "
-            "installed but still missing"
-            + (f"; no fresh inventory from {', '.join(waited['stale'])}"
-               if waited["stale"] else ""),
-            ["Endpoint", "Patch", "State", "Reason"],
-            [[f["endpoint"], f["patch"], f["state"], f["reason"]] for f in flagged],
-            details={"still_missing": flagged})
-    # 6. report
-    summary = report.run_summary(started["policy"], dry_run, plan["rows"], installed, flagged)
+    # 4. install, ring by ring; 5. verify; 6. report
+    results = _install_rings(run_id, started, plan, dry_run)
+    failed.extend(r["note"] for r in results if r.get("halted"))
+    flagged = _verify(run_id, [r for r in results if r.get("install")])
+    for result in results:
+        job = (result.get("install") or {}).get("job_id")
+        result["flagged"] = [f for f in flagged if f["job_id"] == job] if job else []
+    summary = report.run_summary(started["policy"], dry_run, plan["rows"], results)
     ring_columns = ["ring", "approved_patches", "approved_pairs", "installed", "failed",
-                    "pending_reboot", "still_missing"]
+                    "pending_reboot", "still_missing", "note"]
     t.record_step(run_id, "report", COMPLETED, summary["text"], ring_columns,
                   [[r[c] for c in ring_columns] for r in summary["rings"]],
                   details={"rings": summary["rings"]})
     return failed
+
+
+def _install_rings(run_id: int, started: dict[str, Any], plan: dict[str, Any],
+                   dry_run: bool) -> list[dict[str, Any]]:
+    """One install job per ring, in order; from the second ring on, the gate on the ring
+    before it decides, and a failed gate halts the cycle leaving later rings untouched."""
+    results: list[dict[str, Any]] = []
+    single = len(plan["rings"]) == 1
+    previous: dict[str, Any] | None = None
+    for ring in plan["rings"]:
+        name = ring["name"]
+        step = "install" if single else f"install:{name}"
+        if dry_run:
+            t.record_step(run_id, step, SKIPPED, "dry run: nothing installed")
+            results.append({"ring": name, "install": None, "note": "dry run"})
+            continue
+        if previous is not None:
+            passed, reason = rings.gate(previous["ring"], _counts(previous.get("install")),
+                                        ring["min_success_rate"])
+            t.record_step(run_id, f"gate:{name}", COMPLETED if passed else FAILED, reason)
+            if not passed:
+                results.append({"ring": name, "install": None, "halted": True,
+                                "note": reason})
+                for later in plan["rings"][len(results):]:
+                    results.append({"ring": later["name"], "install": None,
+                                    "note": "halted before this ring"})
+                return results
+            if ring["delay_minutes"]:
+                t.ring_delay(name, ring["delay_minutes"])
+        if not ring["pairs"]:
+            t.record_step(run_id, step, SKIPPED, "nothing approved is missing")
+            previous = {"ring": name, "install": None}
+            results.append({**previous, "note": "nothing to install"})
+            continue
+        job_id = t.create_install_job(run_id, name, ring["pairs"], started["auto_restart"])
+        installed = install_flow(job_id)
+        t.record_step(run_id, step, COMPLETED,
+                      f"install job {job_id} {installed['status']}: {installed['summary']}",
+                      details={"job_id": job_id})
+        previous = {"ring": name, "install": installed}
+        results.append({**previous, "note": None})
+    return results
+
+
+def _counts(install: dict[str, Any] | None) -> dict[str, int]:
+    if not install:
+        return {}
+    known = {"succeeded": install.get("succeeded", 0), "failed": install.get("failed", 0),
+             "reboot pending": install.get("reboot_pending", 0),
+             "cancelled": install.get("cancelled", 0)}
+    known["open"] = max(0, int(install.get("items", 0)) - sum(known.values()))
+    return known
+
+
+def _verify(run_id: int, installed: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rescan every endpoint touched (once), then flag what still misses per job."""
+    if not installed:
+        t.record_step(run_id, "verify", SKIPPED, "nothing installed")
+        return []
+    hosts: set[str] = set()
+    stale: set[str] = set()
+    for result in installed:
+        waited = t.await_inventories(result["install"]["job_id"])
+        hosts.update(waited["hosts"])
+        stale.update(waited["stale"])
+    if hosts:
+        scan_flow({"endpoints": sorted(hosts)}, trigger="cycle")
+    flagged: list[dict[str, Any]] = []
+    for result in installed:
+        job_id = result["install"]["job_id"]
+        flagged.extend({**f, "job_id": job_id, "ring": result["ring"]}
+                       for f in t.verify(job_id, sorted(stale)))
+    t.record_step(
+        run_id, "verify", COMPLETED,
+        f"{len(hosts)} endpoint(s) rescanned, {len(flagged)} install(s) installed but still "
+        "missing" + (f"; no fresh inventory from {', '.join(sorted(stale))}" if stale else ""),
+        ["Ring", "Endpoint", "Patch", "State", "Reason"],
+        [[f["ring"], f["endpoint"], f["patch"], f["state"], f["reason"]] for f in flagged],
+        details={"still_missing": flagged})
+    return flagged

@@ -1,4 +1,4 @@
-"""The `feeds-sync` flow: refresh the vulnerability feeds (KEV, Mozilla, NVD).
+"""The `patchflow-feeds-sync` flow: refresh the vulnerability feeds (KEV, Mozilla, NVD).
 
 One sub-flow per feed, each a sequence of tasks, so a failing feed never stops the others and
 each records its own status (Running, then Successful/Failed) for `patchflow feeds list`.
@@ -20,12 +20,12 @@ def _is_url(source: str) -> bool:
     return source.lower().startswith(("http://", "https://"))
 
 
-@flow(name="feed-kev")
+@flow(name="patchflow-feed-kev")
 def sync_kev_feed(source: str) -> t.FeedResult:
     return t.sync_kev(source)
 
 
-@flow(name="feed-mozilla")
+@flow(name="patchflow-feed-mozilla")
 def sync_mozilla_feed(source: str) -> t.FeedResult:
     workdir = t.workdir()
     try:
@@ -46,7 +46,7 @@ def sync_mozilla_feed(source: str) -> t.FeedResult:
     return _outcome(f"{len(docs)} advisories, {records} CVEs", records, errors)
 
 
-@flow(name="feed-nvd")
+@flow(name="patchflow-feed-nvd")
 def sync_nvd_feed(source: str, last_modified: Any = None) -> t.FeedResult:
     if _is_url(source):
         return t.sync_nvd_online(source, last_modified)
@@ -75,7 +75,7 @@ def _outcome(text: str, records: int | None, errors: list[str]) -> t.FeedResult:
 _SUBFLOWS = {"kev": sync_kev_feed, "mozilla": sync_mozilla_feed, "nvd": sync_nvd_feed}
 
 
-@flow(name="feeds-sync", log_prints=True)
+@flow(name="patchflow-feeds-sync", log_prints=True)
 def feeds_sync(names: list[str] | None = None) -> list[dict[str, Any]]:
     """Sync the named feeds (default: every feed that has a source); returns one
     {"name", "status", "message"} per feed. Source problems never raise: they are

@@ -1,4 +1,4 @@
-"""The `install` flow: drive one install job to its end.
+"""The `patchflow-install` flow: drive one install job to its end.
 
     start → resolve installers → ensure content → dispatch → await results → finish → publish
 

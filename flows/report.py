@@ -1,4 +1,4 @@
-"""The `report` flow: load → build → write → (mail) → publish artifacts → record the run.
+"""The `patchflow-report` flow: load → build → write → (mail) → publish artifacts → record the run.
 
 One task per step, each over whole frames: the flow has six task runs whether the fleet has ten
 endpoints or fifty thousand. A mail failure does not lose the report: the files stay written,

@@ -1,10 +1,10 @@
-"""The `scan` flow: evaluate the catalog against stored inventories, in batches."""
+"""The `patchflow-scan` flow: evaluate the catalog against stored inventories, in batches."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, unmapped
 from prefect.runtime import flow_run
 
 from deployments.orphans import record_process
@@ -13,7 +13,8 @@ from patchflow.scanning import BATCH_SIZE, batches
 from tasks import scan as t
 
 
-@flow(name="patchflow-scan", log_prints=True, on_running=[record_process])
+@flow(name="patchflow-scan", log_prints=True, on_running=[record_process],
+      task_runner=task_runners.ConfiguredTaskRunner())
 def scan(
     selection: dict[str, Any] | None = None,
     trigger: str = "manual",
@@ -21,26 +22,23 @@ def scan(
     task_runner: str | None = None,
 ) -> dict[str, Any]:
     """selection: {"endpoints": [...]} | {"group": G} | {"policy": P} | {"all": True}.
-    task_runner: default | dask | tcp://scheduler:8786 (None: `[prefect] task_runner`)."""
+    task_runner: default | dask | tcp://scheduler:8786 (None: `[prefect] task_runner`); the
+    flow's task runner (flows/task_runners.py) reads it when the batches are mapped."""
     logger = get_run_logger()
+    task_runners.resolve(task_runner)  # a bad value fails before anything is written
     started = t.start_scan(selection or {"all": True}, trigger, flow_run.get_id())
     scan_id, ids = started["scan_id"], started["endpoint_ids"]
     logger.info("scan %d: %d endpoints in batches of %d", scan_id, len(ids), batch_size)
     results: list[dict[str, Any]] = []
     if ids:
         catalog = t.load_catalog_task()
-        if task_runners.distributed(task_runner):  # all batches at once, on Dask
-            results = task_runners.run_batches(task_runner, t.scan_batch, [
-                {"scan_id": scan_id, "endpoint_ids": b, "catalog": catalog}
-                for b in batches(ids, batch_size)])
-            logger.info("%d batches ran on Dask", len(results))
-        else:
-            for n, batch in enumerate(batches(ids, batch_size), 1):
-                results.append(t.scan_batch(scan_id, batch, catalog))
-                logger.info("batch %d: %d endpoints, %d missing pairs", n, len(batch),
-                            results[-1]["pairs"])
-                if results[-1]["stopped"]:
-                    break
+        parts = list(batches(ids, batch_size))
+        futures = t.scan_batch.map(scan_id=unmapped(scan_id), endpoint_ids=parts,
+                                   catalog=unmapped(catalog))
+        for n, (batch, future) in enumerate(zip(parts, futures, strict=True), 1):
+            results.append(future.result())
+            logger.info("batch %d: %d endpoints, %d missing pairs%s", n, len(batch),
+                        results[-1]["pairs"], " (stopped)" if results[-1]["stopped"] else "")
     summary = t.finish_scan(scan_id, results)
     logger.info("scan %d %s: %s", scan_id, summary["status"], summary)
     if trigger == "scheduled" and summary["status"] == "completed":

@@ -1,4 +1,4 @@
-"""The `sync` flow: bring one patch server's catalog up to date from its upstream."""
+"""The `patchflow-sync` flow: bring one patch server's catalog up to date from its upstream."""
 
 from __future__ import annotations
 

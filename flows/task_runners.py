@@ -14,12 +14,15 @@ A parameter value may also be a scheduler address (`tcp://host:8786`). Dask need
 `prefect-dask` package (`pip install 'patchflow[dask]'`); its workers need the same
 PATCHFLOW_HOME / PATCHFLOW_DATABASE_URL as the server, because every batch task opens its own
 database session (nothing but ids and the catalog travels with a task).
+
+The scan flow's task runner is `ConfiguredTaskRunner`: the flow maps its batch task over the
+batches with Prefect's own API (`scan_batch.map(...)`), and the runner chosen for the run
+executes them; every batch checks the scan's stop request before it starts, so a stop is
+honoured between batches on every runner (in order on the default one-thread runner).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from typing import Any
 
 from patchflow import config
@@ -46,31 +49,68 @@ def distributed(setting: str | None) -> bool:
     return resolve(setting) != DEFAULT
 
 
-@contextmanager
-def dask_runner(setting: str | None) -> Iterator[Any]:
-    """A started DaskTaskRunner: at the given address, at `[prefect] dask_address`, or on a
-    local cluster of `[prefect] dask_workers` processes that lives as long as the block."""
+def build(setting: str | None) -> Any:
+    """The task runner for `setting` (not started): one thread for the default, so batches run
+    one after another in submission order and a stop request is seen between them; Dask at
+    the given or configured address, or on a local cluster of `[prefect] dask_workers`."""
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    resolved = resolve(setting)
+    if resolved == DEFAULT:
+        return ThreadPoolTaskRunner(max_workers=1)
     try:
         from prefect_dask import DaskTaskRunner
     except ImportError:
         raise UserError("the dask task runner needs prefect-dask: pip install "
                         "'patchflow[dask]'") from None
-    resolved = resolve(setting)
-    address = (config.setting("prefect", "dask_address") if resolved in (DASK, DEFAULT)
-               else resolved)
+    address = config.setting("prefect", "dask_address") if resolved == DASK else resolved
     if address:
-        runner = DaskTaskRunner(address=str(address))
-    else:
-        workers = int(config.setting("prefect", "dask_workers", 2))
-        runner = DaskTaskRunner(cluster_kwargs={"n_workers": max(1, workers),
-                                                "threads_per_worker": 1, "processes": True})
-    with runner:
-        yield runner
+        return DaskTaskRunner(address=str(address))
+    workers = int(config.setting("prefect", "dask_workers", 2))
+    return DaskTaskRunner(cluster_kwargs={"n_workers": max(1, workers), "threads_per_worker": 1,
+                                          "processes": True})
 
 
-def run_batches(setting: str | None, task: Any, parameters: Sequence[dict[str, Any]]) -> list[Any]:
-    """Submit one task run per batch to Dask, all at once, and return their results in order.
-    Must be called inside a flow run (the task runs are recorded under it)."""
-    with dask_runner(setting) as runner:
-        futures = [runner.submit(task, parameters=dict(p)) for p in parameters]
-        return [future.result() for future in futures]
+def _task_runner_base() -> Any:
+    from prefect.task_runners import TaskRunner
+
+    return TaskRunner
+
+
+class ConfiguredTaskRunner(_task_runner_base()):  # type: ignore[misc]
+    """A flow's task runner chosen per run: the run's `task_runner` parameter, else
+    `[prefect] task_runner`. Prefect enters a flow's task runner before the run's parameters
+    are in context, so the real runner (`build`) is made and started at the first submit, and
+    stopped with the flow. `task.map(...)`/`task.submit(...)` in the flow go through it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._delegate: Any = None
+
+    def duplicate(self) -> ConfiguredTaskRunner:
+        return type(self)()
+
+    def _runner(self) -> Any:
+        if self._delegate is None:
+            from prefect.context import FlowRunContext
+
+            context = FlowRunContext.get()
+            setting = (context.parameters or {}).get("task_runner") if context else None
+            runner = build(setting)
+            self._delegate = runner.__enter__()
+        return self._delegate
+
+    def submit(self, task: Any, parameters: dict[str, Any], wait_for: Any = None,
+               dependencies: Any = None) -> Any:
+        return self._runner().submit(task, parameters, wait_for, dependencies)
+
+    def map(self, task: Any, parameters: dict[str, Any], wait_for: Any = None) -> Any:
+        return self._runner().map(task, parameters, wait_for)
+
+    def __exit__(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
+        delegate, self._delegate = self._delegate, None
+        try:
+            if delegate is not None:
+                delegate.__exit__(exc_type, exc_value, traceback)
+        finally:
+            super().__exit__(exc_type, exc_value, traceback)

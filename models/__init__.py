@@ -23,7 +23,7 @@ from models.catalog import (
     Supersedence,
     SyncDocument,
 )
-from models.cycle import ApprovalRule, CycleRun, PatchApproval, PatchDecline
+from models.cycle import ApprovalRule, CycleRun, PatchApproval, PatchDecline, PolicyRing
 from models.fleet import Endpoint, Group, InstalledProgram, InstalledUpdate, Policy
 from models.operations import (
     InstallItemEvent,
@@ -72,6 +72,7 @@ __all__ = [
     "PatchServer",
     "PatchVulnerability",
     "Policy",
+    "PolicyRing",
     "Product",
     "ReportRun",
     "Scan",

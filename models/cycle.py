@@ -82,3 +82,20 @@ class CycleRun(Base):
     steps: Mapped[str | None] = mapped_column(Text)  # JSON list of {name, state, summary}
     plan: Mapped[str | None] = mapped_column(Text)  # JSON list of plan rows
     message: Mapped[str | None] = mapped_column(Text)
+
+
+class PolicyRing(Base):
+    """One deployment ring of a policy: its groups get the cycle's installs after the ring
+    before it, once that ring's success rate passed the gate (and the delay is over)."""
+
+    __tablename__ = "policy_rings"
+    __table_args__ = (UniqueConstraint("policy_id", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    policy_id: Mapped[int] = mapped_column(ForeignKey("policies.id", ondelete="CASCADE"),
+                                           index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(64))
+    group_ids: Mapped[str] = mapped_column(Text)  # JSON list of group ids
+    delay_minutes: Mapped[int] = mapped_column(Integer, default=0)
+    min_success_rate: Mapped[int] = mapped_column(Integer, default=95)  # percent of the ring before

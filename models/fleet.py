@@ -82,6 +82,10 @@ class Endpoint(Base):
     )
     # The host name the agent last reported; it never renames the endpoint.
     reported_hostname: Mapped[str | None] = mapped_column(String(255))
+    # SHA-256 of the stored inventory in the agent's canonical form (agent.transport
+    # .inventory_digest); an upload naming it is answered "unchanged" without parsing or
+    # writing. NULL: unknown (a file import, or stored before migration 0012).
+    inventory_sha256: Mapped[str | None] = mapped_column(String(64))
 
 
 class InstalledProgram(Base):

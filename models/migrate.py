@@ -8,6 +8,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from models.db import DatabaseError, get_engine
@@ -45,8 +46,21 @@ def upgrade(url: str | None = None) -> tuple[str | None, str | None]:
     return before, current_revision(url)
 
 
+def _sqlite_file_missing(url: str) -> bool:
+    """Connecting would create the file (and its folder): a typo'd home must not leave one."""
+    parsed = make_url(url)
+    return (
+        parsed.get_backend_name() == "sqlite"
+        and parsed.database not in (None, "", ":memory:")
+        and not Path(parsed.database).exists()
+    )
+
+
 def ensure_current(url: str | None = None) -> None:
     """Commands other than `init` refuse to run on a missing or older schema."""
+    url = url or config.database_url()
+    if _sqlite_file_missing(url):
+        raise DatabaseError("the patch database is not initialised: run `patchflow init`")
     current = current_revision(url)
     if current is None:
         raise DatabaseError("the patch database is not initialised: run `patchflow init`")

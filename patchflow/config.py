@@ -12,6 +12,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import tomli_w
+
 DEFAULT_HOME = "./.patchflow"
 CONFIG_NAME = "patchflow.toml"
 
@@ -55,28 +57,20 @@ def content_dir() -> Path:
 
 
 def write_config(values: dict[str, dict[str, Any]]) -> Path:
-    """Merge `values` into patchflow.toml; only flat sections of scalars, which is all we write."""
+    """Merge `values` into patchflow.toml (a None value removes its key). tomli-w writes it, so
+    any text (a newline, quotes, backslashes) reads back as written; the file is replaced
+    atomically, so a crash mid-write never leaves a config that does not load."""
     current = load_config()
     for section, items in values.items():
-        current.setdefault(section, {}).update(items)
-    lines: list[str] = []
-    for section, items in current.items():
-        lines.append(f"[{section}]")
+        merged = current.setdefault(section, {})
         for key, value in items.items():
-            lines.append(f"{key} = {_toml_value(value)}")
-        lines.append("")
+            if value is None:
+                merged.pop(key, None)
+            else:
+                merged[key] = value
     path = config_path()
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines), encoding="utf-8")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(tomli_w.dumps(current), encoding="utf-8")
+    os.replace(tmp, path)
     return path
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return str(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    escaped = str(value).replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{escaped}"'

@@ -18,7 +18,15 @@ from typing import Any
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from models import Endpoint, InstalledUpdate, InstallJobItem, MissingPatch, Patch, Scan
+from models import (
+    Endpoint,
+    InstalledUpdate,
+    InstallJobItem,
+    MissingPatch,
+    Patch,
+    PatchDecline,
+    Scan,
+)
 from models.base import utcnow
 from patchflow import config
 from patchflow.fleet.agents import TOUCH_INTERVAL
@@ -110,7 +118,9 @@ def listing_extras(session: Session) -> dict[str, dict[str, Any]]:
     """Per endpoint (by host name): when its scan state was set and how many patches it
     misses, for the endpoints list (two grouped queries, not one per row)."""
     counts = dict(session.execute(
-        select(MissingPatch.endpoint_id, func.count()).group_by(MissingPatch.endpoint_id)
+        select(MissingPatch.endpoint_id, func.count())
+        .where(MissingPatch.patch_id.not_in(select(PatchDecline.patch_id)))  # declined: not missing
+        .group_by(MissingPatch.endpoint_id)
     ).tuples().all())
     return {hostname: {"id": eid, "scan_state_at": at, "missing": counts.get(eid, 0)}
             for eid, hostname, at in session.execute(

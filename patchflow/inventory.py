@@ -1,6 +1,7 @@
 """The inventory document: what an endpoint reports, as the agent sends it and `endpoints import`
 reads it. Field names are a contract with deployed agents, so they change only with
-`schema_version`.
+`schema_version`; the values both sides share (enumerations, limits, the host-name and KB rules)
+live in the agent's `agent/schema.py`, which carries no server dependency.
 
 Limits mirror the database columns: a value that would not fit is a validation error (422 with
 the field named) instead of a truncation on SQLite and a driver error on MariaDB.
@@ -23,37 +24,25 @@ from pydantic import (
     field_validator,
 )
 
-SCHEMA_VERSION = 1
-MAX_PROGRAMS = 20_000
-MAX_UPDATES = 10_000
+from agent.schema import (
+    ARCHES,
+    INSTALLATION_TYPES,
+    MAX_MS_FACTS,
+    MAX_PROGRAMS,
+    MAX_UPDATES,
+    MS_FACT_KINDS,
+    SCHEMA_VERSION,
+    SCOPES,
+    normalize_hostname,
+    normalize_kb,
+)
 
-Arch = Literal["x64", "x86", "arm64"]
-_KB = re.compile(r"^(?:KB)?\s*(\d{4,9})$", re.IGNORECASE)
-_HOSTNAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}$")
+Arch = Literal[ARCHES]
 _COMPACT_DATE = re.compile(r"^(\d{4})(\d{2})(\d{2})$")
 _NUMBER = re.compile(r"^\s*[-+]?\d+(\.\d*)?\s*$")
 # collected_at outside this window is a broken clock or a forged document, not a time to store.
 EARLIEST_COLLECTED = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 FUTURE_SLACK = dt.timedelta(days=1)
-
-
-def normalize_kb(value: Any) -> str:
-    """'5034123', 'kb5034123', 5034123 → 'KB5034123'; anything else is not a KB number."""
-    text = str(value).strip() if isinstance(value, str | int) else ""
-    match = _KB.match(text)
-    if not match:
-        raise ValueError(f"not a KB number: {str(value)[:32]!r}")
-    return f"KB{int(match.group(1))}"
-
-
-def normalize_hostname(value: Any) -> str:
-    """Windows host names are case-insensitive; storing them upper-case (as Windows reports
-    them) makes lookups exact on SQLite and MariaDB alike, so the unique index is used."""
-    if not isinstance(value, str) or not _HOSTNAME.fullmatch(value.strip()):
-        raise ValueError(
-            f"not a host name: {str(value)[:64]!r} (use letters, digits, '-', '_' or '.')"
-        )
-    return value.strip().upper()
 
 
 def _optional_date(value: Any) -> Any:
@@ -138,7 +127,7 @@ class OsInfo(_Strict):
     arch: Arch
     language: Text16 = None
     hotpatch: bool = Field(default=False, strict=True)
-    installation_type: Literal["Client", "Server", "Server Core"] | None = None
+    installation_type: Literal[INSTALLATION_TYPES] | None = None
 
 
 class Program(_Strict):
@@ -148,7 +137,7 @@ class Program(_Strict):
     product_code: Text128 = None
     upgrade_code: Text64 = None
     arch: Arch | None = None
-    scope: Literal["machine", "user"] | None = None
+    scope: Literal[SCOPES] | None = None
     install_date: OptionalDate = None
 
 
@@ -157,9 +146,7 @@ class Update(_Strict):
     installed_on: OptionalDate = None
 
 
-MAX_MS_FACTS = 200
-MsFactKind = Literal["dotnet_framework", "click_to_run", "sql_server", "exchange", "sharepoint",
-                     "visual_studio", "defender_engine"]
+MsFactKind = Literal[MS_FACT_KINDS]
 
 
 class MsFact(_Strict):
@@ -174,7 +161,7 @@ class MsFact(_Strict):
 
 
 class Inventory(_Strict):
-    schema_version: Annotated[Literal[1], BeforeValidator(_whole_number)]
+    schema_version: Annotated[Literal[SCHEMA_VERSION], BeforeValidator(_whole_number)]
     hostname: Hostname
     domain: Text255 = None
     os: OsInfo

@@ -14,8 +14,23 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
-from sqlalchemy import Select, case, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    Select,
+    TextClause,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy import (
+    text as sql_text,
+)
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -135,7 +150,7 @@ def default_server_id(session: Session) -> int | None:
     return session.scalar(select(PatchServer.id).order_by(PatchServer.id).limit(1))
 
 
-def _fetch(session: Session, stmt: Select[Any]) -> list[tuple[Any, ...]]:
+def _fetch(session: Session, stmt: Select[Any] | TextClause) -> list[tuple[Any, ...]]:
     """All rows of a plain column SELECT as the driver returns them (tuples), on the session's
     connection and transaction.
 
@@ -186,16 +201,72 @@ def load_inventory(session: Session, endpoint_ids: list[int]) -> dict[str, pd.Da
         select(InstalledUpdate.endpoint_id, InstalledUpdate.kb)
         .where(InstalledUpdate.endpoint_id.in_(endpoint_ids)),
         ["endpoint_id", "kb"])
-    programs = _read_frame(
-        session,
-        select(InstalledProgram.endpoint_id, InstalledProgram.name, InstalledProgram.version,
-               InstalledProgram.publisher, InstalledProgram.product_code,
-               InstalledProgram.upgrade_code, InstalledProgram.arch)
-        .where(InstalledProgram.endpoint_id.in_(endpoint_ids)),
-        ["endpoint_id", "name", "version", "publisher", "product_code", "upgrade_code", "arch"])
+    programs = _read_programs(session, endpoint_ids)
     facts = ms_facts_frame(endpoints["endpoint_id"], endpoints["ms_facts"])
     endpoints = endpoints.drop(columns=["ms_facts"])
     return {"endpoints": endpoints, "installed_kbs": kbs, "programs": programs, "ms_facts": facts}
+
+
+_PROGRAM_COLUMNS = ["name", "version", "publisher", "product_code", "upgrade_code", "arch"]
+
+
+def _read_programs(session: Session, endpoint_ids: list[int]) -> pd.DataFrame:
+    """The batch's installed programs, in (endpoint, id) order.
+
+    On MariaDB/MySQL the server packs each endpoint's programs into JSON arrays, one per
+    column (one result row per endpoint instead of ~150): PyMySQL decodes every field of every
+    row in Python, which made reading inventories most of a MariaDB scan, while json.loads
+    runs in C. Measured on one 2,000-endpoint batch (300,000 programs): 7.5 s wall / 1.2 s
+    client CPU plain, 2.7 s / 0.1 s packed. Anything the packed form cannot carry whole (arrays
+    beyond group_concat_max_len come back cut or NULL) is read again the plain way, so the
+    frame is always the one SQLite gives.
+    """
+    table = InstalledProgram.__table__
+    columns = ["endpoint_id", *_PROGRAM_COLUMNS]
+    if session.get_bind().dialect.name == "mysql" and endpoint_ids:
+        packed = _read_programs_packed(session, endpoint_ids)
+        if packed is not None:
+            return packed
+    stmt = select(*(table.c[c] for c in columns)).where(table.c.endpoint_id.in_(endpoint_ids))
+    return _read_frame(session, stmt.order_by(table.c.endpoint_id, table.c.id), columns)
+
+
+_PACK_LIMIT = 1 << 30  # group_concat_max_len for the packed read (a session variable)
+
+
+def _read_programs_packed(session: Session, endpoint_ids: list[int]) -> pd.DataFrame | None:
+    """The programs frame from per-endpoint JSON arrays (ids included, so the order is
+    restored here rather than by a sort inside every aggregate, which tripled the query);
+    None when any endpoint's arrays did not come back whole (the caller reads plainly then)."""
+    names = ["id", *_PROGRAM_COLUMNS]
+    aggs = ", ".join(f"JSON_ARRAYAGG({c})" for c in names)
+    stmt = sql_text(
+        f"SELECT endpoint_id, COUNT(*), {aggs} FROM installed_programs "
+        "WHERE endpoint_id IN :ids GROUP BY endpoint_id"
+    ).bindparams(bindparam("ids", list(endpoint_ids), expanding=True))
+    settings = f"group_concat_max_len = {_PACK_LIMIT}"
+    if getattr(session.get_bind().dialect, "is_mariadb", False):
+        # A long IN list is otherwise rewritten into a joined temporary table (MariaDB >= 10.3):
+        # a plain index range read is 10-20% faster here.
+        settings += ", in_predicate_conversion_threshold = 0"
+    session.execute(sql_text(f"SET SESSION {settings}"))
+    out: dict[str, list[Any]] = {c: [] for c in ["endpoint_id", *names]}
+    loads = json.loads
+    for row in _fetch(session, stmt):
+        n = row[1]
+        try:
+            arrays = [loads(v) for v in row[2:]]
+        except (TypeError, ValueError):
+            return None
+        if any(not isinstance(a, list) or len(a) != n for a in arrays):
+            return None
+        out["endpoint_id"].extend([row[0]] * n)
+        for name, values in zip(names, arrays, strict=True):
+            out[name].extend(values)
+    order = np.lexsort((np.asarray(out.pop("id"), dtype=np.int64),
+                        np.asarray(out["endpoint_id"], dtype=np.int64)))
+    frame = pd.DataFrame(out, columns=["endpoint_id", *_PROGRAM_COLUMNS])
+    return frame.take(order).reset_index(drop=True) if len(frame) else frame
 
 
 def ms_facts_frame(endpoint_ids: Any, stored: Any) -> pd.DataFrame:

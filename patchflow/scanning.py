@@ -117,15 +117,21 @@ def close_dead_scans(session: Session) -> int:
         scan.message = (f"the scan process ended without finishing the scan ({scan.message}); "
                         "its endpoints keep their previous results")
     if dead and len(dead) == len(running):
-        has_missing = exists().where(MissingPatch.endpoint_id == Endpoint.id)
-        stuck = select(Endpoint.id, Endpoint.last_scan_id, has_missing.label("missing")).where(
-            Endpoint.scan_state == ScanState.SCANNING)
-        for endpoint_id, last_scan_id, missing in session.execute(stuck).all():
-            state = (ScanState.NOT_SCANNED if last_scan_id is None else
-                     ScanState.MISSING_PATCHES if missing else ScanState.UP_TO_DATE)
-            session.execute(update(Endpoint).where(Endpoint.id == endpoint_id).values(
-                scan_state=state, scan_state_at=utcnow(), scan_message=None))
+        restore_stuck_states(session)
     return len(dead)
+
+
+def restore_stuck_states(session: Session, message: str | None = None) -> None:
+    """Endpoints left "Scanning" by a scan that ended without finishing get the state their
+    results imply: a batch is written in one transaction, so those results are intact."""
+    has_missing = exists().where(MissingPatch.endpoint_id == Endpoint.id)
+    stuck = select(Endpoint.id, Endpoint.last_scan_id, has_missing.label("missing")).where(
+        Endpoint.scan_state == ScanState.SCANNING)
+    for endpoint_id, last_scan_id, missing in session.execute(stuck).all():
+        state = (ScanState.NOT_SCANNED if last_scan_id is None else
+                 ScanState.MISSING_PATCHES if missing else ScanState.UP_TO_DATE)
+        session.execute(update(Endpoint).where(Endpoint.id == endpoint_id).values(
+            scan_state=state, scan_state_at=utcnow(), scan_message=message))
 
 
 def create_scan(session: Session, trigger: str, scope: str, total: int,

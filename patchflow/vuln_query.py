@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import pandas as pd
@@ -28,8 +28,9 @@ from applicability.vulnrating import (
 )
 from models import Patch, PatchCve, Vulnerability, VulnerabilityRange
 from patchflow import vulnfeeds
+from patchflow.missing_query import MissingFilters, load_missing
 from sources.versions import version_key
-from sources.vulnrecords import AffectedRange
+from sources.vulnrecords import AffectedRange, VulnFacts
 
 PAIR_COLUMNS = ("cves", "cvss", "exploited", "kev_due_date", "risk", "rating")
 
@@ -41,14 +42,27 @@ class Intel:
     cpe: dict[str, str]  # winget PackageIdentifier -> package key
 
 
-def load_intel(session: Session) -> Intel:
+def load_intel(session: Session, cves: set[str] | None = None) -> Intel:
+    """The feeds' facts (all, or those of `cves` plus every CVE with a range) and ranges."""
     from applicability.vulnrating import merge_facts
 
-    views = merge_facts(vulnfeeds.facts_from_rows(session.scalars(select(Vulnerability))))
+    # Plain rows, not ORM objects: building ~10,000 instances cost seconds (bench/feeds.py).
+    range_fields = [f.name for f in fields(AffectedRange)]
     ranges: dict[str, list[AffectedRange]] = defaultdict(list)
-    for row in session.scalars(select(VulnerabilityRange)):
-        ranges[row.package].append(vulnfeeds.range_from_row(row))
-    return Intel(views=views, ranges=dict(ranges), cpe=vulnfeeds.cpe_for(session))
+    for row in session.execute(
+            select(*(getattr(VulnerabilityRange, f) for f in range_fields))):
+        rng = AffectedRange(*row)
+        ranges[rng.package].append(rng)
+    columns = [getattr(Vulnerability, f.name) for f in fields(VulnFacts)]
+    if cves is None:
+        facts = [VulnFacts(*row) for row in session.execute(select(*columns))]
+    else:
+        wanted = sorted(cves | {r.cve for group in ranges.values() for r in group})
+        facts = []
+        for start in range(0, len(wanted), 2000):
+            facts += [VulnFacts(*row) for row in session.execute(
+                select(*columns).where(Vulnerability.cve.in_(wanted[start:start + 2000])))]
+    return Intel(views=merge_facts(facts), ranges=dict(ranges), cpe=vulnfeeds.cpe_for(session))
 
 
 def rate(intel: Intel, package_id: str, product: str, installed: str | None,
@@ -58,14 +72,13 @@ def rate(intel: Intel, package_id: str, product: str, installed: str | None,
                      product, today, since)
 
 
-def microsoft_facts(session: Session, patch_ids: list[int], intel: Intel,
-                    ) -> dict[int, list[CveView]]:
-    out: dict[int, list[CveView]] = defaultdict(list)
+def microsoft_cves(session: Session, patch_ids: list[int]) -> dict[int, list[str]]:
+    out: dict[int, list[str]] = defaultdict(list)
     for start in range(0, len(patch_ids), 5000):
         rows = session.execute(select(PatchCve.patch_id, PatchCve.cve).where(
             PatchCve.patch_id.in_(patch_ids[start:start + 5000])))
         for patch_id, cve in rows:
-            out[patch_id].append(intel.views.get(cve) or CveView(cve=cve))
+            out[patch_id].append(cve)
     return out
 
 
@@ -78,9 +91,11 @@ def enrich_missing(session: Session, frame: pd.DataFrame,
         for column in PAIR_COLUMNS:
             frame[column] = pd.Series(dtype=object)
         return frame
-    intel = load_intel(session)
     ms_ids = frame.loc[frame["package_id"].isna(), "patch_id"].unique().tolist()
-    ms = microsoft_facts(session, [int(i) for i in ms_ids], intel)
+    ms_cves = microsoft_cves(session, [int(i) for i in ms_ids])
+    intel = load_intel(session, {c for cves in ms_cves.values() for c in cves})
+    ms = {pid: [intel.views.get(c) or CveView(cve=c) for c in cves]
+          for pid, cves in ms_cves.items()}
     cache: dict[tuple[Any, ...], PairRating] = {}
     values: dict[str, list[Any]] = {c: [] for c in (*PAIR_COLUMNS, "severity")}
     for row in frame[["patch_id", "package_id", "product", "title", "installed_version",
@@ -95,8 +110,11 @@ def enrich_missing(session: Session, frame: pd.DataFrame,
             risk = risk_score(rating.severity, rating.cvss, rating.exploited,
                               rating.kev_due_date, today, since) if rating.cves else \
                 risk_score("Unspecified", None, False, None, today, since)
+            # No CVE known for the pair: the catalog's own severity (an upstream's rating, or
+            # Unspecified) stands rather than being overwritten with Unspecified.
             _append(values, list(rating.cves), rating.cvss, rating.exploited,
-                    rating.kev_due_date, risk, rating.explain, rating.severity)
+                    rating.kev_due_date, risk, rating.explain,
+                    rating.severity if rating.cves else row.severity)
         else:
             views = ms.get(int(row.patch_id), [])
             scores = [v.cvss for v in views if v.cvss is not None]
@@ -108,6 +126,20 @@ def enrich_missing(session: Session, frame: pd.DataFrame,
                     row.severity)
     for column, column_values in values.items():
         frame[column] = column_values
+    return frame
+
+
+def load_rated_missing(session: Session, filters: MissingFilters,
+                       include_declined: bool = False) -> pd.DataFrame:
+    """Missing pairs with the pair columns. A third-party pair's severity is rated per pair, so
+    the severity filter applies after the rating: every view that lists missing pairs by
+    severity (CLI, reports) goes through here and lists the same pairs."""
+    filters = filters.normalized()
+    unrated = replace(filters, severity=())
+    frame = enrich_missing(session, load_missing(session, unrated,
+                                                 include_declined=include_declined))
+    if filters.severity:
+        frame = frame[frame["severity"].isin(filters.severity)].reset_index(drop=True)
     return frame
 
 

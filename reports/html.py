@@ -135,6 +135,18 @@ def _cells(frame: pd.DataFrame, column: str, opts: HtmlOptions, doc: str) -> lis
     return np.array([*cells, "<td></td>"], dtype=object)[codes].tolist()
 
 
+# A detail table (one row per endpoint × patch) repeats each patch's own attributes on every
+# row; they are in the report's "Patch details" entry its linked title leads to (and in the
+# CSV), so the HTML leaves them out and the table fits the page width.
+DETAIL_DROP = ("kb", "package_id", "category", "restart_required", "release_date")
+
+
+def detail_drop(table: Table) -> tuple[str, ...]:
+    if table.detail and "title" in table.frame.columns and "patch_id" in table.frame.columns:
+        return DETAIL_DROP
+    return ()
+
+
 def html_columns(frame: pd.DataFrame, drop: tuple[str, ...] = ()) -> list[str]:
     return [c for c in frame.columns if c not in HIDDEN_IN_HTML and c not in drop]
 
@@ -277,6 +289,7 @@ def _plan(report: Report, opts: HtmlOptions) -> list[_Section]:
         frame = table.frame
         split = table.detail and table.split_by_group
         drop = ("group",) if split else ()  # the heading names the group
+        drop += detail_drop(table)
         if not table.detail or len(frame) <= opts.page_rows:
             parts = _split(frame, split)
             for group, _, positions in parts:
@@ -318,6 +331,7 @@ def render_report(report: Report, opts: HtmlOptions) -> Iterator[tuple[str, str]
     for section in sections:
         frame = section.table.frame
         drop = ("group",) if section.table.split_by_group else ()
+        drop += detail_drop(section.table)
         columns = html_columns(frame, drop)
         head = _head(frame, columns)
         for part in section.pages:

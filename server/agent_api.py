@@ -17,6 +17,8 @@ from pydantic import (
     WithJsonSchema,
 )
 
+from models.base import utcnow
+from models.db import get_engine
 from patchflow import fleet
 from patchflow.errors import UserError
 from patchflow.inventory import Hostname, Inventory, describe_errors
@@ -60,6 +62,9 @@ class InventoryAck(BaseModel):
     reported_hostname: str = Field(description="The host name in the uploaded document")
     programs: int
     updates: int
+    unchanged: bool = Field(
+        False, description="Present and true when `If-None-Match` named the stored inventory: "
+        "nothing was parsed or rewritten (the counts are the stored inventory's).")
 
 
 class JobResult(BaseModel):
@@ -116,11 +121,13 @@ def enroll(body: EnrollRequest, request: Request) -> Any:
 
 
 def _store_upload(
-    body: bytes, credentials: AgentCredentials
+    body: bytes, credentials: AgentCredentials, wanted: str | None
 ) -> tuple[dict[str, Any], fleet.AgentIdentity]:
-    """Runs in a worker thread: authenticate, parse and validate in one pass (pydantic's JSON
-    parser, not json.loads then validation), store in one transaction."""
+    """Runs in a worker thread: authenticate, answer an unchanged inventory without parsing,
+    else parse and validate in one pass (pydantic's JSON parser, not json.loads then
+    validation) and store in one transaction."""
     settings = credentials.settings
+    engine = get_engine(settings.database_url)
     with fleet.db_slot(settings.database_url):
         agent = credentials.verify()  # before parsing: strangers' bodies are not worth the CPU
     if agent.pending:
@@ -129,15 +136,23 @@ def _store_upload(
         raise fleet.Conflict(
             "this agent's re-enrolment of an existing endpoint awaits approval by an "
             "administrator (patchflow endpoints approve-reenroll); inventory not stored")
+    sighting = fleet.Sighting(credentials.ip, settings.internal)
+    assert credentials.agent_id is not None  # verify() refused a missing one
+    entry = fleet.load_agent(engine, credentials.agent_id) if wanted else None
+    if entry is not None:
+        with fleet.db_slot(settings.database_url):
+            ack = fleet.unchanged_inventory(engine, credentials.agent_id, entry, wanted,
+                                            sighting)
+        if ack is not None:
+            return ack, agent
     try:
         doc = Inventory.model_validate_json(body)
     except ValidationError as exc:
         raise _body_error(exc) from None
-    sighting = fleet.Sighting(credentials.ip, settings.internal)
-    fleet.write_transaction(
-        settings.database_url,
-        lambda session: fleet.store_inventory(session, doc, agent.endpoint_id, sighting),
-    )
+    digest = fleet.body_digest(body)
+    # On MariaDB stored together with the uploads arriving meanwhile (one commit for many).
+    fleet.store_agent_inventory(settings.database_url, doc, agent.endpoint_id, sighting, digest)
+    fleet.remember_stored(engine, credentials.agent_id, doc, digest, credentials.ip)
     # The endpoint keeps its name, whatever the document says (recorded as reported_hostname).
     ack = {"hostname": agent.hostname, "reported_hostname": doc.hostname,
            "programs": len(doc.programs), "updates": len(doc.unique_updates())}
@@ -159,18 +174,41 @@ def _body_error(exc: ValidationError) -> UserError:
     "/inventory",
     response_model=InventoryAck,
     summary="Replace this endpoint's inventory",
-    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-        "schema": {"$ref": "#/components/schemas/Inventory"}}}}},
+    openapi_extra={
+        "parameters": [{
+            "name": "If-None-Match", "in": "header", "required": False,
+            "schema": {"type": "string", "maxLength": 256},
+            "description": 'The SHA-256 of the inventory in canonical form, quoted: `"<64 hex '
+                           'digits>"` (agent.transport.inventory_digest). When it names the '
+                           "stored inventory the answer says `unchanged` and nothing is "
+                           "parsed or rewritten; anything else is ignored."}],
+        "requestBody": {"required": True, "content": {"application/json": {
+            "schema": {"$ref": "#/components/schemas/Inventory"}}}}},
     responses={**AGENT_ERRORS, **responses(400, 409, 413, 422)},
 )
 async def upload_inventory(
     request: Request, credentials: Credentials, background: BackgroundTasks
 ) -> Response:
     body = await request.body()
-    ack, agent = await run_in_threadpool(_store_upload, body, credentials)
-    # After the commit and after the response: a slow or failing rescan never fails an upload.
-    background.add_task(fleet.run_inventory_hooks, [agent.endpoint_id])
+    wanted = fleet.requested_digest(request.headers.get("if-none-match"))
+    if wanted is not None:
+        # Unchanged and everything needed in memory: answered on the event loop, no thread.
+        entry = _cached(credentials)
+        ack = fleet.unchanged_ack(entry, wanted, utcnow()) if entry is not None else None
+        if ack is not None:
+            return JSONResponse(ack)
+    ack, agent = await run_in_threadpool(_store_upload, body, credentials, wanted)
+    if not ack.get("unchanged"):
+        # After the commit and after the response: a slow or failing rescan never fails an
+        # upload. An unchanged inventory has nothing new to scan.
+        background.add_task(fleet.run_inventory_hooks, [agent.endpoint_id])
     return JSONResponse(ack)
+
+
+def _cached(credentials: AgentCredentials) -> fleet.CachedAgent | None:
+    """The agent from memory when that alone answers (see fleet.cached_agent); never queries."""
+    return fleet.cached_agent(get_engine(credentials.settings.database_url),
+                              credentials.agent_id, credentials.secret, credentials.ip)
 
 
 def _poll(credentials: AgentCredentials) -> bytes:
@@ -183,7 +221,13 @@ def _poll(credentials: AgentCredentials) -> bytes:
 @router.get("/jobs", response_model=list[dict[str, Any]], summary="Jobs waiting for this agent",
             responses=AGENT_ERRORS)
 async def jobs(credentials: Credentials) -> Response:
-    # The hot path at fleet scale: one thread hop, no response-model round trip.
+    # The hot path at fleet scale. An agent known in memory whose endpoint the work index says
+    # is idle is answered on the event loop: no query, no thread hop.
+    entry = _cached(credentials)
+    if entry is not None and fleet.known_idle(credentials.settings.database_url,
+                                              entry.endpoint_id):
+        return Response(b"[]", media_type="application/json")
+    # Otherwise one thread hop, no response-model round trip.
     return Response(await run_in_threadpool(_poll, credentials), media_type="application/json")
 
 

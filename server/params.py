@@ -16,7 +16,7 @@ MIN_EXIT_CODE = -(2**31)
 MAX_EXIT_CODE = 2**32 - 1
 
 DbId = Annotated[int, Path(ge=1, le=MAX_DB_ID, description="A database id", examples=[1])]
-# patchflow.inventory's host-name rule (blanks around it are stripped before the check).
+# agent/schema.py's host-name rule (blanks around it are stripped before the check).
 HOSTNAME_PATTERN = "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}$"
 JobId = Annotated[int, Path(ge=1, le=MAX_DB_ID, description="An install job id", examples=[1])]
 TokenId = Annotated[int, Path(ge=1, le=MAX_DB_ID, description="An enrollment token id",

@@ -259,15 +259,7 @@ def _decompress(raw: bytes, label: str) -> bytes:
 
 
 def _read_xml(data: bytes, label: str) -> _Doc:
-    try:
-        root = DefusedET.fromstring(data)
-    except DefusedXmlException as exc:
-        raise SourceError(f"{label}: refused unsafe XML: {_one_line(exc)}") from None
-    except ParseError as exc:
-        raise SourceError(f"{label}: malformed XML: {_one_line(exc)}") from None
-    if root.tag != f"{_CVRF}cvrfdoc":
-        raise SourceError(f"{label}: not a CVRF 1.1 document (root element {root.tag})")
-
+    root = _xml_root(data, label)
     tracking = root.find(f"{_CVRF}DocumentTracking")
     doc_id = None
     if tracking is not None:

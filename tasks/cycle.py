@@ -1,13 +1,16 @@
 """Prefect tasks of the `patchflow-cycle` flow: one task per step over the whole policy, never
 one per endpoint, so a cycle over 10,000 endpoints has as many task runs as one over ten.
 
-Tasks that only read, or write idempotently (a step recorded again replaces itself, the install
-job is created once per run), retry with backoff on transient database errors. Each step's
-outcome is written to cycle_runs and published as a markdown and a table artifact.
+Tasks that only read, or write idempotently (a step recorded again replaces itself), retry on
+transient errors only (tasks/retry.py, said in each task's description in the Prefect UI).
+Creating a ring's install job and flagging verified items are not retried: a retry must never
+create a second job. Each step's outcome is written to cycle_runs and published as a markdown
+and a table artifact.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -27,36 +30,23 @@ from patchflow.cycle.verify import awaiting_inventory, flag_still_missing, touch
 from patchflow.fleet.transactions import write_transaction
 from patchflow.install.jobs import create_job
 from patchflow.install.settings import InstallSettings
-
-
-def transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry a lost connection or a timed-out database, never a user error or a bug."""
-    from sqlalchemy.exc import InterfaceError, OperationalError
-
-    try:
-        state.result()
-    except (OperationalError, InterfaceError, ConnectionError, TimeoutError):
-        return True
-    except Exception:
-        return False
-    return False
-
-
-RETRY: dict[str, Any] = {"retries": 2, "retry_delay_seconds": [1, 5],
-                         "retry_condition_fn": transient, "cache_policy": NO_CACHE}
+from tasks.retry import io_retries
 
 
 def setting(key: str, default: float) -> float:
-    return float(config.setting("cycle", key, default) or default)
+    value = config.setting("cycle", key)
+    return float(default if value is None or value == "" else value)
 
 
-@task(name="cycle-create-run", **RETRY)
+@task(name="cycle-create-run", **io_retries(
+    "A run record for a cycle started from the Prefect UI."))
 def create_run(policy: str, dry_run: bool, trigger: str, who: str | None) -> int:
     """A run record for a flow started without one (a Quick run from the Prefect UI)."""
     return write_transaction(None, lambda s: runs.create(s, policy, dry_run, trigger, who).id)
 
 
-@task(name="cycle-start", **RETRY)
+@task(name="cycle-start", **io_retries(
+    "Marks the cycle run running (one per policy at a time)."))
 def start_cycle(run_id: int, flow_run_id: str | None) -> dict[str, Any]:
     def work(session: Any) -> dict[str, Any]:
         run = runs.begin(session, run_id, flow_run_id)
@@ -69,7 +59,8 @@ def start_cycle(run_id: int, flow_run_id: str | None) -> dict[str, Any]:
     return write_transaction(None, work)
 
 
-@task(name="cycle-check-sync", **RETRY)
+@task(name="cycle-check-sync", **io_retries(
+    "Whether the policy's patch server is due for a sync."))
 def check_sync(server: str | None) -> dict[str, Any]:
     """Is the policy's patch server due for a sync (no successful sync within the setting)?"""
     if server is None:
@@ -88,13 +79,16 @@ def check_sync(server: str | None) -> dict[str, Any]:
     return {"due": False, "reason": f"synced {age:.1f} h ago (within {hours:g} h)"}
 
 
-@task(name="cycle-record-step", **RETRY)
+@task(name="cycle-record-step", **io_retries(
+    "Records a step's outcome and publishes its artifacts."))
 def record_step(run_id: int, name: str, state: str, summary: str,
                 columns: list[str] | None = None, rows: list[list[Any]] | None = None,
                 details: dict[str, Any] | None = None) -> None:
     """The step's outcome in cycle_runs, and as artifacts next to the run."""
     write_transaction(None, lambda s: runs.add_step(s, run_id, name, state, summary, details))
-    key = f"cycle-{int(run_id)}-{name}"
+    # Prefect artifact keys: lowercase letters, digits and dashes only ("install:Pilot_1").
+    key = f"cycle-{int(run_id)}-" + (re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")
+                                     or "step")
     create_markdown_artifact(
         key=key, markdown=report.markdown(f"Cycle {run_id}: {name} ({state})", summary,
                                           columns or [], rows or []),
@@ -107,7 +101,8 @@ def record_step(run_id: int, name: str, state: str, summary: str,
     get_run_logger().info("cycle %d %s: %s: %s", run_id, name, state, summary)
 
 
-@task(name="cycle-plan", **RETRY)
+@task(name="cycle-plan", **io_retries(
+    "The approved set applied to the missing pairs: the install plan."))
 def plan_approvals(run_id: int) -> dict[str, Any]:
     """The approved set applied to what the scan found missing: the install plan."""
     def work(session: Any) -> dict[str, Any]:
@@ -115,28 +110,36 @@ def plan_approvals(run_id: int) -> dict[str, Any]:
         plan = build_plan(session, get_policy(session, run.policy_name))
         runs.set_plan(session, run_id, plan.rows)
         return {"rows": plan.rows, "pairs": plan.pairs, "notes": plan.notes,
-                "endpoints": plan.endpoints}
+                "endpoints": plan.endpoints, "rings": plan.rings}
 
     return write_transaction(None, work)
 
 
-@task(name="cycle-create-install-job", **RETRY)
-def create_install_job(run_id: int, pairs: list[tuple[int, int]], auto_restart: bool) -> int:
-    """One install job for the approved pairs, created once per run (a retry finds it)."""
+@task(name="cycle-create-install-job", cache_policy=NO_CACHE)
+def create_install_job(run_id: int, ring: str, pairs: list[tuple[int, int]],
+                       auto_restart: bool) -> int:
+    """One install job for a ring's approved pairs (not retried: a retry could create two)."""
     def work(session: Any) -> int:
         run = runs.get_run(session, run_id)
-        if run.install_job_id is not None:
-            return run.install_job_id
         job = create_job(session, pairs, f"cycle:{run.policy_name}"[:128],
                          allow_restart=auto_restart, trigger="cycle",
                          settings=InstallSettings.from_config())
-        runs.set_job(session, run_id, job.id)
+        if run.install_job_id is None:  # the first ring's job: `jobs show` from the run
+            runs.set_job(session, run_id, job.id)
         return job.id
 
     return write_transaction(None, work)
 
 
-@task(name="cycle-await-inventories", **RETRY)
+@task(name="cycle-ring-delay", cache_policy=NO_CACHE)
+def ring_delay(ring: str, minutes: int) -> None:
+    """The ring's delay after the ring before it passed its gate."""
+    get_run_logger().info("ring %s starts in %d minute(s)", ring, minutes)
+    time.sleep(max(0, minutes) * 60)
+
+
+@task(name="cycle-await-inventories", **io_retries(
+    "Waits for fresh inventories from the endpoints installed on."))
 def await_inventories(job_id: int) -> dict[str, Any]:
     """Wait (at most `[cycle] verify_wait_s`) for a fresh inventory from every endpoint with an
     applied install; returns those touched and those still without one."""
@@ -160,7 +163,8 @@ def verify(job_id: int, stale: list[str]) -> list[dict[str, Any]]:
     return write_transaction(None, lambda s: flag_still_missing(s, job_id, stale))
 
 
-@task(name="cycle-finish", **RETRY)
+@task(name="cycle-finish", **io_retries(
+    "Marks the cycle run finished."))
 def finish_cycle(run_id: int, state: str, message: str | None) -> dict[str, Any]:
     return write_transaction(None, lambda s: runs.to_dict(runs.finish(s, run_id, state,
                                                                       message)))

@@ -16,7 +16,6 @@ from typing import Any
 
 import requests
 from prefect import get_run_logger, task
-from prefect.cache_policies import NO_CACHE
 
 from models.db import session_scope
 from patchflow import config
@@ -27,6 +26,7 @@ from patchflow.replica_store import apply_local_page, apply_page
 from patchflow.upstream_client import Upstream
 from sources.records import SourceError
 from sources.replica import parse_page
+from tasks.retry import io_retries
 from tasks.sync import SyncStopped, _filters, _progress, _server
 
 
@@ -49,7 +49,9 @@ def page_size() -> int:
     return value
 
 
-@task(name="replicate", cache_policy=NO_CACHE)
+@task(name="replicate", **io_retries(
+    "Apply the upstream patchflow server's catalog pages (HTTPS, database); resumes at "
+    "the stored revision."))
 def replicate(server_id: int) -> dict[str, Any]:
     logger = get_run_logger()
     with session_scope() as session:
@@ -126,7 +128,8 @@ def _where(where: str, result: ReplicaResult) -> str:
     return f"replicating from {where}: revision {result.revision}{of}"
 
 
-@task(name="prefetch-content", cache_policy=NO_CACHE)
+@task(name="prefetch-content", **io_retries(
+    "Download the content of every patch offered (HTTP, content store)."))
 def prefetch_content(server_id: int) -> dict[str, Any]:
     """Download every installer the server offers that is not stored yet."""
     logger = get_run_logger()

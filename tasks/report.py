@@ -1,4 +1,5 @@
-"""Prefect tasks of the `report` flow: load frames, build reports, write, mail, publish, record.
+"""Prefect tasks of the `patchflow-report` flow: load frames, build reports, write, mail,
+publish, record.
 
 Each task opens its own database session and passes whole DataFrames on, never a session or a
 secret: the SMTP password is decrypted inside the mail task only. Caching is off: the inputs are
@@ -25,7 +26,7 @@ from prefect.cache_policies import NO_CACHE
 from models.db import session_scope
 from patchflow import config, mail
 from patchflow.errors import UserError
-from patchflow.missing_query import MissingFilters, load_missing
+from patchflow.missing_query import MissingFilters
 from patchflow.report_data import (
     last_report_at,
     load_endpoints,
@@ -33,13 +34,15 @@ from patchflow.report_data import (
     load_outcomes,
     record_run,
 )
+from patchflow.vuln_query import load_rated_missing
 from reports.compliance import build_compliance
 from reports.csv import CSV_OPTIONS, csv_tables
-from reports.frames import Report
+from reports.frames import MISSING_COLUMNS, Report
 from reports.html import HtmlOptions, render_email, render_index, render_report
 from reports.installed import build_installed
 from reports.missing import build_missing
 from reports.patch_view import build_patch_view
+from tasks.retry import io_retries
 
 KINDS: tuple[str, ...] = ("missing", "installed", "patches", "compliance")
 FORMATS: tuple[str, ...] = ("html", "csv")
@@ -115,7 +118,7 @@ class ReportFrames:
 def load_frames(filters: MissingFilters, kinds: list[str]) -> ReportFrames:
     with session_scope() as session:
         frames = ReportFrames()
-        frames.missing = load_missing(session, filters)
+        frames.missing = load_rated_missing(session, filters)[list(MISSING_COLUMNS)]
         if {"installed", "patches", "compliance"} & set(kinds):
             frames.installed = load_installed(session, filters)
         if "patches" in kinds:
@@ -296,7 +299,8 @@ def publish(
 
 # --- Prefect tasks ---------------------------------------------------------------------------
 
-@task(name="load-report-frames", cache_policy=NO_CACHE)
+@task(name="load-report-frames", **io_retries(
+    "Load the report data (database)."))
 def load_frames_task(filters: dict[str, Any], kinds: list[str]) -> ReportFrames:
     frames = load_frames(MissingFilters.from_json(filters), kinds)
     get_run_logger().info("loaded %s", ", ".join(f"{k} {v:,}" for k, v in frames.counts.items()))
@@ -324,7 +328,9 @@ _PERMANENT = ("rejected the SMTP login", "refused recipients", "does not offer",
               "not configured")
 
 
-@task(name="email-reports", cache_policy=NO_CACHE)
+@task(name="email-reports", cache_policy=NO_CACHE, description=(
+    "Mail the reports (SMTP). Retries a transient failure itself (after 5 and 30 s) and "
+    "returns the error instead of failing: the report files are written either way."))
 def email_task(
     reports: list[Report],
     run_dir: str,
@@ -357,7 +363,8 @@ def email_task(
     raise AssertionError("unreachable")
 
 
-@task(name="publish-report-artifacts", cache_policy=NO_CACHE)
+@task(name="publish-report-artifacts", **io_retries(
+    "Publish the reports as Prefect artifacts (Prefect API)."))
 def publish_task(
     reports: list[Report],
     run_dir: str,
@@ -368,7 +375,8 @@ def publish_task(
     return publish(reports, Path(run_dir), files, opts, mailed)
 
 
-@task(name="record-report-run", cache_policy=NO_CACHE)
+@task(name="record-report-run", **io_retries(
+    "Record the report run (database)."))
 def record_task(
     kind: str,
     run_dir: str | None,

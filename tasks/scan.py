@@ -7,7 +7,6 @@ from dataclasses import asdict
 from typing import Any
 
 from prefect import task
-from prefect.cache_policies import NO_CACHE
 from sqlalchemy import select
 
 from models import Scan
@@ -15,9 +14,11 @@ from models.db import session_scope
 from models.enums import ScanState
 from patchflow import scanning
 from patchflow.scan_store import BatchCounts, Catalog, load_catalog, mark
+from tasks.retry import io_retries
 
 
-@task(name="start-scan", cache_policy=NO_CACHE)
+@task(name="start-scan", **io_retries(
+    "Select the endpoints and create the scan record (database)."))
 def start_scan(selection: dict[str, Any], trigger: str, flow_run_id: str | None
                ) -> dict[str, Any]:
     sel = scanning.Selection(**selection)
@@ -27,7 +28,8 @@ def start_scan(selection: dict[str, Any], trigger: str, flow_run_id: str | None
     return {"scan_id": scan_id, "endpoint_ids": ids}
 
 
-@task(name="load-catalog", cache_policy=NO_CACHE)
+@task(name="load-catalog", **io_retries(
+    "Load the patch catalog once per scan (database)."))
 def load_catalog_task() -> Catalog:
     with session_scope() as session:
         return load_catalog(session)
@@ -38,7 +40,9 @@ def _stop_requested(scan_id: int) -> bool:
         return bool(session.scalar(select(Scan.stop_requested).where(Scan.id == scan_id)))
 
 
-@task(name="scan-batch", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
+@task(name="scan-batch", **io_retries(
+    "Scan one batch of endpoints and store its results in one transaction (database); a "
+    "stop request seen before it starts leaves the batch untouched."))
 def scan_batch(scan_id: int, endpoint_ids: list[int], catalog: Catalog) -> dict[str, Any]:
     """Scan one batch; a stop request leaves the batch (and its old results) untouched."""
     if _stop_requested(scan_id):
@@ -54,7 +58,8 @@ def scan_batch(scan_id: int, endpoint_ids: list[int], catalog: Catalog) -> dict[
     return {"stopped": False, **asdict(counts)}
 
 
-@task(name="finish-scan", cache_policy=NO_CACHE)
+@task(name="finish-scan", **io_retries(
+    "Add up the batches and close the scan record (database)."))
 def finish_scan(scan_id: int, results: list[dict[str, Any]]) -> dict[str, Any]:
     total = BatchCounts()
     for r in results:

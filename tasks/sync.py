@@ -16,7 +16,6 @@ from typing import Any
 
 import requests
 from prefect import get_run_logger, task
-from prefect.cache_policies import NO_CACHE
 from sqlalchemy import select
 
 from models import PatchServer, SyncDocument
@@ -30,6 +29,7 @@ from patchflow.http import describe_error, make_session
 from sources import msrc, winget
 from sources.filters import Filters
 from sources.records import ParsedDocument, SourceError
+from tasks.retry import io_retries
 
 MSRC_BATCH = 24
 _MSRC_SUFFIXES = (".xml.gz", ".json.gz", ".json", ".xml")
@@ -82,7 +82,8 @@ def _progress(server_id: int, message: str) -> None:
             raise SyncStopped()
 
 
-@task(name="begin-sync", cache_policy=NO_CACHE)
+@task(name="begin-sync", **io_retries(
+    "Mark the patch server syncing (database)."))
 def begin_sync(server_name: str, flow_run_id: str | None) -> int:
     with session_scope() as session:
         server = server_svc.get_server(session, server_name)
@@ -97,7 +98,8 @@ def begin_sync(server_name: str, flow_run_id: str | None) -> int:
         return server.id
 
 
-@task(name="finish-sync", cache_policy=NO_CACHE)
+@task(name="finish-sync", **io_retries(
+    "Record the sync's outcome on the patch server (database)."))
 def finish_sync(server_id: int, status: str, message: str) -> None:
     with session_scope() as session:
         server = _server(session, server_id)
@@ -109,7 +111,8 @@ def finish_sync(server_id: int, status: str, message: str) -> None:
         server.sync_stop_requested = False
 
 
-@task(name="plan-msrc", cache_policy=NO_CACHE)
+@task(name="plan-msrc", **io_retries(
+    "List the MSRC documents to check (HTTP or a mirror folder)."))
 def plan_msrc(server_id: int) -> dict[str, Any]:
     """{"refs": documents to look at, oldest first, "error": one line or None}.
 
@@ -202,7 +205,9 @@ def _fail(server_id: int, source: str, key: str, reason: str, result: BatchResul
     result.errors.append(reason)
 
 
-@task(name="sync-msrc-batch", cache_policy=NO_CACHE)
+@task(name="sync-msrc-batch", **io_retries(
+    "Fetch and store a batch of MSRC documents (HTTP, database); a document that fails "
+    "alone is recorded, not retried."))
 def sync_msrc_batch(server_id: int, refs: list[dict[str, Any]], done_before: int,
                     total: int) -> dict[str, Any]:
     logger = get_run_logger()
@@ -253,7 +258,8 @@ def _store_msrc_vulnerabilities(raw: bytes, key: str) -> None:
                                   keep_higher_ratings=False)
 
 
-@task(name="sync-winget-batch", cache_policy=NO_CACHE)
+@task(name="sync-winget-batch", **io_retries(
+    "Fetch and store the third-party packages (HTTP, database)."))
 def sync_winget_batch(server_id: int) -> dict[str, Any]:
     """All configured third-party packages; one package (all its versions) per transaction."""
     logger = get_run_logger()

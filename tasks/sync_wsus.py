@@ -20,7 +20,6 @@ from dataclasses import asdict
 from typing import Any
 
 from prefect import get_run_logger, task
-from prefect.cache_policies import NO_CACHE
 from sqlalchemy import delete, insert, select
 
 from models import SyncDocument
@@ -39,6 +38,7 @@ from sources.wsus_metadata import (
     parse_xml,
     read_update_xml,
 )
+from tasks.retry import io_retries
 from tasks.sync import BatchResult, SyncStopped, _fail, _progress, _server
 
 SOURCE = "wsus"
@@ -46,7 +46,8 @@ CATEGORIES = "wsus-cat"
 CHUNK = 500
 
 
-@task(name="sync-wsus", cache_policy=NO_CACHE)
+@task(name="sync-wsus", **io_retries(
+    "Sync from the organisation's WSUS server (HTTP/SOAP, database)."))
 def sync_wsus(server_id: int) -> dict[str, Any]:
     logger = get_run_logger()
     result = BatchResult()

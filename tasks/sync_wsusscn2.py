@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
-from prefect.cache_policies import NO_CACHE
 
 from models.db import session_scope
 from patchflow import config
 from patchflow.catalog_store import document_unchanged, record_document
 from sources import wsusscn2
 from sources.records import SourceError
+from tasks.retry import io_retries
 from tasks.sync import BatchResult, SyncStopped, _fail, _filters, _progress, _server, _store
 
 SOURCE = "wsusscn2"
@@ -37,7 +37,8 @@ def uses_offline_catalog(msrc_source: str | None) -> bool:
         return False
 
 
-@task(name="sync-wsusscn2", cache_policy=NO_CACHE)
+@task(name="sync-wsusscn2", **io_retries(
+    "Sync from the offline wsusscn2 catalog (database)."))
 def sync_wsusscn2(server_id: int) -> dict[str, Any]:
     logger = get_run_logger()
     result = BatchResult()

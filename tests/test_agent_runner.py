@@ -24,7 +24,8 @@ class FakeClient:
         self.jobs = jobs or []
         self.calls: list[tuple[str, str]] = []
 
-    def request(self, method: str, path: str, body: Any = None) -> Any:
+    def request(self, method: str, path: str, body: Any = None,
+                headers: dict[str, str] | None = None) -> Any:
         if self.failures:
             self.failures -= 1
             raise ServerUnreachable("cannot reach https://server:6201: refused")
@@ -114,7 +115,8 @@ def test_jobs_results_go_through_the_outbox_in_order(
 
 def test_a_revoked_agent_leaves_the_loop(tmp_path: Path, platform: SimulatedPlatform) -> None:
     class Revoked(FakeClient):
-        def request(self, method: str, path: str, body: Any = None) -> Any:
+        def request(self, method: str, path: str, body: Any = None,
+                    headers: dict[str, str] | None = None) -> Any:
             raise RequestRefused(403, "agent revoked: re-enroll with a new token")
 
     clock = Clock()

@@ -149,12 +149,12 @@ def test_error_model_is_what_errors_look_like(api: Api) -> None:
 
 
 def test_documented_patterns_are_the_ones_the_server_enforces() -> None:
-    from patchflow import inventory
+    from agent import schema
     from patchflow.fleet import tokens
     from server.admin_api import NAME_SCHEMA
     from server.params import HOSTNAME_PATTERN
 
-    assert inventory._HOSTNAME.pattern == HOSTNAME_PATTERN
+    assert schema.HOSTNAME.pattern == HOSTNAME_PATTERN  # the contract shared with the agent
     assert NAME_SCHEMA["pattern"] == tokens._NAME.pattern
 
 

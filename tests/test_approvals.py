@@ -93,6 +93,11 @@ def test_declined_patch_is_not_offered_nor_counted(world: World, cli: Any) -> No
     assert declined == {"7zip.7zip"} and len(rows) == 9
     after = load_dashboard_now()
     assert after["missing_by_severity"]["Unspecified"]["pairs"] == 3
+    from patchflow.missing_query import MissingFilters
+    from tasks.report import load_frames  # what every report is built from
+
+    frames = load_frames(MissingFilters(), ["missing", "compliance"])
+    assert frames.missing is not None and "7zip.7zip" not in set(frames.missing["package_id"])
     listed = _json(cli("approvals", "list", "--json"))
     assert listed[0]["kind"] == "declined" and "another archiver" in listed[0]["why"]
     # Automatic install leaves it out too (Java waits for its EULA, as before).

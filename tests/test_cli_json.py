@@ -5,6 +5,7 @@ The command list is read from the typer app, so a new `--json` command is covere
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -65,8 +66,16 @@ def _inventory(tmp: Path) -> Path:
     return path
 
 
-def test_every_json_command_prints_json(cli, sqlite_home: Path, tmp_path: Path) -> None:
+def test_every_json_command_prints_json(cli, sqlite_home: Path, tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from patchflow import config
+    from patchflow.install import launch
+
+    # `install now` without --wait starts the job's flow in a new process: recorded here, as
+    # the console tests do, so the job stays pending for `jobs show` and `jobs cancel`.
+    monkeypatch.setattr(launch, "LAUNCHER", [lambda job_id: os.getpid()])
     assert json.loads(cli("init", "--json").out)["home"] == str(sqlite_home)
+    config.write_config({"install": {"item_timeout_s": 2, "poll_seconds": 0.2}})
     assert cli("server", "add", "local", "--host", "patch.corp.example", "--msrc-source",
                str(MSRC_DIR), "--winget-source", str(WINGET_DIR), "--winget-packages",
                ",".join(PACKAGES)).code == 0
@@ -78,7 +87,8 @@ def test_every_json_command_prints_json(cli, sqlite_home: Path, tmp_path: Path) 
         ("endpoints", "show"): ["WS-1"],
         ("patches", "show"): ["KB5900110"],
         ("install", "show"): ["KB5900110"],
-        ("install", "now"): ["KB5900110", "--endpoints", "WS-1", "--no-wait"],
+        ("install", "now"): ["KB5900110", "--endpoints", "WS-1"],
+        ("jobs", "cancel"): ["1"],
         ("eula", "show"): ["Oracle.JavaRuntimeEnvironment@8.0.4510.9"],
         ("eula", "accept"): ["Oracle.JavaRuntimeEnvironment@8.0.4510.9"],
         ("approve",): ["KB5900110", "--groups", "all"],
@@ -90,30 +100,52 @@ def test_every_json_command_prints_json(cli, sqlite_home: Path, tmp_path: Path) 
         ("rules", "add"): ["nightly", "--groups", "all"],
     }
     # Data first, so the later commands have something to show.
-    order = [("sync",), ("endpoints", "import"), ("scan",)]
+    order = [("sync",), ("endpoints", "import"), ("scan",), ("install", "now"), ("jobs", "show"),
+             ("jobs", "cancel")]
     commands = order + [c for c in json_commands() if c not in order]
     seen: dict[str, int] = {}
+    errors: dict[str, str] = {}
+    problems: dict[str, str] = {}  # every command's problem at once, not the first only
     for command in commands:
         r = cli(*command, *args.get(command, []), "--json")
         name = " ".join(command)
         seen[name] = r.code
-        if r.code == 0:
-            parse(r.out)  # raises with the command's name in the traceback
-        else:
-            errors = parse(r.err)
-            assert all(set(e) == {"error"} and e["error"] for e in errors), (name, r.err)
-            assert r.out.strip() == "" or parse(r.out), name
+        errors[name] = r.err[-300:]
+        try:
+            if r.code == 0:
+                parse(r.out)
+            else:
+                objects = parse(r.err)
+                assert all(set(e) == {"error"} and e["error"] for e in objects), r.err
+                assert r.out.strip() == "" or parse(r.out)
+        except (AssertionError, ValueError) as exc:
+            problems[name] = f"exit {r.code}: {exc}; out={r.out[:200]!r} err={r.err[:200]!r}"
+    assert not problems, "\n".join(f"{k}: {v}" for k, v in problems.items())
     failed = sorted(n for n in MUST_SUCCEED if seen.get(n) != 0)
-    assert not failed, {n: seen.get(n) for n in failed}
+    assert not failed, {n: (seen.get(n), errors.get(n)) for n in failed}
     assert set(seen) >= MUST_SUCCEED
 
 
 def test_json_errors_are_objects_on_stderr(cli, sqlite_home: Path) -> None:
-    r = cli("patches", "show", "KB0000000", "--json")  # not initialised
+    r = cli("patches", "show", "KB0000000", "--json")
     assert r.code == 2 and r.out == ""
-    assert json.loads(r.err) == {"error": "the patch database is not initialised: run "
-                                          "`patchflow init`"}
+    assert json.loads(r.err) == {"error": "no patch 'KB0000000' (give an id, a KB number or "
+                                          "PACKAGE@VERSION)"}
     r = cli("jobs", "list", "--json", "--bogus")  # a usage error
     assert r.code == 2 and "--bogus" in json.loads(r.err)["error"]
     r = cli("jobs", "list", "--bogus")  # without --json: the plain line, as before
     assert r.code == 2 and r.err.startswith("error: ")
+
+
+def test_endpoints_import_streams_one_line_per_file(cli, sqlite_home: Path,
+                                                     tmp_path: Path) -> None:
+    good = _inventory(tmp_path)
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    r = cli("endpoints", "import", str(good), str(bad), "--json")
+    assert r.code == 2
+    lines = [json.loads(line) for line in r.out.splitlines()]
+    assert lines[0] == {"file": str(good), "imported": 1, "error": None}
+    assert lines[1]["file"] == str(bad) and lines[1]["imported"] == 0
+    assert "malformed JSON" in lines[1]["error"]
+    assert json.loads(r.err) == {"error": "1 of 2 file(s) not imported"}

@@ -134,3 +134,9 @@ def test_commands_refuse_uninitialised_database(
     monkeypatch.setenv("PATCHFLOW_DATABASE_URL", f"sqlite:///{tmp_path / 'empty.db'}")
     r = cli("server", "list")
     assert r.code == 2 and "patchflow init" in r.err
+    # Refusing must not create the database file (nor its folder) it looked for.
+    assert not (tmp_path / "empty.db").exists()
+    monkeypatch.setenv("PATCHFLOW_DATABASE_URL", f"sqlite:///{tmp_path / 'nowhere' / 'x.db'}")
+    r = cli("server", "list")
+    assert r.code == 2 and "patchflow init" in r.err
+    assert not (tmp_path / "nowhere").exists()

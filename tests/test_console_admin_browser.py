@@ -387,6 +387,7 @@ def test_forms_speak_the_browsers_language(world: dict[str, Any], page: Page) ->
     page.goto(f"{url}/console/servers/local/edit")
     port = page.locator("#f-port")
     assert port.get_attribute("min") == "1" and port.get_attribute("max") == "65535"
+    shots(page, "server-edit")
     page.goto(f"{url}/console/policies/new")
     expect(page.locator("#f-scan_every_weeks")).to_have_attribute("max", "52")
     # The roaming note of the guide is where automatic install is set.

@@ -216,8 +216,10 @@ def test_an_administrators_day(world: dict[str, Any], page: Page, cli: Any) -> N
     # The schedule can be switched off again.
     page.uncheck("#f-schedule_enabled")
     page.click("#save-server")
-    expect(page.locator("#schedule-now")).to_contain_text("Off: syncs run only when started")
+    expect(page.locator("#schedule-now")).to_contain_text(
+        "Saved: off (syncs run only when started)")
     page.check("#f-schedule_enabled")
+    page.fill("#f-at", "03:00")
     page.click("#save-server")
     expect(page.locator("#schedule-now")).to_contain_text("weekly on tuesday at 03:00")
 
@@ -436,7 +438,7 @@ def _install(page: Page, url: str, agents: list[SimAgent]) -> None:
     for agent in agents:
         agent.start()
     # The page refreshes itself until the job is done.
-    expect(page.locator("#job-live .badge").first).to_have_text("done", timeout=90_000)
+    expect(page.locator("#job-live .badge").first).to_have_text("Succeeded", timeout=90_000)
     expect(page.locator("#job-live")).to_have_attribute("data-running", "false")
     expect(page.locator("button:has-text('Cancel job')")).to_have_count(0)
     expect(page.locator("#job-items tbody tr")).to_have_count(3)

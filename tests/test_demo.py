@@ -28,17 +28,21 @@ def _env(home: Path) -> dict[str, str]:
     return env
 
 
-def _run(home: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=cwd, env=_env(home),
-                          capture_output=True, text=True, timeout=240)
+def _run(home: Path, cwd: Path, *args: str,
+         extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=cwd,
+                          env={**_env(home), **(extra or {})}, capture_output=True, text=True,
+                          timeout=240)
 
 
 def test_demo_runs_the_whole_workflow_twice_on_real_data(tmp_path: Path) -> None:
     home = tmp_path / "demo-home"
     clone = tmp_path / "clone"  # a fresh checkout: no ./.patchflow yet
     clone.mkdir()
-    for _ in range(2):
-        done = _run(home, clone, "demo")
+    # The second run has a Prefect API set for the user's real installation (here one that
+    # does not answer): the demo keeps its runs to itself, on its own temporary server.
+    for extra in ({}, {"PREFECT_API_URL": "http://127.0.0.1:9/api"}):
+        done = _run(home, clone, "demo", extra=extra)
         assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
         assert done.stderr == ""  # no Prefect home warning, no traceback
         assert "sync: Successful" in done.stdout
@@ -150,6 +154,7 @@ def test_demo_serve_keeps_the_console_and_prefect_ui_up_until_ctrl_c(tmp_path: P
     assert code == 0, rest + err
     assert "stopped" in rest and err == ""
     time.sleep(1)
-    for p in (port, pport):  # both servers gone, their ports free again
+    for p in (port, pport):  # both servers gone: nothing listens there any more
         with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is fine
             sock.bind(("127.0.0.1", p))

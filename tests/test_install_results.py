@@ -308,6 +308,15 @@ def _firefox_job(version: str, arch: str, **installer: Any) -> dict[str, Any]:
                       "display_names": [], **installer}}
 
 
+def _as_sent(job: dict[str, Any], platform: Any) -> dict[str, Any]:
+    """The job with the `program` the server adds when it polls (agent_jobs._payload): the
+    installed entry it upgrades, found with the scan's rules from the stored inventory."""
+    from patchflow.install.upgrades import program_target
+
+    programs = platform.load_inventory()["programs"]
+    return {**job, "program": program_target(programs, job["patch"], job["installer"])}
+
+
 def test_a_simulated_upgrade_replaces_the_matched_program(tmp_path: Path) -> None:
     from agent.platforms.simulated import SimulatedPlatform
 
@@ -324,7 +333,9 @@ def test_a_simulated_upgrade_replaces_the_matched_program(tmp_path: Path) -> Non
     path.write_text(json.dumps(inventory("WS-FF", 5800, [], programs)), encoding="utf-8")
     platform = SimulatedPlatform(path)
 
-    assert platform.install(_firefox_job("156.0.1", "x64"), None) == (0, "")
+    job = _as_sent(_firefox_job("156.0.1", "x64"), platform)
+    assert job["program"]["replaces"]["name"] == "Mozilla Firefox (x64 en-US)"
+    assert platform.install(job, None) == (0, "")
     after = platform.collect_inventory()["programs"]
     assert len(after) == len(programs)  # replaced in place, not added beside the old one
     firefox = [(p["name"], p["version"], p["arch"], p["product_code"]) for p in after
@@ -337,21 +348,41 @@ def test_a_simulated_upgrade_replaces_the_matched_program(tmp_path: Path) -> Non
 
     # An MSI major upgrade is found by its UpgradeCode; the newest of two entries is the copy
     # in use, the one the scan judged, so that one is replaced.
-    platform.install({"id": 8, "attempt": 1, "patch": {
+    platform.install(_as_sent({"id": 8, "attempt": 1, "patch": {
         "package_id": "7zip.7zip", "version": "25.01", "vendor": "Igor Pavlov",
         "title": "7-Zip 25.01", "package_name": "7-Zip"}, "installer": {
         "type": "msi", "arch": "x64", "upgrade_code": "{23170f69-40c1-2702-0000-000004000000}",
-        "display_names": ["7-Zip 25.01 (x64 edition)"]}}, None)
+        "display_names": ["7-Zip 25.01 (x64 edition)"]}}, platform), None)
     sevenzip = [(p["name"], p["version"]) for p in platform.collect_inventory()["programs"]
                 if p["name"].startswith("7-Zip")]
     assert sevenzip == [("7-Zip 25.01 (x64 edition)", "25.01"), ("7-Zip 19.00 (x64)", "19.00")]
 
     # Nothing of this package installed yet: a new entry, named as the installer names it.
-    platform.install(_firefox_job("156.0.1", "arm64", display_names=[
-        "Mozilla Maintenance Service", "Mozilla Firefox (arm64 en-US)"]), None)
+    platform.install(_as_sent(_firefox_job("156.0.1", "arm64", display_names=[
+        "Mozilla Maintenance Service", "Mozilla Firefox (arm64 en-US)"]), platform), None)
     added = platform.collect_inventory()["programs"][-1]
     assert (added["name"], added["version"], added["arch"]) == (
         "Mozilla Firefox (arm64 en-US)", "156.0.1", "arm64")
+
+
+def test_the_job_names_the_program_an_upgrade_replaces(api: Api, world: World,
+                                                       tmp_path: Path) -> None:
+    """The server, which has the scan's matching rules, names the installed entry in the job;
+    the simulated agent replaces exactly that entry (it imports none of the scan's code)."""
+    agent = _sevenzip_host(api, tmp_path, "WS-UPGRADE", {})
+    endpoint = _endpoint_id(api, "WS-UPGRADE")
+    _offer(api, endpoint, world.patches["7zip"], "7-Zip 24.08 (x64) < 25.01")
+    try:
+        [job] = agent.client.request("GET", "/api/v1/agent/jobs")
+        outcome = agent.runner.run_once()
+    finally:
+        agent.client.close()
+    assert job["program"]["replaces"] == {
+        "name": "7-Zip 24.08 (x64)", "version": "24.08", "arch": "x64", "product_code": None,
+        "upgrade_code": None}
+    assert outcome == {"jobs": 1, "results_sent": 1}
+    sevenzip = [(p["name"], p["version"]) for p in agent.doc["programs"]]
+    assert len(sevenzip) == 1 and sevenzip[0][1] == "25.01", sevenzip
 
 
 # --- migration 0003 keeps what was stored --------------------------------------------------

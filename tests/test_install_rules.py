@@ -135,6 +135,10 @@ def _job(tmp_content: bytes, url: str, **extra: Any) -> dict[str, Any]:
             "installer": {"type": "nullsoft", "url": url, "arch": "x64",
                           "sha256": hashlib.sha256(tmp_content).hexdigest(),
                           "file_name": "7z2501-x64.exe", "display_names": ["7-Zip 25.01 (x64)"]},
+            # What the server adds (patchflow/install/upgrades.py): the entry it upgrades.
+            "program": {"name": "7-Zip 25.01 (x64)", "replaces": {
+                "name": "7-Zip 24.08 (x64)", "version": "24.08", "arch": "x64",
+                "product_code": None, "upgrade_code": None}},
             **extra}
 
 

@@ -22,6 +22,8 @@ from patchflow.sample_catalog import MSRC_DIR, PACKAGES, WINGET_DIR
 from tests.test_child_servers import _free_port, _wait
 
 ROOT = Path(__file__).resolve().parents[1]
+# Real servers and CLI processes: each test takes 20-60 s on 2 cores.
+pytestmark = pytest.mark.slow
 
 
 def _env(home: Path, **extra: str) -> dict[str, str]:
@@ -64,7 +66,7 @@ def served_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path
     from deployments.prefect_server import LocalPrefectServer
 
     home = tmp_path_factory.mktemp("served") / "home"
-    env = _setup_home(home)
+    _setup_home(home)
     saved = dict(os.environ)
     os.environ.update({"PATCHFLOW_HOME": str(home), "PREFECT_HOME": str(home / "prefect")})
     os.environ.pop("PREFECT_API_URL", None)
@@ -85,7 +87,6 @@ def served_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path
         _wait("the local Prefect server", healthy)
         assert (home / "run" / "prefect-server.json").is_file()
         yield home, server.api_url
-        assert env  # the home stays set up for every test of the module
     finally:
         server.stop()
 
@@ -94,8 +95,9 @@ def test_cli_sync_reports_to_the_homes_prefect_server(served_home: tuple[Path, s
     home, api = served_home
     # A temporary server cannot start in this process: the sync must use the home's server.
     env = _env(home, PREFECT_SERVER_EPHEMERAL_ENABLED="false")
+    del env["PATCHFLOW_HOME"]  # the home named by the root option is the one looked at
     started = time.monotonic()
-    done = _cli(env, "sync", "local")
+    done = _cli(env, "--home", str(home), "sync", "local")
     took = time.monotonic() - started
     assert done.returncode == 0, (done.stdout, done.stderr)
     assert TEMPORARY_NOTICE not in done.stderr
@@ -135,7 +137,6 @@ def test_a_stale_pid_file_is_not_taken_for_a_server(sqlite_home: Path) -> None:
     assert prefect_env.home_server_url(wait=0.5) is None  # gone
 
 
-@pytest.mark.slow
 def test_shipped_prefect_yaml_deploys_and_a_process_worker_runs_it(
         served_home: tuple[Path, str], tmp_path: Path) -> None:
     """The documented recipe, as shipped: `prefect deploy --all` from the checkout with the
@@ -173,3 +174,52 @@ def test_shipped_prefect_yaml_deploys_and_a_process_worker_runs_it(
     ((status, run_id),) = _query(url, "SELECT sync_status, sync_flow_run_id FROM patch_servers")
     assert (status, run_id) == ("Successful", run["id"])
     assert _query(url, "SELECT COUNT(*) FROM patches")[0][0] > 0
+
+
+def test_stopping_a_cli_sync_that_reports_to_the_homes_server(
+        served_home: tuple[Path, str]) -> None:
+    """`sync NAME --stop` now reaches the home's Prefect server too: it must not force a
+    Cancelling state onto a run that a CLI process runs in-process (nothing would kill it);
+    the run sees the stop flag, ends Stopped in patchflow and Completed in Prefect."""
+    import json
+
+    from tests.httpserver import serve_files
+
+    home, api = served_home
+    env = _env(home, PREFECT_SERVER_EPHEMERAL_ENABLED="false")
+    url = env["PATCHFLOW_DATABASE_URL"]
+    with serve_files() as upstream:
+        docs = []
+        for month in ("Jan", "Feb", "Mar", "Apr", "May", "Jun"):
+            upstream.files[f"/cvrf/v3.0/cvrf/2026-{month}"] = \
+                (MSRC_DIR / "2026-Sep.json").read_bytes()
+            docs.append({"ID": f"2026-{month}", "CurrentReleaseDate": "2026-09-08T07:00:00Z",
+                         "CvrfUrl": f"{upstream.url}/cvrf/v3.0/cvrf/2026-{month}"})
+        upstream.files["/cvrf/v3.0/updates"] = json.dumps({"value": docs}).encode()
+        upstream.delay = 3.0
+        added = _cli(env, "server", "add", "slow", "--host", "localhost", "--msrc-source",
+                     f"{upstream.url}/cvrf/v3.0/", "--winget-source", "none")
+        assert added.returncode == 0, added.stderr
+        sync = subprocess.Popen([sys.executable, "-m", "cli.main", "sync", "slow"], cwd=ROOT,
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        try:
+            def syncing() -> bool:
+                rows = _query(url, "SELECT sync_status, sync_message FROM patch_servers "
+                                   "WHERE name = 'slow'")
+                return bool(rows) and rows[0][0] == "Running" and \
+                    "MSRC document" in (rows[0][1] or "")
+
+            _wait("the sync to be under way", syncing)
+            stop = _cli(env, "sync", "slow", "--stop")
+            assert stop.returncode == 0, stop.stderr
+            out, err = sync.communicate(timeout=120)
+        finally:
+            if sync.poll() is None:
+                sync.kill()
+                sync.wait()
+    ((status, run_id),) = _query(url, "SELECT sync_status, sync_flow_run_id FROM patch_servers "
+                                      "WHERE name = 'slow'")
+    assert status == "Stopped", (out, err)
+    state = httpx.get(f"{api}/flow_runs/{run_id}", timeout=10).json()["state"]
+    assert state["type"] == "COMPLETED", state

@@ -19,8 +19,9 @@ import pytest
 
 from models.db import session_scope
 from patchflow import config
-from patchflow.missing_query import MissingFilters, load_missing
+from patchflow.missing_query import MissingFilters
 from patchflow.report_data import load_dashboard
+from patchflow.vuln_query import load_rated_missing
 from reports.html import HtmlOptions, render_dashboard, render_email
 from tasks.report import KINDS, build_reports, html_options, load_frames, write_files
 from tests.report_seed import seed_home
@@ -156,7 +157,7 @@ def test_csv_files(cli, sqlite_home: Path, tmp_path: Path) -> None:
                                    formats=("csv",))
     assert not list(run_dir.glob("*.html"))
     with session_scope() as session:
-        expected = load_missing(session, filters.normalized())
+        expected = load_rated_missing(session, filters)
     for report in reports:
         for table in report.tables:
             path = run_dir / f"{table.name}.csv"

@@ -76,7 +76,7 @@ def test_installed_firefox_140_against_catalog_versions(feeds) -> None:
 
 
 def test_esr_and_release_kept_apart(feeds) -> None:
-    ranges, views = feeds
+    ranges, _ = feeds
     esr = _of(ranges, "mozilla:firefox_esr")
     release = _of(ranges, "mozilla:firefox")
     # CVE-2025-4918 was fixed in Firefox 138.0.4 and ESR 128.10.1 (mfsa2025-36 and -37).
@@ -125,3 +125,13 @@ def test_bounds_and_scores() -> None:
     assert risk_score("Critical", None, False, None, TODAY, TODAY - dt.timedelta(days=90)) == 55
     assert risk_score("Critical", 10.0, True, dt.date(2020, 1, 1), TODAY,
                       dt.date(2020, 1, 1)) == 100
+
+
+def test_unknown_versions_from_a_frame_are_unspecified(feeds) -> None:
+    # Missing-pair frames carry an unknown installed version as NaN, which is truthy.
+    ranges, views = feeds
+    for installed, available in ((float("nan"), "140.0"), ("138.0", float("nan")), ("  ", "1")):
+        rating = rate_pair("mozilla:firefox", _of(ranges, "mozilla:firefox"), views,
+                           installed, available, "Firefox", TODAY)  # type: ignore[arg-type]
+        assert rating.severity == "Unspecified"
+        assert "version unknown" in rating.explain

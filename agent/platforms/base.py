@@ -18,7 +18,7 @@ class Platform(Protocol):
         """The host name to enroll with."""
 
     def collect_inventory(self) -> dict[str, Any]:
-        """An inventory document in the contract schema (patchflow.inventory)."""
+        """An inventory document in the contract schema (agent/schema.py)."""
 
     def install(self, job: dict[str, Any], path: Path | None) -> tuple[int, str]:
         """Install silently; (exit code, output worth reporting). `path` is the downloaded,

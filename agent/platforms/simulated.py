@@ -21,11 +21,16 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
 
+from agent.schema import check
+
 SIMULATE = "simulate"
+FAULT_VARIABLE = "PATCHFLOW_FAULT_POINT"  # patchflow/faults.py: the same named crash points
+_fault_hits: dict[str, int] = {}
 _APPLIED = {0, 3010, 1641}
 
 
@@ -64,12 +69,10 @@ class SimulatedPlatform:
         return str(self.load_inventory().get("hostname", "")).upper()
 
     def collect_inventory(self) -> dict[str, Any]:
-        from patchflow.inventory import validate_documents
-
         doc = self.load_inventory()
         doc.pop(SIMULATE, None)
         try:
-            validate_documents(doc)
+            check(doc)
         except ValueError as exc:
             raise InventoryFileError(f"{self.inventory_path}: {exc}") from None
         now = dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")
@@ -78,9 +81,7 @@ class SimulatedPlatform:
     def install(self, job: dict[str, Any], path: Path | None) -> tuple[int, str]:
         behaviour = self.load_inventory().get(SIMULATE) or {}
         seconds = float(behaviour.get("install_seconds") or 0)
-        from patchflow import faults
-
-        faults.point("agent.installing")  # test hook: the agent dies mid-install
+        fault_point("agent.installing")  # test hook: the agent dies mid-install
         if seconds > 0:
             time.sleep(seconds)
         doc = self.load_inventory()  # as it is now, after the "work"
@@ -125,23 +126,25 @@ def exit_code_for(codes: dict[str, Any], job: dict[str, Any]) -> int:
 
 def apply_install(doc: dict[str, Any], job: dict[str, Any]) -> None:
     """What the real installer would leave in the registry: the program at the new version, or
-    the KB. An upgrade replaces the entry the scan matched (see `installed_entry`), as Windows
-    does, instead of adding a second entry beside the old one; the entry takes the installer's
-    display name of the same name family, or keeps its name with the version replaced."""
+    the KB. An upgrade replaces the entry the server names in the job's `program.replaces` (the
+    one the scan matched), as Windows does, instead of adding a second entry beside it; the
+    entry takes `program.name` (the installer's display name) or keeps its name with the
+    version replaced; a new entry takes `program.name`, else the installer's first display
+    name."""
     patch = job.get("patch") or {}
     installer = job.get("installer") or {}
+    target = job.get("program") or {}
     today = dt.date.today().isoformat()
     if patch.get("package_id") and patch.get("version"):
         version = str(patch["version"])
         arch = _arch_of(installer.get("arch"))
         programs = doc.setdefault("programs", [])
-        names = [str(n) for n in installer.get("display_names") or [] if n]
-        entry = installed_entry(programs, patch, installer)
+        name = str(target["name"]) if target.get("name") else None
+        entry = installed_entry(programs, target.get("replaces"))
         if entry is not None:
             old = str(entry.get("version") or "")
-            same = [n for n in names if _family(n) == _family(entry.get("name"))]
-            if same:
-                entry["name"] = same[0]
+            if name:
+                entry["name"] = name
             elif old and old in str(entry.get("name", "")):
                 entry["name"] = str(entry["name"]).replace(old, version)
             entry["version"] = version
@@ -152,9 +155,10 @@ def apply_install(doc: dict[str, Any], job: dict[str, Any]) -> None:
                     entry[key] = installer[key]
         else:
             package = str(patch.get("package_name") or patch.get("title") or patch["package_id"])
-            own = [n for n in names if _family(n) in _package_families(patch)] or names
+            shown = [str(n) for n in installer.get("display_names") or [] if n]
             programs.append({
-                "name": own[0] if own else f"{package} {version}", "version": version,
+                "name": name or (shown[0] if shown else f"{package} {version}"),
+                "version": version,
                 "publisher": patch.get("vendor"), "product_code": installer.get("product_code"),
                 "upgrade_code": installer.get("upgrade_code"), "arch": arch,
                 "scope": "machine", "install_date": today})
@@ -164,60 +168,31 @@ def apply_install(doc: dict[str, Any], job: dict[str, Any]) -> None:
             updates.append({"kb": patch["kb"], "installed_on": today})
 
 
-def installed_entry(programs: list[dict[str, Any]], patch: dict[str, Any],
-                    installer: dict[str, Any]) -> dict[str, Any] | None:
-    """The program entry an install of this package updates, matched like the scan matches,
-    always of the installer's architecture: the same ProductCode or UpgradeCode; else the
-    package's name family (version, architecture and locale taken out, so "Mozilla Firefox
-    (x64 en-US)" is of "Mozilla Firefox (en-US)") with agreeing publishers; else the family of
-    one of the installer's display names. Among several, the highest version: the copy in use,
-    which the scan judged."""
-    from applicability.names import (
-        infer_arch,
-        normalize_code,
-        normalize_publisher,
-        publishers_agree,
-    )
-    from sources.versions import version_key
-
-    arch = _arch_of(installer.get("arch"))
-    codes = {normalize_code(installer.get(k)) for k in ("product_code", "upgrade_code")}
-    codes.discard(None)
-    package = _package_families(patch)
-    display = {_family(n) for n in installer.get("display_names") or []} - {""}
-    vendor = normalize_publisher(patch.get("vendor"))
-
-    def rank(program: dict[str, Any]) -> int | None:
-        own = _arch_of(program.get("arch")) or infer_arch(program.get("name"))
-        if arch is not None and own is not None and own != arch:
-            return None
-        if codes & {normalize_code(program.get(k)) for k in ("product_code", "upgrade_code")}:
-            return 0
-        if not publishers_agree(normalize_publisher(program.get("publisher")), vendor):
-            return None
-        family = _family(program.get("name"))
-        return 1 if family in package else 2 if family in display else None
-
-    ranked = [(r, p) for p in programs if isinstance(p, dict) and (r := rank(p)) is not None]
-    if not ranked:
+def installed_entry(programs: list[Any], replaces: Any) -> dict[str, Any] | None:
+    """The inventory entry the server named: the same name, version and architecture (and
+    ProductCode when it gave one), compared as stored; no entry when it named none."""
+    if not isinstance(replaces, dict) or not replaces.get("name"):
         return None
-    best = min(r for r, _p in ranked)
-    return max((p for r, p in ranked if r == best),
-               key=lambda p: version_key(str(p.get("version") or "")))
-
-
-def _package_families(patch: dict[str, Any]) -> set[str]:
-    return {f for f in (_family(patch.get("package_name")), _family(patch.get("title"))) if f}
-
-
-def _family(name: object) -> str:
-    """The scan's match key of a display name (applicability.names, loaded only when an
-    install is simulated: the agent itself does not need the scan's modules)."""
-    from applicability.names import normalize_name
-
-    return normalize_name(name)
+    keys = [k for k in ("name", "version", "arch", "product_code") if replaces.get(k)]
+    for program in programs:
+        if isinstance(program, dict) and all(
+                str(program.get(k) or "") == str(replaces[k]) for k in keys):
+            return program
+    return None
 
 
 def _arch_of(value: object) -> str | None:
     arch = str(value or "").strip().lower()
     return arch if arch in ("x64", "x86", "arm64") else None
+
+
+def fault_point(name: str) -> None:
+    """The fault suite's crash point (patchflow/faults.py, which the agent cannot import):
+    when PATCHFLOW_FAULT_POINT names this point, the process dies here without cleanup."""
+    target, _, nth = os.environ.get(FAULT_VARIABLE, "").partition("@")
+    if target != name:
+        return
+    _fault_hits[name] = _fault_hits.get(name, 0) + 1
+    if _fault_hits[name] >= int(nth or 1):
+        os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))
+        os._exit(137)

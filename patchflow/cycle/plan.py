@@ -20,11 +20,12 @@ from models.base import utcnow
 from patchflow.approval_policy import approved_set
 from patchflow.approval_rules import load_facts, load_manual, load_specs
 from patchflow.approvals import declined_set
+from patchflow.cycle import rings
 from patchflow.errors import UserError
 from patchflow.fleet.tree import Tree
 from patchflow.install.eula import patch_label, unaccepted
 
-RING = "all"  # one ring until rings exist: every endpoint of the policy
+RING = "all"  # the one ring of a policy without rings: every endpoint of the policy
 
 
 @dataclass
@@ -33,6 +34,8 @@ class Plan:
     pairs: list[tuple[int, int]] = field(default_factory=list)  # (patch_id, endpoint_id)
     notes: list[str] = field(default_factory=list)
     endpoints: int = 0
+    # Ring by ring, in order: [{"name", "delay_minutes", "min_success_rate", "pairs"}].
+    rings: list[dict[str, Any]] = field(default_factory=list)
 
 
 def get_policy(session: Session, name: str) -> Policy:
@@ -70,6 +73,17 @@ def build_plan(session: Session, policy: Policy, today: dt.date | None = None) -
         plan.notes.append(f"{len(roaming)} roaming endpoint(s) left out: install on them "
                           "deliberately (`patchflow install now`)")
     endpoints = [e for e in endpoints if not e.roaming]
+    tree = Tree.load(session)
+    specs = rings.load(session, policy.id) or [rings.RingSpec(RING, frozenset())]
+    ring_of = {e.id: rings.ring_of(_chain(tree, e.group_id), specs) if specs[0].group_ids
+               else RING for e in endpoints}
+    outside = [e for e in endpoints if ring_of[e.id] is None]
+    if outside:
+        plan.notes.append(f"{len(outside)} endpoint(s) in no ring left out: "
+                          + ", ".join(e.hostname for e in outside[:10]))
+    endpoints = [e for e in endpoints if ring_of[e.id] is not None]
+    plan.rings = [{"name": r.name, "delay_minutes": r.delay_minutes,
+                   "min_success_rate": r.min_success_rate, "pairs": []} for r in specs]
     plan.endpoints = len(endpoints)
     if not endpoints:
         return plan
@@ -82,7 +96,7 @@ def build_plan(session: Session, policy: Policy, today: dt.date | None = None) -
             .where(MissingPatch.endpoint_id.in_(ids[start:start + 2000]))).tuples().all())
     missing = [(p, e) for p, e in missing if p not in declined]
     facts = {f.id: f for f in load_facts(session, {p for p, _e in missing})}
-    manual, rules, tree = load_manual(session), load_specs(session), Tree.load(session)
+    manual, rules = load_manual(session), load_specs(session)
     group_of = {e.id: e.group_id for e in endpoints}
     approved_by_group: dict[int | None, dict[int, Any]] = {}
     for gid in set(group_of.values()):
@@ -110,15 +124,21 @@ def build_plan(session: Session, policy: Policy, today: dt.date | None = None) -
         plan.notes.append("EULA not accepted, not installed: "
                           + ", ".join(patch_label(blocked[p]) for p in approved_blocked))
     names = {e.id: e.hostname for e in endpoints}
-    for patch_id in sorted(by_patch, key=lambda p: facts[p].label):
-        f = facts[patch_id]
-        hosts = sorted(by_patch[patch_id], key=lambda e: names[e])
-        plan.rows.append({
-            "ring": RING, "patch": f.label, "patch_id": patch_id,
-            "kb": f.label if f.package_id is None and f.label.upper().startswith("KB") else None,
-            "package_id": f.package_id, "endpoints": [names[e] for e in hosts],
-            "why": "; ".join(why[patch_id]),
-            "deadline": deadline[patch_id].isoformat() if deadline.get(patch_id) else None,
-        })
-        plan.pairs.extend((patch_id, e) for e in hosts)
+    for ring in plan.rings:
+        for patch_id in sorted(by_patch, key=lambda p: facts[p].label):
+            f = facts[patch_id]
+            hosts = sorted((e for e in by_patch[patch_id] if ring_of[e] == ring["name"]),
+                           key=lambda e: names[e])
+            if not hosts:
+                continue
+            plan.rows.append({
+                "ring": ring["name"], "patch": f.label, "patch_id": patch_id,
+                "kb": f.label if f.package_id is None and f.label.upper().startswith("KB")
+                else None,
+                "package_id": f.package_id, "endpoints": [names[e] for e in hosts],
+                "why": "; ".join(why[patch_id]),
+                "deadline": deadline[patch_id].isoformat() if deadline.get(patch_id) else None,
+            })
+            ring["pairs"].extend((patch_id, e) for e in hosts)
+            plan.pairs.extend((patch_id, e) for e in hosts)
     return plan

@@ -34,20 +34,29 @@ PLAN_COLUMNS = ["Ring", "Patch", "Endpoints", "Hosts", "Why approved"]
 
 
 def run_summary(policy: str, dry_run: bool, plan: list[dict[str, Any]],
-                install: dict[str, Any] | None, flagged: list[dict[str, Any]]) -> dict[str, Any]:
-    """The run's own summary figures (per ring; one ring until rings exist)."""
-    pairs = sum(len(p["endpoints"]) for p in plan)
-    figures: dict[str, Any] = {
-        "ring": "all", "approved_patches": len(plan), "approved_pairs": pairs,
-        "installed": 0, "failed": 0, "pending_reboot": 0, "still_missing": len(flagged),
-    }
-    if install:
-        figures.update(installed=install.get("succeeded", 0) + install.get("reboot_pending", 0),
-                       failed=install.get("failed", 0),
-                       pending_reboot=install.get("reboot_pending", 0))
-    text = (f"policy {policy}: {len(plan)} patch(es) approved for {pairs} install(s)"
+                rings: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run's own summary, per ring. `rings`: [{"ring", "install": the install flow's
+    summary or None, "flagged": items installed but still missing, "note": why not run}]."""
+    out: list[dict[str, Any]] = []
+    for ring in rings:
+        rows = [p for p in plan if p["ring"] == ring["ring"]]
+        install = ring.get("install") or {}
+        out.append({
+            "ring": ring["ring"], "approved_patches": len(rows),
+            "approved_pairs": sum(len(p["endpoints"]) for p in rows),
+            "installed": install.get("succeeded", 0) + install.get("reboot_pending", 0),
+            "failed": install.get("failed", 0), "pending_reboot": install.get("reboot_pending", 0),
+            "still_missing": len(ring.get("flagged") or []), "note": ring.get("note"),
+        })
+    total = {k: sum(r[k] for r in out) for k in ("approved_pairs", "installed", "failed",
+                                                  "pending_reboot", "still_missing")}
+    text = (f"policy {policy}: {len({p['patch'] for p in plan})} patch(es) approved for "
+            f"{total['approved_pairs']} install(s)"
             + ("; dry run, nothing installed" if dry_run else
-               f"; {figures['installed']} installed, {figures['failed']} failed, "
-               f"{figures['pending_reboot']} pending reboot, {figures['still_missing']} "
+               f"; {total['installed']} installed, {total['failed']} failed, "
+               f"{total['pending_reboot']} pending reboot, {total['still_missing']} "
                "installed but still missing"))
-    return {"text": text, "rings": [figures]}
+    halted = [r for r in out if r["note"] and "halted" in r["note"]]
+    if halted:
+        text += f"; halted before ring {halted[0]['ring']}"
+    return {"text": text, "rings": out}

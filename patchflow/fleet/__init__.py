@@ -3,18 +3,22 @@
 The CLI, the agent API and the admin API all call these functions, so a rule (a token's uses, a
 secret kept only as a hash, an inventory replaced whole or not at all) holds whichever door a
 request came through. Functions take a Session and leave committing to the caller, except the
-agent hot path (`authenticate_agent`), which uses a bare connection because it runs on every poll.
+agent hot path (`authenticate_agent`), which uses a bare connection because it runs on every poll,
+and answers from the in-process cache (`agent_cache`) whenever it can.
 
 Extension points for later layers: `INVENTORY_HOOKS` (called with endpoint ids after an inventory
 is committed) and `JOB_HANDLERS` (what the agent API's job routes call).
 """
 
+from patchflow.fleet.agent_cache import CachedAgent, forget_agents, work_changed
 from patchflow.fleet.agents import (
     TOUCH_INTERVAL,
     AgentIdentity,
     Enrollment,
     authenticate_agent,
+    cached_agent,
     enroll,
+    load_agent,
 )
 from patchflow.fleet.endpoints import (
     describe_endpoint,
@@ -32,11 +36,23 @@ from patchflow.fleet.identity import (
 from patchflow.fleet.inventories import (
     INVENTORY_HOOKS,
     Sighting,
+    body_digest,
     import_inventories,
+    remember_stored,
+    requested_digest,
     run_inventory_hooks,
+    store_agent_inventory,
     store_inventory,
+    unchanged_ack,
+    unchanged_inventory,
 )
-from patchflow.fleet.jobs import JOB_HANDLERS, JobHandlers, poll_jobs, record_job_result
+from patchflow.fleet.jobs import (
+    JOB_HANDLERS,
+    JobHandlers,
+    known_idle,
+    poll_jobs,
+    record_job_result,
+)
 from patchflow.fleet.network import DEFAULT_INTERNAL, Network, internal_networks, is_roaming
 from patchflow.fleet.policies import (
     WEEKDAYS,
@@ -70,6 +86,7 @@ __all__ = [
     "TOUCH_INTERVAL",
     "WEEKDAYS",
     "AgentIdentity",
+    "CachedAgent",
     "Conflict",
     "Enrollment",
     "Forbidden",
@@ -85,6 +102,8 @@ __all__ = [
     "approve_all_reenrollments",
     "approve_reenrollment",
     "authenticate_agent",
+    "body_digest",
+    "cached_agent",
     "create_admin_token",
     "create_enrollment_token",
     "db_slot",
@@ -94,27 +113,36 @@ __all__ = [
     "endpoint_policy",
     "enroll",
     "enrollment_token_to_dict",
+    "forget_agents",
     "get_endpoint",
     "get_policy",
     "import_inventories",
     "internal_networks",
     "is_roaming",
+    "known_idle",
     "list_admin_tokens",
     "list_endpoints",
     "list_enrollment_tokens",
     "list_groups",
     "list_policies",
+    "load_agent",
     "move_endpoint",
     "parse_duration",
     "policy_to_dict",
     "poll_jobs",
     "record_job_result",
     "reject_reenrollment",
+    "remember_stored",
+    "requested_digest",
     "revoke_admin_token",
     "revoke_endpoint",
     "revoke_enrollment_token",
     "run_inventory_hooks",
+    "store_agent_inventory",
     "store_inventory",
+    "unchanged_ack",
+    "unchanged_inventory",
     "validate_name",
+    "work_changed",
     "write_transaction",
 ]

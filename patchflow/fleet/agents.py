@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import random
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,6 +18,7 @@ from models import Endpoint, EnrollmentToken
 from models.base import utcnow
 from patchflow import crypto
 from patchflow.errors import UserError
+from patchflow.fleet.agent_cache import CACHE_SECONDS, CachedAgent, agents_of
 from patchflow.fleet.errors import Conflict, Forbidden, Unauthorized
 from patchflow.fleet.identity import pending_name
 from patchflow.fleet.network import Network, is_roaming
@@ -30,6 +33,7 @@ _ENDPOINTS = cast(Table, Endpoint.__table__)
 _CREDENTIALS = select(
     _ENDPOINTS.c.id, _ENDPOINTS.c.hostname, _ENDPOINTS.c.secret_hash, _ENDPOINTS.c.revoked,
     _ENDPOINTS.c.last_seen, _ENDPOINTS.c.last_ip, _ENDPOINTS.c.replaces_endpoint_id,
+    _ENDPOINTS.c.inventory_sha256, _ENDPOINTS.c.inventory_at, _ENDPOINTS.c.reported_hostname,
 ).where(_ENDPOINTS.c.agent_id == bindparam("agent"))
 _TOUCH = update(_ENDPOINTS).where(_ENDPOINTS.c.id == bindparam("endpoint"))
 
@@ -134,6 +138,65 @@ class AgentIdentity:
     pending: bool = False  # enrolled as a re-enrolment not approved yet
 
 
+def _check(agent_id: str | None, secret: str | None) -> str:
+    if not agent_id or not secret or len(agent_id) > 64:
+        raise Unauthorized("missing or malformed agent credentials (X-Agent-Id, Bearer secret)")
+    return agent_id
+
+
+def _verified(entry: CachedAgent | None, secret: str) -> CachedAgent:
+    stored = entry.secret_hash if entry is not None and entry.secret_hash else _DUMMY_HASH
+    if not crypto.token_matches(secret, stored) or entry is None:
+        raise Unauthorized("invalid agent credentials")
+    if entry.revoked:
+        raise Forbidden("agent revoked: re-enroll with a new token")
+    return entry
+
+
+def _touch_due(entry: CachedAgent, ip: str | None, now: dt.datetime) -> bool:
+    return entry.last_seen is None or now - entry.last_seen > TOUCH_INTERVAL or entry.last_ip != ip
+
+
+def _identity(entry: CachedAgent) -> AgentIdentity:
+    return AgentIdentity(entry.endpoint_id, entry.hostname, entry.pending)
+
+
+def cached_agent(engine: Engine, agent_id: str | None, secret: str | None,
+                 ip: str | None = None) -> CachedAgent | None:
+    """The agent from memory, when that alone answers: credentials cached, secret right, not
+    revoked, no last_seen write due. None means "ask `authenticate_agent`" (it never queries;
+    the async routes call it before paying for a worker thread)."""
+    if not agent_id or not secret or len(agent_id) > 64:
+        return None
+    entry = agents_of(engine).get(agent_id)
+    if (entry is None or entry.revoked or _touch_due(entry, ip, utcnow())
+            or not crypto.token_matches(secret, entry.secret_hash or _DUMMY_HASH)):
+        return None
+    return entry
+
+
+def load_agent(engine: Engine, agent_id: str) -> CachedAgent | None:
+    """The credentials row, from memory or one indexed query (then kept for CACHE_SECONDS)."""
+    cache = agents_of(engine)
+    entry = cache.get(agent_id)
+    if entry is not None:
+        return entry
+    with engine.connect() as conn:
+        row = conn.execute(_CREDENTIALS, {"agent": agent_id}).first()
+    if row is None:
+        return None
+    entry = CachedAgent(
+        endpoint_id=row.id, hostname=row.hostname, secret_hash=row.secret_hash or "",
+        revoked=bool(row.revoked), pending=row.replaces_endpoint_id is not None,
+        last_seen=row.last_seen, last_ip=row.last_ip, inventory_sha256=row.inventory_sha256,
+        inventory_at=row.inventory_at, reported_hostname=row.reported_hostname,
+        # Aged by a random part of CACHE_SECONDS: agents that started together do not all
+        # re-read at the same instant (a burst of queries is the p99 tail).
+        loaded=time.monotonic() - random.uniform(0, CACHE_SECONDS / 2))
+    cache.put(agent_id, entry)
+    return entry
+
+
 def authenticate_agent(
     engine: Engine,
     agent_id: str | None,
@@ -143,21 +206,19 @@ def authenticate_agent(
 ) -> AgentIdentity:
     """Check an agent's credentials and note that it was seen; runs on every agent request.
 
-    The secret is compared as a hash with hmac.compare_digest, and an unknown agent id still pays
-    for one comparison, so timing tells an attacker nothing about which part was wrong.
+    The secret is compared as a hash with hmac.compare_digest on every request, cached or not,
+    and an unknown agent id still pays for one comparison, so timing tells an attacker nothing
+    about which part was wrong. The row comes from the in-process cache (agent_cache) when it
+    was read less than CACHE_SECONDS ago: a revocation made in this process applies at once,
+    one made elsewhere (the CLI, another worker) within CACHE_SECONDS.
     """
-    if not agent_id or not secret or len(agent_id) > 64:
-        raise Unauthorized("missing or malformed agent credentials (X-Agent-Id, Bearer secret)")
-    with engine.connect() as conn:
-        row = conn.execute(_CREDENTIALS, {"agent": agent_id}).first()
-        stored = row.secret_hash if row is not None and row.secret_hash else _DUMMY_HASH
-        if not crypto.token_matches(secret, stored) or row is None:
-            raise Unauthorized("invalid agent credentials")
-        if row.revoked:
-            raise Forbidden("agent revoked: re-enroll with a new token")
-        now = utcnow()
-        if row.last_seen is None or now - row.last_seen > TOUCH_INTERVAL or row.last_ip != ip:
-            conn.execute(_TOUCH, {"endpoint": row.id, "last_seen": now, "last_ip": ip,
-                                  "roaming": is_roaming(ip, networks)})
-            conn.commit()
-    return AgentIdentity(row.id, row.hostname, row.replaces_endpoint_id is not None)
+    agent_id = _check(agent_id, secret)
+    assert secret is not None
+    entry = _verified(load_agent(engine, agent_id), secret)
+    now = utcnow()
+    if _touch_due(entry, ip, now):
+        with engine.begin() as conn:
+            conn.execute(_TOUCH, {"endpoint": entry.endpoint_id, "last_seen": now,
+                                  "last_ip": ip, "roaming": is_roaming(ip, networks)})
+        agents_of(engine).update(agent_id, last_seen=now, last_ip=ip)
+    return _identity(entry)

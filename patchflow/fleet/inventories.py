@@ -4,19 +4,29 @@ then the registered hooks (the scan's fast-path rescan) run after the commit."""
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, delete, select, update
+try:
+    import orjson
+except ImportError:  # pragma: no cover - installed with Prefect
+    orjson = None  # type: ignore[assignment]
+from sqlalchemy import Engine, Table, bindparam, delete, func, select, update
 from sqlalchemy.orm import Session
 
+from agent.transport import inventory_digest
 from models import Endpoint, InstalledProgram, InstalledUpdate
 from models.base import utcnow
+from models.db import get_engine
 from patchflow.errors import UserError
+from patchflow.fleet.agent_cache import CachedAgent, agents_of
 from patchflow.fleet.network import Network, is_roaming
+from patchflow.fleet.transactions import write_transaction
 from patchflow.groups import group_by_name
 from patchflow.inventory import Inventory
 
@@ -113,17 +123,24 @@ def store_inventory(
     endpoint_id: int | None = None,
     sighting: Sighting | None = None,
     group_id: int | None = None,
+    digest: str | None = None,
 ) -> int:
     """Replace an endpoint's inventory with `doc` inside the caller's transaction.
 
     endpoint_id is the authenticated agent's endpoint, which keeps its name whatever host name
     the document reports; None means a file import, which finds or creates the endpoint by host
     name. Rows go in with executemany-style bulk inserts: this runs for every upload from every
-    endpoint.
+    endpoint. `digest` is the document's `agent.transport.inventory_digest`, kept so that a later
+    upload naming it is answered "unchanged" (see `unchanged_inventory`).
     """
-    now = utcnow()
     if endpoint_id is None:
         endpoint_id = _endpoint_for_import(session, doc.hostname, group_id)
+    store_many(session, [(doc, endpoint_id, sighting, digest)])
+    return endpoint_id
+
+
+def _endpoint_values(doc: Inventory, sighting: Sighting | None, digest: str | None,
+                     now: dt.datetime) -> dict[str, Any]:
     values: dict[str, Any] = {
         # An agent's document names the host as the machine sees it now. It is recorded, never
         # applied: the endpoint's name is its identity, changed only by (re-)enrolment rules.
@@ -141,25 +158,49 @@ def store_inventory(
         "pending_reboot": doc.pending_reboot,
         "inventory_at": now,
         "collected_at": doc.collected_at or now,
+        # The agent's canonical digest of this document (None for a file import: the next
+        # agent upload is then stored whatever it names).
+        "inventory_sha256": digest,
     }
     if sighting is not None and sighting.ip is not None:
         values.update(last_seen=now, last_ip=sighting.ip,
                       roaming=is_roaming(sighting.ip, sighting.networks))
     elif sighting is None:
         values["last_seen"] = doc.collected_at or now
-    session.execute(_UPDATE_ENDPOINT, {"endpoint": endpoint_id, **values})
-    session.execute(_DELETE_PROGRAMS, {"endpoint": endpoint_id})
-    session.execute(_DELETE_UPDATES, {"endpoint": endpoint_id})
+    return values
+
+
+Upload = tuple[Inventory, int, "Sighting | None", "str | None"]
+
+
+def store_many(session: Session, uploads: Sequence[Upload]) -> None:
+    """Replace the inventories of several endpoints in the caller's transaction, with one
+    DELETE per table and one executemany per table for all of them. An endpoint named twice
+    gets its last document, as if they had been stored one after the other."""
+    now = utcnow()
+    latest = {endpoint_id: (doc, sighting, digest)
+              for doc, endpoint_id, sighting, digest in uploads}
+    ids = sorted(latest)  # one lock order for every batch: no deadlock between two of them
+    for endpoint_id in ids:
+        doc, sighting, digest = latest[endpoint_id]
+        session.execute(_UPDATE_ENDPOINT,
+                        {"endpoint": endpoint_id, **_endpoint_values(doc, sighting, digest, now)})
+    if len(ids) == 1:
+        session.execute(_DELETE_PROGRAMS, {"endpoint": ids[0]})
+        session.execute(_DELETE_UPDATES, {"endpoint": ids[0]})
+    else:
+        session.execute(delete(_PROGRAMS).where(_PROGRAMS.c.endpoint_id.in_(ids)))
+        session.execute(delete(_UPDATES).where(_UPDATES.c.endpoint_id.in_(ids)))
     day = _date_param(session)
     _bulk_insert(session, _PROGRAMS, _PROGRAM_COLUMNS, [
         (endpoint_id, p.name, p.version, p.publisher, p.product_code, p.upgrade_code, p.arch,
          p.scope, day(p.install_date))
-        for p in doc.programs
+        for endpoint_id in ids for p in latest[endpoint_id][0].programs
     ])
     _bulk_insert(session, _UPDATES, _UPDATE_COLUMNS, [
-        (endpoint_id, u.kb, day(u.installed_on)) for u in doc.unique_updates()
+        (endpoint_id, u.kb, day(u.installed_on))
+        for endpoint_id in ids for u in latest[endpoint_id][0].unique_updates()
     ])
-    return endpoint_id
 
 
 def import_inventories(
@@ -175,3 +216,191 @@ def import_inventories(
         seen.add(doc.hostname)
         ids.append(store_inventory(session, doc, group_id=group_id))
     return ids
+
+
+# --- unchanged inventories ---------------------------------------------------------------------
+
+# An unchanged upload rewrites inventory_at and last_seen (one row, one UPDATE) at most this
+# often. Short on purpose: the cycle's verification and the install flow wait for an inventory
+# received after an install finished, and an agent reports right after its results.
+UNCHANGED_TOUCH = dt.timedelta(seconds=1)
+_COUNT_PROGRAMS = (select(func.count()).select_from(_PROGRAMS)
+                   .where(_PROGRAMS.c.endpoint_id == bindparam("endpoint")))
+_COUNT_UPDATES = (select(func.count()).select_from(_UPDATES)
+                  .where(_UPDATES.c.endpoint_id == bindparam("endpoint")))
+_HEX = frozenset("0123456789abcdef")
+
+
+def requested_digest(header: str | None) -> str | None:
+    """The digest an `If-None-Match: "<sha256>"` header names (the first tag of a list; weak or
+    not), or None for anything else: an unusable header is ignored, never an error."""
+    if not header:
+        return None
+    tag = header.split(",", 1)[0].strip().removeprefix("W/").strip('"').lower()
+    return tag if len(tag) == 64 and set(tag) <= _HEX else None
+
+
+def body_digest(body: bytes) -> str | None:
+    """The canonical digest of an accepted body, computed here rather than taken from the
+    header, so a wrong header can never mark a different inventory as the stored one."""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(doc, dict):
+        return None
+    if orjson is None:
+        return inventory_digest(doc)
+    # The same canonical text as the agent's json.dumps(sort_keys, compact, UTF-8), ten times
+    # faster. Should the two ever differ, the digests do not match and every upload is stored
+    # whole: slower, never wrong.
+    doc.pop("collected_at", None)
+    return hashlib.sha256(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def unchanged_ack(entry: CachedAgent, digest: str | None,
+                  now: dt.datetime) -> dict[str, Any] | None:
+    """The answer to an unchanged upload when memory alone gives it (no count to read, no
+    touch due); else None."""
+    if (digest is None or entry.pending or entry.inventory_sha256 != digest
+            or entry.counts is None or _unchanged_touch_due(entry, now)):
+        return None
+    return _ack(entry, entry.counts)
+
+
+def unchanged_inventory(engine: Engine, agent_id: str, entry: CachedAgent, digest: str | None,
+                        sighting: Sighting) -> dict[str, Any] | None:
+    """Answer an upload of the inventory already stored: no parsing, no rows rewritten; only
+    inventory_at/last_seen, at most every UNCHANGED_TOUCH. None: it did change."""
+    if digest is None or entry.pending or entry.inventory_sha256 != digest:
+        return None
+    cache = agents_of(engine)
+    counts = entry.counts
+    now = utcnow()
+    due = _unchanged_touch_due(entry, now)
+    if counts is None or due:
+        with engine.begin() as conn:
+            if counts is None:
+                counts = (int(conn.execute(_COUNT_PROGRAMS, {"endpoint": entry.endpoint_id})
+                              .scalar_one()),
+                          int(conn.execute(_COUNT_UPDATES, {"endpoint": entry.endpoint_id})
+                              .scalar_one()))
+            if due:
+                values: dict[str, Any] = {"inventory_at": now, "last_seen": now}
+                if sighting.ip is not None:
+                    values.update(last_ip=sighting.ip,
+                                  roaming=is_roaming(sighting.ip, sighting.networks))
+                conn.execute(_UPDATE_ENDPOINT, {"endpoint": entry.endpoint_id, **values})
+        if due:
+            cache.update(agent_id, counts=counts, inventory_at=now, last_seen=now,
+                         last_ip=sighting.ip)
+        else:
+            cache.update(agent_id, counts=counts)
+    return _ack(entry, counts)
+
+
+def remember_stored(engine: Engine, agent_id: str, doc: Inventory, digest: str | None,
+                    ip: str | None) -> None:
+    """After the commit: what the unchanged check needs about the inventory just stored."""
+    now = utcnow()
+    agents_of(engine).update(
+        agent_id, inventory_sha256=digest, inventory_at=now, last_seen=now, last_ip=ip,
+        reported_hostname=doc.hostname,
+        counts=(len(doc.programs), len(doc.unique_updates())))
+
+
+def _unchanged_touch_due(entry: CachedAgent, now: dt.datetime) -> bool:
+    return entry.inventory_at is None or now - entry.inventory_at > UNCHANGED_TOUCH
+
+
+def _ack(entry: CachedAgent, counts: tuple[int, int]) -> dict[str, Any]:
+    return {"hostname": entry.hostname,
+            "reported_hostname": entry.reported_hostname or entry.hostname,
+            "programs": counts[0], "updates": counts[1], "unchanged": True}
+
+
+# --- group commit (MariaDB) --------------------------------------------------------------------
+
+
+@dataclass
+class _Pending:
+    upload: Upload
+    done: bool = False
+    error: BaseException | None = None
+
+
+class InventoryBatcher:
+    """Concurrent agent uploads stored together: one transaction, one DELETE and one
+    executemany per table for up to MAX_BATCH agents, instead of five statements and a commit
+    (a log flush) each. The thread that finds no batch being written writes the waiting ones,
+    its own among them; the others wait for theirs. If a batch fails, its uploads are stored one
+    by one, so one bad upload fails alone."""
+
+    MAX_BATCH = 32
+
+    def __init__(self, url: str | None) -> None:
+        self.url = url
+        self._cond = threading.Condition()
+        self._queue: list[_Pending] = []
+        self._writing = False
+
+    def store(self, upload: Upload) -> None:
+        mine = _Pending(upload)
+        with self._cond:
+            self._queue.append(mine)
+        while True:
+            with self._cond:
+                while not mine.done and self._writing:
+                    self._cond.wait()
+                if mine.done:
+                    break
+                self._writing = True
+                batch = self._queue[:self.MAX_BATCH]
+                del self._queue[:self.MAX_BATCH]
+            try:
+                self._write(batch)
+            finally:
+                with self._cond:
+                    self._writing = False
+                    self._cond.notify_all()
+        if mine.error is not None:
+            raise mine.error
+
+    def _write(self, batch: list[_Pending]) -> None:
+        try:
+            write_transaction(self.url, lambda session: store_many(
+                session, [p.upload for p in batch]))
+        except Exception as exc:
+            if len(batch) == 1:
+                batch[0].error = exc
+                batch[0].done = True
+                return
+            for pending in batch:
+                try:
+                    write_transaction(self.url, lambda session, p=pending: store_many(
+                        session, [p.upload]))
+                except Exception as single:
+                    pending.error = single
+                pending.done = True
+            return
+        for pending in batch:
+            pending.done = True
+
+
+_BATCHERS: dict[str, InventoryBatcher] = {}
+_BATCHERS_LOCK = threading.Lock()
+
+
+def store_agent_inventory(url: str, doc: Inventory, endpoint_id: int, sighting: Sighting,
+                          digest: str | None) -> None:
+    """An agent's upload, committed on return: batched with concurrent ones on MariaDB, where
+    each commit is a round trip and a log flush; on SQLite one transaction in the writer queue
+    (one writer at a time whatever we do)."""
+    upload: Upload = (doc, endpoint_id, sighting, digest)
+    engine = get_engine(url)
+    if engine.dialect.name != "mysql":
+        write_transaction(url, lambda session: store_many(session, [upload]))
+        return
+    with _BATCHERS_LOCK:
+        batcher = _BATCHERS.setdefault(url, InventoryBatcher(url))
+    batcher.store(upload)

@@ -39,5 +39,16 @@ def poll_jobs(endpoint_id: int) -> list[dict[str, Any]]:
     return JOB_HANDLERS.poll(endpoint_id)
 
 
+def known_idle(url: str, endpoint_id: int) -> bool:
+    """True when polling would certainly find nothing, known without a query: the install
+    engine's work index is fresh and lists no work for the endpoint. Always False while a test
+    has swapped the poll handler."""
+    if JOB_HANDLERS.poll is not _install_poll:
+        return False
+    from patchflow.install.agent_jobs import known_idle as install_known_idle
+
+    return install_known_idle(url, endpoint_id)
+
+
 def record_job_result(endpoint_id: int, job_id: int, result: dict[str, Any]) -> None:
     JOB_HANDLERS.result(endpoint_id, job_id, result)

@@ -2,9 +2,11 @@
 `POST /api/v1/agent/jobs/{id}/result` (patchflow.fleet.jobs calls these).
 
 To an agent, a "job" is one install job item: one patch for this endpoint, with where to get
-the file, its SHA-256, the installer type and switches, and whether it may restart. Polling is
-the fleet's hot path (every agent, every minute), so the no-work answer is one indexed query on
-a bare connection.
+the file, its SHA-256, the installer type and switches, whether it may restart, and for a
+package the installed program it upgrades (patchflow/install/upgrades.py). Polling is
+the fleet's hot path (every agent, every minute), so the no-work answer comes from the in-memory
+work index (patchflow.fleet.agent_cache): one query a few seconds for the whole fleet, none per
+poll.
 
 Results are recorded idempotently: the agent puts a `result_id` (and the attempt it ran) in
 `details`; a final result whose id is already stored is acknowledged and ignored, so a result
@@ -21,15 +23,17 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, select
 from sqlalchemy.orm import Session
 
-from models import InstallJob, Patch, PatchInstaller
+from models import InstalledProgram, InstallJob, Patch, PatchInstaller
 from models.base import utcnow
 from models.db import get_engine
 from patchflow import config
 from patchflow.errors import NotFoundError
+from patchflow.fleet.agent_cache import work_of
 from patchflow.fleet.transactions import db_slot, write_transaction
 from patchflow.install import states as st
 from patchflow.install.installers import WUA, file_name_of
 from patchflow.install.items import ITEMS, transition
+from patchflow.install.upgrades import program_target
 from sources.filters import package_name
 
 log = logging.getLogger(__name__)
@@ -44,11 +48,30 @@ _POLL = (
     .order_by(ITEMS.c.id)
 )
 MAX_JOBS_PER_POLL = 20
+# Every endpoint with something to poll for, in one query for the whole fleet (agent_cache).
+_WITH_WORK = (
+    select(ITEMS.c.endpoint_id).distinct()
+    .join(JOBS, JOBS.c.id == ITEMS.c.job_id)
+    .where(ITEMS.c.state == st.DISPATCHED, JOBS.c.status == st.JOB_RUNNING)
+)
+
+
+def endpoints_with_work(url: str) -> set[int]:
+    with db_slot(url), get_engine(url).connect() as conn:
+        return set(conn.scalars(_WITH_WORK))
+
+
+def known_idle(url: str, endpoint_id: int) -> bool:
+    """True when the in-memory work index, fresh, says this endpoint has nothing to do."""
+    return work_of(get_engine(url)).known_idle(endpoint_id)
 
 
 def poll(endpoint_id: int) -> list[dict[str, Any]]:
-    """The items dispatched to this endpoint, as the agent runs them."""
+    """The items dispatched to this endpoint, as the agent runs them. An endpoint the work
+    index says is idle costs no query (see patchflow.fleet.agent_cache)."""
     url = config.database_url()  # the slot is shared with the route's authentication
+    if not work_of(get_engine(url)).has_work(endpoint_id, lambda: endpoints_with_work(url)):
+        return []
     with db_slot(url), get_engine(url).connect() as conn:
         rows = conn.execute(_POLL, {"endpoint": endpoint_id}).fetchmany(MAX_JOBS_PER_POLL)
         if not rows:
@@ -62,7 +85,14 @@ def poll(endpoint_id: int) -> list[dict[str, Any]]:
                    PatchInstaller.sha256, PatchInstaller.arch, PatchInstaller.product_code,
                    PatchInstaller.upgrade_code, PatchInstaller.apps_and_features)
             .where(PatchInstaller.patch_id.in_(patch_ids)).order_by(PatchInstaller.id))))
-    return [_payload(row, patches[row.patch_id], installers.of(row)) for row in rows]
+        programs: list[dict[str, Any]] = []
+        if any(p.package_id for p in patches.values()):
+            programs = [dict(p._mapping) for p in conn.execute(
+                select(InstalledProgram.name, InstalledProgram.version,
+                       InstalledProgram.publisher, InstalledProgram.product_code,
+                       InstalledProgram.upgrade_code, InstalledProgram.arch)
+                .where(InstalledProgram.endpoint_id == endpoint_id))]
+    return [_payload(row, patches[row.patch_id], installers.of(row), programs) for row in rows]
 
 
 class Installers:
@@ -84,7 +114,8 @@ class Installers:
         return self.by_hash.get((item.patch_id, (item.content_sha256 or "").lower()))
 
 
-def _payload(row: Any, patch: Any, catalog: Any | None) -> dict[str, Any]:
+def _payload(row: Any, patch: Any, catalog: Any | None,
+             programs: list[dict[str, Any]]) -> dict[str, Any]:
     patch_info = {"id": patch.id, "kb": patch.kb, "package_id": patch.package_id,
                   "version": patch.version, "title": patch.title, "vendor": patch.vendor,
                   "package_name": package_name(patch.title, patch.version)
@@ -110,9 +141,14 @@ def _payload(row: Any, patch: Any, catalog: Any | None) -> dict[str, Any]:
             "upgrade_code": catalog.upgrade_code if catalog is not None else None,
             "display_names": names,
         }
-    return {"id": row.id, "job_id": row.job_id, "kind": "install", "attempt": row.attempts,
-            "allow_restart": bool(row.allow_restart), "patch": patch_info,
-            "installer": installer}
+    job = {"id": row.id, "job_id": row.job_id, "kind": "install", "attempt": row.attempts,
+           "allow_restart": bool(row.allow_restart), "patch": patch_info,
+           "installer": installer}
+    if patch.package_id and row.installer_type != WUA:
+        # The installed entry this upgrade replaces, found with the scan's rules, so that an
+        # agent simulating the install needs none of the scan's modules.
+        job["program"] = program_target(programs, patch_info, installer)
+    return job
 
 
 def record_result(endpoint_id: int, item_id: int, result: dict[str, Any]) -> None:

@@ -19,8 +19,8 @@ from models.base import utcnow
 from patchflow.errors import NotFoundError, UserError
 from patchflow.install import states as st
 from patchflow.install.eula import refuse_unaccepted
-from patchflow.install.outcome import job_outcome
 from patchflow.install.items import ITEMS, add_events, chunks, event, move_many
+from patchflow.install.outcome import job_outcome
 from patchflow.install.selection import pairs_for
 from patchflow.install.settings import InstallSettings
 

@@ -89,7 +89,7 @@ def refresh(request: Request) -> Response:
     def work() -> str:
         with db(request) as session:
             dropped = inst.refresh_selection(session)
-        return f"Cleared the selection ({dropped} pairs)."
+        return f"Cleared the selection ({plural(dropped, 'pair')})."
 
     return act(_back(request), work)
 
@@ -205,8 +205,8 @@ def apply_selection(request: Request, patch_id: DbId) -> Response:
             inst.unselect_pairs(session, str(patch_id), endpoints=dropped or None)
         selected = inst.install_show(session, str(patch_id))["endpoints_selected"]
         total = len(inst.selection_rows(session))
-    message = f"{selected} of {shown['endpoints_affected']} endpoints selected for " \
-              f"{shown['patch']}."
+    message = f"{selected} of {plural(shown['endpoints_affected'], 'endpoint')} selected " \
+              f"for {shown['patch']}."
     if wants_json(request):
         return JSONResponse({"selected": selected, "affected": shown["endpoints_affected"],
                              "total_selected": total, "note": note, "message": message})

@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from sqlalchemy.orm import Session
 
-from patchflow import fleet
+from patchflow import audit, fleet
 from patchflow import servers as server_svc
 from patchflow.errors import UserError
 from server.console.core import (
@@ -23,6 +23,7 @@ from server.console.core import (
     form_of,
     redirect,
     render,
+    user_of,
 )
 
 router = APIRouter(route_class=ConsoleRoute)
@@ -126,6 +127,7 @@ def add_policy(request: Request) -> Response:
         try:
             with db(request) as session:
                 _policy, notes = fleet.add_policy(session, name, opts)
+                audit.record(session, user_of(request), "policy.add", name)
         except UserError as exc:
             errors = field_errors(exc, POLICY_FIELDS)
     if errors:
@@ -149,6 +151,7 @@ def edit_policy(request: Request, name: str) -> Response:
         try:
             with db(request) as session:
                 _policy, notes = fleet.edit_policy(session, name, opts)
+                audit.record(session, user_of(request), "policy.edit", name)
         except UserError as exc:
             errors = field_errors(exc, POLICY_FIELDS)
     if errors:
@@ -168,6 +171,7 @@ def delete_policy(request: Request, name: str) -> Response:
     def work() -> str:
         with db(request) as session:
             fleet.delete_policy(session, name)
+            audit.record(session, user_of(request), "policy.delete", name)
         return f"Deleted policy {name}."
 
     return act("/console/policies", work)

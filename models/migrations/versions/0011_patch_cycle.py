@@ -81,9 +81,25 @@ def upgrade() -> None:
         sa.Column("message", sa.Text(), nullable=True),
     )
     op.create_index("ix_cycle_runs_policy_id", "cycle_runs", ["policy_id"])
+    op.create_table(
+        "policy_rings",
+        sa.Column("id", sa.Integer(), primary_key=True),
+        sa.Column("policy_id", sa.Integer(),
+                  sa.ForeignKey("policies.id", name="fk_policy_rings_policy_id_policies",
+                                ondelete="CASCADE"), nullable=False),
+        sa.Column("position", sa.Integer(), nullable=False),
+        sa.Column("name", sa.String(64), nullable=False),
+        sa.Column("group_ids", sa.Text(), nullable=False),
+        sa.Column("delay_minutes", sa.Integer(), nullable=False),
+        sa.Column("min_success_rate", sa.Integer(), nullable=False),
+        sa.UniqueConstraint("policy_id", "name", name="uq_policy_rings_policy_id_name"),
+    )
+    op.create_index("ix_policy_rings_policy_id", "policy_rings", ["policy_id"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_policy_rings_policy_id", table_name="policy_rings")
+    op.drop_table("policy_rings")
     op.drop_index("ix_cycle_runs_policy_id", table_name="cycle_runs")
     op.drop_table("cycle_runs")
     op.drop_table("approval_rules")

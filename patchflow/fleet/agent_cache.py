@@ -1,0 +1,236 @@
+"""What the agent hot path keeps in memory: who an agent is, and which endpoints have work.
+
+At fleet scale almost every agent request is a poll with nothing to do, or an inventory that
+did not change. Answering those from memory, with no database query, is what lets one server
+keep up with a hundred thousand agents. Two caches, one set per process:
+
+- `AgentCache`: agent id → the endpoint's credentials row (secret *hash*, revoked, pending) and
+  what the unchanged-inventory check needs (the stored inventory's digest, counts, last times).
+  The presented secret is still hashed and compared in constant time on every request.
+- `WorkIndex`: the set of endpoints with dispatched items of running jobs, read in one query
+  for the whole fleet, so a poll for any other endpoint is answered without a query.
+
+Both are trusted for at most `CACHE_SECONDS`. A change made in this process through a Session
+(revoking, approving or rejecting a re-enrolment, dispatching, cancelling or resuming a job) is
+seen at once: the Session listeners below drop what it affects after the commit. A change made
+by another process (the CLI, a second `serve --workers` worker, a Prefect flow run) is seen
+within `CACHE_SECONDS`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from sqlalchemy import Delete, Engine, Update, event, inspect
+from sqlalchemy.orm import ORMExecuteState, Session
+
+from models import Endpoint, InstallJob, InstallJobItem
+from models.enums import ItemState
+
+# How long another process's revocation, approval or dispatch may go unseen here.
+CACHE_SECONDS = 3.0
+MAX_AGENTS = 500_000  # entries beyond this: the expired ones are dropped
+# Endpoint columns whose change must reach the credentials cache.
+AUTH_COLUMNS = frozenset({"agent_id", "secret_hash", "revoked", "hostname",
+                          "replaces_endpoint_id"})
+WORK_TABLES = frozenset({"install_job_items", "install_jobs"})
+DISPATCHED = ItemState.DISPATCHED.value
+
+
+@dataclass(frozen=True)
+class CachedAgent:
+    endpoint_id: int
+    hostname: str
+    secret_hash: str
+    revoked: bool
+    pending: bool
+    last_seen: dt.datetime | None
+    last_ip: str | None
+    inventory_sha256: str | None
+    inventory_at: dt.datetime | None
+    reported_hostname: str | None
+    counts: tuple[int, int] | None = None  # (programs, unique KBs) of the stored inventory
+    loaded: float = 0.0  # time.monotonic() when read from the database
+
+
+class AgentCache:
+    def __init__(self) -> None:
+        self._agents: dict[str, CachedAgent] = {}
+        self._lock = threading.Lock()
+
+    def get(self, agent_id: str) -> CachedAgent | None:
+        entry = self._agents.get(agent_id)
+        if entry is None or time.monotonic() - entry.loaded > CACHE_SECONDS:
+            return None
+        return entry
+
+    def put(self, agent_id: str, entry: CachedAgent) -> None:
+        with self._lock:
+            if len(self._agents) >= MAX_AGENTS:
+                now = time.monotonic()
+                self._agents = {k: v for k, v in self._agents.items()
+                                if now - v.loaded <= CACHE_SECONDS}
+            self._agents[agent_id] = entry
+
+    def update(self, agent_id: str, **changes: Any) -> None:
+        """Record what this process itself just wrote (a touch, a stored inventory); the entry
+        keeps its load time, so the database is still re-read within CACHE_SECONDS."""
+        with self._lock:
+            entry = self._agents.get(agent_id)
+            if entry is not None:
+                self._agents[agent_id] = replace(entry, **changes)
+
+    def forget(self) -> None:
+        with self._lock:
+            self._agents.clear()
+
+
+class WorkIndex:
+    """Endpoints with something to poll for, refreshed for the whole fleet at most every
+    CACHE_SECONDS (one query, by whichever poll finds it stale) or after a local change."""
+
+    def __init__(self) -> None:
+        self._ids: frozenset[int] = frozenset()
+        self._loaded = float("-inf")
+        self._generation = 0
+        self._lock = threading.Lock()
+
+    def known_idle(self, endpoint_id: int) -> bool:
+        """True when the index is fresh and says no work; never queries."""
+        return self._fresh() and endpoint_id not in self._ids
+
+    def has_work(self, endpoint_id: int, load: Callable[[], set[int]]) -> bool:
+        if not self._fresh():
+            with self._lock:
+                if not self._fresh():
+                    generation = self._generation
+                    ids = frozenset(load())
+                    self._ids = ids
+                    # A dispatch committed while the query ran may be missing from it: keep
+                    # the index stale so the next poll reads again.
+                    if generation == self._generation:
+                        self._loaded = time.monotonic()
+        return endpoint_id in self._ids
+
+    def invalidate(self) -> None:
+        self._generation += 1
+        self._loaded = float("-inf")
+
+    def _fresh(self) -> bool:
+        return time.monotonic() - self._loaded <= CACHE_SECONDS
+
+
+_AGENTS: dict[str, AgentCache] = {}
+_WORK: dict[str, WorkIndex] = {}
+_REGISTRY_LOCK = threading.Lock()
+
+
+def _key(engine: Engine) -> str:
+    return engine.url.render_as_string(hide_password=True)
+
+
+def agents_of(engine: Engine) -> AgentCache:
+    key = _key(engine)
+    cache = _AGENTS.get(key)
+    if cache is None:
+        with _REGISTRY_LOCK:
+            cache = _AGENTS.setdefault(key, AgentCache())
+    return cache
+
+
+def work_of(engine: Engine) -> WorkIndex:
+    key = _key(engine)
+    index = _WORK.get(key)
+    if index is None:
+        with _REGISTRY_LOCK:
+            index = _WORK.setdefault(key, WorkIndex())
+    return index
+
+
+def forget_agents() -> None:
+    """Drop every cached credential (tests that change rows with raw SQL; `reset`)."""
+    for cache in list(_AGENTS.values()):
+        cache.forget()
+
+
+def work_changed() -> None:
+    """Make every work index re-read at the next poll."""
+    for index in list(_WORK.values()):
+        index.invalidate()
+
+
+# --- seeing this process's own changes ---------------------------------------------------------
+
+_AUTH_FLAG = "patchflow.agent_cache.auth"
+_WORK_FLAG = "patchflow.agent_cache.work"
+
+
+def _table_name(statement: Any) -> str | None:
+    table = getattr(statement, "table", None)
+    return getattr(table, "name", None)
+
+
+def _assigned(state: ORMExecuteState) -> dict[str, Any]:
+    """Column name → value an UPDATE assigns (a SQL expression stays an expression)."""
+    values: dict[str, Any] = {}
+    params = state.parameters
+    for row in params if isinstance(params, list) else [params or {}]:
+        values.update({str(k): v for k, v in row.items()})
+    for column, value in (getattr(state.statement, "_values", None) or {}).items():
+        values[str(getattr(column, "key", column))] = getattr(value, "value", value)
+    return values
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _on_execute(state: ORMExecuteState) -> None:
+    statement = state.statement
+    if not isinstance(statement, Update | Delete):
+        return
+    name = _table_name(statement)
+    if name not in WORK_TABLES and name != "endpoints":
+        return
+    values = {} if isinstance(statement, Delete) else _assigned(state)
+    if name == "install_job_items":
+        # Only a move to "dispatched" creates work; results and progress do not.
+        if values.get("state") == DISPATCHED:
+            state.session.info[_WORK_FLAG] = True
+    elif name == "install_jobs":
+        if "status" in values:  # resumed, paused, cancelled
+            state.session.info[_WORK_FLAG] = True
+    elif (isinstance(statement, Delete) or values.keys() & AUTH_COLUMNS
+          # A file import clears the stored digest. An agent upload sets one: the process
+          # that stored it updates its own entry, so that is no reason to drop every agent.
+          or ("inventory_sha256" in values and values["inventory_sha256"] is None)):
+        state.session.info[_AUTH_FLAG] = True
+
+
+@event.listens_for(Session, "after_flush")
+def _on_flush(session: Session, _context: Any) -> None:
+    for obj in [*session.new, *session.dirty, *session.deleted]:
+        if isinstance(obj, InstallJob) or (isinstance(obj, InstallJobItem)
+                                           and obj.state == DISPATCHED):
+            session.info[_WORK_FLAG] = True
+        elif isinstance(obj, Endpoint) and obj not in session.new:  # a new agent: nothing cached
+            attrs = inspect(obj).attrs
+            if obj in session.deleted or any(
+                    attrs[c].history.has_changes() for c in (*AUTH_COLUMNS, "inventory_sha256")):
+                session.info[_AUTH_FLAG] = True
+
+
+@event.listens_for(Session, "after_commit")
+def _on_commit(session: Session) -> None:
+    if session.info.pop(_AUTH_FLAG, False):
+        forget_agents()
+    if session.info.pop(_WORK_FLAG, False):
+        work_changed()
+
+
+@event.listens_for(Session, "after_rollback")
+def _on_rollback(session: Session) -> None:
+    session.info.pop(_AUTH_FLAG, None)
+    session.info.pop(_WORK_FLAG, None)

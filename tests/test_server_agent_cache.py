@@ -1,0 +1,308 @@
+"""The agent channel's fast paths over real HTTPS on loopback, on SQLite and MariaDB: an
+unchanged inventory is answered without writing, an idle poll makes no database query, and
+neither cache hides a dispatch or a revocation (issue 17)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from tests.fixtures.agent.harness import Api, base_inventory, running_api
+
+
+@pytest.fixture(scope="module", params=["sqlite", "mariadb"])
+def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    folder = tmp_path_factory.mktemp(f"agent-cache-{request.param}")
+    with running_api(request.param, folder) as running:
+        yield running
+
+
+@pytest.fixture
+def http(api: Api) -> Iterator[httpx.Client]:
+    from patchflow import fleet
+
+    api.reset()
+    fleet.forget_agents()
+    fleet.work_changed()
+    with api.client() as client:
+        yield client
+
+
+class Statements:
+    """Every statement the server's own engine sends, from a SQLAlchemy event listener."""
+
+    def __init__(self, api: Api) -> None:
+        from models.db import get_engine
+
+        self.engine = get_engine(api.db_url)
+        self.seen: list[str] = []
+        self._lock = threading.Lock()
+
+    def _record(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        with self._lock:
+            self.seen.append(" ".join(statement.split())[:120])
+
+    def __enter__(self) -> Statements:
+        from patchflow.scanning import RESCANS
+
+        # The rescan an earlier upload queued runs in the background: let it finish first.
+        assert RESCANS.wait_idle(30)
+        sa.event.listen(self.engine, "before_cursor_execute", self._record)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        sa.event.remove(self.engine, "before_cursor_execute", self._record)
+
+    def writes(self) -> list[str]:
+        return [s for s in self.seen if s.split(" ", 1)[0].upper() in ("INSERT", "UPDATE",
+                                                                         "DELETE")]
+
+
+def _conditional(headers: dict[str, str], doc: dict[str, Any]) -> dict[str, str]:
+    from agent.transport import inventory_digest
+
+    return {**headers, "If-None-Match": f'"{inventory_digest(doc)}"'}
+
+
+def _program_rows(api: Api) -> list[tuple[int, str]]:
+    from models.db import get_engine
+
+    with get_engine(api.db_url).connect() as conn:
+        return [(r[0], r[1]) for r in conn.execute(
+            sa.text("SELECT id, name FROM installed_programs ORDER BY id"))]
+
+
+def test_unchanged_inventory_is_answered_without_writing(api: Api, http: httpx.Client) -> None:
+    headers = api.enroll(http, "ws-same")
+    doc = base_inventory("ws-same", 4)
+    first = http.put("/api/v1/agent/inventory", headers=_conditional(headers, doc), json=doc)
+    assert first.status_code == 200, first.text
+    assert "unchanged" not in first.json()
+    stored = _program_rows(api)
+    assert len(stored) == 4
+
+    # Collected again later: only collected_at differs, which the digest leaves out.
+    again = {**doc, "collected_at": "2026-12-01T09:30:00Z"}
+    with Statements(api) as statements:
+        for _ in range(3):
+            response = http.put("/api/v1/agent/inventory",
+                                headers=_conditional(headers, again), json=again)
+            assert response.status_code == 200, response.text
+            assert response.json() == {"hostname": "WS-SAME", "reported_hostname": "WS-SAME",
+                                       "programs": 4, "updates": 2, "unchanged": True}
+    # At most the one-row refresh of inventory_at/last_seen (once a second): no row of the
+    # inventory is deleted or inserted.
+    assert all(w.upper().startswith("UPDATE ENDPOINTS SET") for w in statements.writes())
+    assert len(statements.writes()) <= 3
+    assert _program_rows(api) == stored  # the very same rows, not rewritten
+
+    # A changed inventory is still stored, whole.
+    changed = base_inventory("ws-same", 6)
+    response = http.put("/api/v1/agent/inventory", headers=_conditional(headers, changed),
+                        json=changed)
+    assert response.status_code == 200 and "unchanged" not in response.json()
+    assert len(_program_rows(api)) == 6
+    # Naming the old digest no longer matches: the old document is stored again.
+    back = http.put("/api/v1/agent/inventory", headers=_conditional(headers, doc), json=doc)
+    assert back.json()["programs"] == 4 and "unchanged" not in back.json()
+    assert len(_program_rows(api)) == 4
+    # Without the header (an older agent) every upload is stored as before.
+    plain = http.put("/api/v1/agent/inventory", headers=headers, json=doc)
+    assert plain.status_code == 200 and "unchanged" not in plain.json()
+    assert [r[1] for r in _program_rows(api)] == [r[1] for r in stored]
+
+
+def test_unchanged_inventory_still_refreshes_inventory_at_now_and_then(
+    api: Api, http: httpx.Client
+) -> None:
+    from models.db import get_engine
+    from patchflow import fleet
+
+    headers = api.enroll(http, "ws-stamp")
+    doc = base_inventory("ws-stamp", 2)
+    assert http.put("/api/v1/agent/inventory", headers=_conditional(headers, doc),
+                    json=doc).status_code == 200
+    stored = _program_rows(api)
+    engine = get_engine(api.db_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE endpoints SET inventory_at = :t"),
+                     {"t": dt.datetime(2026, 1, 1)})
+    fleet.forget_agents()  # raw SQL is like another process
+    response = http.put("/api/v1/agent/inventory", headers=_conditional(headers, doc), json=doc)
+    assert response.json()["unchanged"] is True
+    with engine.connect() as conn:
+        stamp = conn.execute(sa.text("SELECT inventory_at FROM endpoints")).scalar_one()
+    assert str(stamp) > "2026-06-01"  # the cycle's verification sees a fresh inventory
+    assert _program_rows(api) == stored
+
+
+def test_a_file_import_clears_the_digest(api: Api, http: httpx.Client, tmp_path: Path,
+                                         cli: Any) -> None:
+    import json
+
+    headers = api.enroll(http, "ws-import")
+    doc = base_inventory("ws-import", 3)
+    assert http.put("/api/v1/agent/inventory", headers=_conditional(headers, doc),
+                    json=doc).status_code == 200
+    other = base_inventory("ws-import", 1)
+    path = tmp_path / "inventory.json"
+    path.write_text(json.dumps(other), encoding="utf-8")
+    result = cli("endpoints", "import", str(path))
+    assert result.code == 0, result.err
+    assert len(_program_rows(api)) == 1
+    # The agent's next upload names its old digest: the imported rows must not be kept.
+    response = http.put("/api/v1/agent/inventory", headers=_conditional(headers, doc), json=doc)
+    assert "unchanged" not in response.json()
+    assert len(_program_rows(api)) == 3
+
+
+def test_an_idle_poll_makes_no_database_query(
+    api: Api, http: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from patchflow.fleet import agent_cache
+
+    # However slow this machine is today, the 20 polls happen within the caches' lifetime.
+    monkeypatch.setattr(agent_cache, "CACHE_SECONDS", 60.0)
+    headers = api.enroll(http, "ws-idle")
+    assert http.get("/api/v1/agent/jobs", headers=headers).json() == []  # fills the caches
+    # Another agent's inventory being stored is no reason to forget this one.
+    other = api.enroll(http, "ws-busy")
+    doc = base_inventory("ws-busy", 3)
+    assert http.put("/api/v1/agent/inventory", headers=_conditional(other, doc),
+                    json=doc).status_code == 200
+    with Statements(api) as statements:
+        for _ in range(20):
+            response = http.get("/api/v1/agent/jobs", headers=headers)
+            assert response.status_code == 200 and response.json() == []
+    assert statements.seen == []
+    # Wrong secrets are still refused from the cache, compared in constant time.
+    wrong = {**headers, "Authorization": "Bearer not-the-secret"}
+    assert http.get("/api/v1/agent/jobs", headers=wrong).status_code == 401
+
+
+def _pending_item(api: Api, hostname: str) -> tuple[int, int]:
+    from models import InstallJob, InstallJobItem, Patch
+    from models.db import session_scope
+    from patchflow import fleet
+    from patchflow.install.installers import WUA
+
+    with session_scope(api.db_url) as session:
+        endpoint = fleet.get_endpoint(session, hostname)
+        patch = Patch(source="msrc", ukey="KB5099999", kb="KB5099999", title="Security update",
+                      vendor="Microsoft", category="Security Updates")
+        job = InstallJob(created_by="tests", status="running")
+        session.add_all([patch, job])
+        session.flush()
+        item = InstallJobItem(job_id=job.id, endpoint_id=endpoint.id, patch_id=patch.id,
+                              state="pending", installer_type=WUA)
+        session.add(item)
+        session.flush()
+        return job.id, item.id
+
+
+def test_dispatch_makes_work_visible_at_the_next_poll(api: Api, http: httpx.Client) -> None:
+    from patchflow.install.dispatch import dispatch
+
+    headers = api.enroll(http, "ws-work")
+    job_id, item_id = _pending_item(api, "WS-WORK")
+    assert http.get("/api/v1/agent/jobs", headers=headers).json() == []  # pending: not offered
+    assert http.get("/api/v1/agent/jobs", headers=headers).json() == []  # answered from memory
+    assert dispatch(job_id)["dispatched"] == 1
+    jobs = http.get("/api/v1/agent/jobs", headers=headers).json()
+    assert [(j["id"], j["job_id"], j["patch"]["kb"]) for j in jobs] == [
+        (item_id, job_id, "KB5099999")]
+
+
+def test_work_dispatched_by_another_process_shows_within_seconds(
+    api: Api, http: httpx.Client
+) -> None:
+    from models.db import get_engine
+    from patchflow.fleet.agent_cache import CACHE_SECONDS
+
+    headers = api.enroll(http, "ws-elsewhere")
+    _job_id, item_id = _pending_item(api, "WS-ELSEWHERE")
+    assert http.get("/api/v1/agent/jobs", headers=headers).json() == []
+    with get_engine(api.db_url).begin() as conn:  # what a flow run in another process does
+        conn.execute(sa.text("UPDATE install_job_items SET state = 'dispatched', attempts = 1"))
+    time.sleep(CACHE_SECONDS + 0.2)
+    assert [j["id"] for j in http.get("/api/v1/agent/jobs", headers=headers).json()] == [item_id]
+
+
+def test_revocation_takes_effect_through_the_cache(api: Api, http: httpx.Client, cli: Any) -> None:
+    from models.db import get_engine
+    from patchflow.fleet.agent_cache import CACHE_SECONDS
+
+    here = api.enroll(http, "ws-here")
+    elsewhere = api.enroll(http, "ws-elsewhere")
+    doc = base_inventory("ws-here", 2)
+    for headers in (here, elsewhere):
+        for _ in range(2):  # the second answer comes from memory
+            assert http.get("/api/v1/agent/jobs", headers=headers).status_code == 200
+    assert http.put("/api/v1/agent/inventory", headers=_conditional(here, doc),
+                    json=doc).status_code == 200
+    # In this process (the CLI, the admin API): at once, for polls and unchanged uploads.
+    assert cli("endpoints", "revoke", "ws-here").code == 0
+    assert http.get("/api/v1/agent/jobs", headers=here).status_code == 403
+    assert http.put("/api/v1/agent/inventory", headers=_conditional(here, doc),
+                    json=doc).status_code == 403
+    # From another process (raw SQL here): within CACHE_SECONDS.
+    with get_engine(api.db_url).begin() as conn:
+        conn.execute(sa.text("UPDATE endpoints SET revoked = :r WHERE hostname = 'WS-ELSEWHERE'"),
+                     {"r": True})
+    time.sleep(CACHE_SECONDS + 0.2)
+    assert http.get("/api/v1/agent/jobs", headers=elsewhere).status_code == 403
+
+
+def test_batched_inventory_writes_store_each_upload_and_isolate_a_bad_one(
+    api: Api, http: httpx.Client
+) -> None:
+    """MariaDB's group commit (the class is database-neutral, so both run it): concurrent
+    uploads land together, an endpoint named twice keeps its last document, and an upload that
+    cannot be stored fails alone."""
+    from models.db import get_engine, session_scope
+    from patchflow import fleet
+    from patchflow.fleet.inventories import InventoryBatcher
+    from patchflow.inventory import Inventory
+
+    names = [f"ws-batch-{n}" for n in range(6)]
+    for name in names:
+        api.enroll(http, name)
+    with session_scope(api.db_url) as session:
+        ids = {name: fleet.get_endpoint(session, name).id for name in names}
+    batcher = InventoryBatcher(api.db_url)
+    errors: dict[str, BaseException] = {}
+    start = threading.Barrier(len(names) + 2)
+
+    def upload(name: str, endpoint_id: int, programs: int) -> None:
+        doc = Inventory.model_validate(base_inventory(name, programs))
+        start.wait()
+        try:
+            batcher.store((doc, endpoint_id, fleet.Sighting("127.0.0.1"), f"{programs:064x}"))
+        except Exception as exc:
+            errors[name] = exc
+
+    threads = [threading.Thread(target=upload, args=(name, ids[name], 2 + n))
+               for n, name in enumerate(names)]
+    threads.append(threading.Thread(target=upload, args=("ghost", 10**9, 1)))  # no endpoint
+    threads.append(threading.Thread(target=upload, args=(names[0], ids[names[0]], 2)))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert list(errors) == ["ghost"]
+    with get_engine(api.db_url).connect() as conn:
+        counts = dict(conn.execute(sa.text(
+            "SELECT e.hostname, COUNT(p.id) FROM endpoints e LEFT JOIN installed_programs p "
+            "ON p.endpoint_id = e.id GROUP BY e.hostname")).all())
+        kbs = conn.execute(sa.text("SELECT COUNT(*) FROM installed_updates")).scalar_one()
+    assert {name: counts[name.upper()] for name in names} == {
+        name: 2 + n for n, name in enumerate(names)}
+    assert kbs == 2 * len(names)
