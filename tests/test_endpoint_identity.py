@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.fixtures.agent.harness import Api, base_inventory, running_api
+from tests.fixtures.agent.harness import Api, base_inventory, running_api, wait_rescanned
 
 
 @pytest.fixture(scope="module", params=["sqlite", "mariadb"])
@@ -113,6 +113,7 @@ def test_enrolling_an_existing_name_never_touches_the_endpoint(
     assert not pending
     assert http.put("/api/v1/agent/inventory", headers=real,
                     json=base_inventory("ws-1", 4)).status_code == 200
+    wait_rescanned(api, "WS-1")
     before = _row(api, "WS-1")
     endpoint_id = _endpoint_id(api, "WS-1")
 

@@ -15,7 +15,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from tests.fixtures.agent.harness import Api, base_inventory, running_api
+from tests.fixtures.agent.harness import Api, base_inventory, running_api, wait_rescanned
 
 
 @pytest.fixture(scope="module", params=["sqlite", "mariadb"])
@@ -80,21 +80,6 @@ def _program_rows(api: Api) -> list[tuple[int, str]]:
             sa.text("SELECT id, name FROM installed_programs ORDER BY id"))]
 
 
-def _wait_scanned(api: Api, hostname: str) -> None:
-    """The upload queues a background rescan that may start after the response: wait for its
-    scan to be recorded, so the writes it makes are not counted as the next upload's."""
-    from models.db import get_engine
-
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        with get_engine(api.db_url).connect() as conn:
-            if conn.execute(sa.text("SELECT last_scan_id FROM endpoints WHERE hostname = :h"),
-                            {"h": hostname}).scalar() is not None:
-                return
-        time.sleep(0.1)
-    raise AssertionError(f"{hostname} was never rescanned after its upload")
-
-
 def test_unchanged_inventory_is_answered_without_writing(api: Api, http: httpx.Client) -> None:
     headers = api.enroll(http, "ws-same")
     doc = base_inventory("ws-same", 4)
@@ -103,7 +88,7 @@ def test_unchanged_inventory_is_answered_without_writing(api: Api, http: httpx.C
     assert "unchanged" not in first.json()
     stored = _program_rows(api)
     assert len(stored) == 4
-    _wait_scanned(api, "WS-SAME")
+    wait_rescanned(api, "WS-SAME")
 
     # Collected again later: only collected_at differs, which the digest leaves out.
     again = {**doc, "collected_at": "2026-12-01T09:30:00Z"}
