@@ -25,7 +25,7 @@ from patchflow.install import agent_jobs, dispatch
 from patchflow.install.settings import InstallSettings
 from patchflow.scanning import RESCANS
 from sources.winget import parse_manifest_files
-from tests.fixtures.agent.harness import Api, running_api
+from tests.fixtures.agent.harness import Api, running_api, wait_rescanned
 from tests.fixtures.install.agents import SimAgent, inventory, program
 from tests.fixtures.install.world import PAYLOADS, World, build, sha
 
@@ -96,6 +96,7 @@ def _sevenzip_host(api: Api, folder: Path, host: str, simulate: dict[str, Any]) 
     agent = SimAgent(api, folder / host, inventory(host, 5800, [], [
         program("7-Zip 24.08 (x64)", "24.08", "Igor Pavlov")], simulate))
     agent.runner.upload_inventory()
+    wait_rescanned(api, host)  # its rescan must not race the rows the test seeds next
     return agent
 
 
