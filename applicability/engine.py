@@ -24,8 +24,14 @@ from applicability.frames import (
     empty_frame,
     validate,
 )
-from applicability.microsoft import _normalize_kbs, map_endpoints, missing_ms
-from applicability.msapps import map_inventory, missing_apps_ms, notes, program_kbs
+from applicability.microsoft import map_endpoints, missing_ms, normalize_kbs
+from applicability.msapps import (
+    map_inventory,
+    missing_apps_ms,
+    notes,
+    passing_mask,
+    program_kbs,
+)
 from applicability.osmap import msrc_product
 from applicability.prepared import Memo, PreparedCatalog
 from applicability.reference import Reference, Trace
@@ -107,23 +113,18 @@ def used_programs(programs: pd.DataFrame, prepared: PreparedCatalog) -> pd.DataF
     code is judged once per run (memoised in `prepared`)."""
     if programs.empty:
         return programs
-    keep = _passing(programs["name"], prepared.name_used)
-    for col in ("product_code", "upgrade_code"):
-        keep |= _passing(programs[col], prepared.code_used, mostly_missing=True)
+    keep = _names_passing(programs["name"], prepared.name_used)
+    for col in ("product_code", "upgrade_code"):  # mostly missing: factorised
+        keep |= passing_mask(programs[col], prepared.code_used)
     if keep.all():
         return programs
     return programs[keep].reset_index(drop=True)
 
 
-def _passing(values: pd.Series, test: Memo, mostly_missing: bool = False) -> np.ndarray:
-    """Boolean mask of the rows whose value passes the memoised test; each value is judged
-    once per run, a missing one never passes. Names (always present, ~10,000 distinct in
-    300,000 rows) go through plain dict look-ups, half the cost of factorising the column;
-    codes (mostly missing) are factorised."""
-    if mostly_missing:
-        codes, uniq = pd.factorize(values)
-        passed = np.fromiter(test.many(uniq.tolist()), dtype=bool, count=len(uniq))
-        return np.append(passed, False)[codes]  # code -1 (missing) reads the last: False
+def _names_passing(values: pd.Series, test: Memo) -> np.ndarray:
+    """`msapps.passing_mask` for names: each value is judged once per run, a missing one never
+    passes. Names (always present, ~10,000 distinct in 300,000 rows) go through plain dict
+    look-ups in the memo, half the cost of factorising the column."""
     column = values.to_numpy(dtype=object)
     found = list(map(test.values.get, column))
     if None in found:  # values not judged yet in this run (most of them in the first batch)
@@ -132,21 +133,18 @@ def _passing(values: pd.Series, test: Memo, mostly_missing: bool = False) -> np.
     return np.fromiter(found, dtype=bool, count=len(found))
 
 
-def ms_inventory(
-    f: ScanFrames, mapped: pd.DataFrame, prepared: PreparedCatalog | None = None
-) -> pd.DataFrame:
+def ms_inventory(f: ScanFrames, mapped: pd.DataFrame, prepared: PreparedCatalog) -> pd.DataFrame:
     """The Microsoft products beyond the OS each endpoint of the batch was mapped to."""
     os_products = {
         int(e): (p if isinstance(p, str) else None)
         for e, p in zip(mapped["endpoint_id"], mapped["product"], strict=True)
     }
-    memo = prepared.ms_program if prepared is not None else None
-    return map_inventory(f.programs, f.ms_facts, os_products, memo)
+    return map_inventory(f.programs, f.ms_facts, os_products, prepared.ms_program)
 
 
 def installed_kbs_with_programs(f: ScanFrames) -> pd.DataFrame:
     """endpoint_id, kb: installed KBs, normalised, plus those named by Office update entries."""
-    ik = f.installed_kbs.assign(kb=_normalize_kbs(f.installed_kbs["kb"]))
+    ik = f.installed_kbs.assign(kb=normalize_kbs(f.installed_kbs["kb"]))
     ik = pd.concat([ik[["endpoint_id", "kb"]], program_kbs(f.programs)], ignore_index=True)
     return ik[ik["kb"].notna()].drop_duplicates().reset_index(drop=True)
 

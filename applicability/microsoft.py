@@ -61,11 +61,6 @@ TIE_RULE = (
 )
 
 
-def is_standalone(subtype: object) -> bool:
-    """A "Standalone Security Update": the out-of-band package for hotpatch-enrolled servers."""
-    return isinstance(subtype, str) and "standalone" in subtype.casefold()
-
-
 def map_endpoints(endpoints: pd.DataFrame) -> pd.DataFrame:
     """endpoint_id, product, pkey, family, unmapped_reason: one MSRC product per endpoint."""
     combos = endpoints[_COMBO].drop_duplicates()
@@ -217,7 +212,7 @@ _KB_MEMO: dict[object, object] = {}  # spelling -> normalised KB (NA); pure, so 
 _KB_MEMO_LIMIT = 200_000
 
 
-def _normalize_kbs(s: pd.Series) -> pd.Series:
+def normalize_kbs(s: pd.Series) -> pd.Series:
     """`normalize_kb_series`, computed once per distinct value and remembered across batches
     (a fleet shares its KBs; the regular expression over each batch's distinct KBs was a
     sixth of the engine's time)."""
@@ -258,7 +253,7 @@ def missing_ms(
     cand = cand[~cand["is_build"] | (cand["fb_family"] == cand["family"])]
     cand = _sibling_only(cand, c)
 
-    ik = installed_kbs.assign(kb=_normalize_kbs(installed_kbs["kb"]))
+    ik = installed_kbs.assign(kb=normalize_kbs(installed_kbs["kb"]))
     ik = ik[ik["kb"].notna()][["endpoint_id", "kb"]].drop_duplicates()
     ikp = ik.merge(ep[["endpoint_id", "pkey", "family", "ubr", "hotpatch"]], on="endpoint_id")
     cand = cand.merge(ik.assign(inst=True), on=["endpoint_id", "kb"], how="left")

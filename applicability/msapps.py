@@ -123,7 +123,7 @@ def map_inventory(
             })
 
     cols = ["name", "version", "publisher", "arch"]
-    programs = programs[_names_passing(programs["name"], could_map)]
+    programs = programs[passing_mask(programs["name"], could_map)]
     if not programs.empty:
         keys = list(programs[cols].drop_duplicates().itertuples(index=False, name=None))
         mapped = {k: (memo(k) if memo is not None else map_program(*k)) for k in keys}
@@ -143,9 +143,10 @@ def map_inventory(
     return pd.DataFrame(rows, columns=MAPPED_COLUMNS)
 
 
-def _names_passing(names: pd.Series, test: Any) -> np.ndarray:
-    """Boolean mask of the rows whose name passes `test`, evaluated once per distinct name (a
-    fleet repeats the same few thousand names over hundreds of thousands of rows)."""
+def passing_mask(names: pd.Series, test: Any) -> np.ndarray:
+    """Boolean mask of the rows whose value passes `test`, evaluated once per distinct value (a
+    fleet repeats the same few thousand names over hundreds of thousands of rows); a missing
+    value never passes."""
     codes, uniq = pd.factorize(names)
     passed = np.fromiter((bool(test(n)) for n in uniq), dtype=bool, count=len(uniq))
     return np.append(passed, False)[codes]  # code -1 (a missing name) reads the last: False
@@ -154,7 +155,7 @@ def _names_passing(names: pd.Series, test: Any) -> np.ndarray:
 def program_kbs(programs: pd.DataFrame) -> pd.DataFrame:
     """endpoint_id, kb: the KBs Office/SharePoint update entries name (see `kbs_in_name`)."""
     names = programs["name"]
-    hit = _names_passing(names, lambda n: could_map(n) and bool(kbs_in_name(n)))
+    hit = passing_mask(names, lambda n: could_map(n) and bool(kbs_in_name(n)))
     rows = [
         (int(e), kb)
         for e, n in zip(programs.loc[hit, "endpoint_id"], names[hit], strict=True)

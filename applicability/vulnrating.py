@@ -26,12 +26,12 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from sources.records import severity_rank
 from sources.versions import compare_versions
 from sources.vulnrecords import AffectedRange, VulnFacts
 
 VENDOR_SEVERITY = {"critical": "Critical", "high": "Important", "moderate": "Moderate",
                    "low": "Low"}
-_RANK = {"Critical": 4, "Important": 3, "Moderate": 2, "Low": 1}
 _SEVERITY_POINTS = {"Critical": 45, "Important": 35, "Moderate": 20, "Low": 5}
 _VENDOR_NAMES = {"mozilla": "Mozilla", "msrc": "Microsoft"}
 
@@ -186,7 +186,7 @@ def rate_pair(
     scores = [d.cvss for d in details if d.cvss is not None]
     cvss = max(scores) if scores else None
     if rated:
-        top = max(rated, key=lambda d: (_RANK[VENDOR_SEVERITY[d.vendor_rating or ""]],
+        top = max(rated, key=lambda d: (severity_rank(VENDOR_SEVERITY[d.vendor_rating or ""]),
                                         d.cvss or 0))
         severity = VENDOR_SEVERITY[top.vendor_rating or ""]
         why = f"{top.cve} ({top.rated_by or 'vendor'}: {top.vendor_rating})"

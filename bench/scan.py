@@ -622,33 +622,33 @@ def _other(run: dict[str, Any]) -> float:
 # Report
 
 
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
 def _verdicts(runs: list[dict[str, Any]]) -> list[str]:
     lines = []
     for r in runs:
         n, wall = r["endpoints"], r["wall"]
         limit = TARGET_S_PER_10K * n / 10_000
         peak = r["hwm"] if r["hwm"] is not None else r["maxrss"]
-
-        def verdict(ok: bool) -> str:
-            return "met" if ok else "MISSED"
-
         lines.append(f"target [{r['label']}]: {n:,} endpoints scanned and written < {limit:.3g} s"
                      f" (20 s per 10,000):"
-                     f" {wall:.2f} s -> {verdict(wall < limit)}")
+                     f" {wall:.2f} s -> {_verdict(wall < limit)}")
         lines.append(f"target [{r['label']}]: peak memory < {TARGET_PEAK_MB:.0f} MB: "
                      f"{peak:.0f} MB during the scan (ru_maxrss of the whole run "
-                     f"{r['maxrss_end']:.0f} MB) -> {verdict(peak < TARGET_PEAK_MB)}")
+                     f"{r['maxrss_end']:.0f} MB) -> {_verdict(peak < TARGET_PEAK_MB)}")
         lines.append(f"target [{r['label']}]: >= {TARGET_RATIO:.0f}x the per-endpoint loop over "
                      f"the same rules (engine vs loop, CPU time): {r['ratio_rules']:.1f}x -> "
-                     f"{verdict(r['ratio_rules'] >= TARGET_RATIO)}")
+                     f"{_verdict(r['ratio_rules'] >= TARGET_RATIO)}")
         lines.append(f"target [{r['label']}]: whole scan incl. DB >= {TARGET_SCAN_RATIO:.0f}x the "
                      f"loop with the same DB work: {r['ratio_scan']:.1f}x -> "
-                     f"{verdict(r['ratio_scan'] >= TARGET_SCAN_RATIO)}")
+                     f"{_verdict(r['ratio_scan'] >= TARGET_SCAN_RATIO)}")
     by_label = {r["label"]: r for r in runs}
     if {"SQLite", "MariaDB"} <= set(by_label):
         ratio = by_label["MariaDB"]["wall"] / by_label["SQLite"]["wall"]
         lines.append(f"target: scan on MariaDB within {TARGET_MARIADB:.1f}x of SQLite (same fleet, "
-                     f"same run): {ratio:.2f}x -> {'met' if ratio <= TARGET_MARIADB else 'MISSED'}")
+                     f"same run): {ratio:.2f}x -> {_verdict(ratio <= TARGET_MARIADB)}")
     return lines
 
 

@@ -14,6 +14,7 @@ import os
 import typer
 
 from cli.common import console, db_session, plain, print_json, print_table
+from models.enums import SyncStatus
 from patchflow import vulnfeeds
 
 feeds_app = typer.Typer(no_args_is_help=True, help="Vulnerability feeds: KEV, Mozilla, NVD.")
@@ -68,7 +69,7 @@ def sync(names: list[str] = typer.Argument(None, help="kev, mozilla, nvd (defaul
     for outcome in outcomes:
         console.print(f"feed {outcome['name']}: [bold]{plain(outcome['status'])}[/bold]: "
                       f"{plain(outcome['message'])}")
-    if any(o["status"] != "Successful" for o in outcomes):
+    if any(o["status"] != SyncStatus.SUCCESSFUL for o in outcomes):
         raise typer.Exit(1)
 
 

@@ -63,21 +63,11 @@ def restore(
     as_json: bool = typer.Option(False, "--json", help="JSON output"),
 ) -> None:
     """Restore a backup into this home's database (SQLite or MariaDB, either direction)."""
-    from models.db import get_engine
-    from models.migrate import current_revision, upgrade
     from patchflow import config
-    from patchflow.backup import content_targets, plain_archive, read_manifest, restore_backup
+    from patchflow.backup import restore_archive
 
     passphrase = _restore_passphrase(archive, passphrase_file)
-    workdir = config.home() if config.home().is_dir() else None
-    with plain_archive(archive, passphrase, workdir) as plain:
-        # Damage and unsafe names are refused before the target is touched (even its schema).
-        manifest = read_manifest(plain, label=archive)
-        content_targets(manifest, config.content_dir(), str(archive))
-        if current_revision() is None:
-            upgrade()
-        counts = restore_backup(get_engine(), plain, force=force,
-                                content_dir=config.content_dir(), label=archive)
+    counts = restore_archive(config.database_url(), archive, passphrase, force=force)
     if as_json:
         print_json({"rows": sum(counts.values()), "tables": counts})
         return

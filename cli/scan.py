@@ -37,7 +37,7 @@ def scan(
                             .values(stop_requested=True))
             flow_runs = [s.flow_run_id for s in running if s.flow_run_id]
         if os.environ.get("PREFECT_API_URL"):
-            from cli.flowruns import cancel_flow_run
+            from patchflow.flowruns import cancel_flow_run
 
             for run_id in flow_runs:
                 cancel_flow_run(run_id)

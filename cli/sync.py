@@ -64,7 +64,7 @@ def _cancel_flow_run(flow_run_id: str | None) -> None:
     """Runs started by a deployment are cancelled through Prefect; in-process runs see the flag."""
     if not flow_run_id or not os.environ.get("PREFECT_API_URL"):
         return
-    from cli.flowruns import cancel_flow_run
+    from patchflow.flowruns import cancel_flow_run
 
     cancel_flow_run(flow_run_id)
 

@@ -4,11 +4,11 @@ A flow run killed with its process (SIGKILL of `serve`, of a CLI `sync`, OOM) ne
 final state: Prefect shows it Running forever, and patchflow's own records (a patch server's
 sync status, a scan, an install job) stay "running". Every patchflow flow records the process
 that runs it (`record_process`, an on_running hook: "host:pid" in the run's
-infrastructure_pid, the format of Prefect's own process workers). At the next start
-(`patchflow serve`, or a `sync` that finds its server marked running) `reap()` sets each Running
-run whose process of this host is gone to Crashed through the Prefect API, and closes the
-patchflow records of runs that ended that way: syncs and scans failed with a message, install
-jobs annotated (their lease is void, so `serve` resumes them).
+infrastructure_pid, the format of Prefect's own process workers). At the next start of
+`patchflow serve`, `reap()` sets each Running run whose process of this host is gone
+(`childproc.ended`, also used for scans by patchflow.scanning) to Crashed through the Prefect
+API, and closes the patchflow records of runs that ended that way: syncs and scans failed with
+a message, install jobs annotated (their lease is void, so `serve` resumes them).
 """
 
 from __future__ import annotations
@@ -48,9 +48,7 @@ def record_process(flow: Any, flow_run: Any, state: Any) -> None:
 def dead_process(infrastructure_pid: str | None) -> int | None:
     """The pid when `infrastructure_pid` names a process of this host that is gone."""
     host, _, pid = (infrastructure_pid or "").rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return None
-    return None if childproc.alive(int(pid)) else int(pid)
+    return int(pid) if pid.isdigit() and childproc.ended(host, int(pid)) else None
 
 
 def reap(limit: int = 200) -> dict[str, list[str]]:

@@ -17,7 +17,6 @@ from typing import Any
 from prefect import Flow
 
 from deployments import hooks
-from deployments.orphans import record_process
 from flows.report import report_flow as _report
 from flows.scan import scan as _scan
 from flows.sync import sync as _sync
@@ -25,7 +24,7 @@ from flows.sync import sync as _sync
 sync = _sync.with_options(
     on_cancellation=[hooks.sync_cancelled], on_crashed=[hooks.sync_crashed])
 scan = _scan.with_options(
-    on_running=[record_process, hooks.scheduled_scan_running],
+    on_running=[*_scan.on_running_hooks, hooks.scheduled_scan_running],
     on_cancellation=[hooks.scan_cancelled], on_crashed=[hooks.scan_crashed])
 report = _report
 

@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from types import TracebackType
 
-from patchflow import childproc, config
+from patchflow import childproc, prefect_env
 from patchflow.errors import UserError
 
 DEFAULT_PORT = 4200
@@ -48,7 +48,7 @@ class LocalPrefectServer:
     def __init__(self, port: int, log_path: Path, host: str = "127.0.0.1",
                  pid_file: Path | None = None) -> None:
         self.host, self.port, self.log_path = host, port, log_path
-        self.pid_file = pid_file or config.home() / "run" / "prefect-server.json"
+        self.pid_file = pid_file or prefect_env.home_server_file()
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -68,7 +68,7 @@ class LocalPrefectServer:
             raise UserError(
                 f"another patchflow (pid {record['parent']}) runs the local Prefect server of "
                 f"this home (pid {record['pid']}, port {record.get('port')}); stop it first")
-        return childproc.reap_stale(self.pid_file, ("prefect", "server", "start"))
+        return childproc.reap_stale(self.pid_file, prefect_env.SERVER_MARKS)
 
     def start(self) -> LocalPrefectServer:
         self.clean_stale()

@@ -12,12 +12,9 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
+from models.enums import SyncStatus
 from patchflow import vulnfeeds
 from tasks import feeds as t
-
-
-def _is_url(source: str) -> bool:
-    return source.lower().startswith(("http://", "https://"))
 
 
 @flow(name="patchflow-feed-kev")
@@ -31,7 +28,7 @@ def sync_mozilla_feed(source: str) -> t.FeedResult:
     try:
         locations, error = t.plan_mozilla(source, workdir)
         if error:
-            return t.FeedResult(status="Failed", message=error)
+            return t.FeedResult(status=SyncStatus.FAILED, message=error)
         docs: dict[str, Any] = {}
         errors: list[str] = []
         for start in range(0, len(locations), t.BATCH):
@@ -39,7 +36,8 @@ def sync_mozilla_feed(source: str) -> t.FeedResult:
             docs.update(parsed)
             errors.extend(failed)
         if not docs and errors:
-            return t.FeedResult(status="Failed", message=f"no advisory could be read ({errors[0]})")
+            return t.FeedResult(status=SyncStatus.FAILED,
+                                message=f"no advisory could be read ({errors[0]})")
         records = t.store_mozilla(docs, len(errors))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -48,7 +46,7 @@ def sync_mozilla_feed(source: str) -> t.FeedResult:
 
 @flow(name="patchflow-feed-nvd")
 def sync_nvd_feed(source: str, last_modified: Any = None) -> t.FeedResult:
-    if _is_url(source):
+    if t.is_url(source):
         return t.sync_nvd_online(source, last_modified)
     locations = t.plan_nvd_files(source)
     read, stored, errors = 0, None, []
@@ -58,7 +56,8 @@ def sync_nvd_feed(source: str, last_modified: Any = None) -> t.FeedResult:
         stored = batch.records
         errors.extend(batch.errors)
     if not read and errors:
-        return t.FeedResult(status="Failed", message=f"no record could be read ({errors[0]})")
+        return t.FeedResult(status=SyncStatus.FAILED,
+                            message=f"no record could be read ({errors[0]})")
     return _outcome(f"{read} CVE record files read", stored, errors)
 
 
@@ -67,7 +66,7 @@ def _outcome(text: str, records: int | None, errors: list[str]) -> t.FeedResult:
     others gave is stored and what the failed ones gave last time is kept."""
     if errors:
         more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
-        return t.FeedResult(status="Failed", records=records, errors=errors,
+        return t.FeedResult(status=SyncStatus.FAILED, records=records, errors=errors,
                             message=f"{len(errors)} documents failed: {errors[0]}{more}; {text}")
     return t.FeedResult(message=text, records=records)
 
@@ -89,7 +88,8 @@ def feeds_sync(names: list[str] | None = None) -> list[dict[str, Any]]:
         if state["skipped"]:
             continue
         if not source:
-            result = t.FeedResult(status="Failed", message="no source set (feeds set --source)")
+            result = t.FeedResult(status=SyncStatus.FAILED,
+                                  message="no source set (feeds set --source)")
         elif name == "nvd":
             result = sync_nvd_feed(source, state["last_modified"])
         else:

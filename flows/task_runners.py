@@ -25,6 +25,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+
 from patchflow import config
 from patchflow.errors import UserError
 
@@ -45,16 +47,10 @@ def resolve(setting: str | None) -> str:
                     "address such as tcp://host:8786")
 
 
-def distributed(setting: str | None) -> bool:
-    return resolve(setting) != DEFAULT
-
-
 def build(setting: str | None) -> Any:
     """The task runner for `setting` (not started): one thread for the default, so batches run
     one after another in submission order and a stop request is seen between them; Dask at
     the given or configured address, or on a local cluster of `[prefect] dask_workers`."""
-    from prefect.task_runners import ThreadPoolTaskRunner
-
     resolved = resolve(setting)
     if resolved == DEFAULT:
         return ThreadPoolTaskRunner(max_workers=1)
@@ -71,13 +67,7 @@ def build(setting: str | None) -> Any:
                                           "processes": True})
 
 
-def _task_runner_base() -> Any:
-    from prefect.task_runners import TaskRunner
-
-    return TaskRunner
-
-
-class ConfiguredTaskRunner(_task_runner_base()):  # type: ignore[misc]
+class ConfiguredTaskRunner(TaskRunner):
     """A flow's task runner chosen per run: the run's `task_runner` parameter, else
     `[prefect] task_runner`. Prefect enters a flow's task runner before the run's parameters
     are in context, so the real runner (`build`) is made and started at the first submit, and

@@ -59,9 +59,7 @@ def _sqlite_file_missing(url: str) -> bool:
 def ensure_current(url: str | None = None) -> None:
     """Commands other than `init` refuse to run on a missing or older schema."""
     url = url or config.database_url()
-    if _sqlite_file_missing(url):
-        raise DatabaseError("the patch database is not initialised: run `patchflow init`")
-    current = current_revision(url)
+    current = None if _sqlite_file_missing(url) else current_revision(url)
     if current is None:
         raise DatabaseError("the patch database is not initialised: run `patchflow init`")
     if current != head_revision():

@@ -32,10 +32,10 @@ from models import (
 from models.base import utcnow
 from patchflow import audit
 from patchflow.approval_policy import NO_VULN_DATA, ManualApproval, PatchFacts, RuleSpec, match
-from patchflow.approvals import declined_set, label
+from patchflow.approvals import label
 from patchflow.errors import NotFoundError, UserError
-from patchflow.groups import descendant_ids, group_by_name
-from patchflow.missing_query import MissingFilters
+from patchflow.groups import descendant_ids, groups_by_names
+from patchflow.missing_query import MissingFilters, declined_set
 from sources.filters import package_name
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -71,10 +71,7 @@ def add_rule(session: Session, name: str, groups: list[str] | None, who: str, *,
     if session.scalar(select(ApprovalRule.id).where(ApprovalRule.name == name)) is not None:
         raise UserError(f"a rule named {name!r} already exists (`patchflow rules delete "
                         f"{name}` first)")
-    wanted = list(dict.fromkeys(g.strip() for g in groups or [] if g.strip()))
-    if not wanted:
-        raise UserError("--groups names no group: give --groups G1,G2")
-    group_ids = [group_by_name(session, g).id for g in wanted]
+    group_ids = [g.id for g in groups_by_names(session, groups)]
     vocab = MissingFilters(severity=tuple(severities or ()),
                            category=tuple(categories or ())).normalized()
     rule = ApprovalRule(

@@ -4,8 +4,8 @@ nobody is to be offered.
 An approval is per group (and covers the group's subgroups when a cycle resolves endpoints); a
 decline is global. Both record who and when, and both go to the audit log in the act's own
 transaction. Declining a patch also drops it from the install selection, so a declined patch
-cannot slip into the next `install start`. The one SQL fragment every view filters on is
-`declined_patch_ids()`.
+cannot slip into the next `install start`. The one SQL condition every view, count and job
+filters on is `patchflow.missing_query.not_declined()`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import Select, delete, select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from models import Group, InstallSelection, Patch, PatchApproval, PatchDecline
@@ -21,28 +21,12 @@ from models.base import utcnow
 from patchflow import audit
 from patchflow.catalog_query import find_patch
 from patchflow.errors import UserError
-from patchflow.groups import group_by_name
+from patchflow.groups import group_by_name, groups_by_names
 from patchflow.missing_query import parse_date
-
-
-def declined_patch_ids() -> Select[tuple[int]]:
-    """SELECT of every declined patch id: `column.not_in(declined_patch_ids())` in each view."""
-    return select(PatchDecline.patch_id)
-
-
-def declined_set(session: Session) -> set[int]:
-    return set(session.scalars(declined_patch_ids()))
 
 
 def label(patch: Patch) -> str:
     return patch.kb or patch.ukey
-
-
-def _groups(session: Session, names: list[str] | None) -> list[Group]:
-    wanted = list(dict.fromkeys(n.strip() for n in names or [] if n.strip()))
-    if not wanted:
-        raise UserError("--groups names no group: give --groups G1,G2")
-    return [group_by_name(session, name) for name in wanted]
 
 
 def approve(session: Session, ref: str, groups: list[str] | None, who: str,
@@ -57,7 +41,7 @@ def approve(session: Session, ref: str, groups: list[str] | None, who: str,
         raise UserError(f"--deadline {when} is in the past")
     now = utcnow()
     done: list[str] = []
-    for group in _groups(session, groups):
+    for group in groups_by_names(session, groups):
         row = session.scalar(select(PatchApproval).filter_by(patch_id=patch.id,
                                                              group_id=group.id))
         reason = f"approved by {who} on {now.date().isoformat()}"
@@ -79,7 +63,7 @@ def approve(session: Session, ref: str, groups: list[str] | None, who: str,
 def unapprove(session: Session, ref: str, groups: list[str] | None, who: str,
               source: str = "cli") -> dict[str, Any]:
     patch = find_patch(session, (ref or "").strip())
-    chosen = _groups(session, groups)
+    chosen = groups_by_names(session, groups)
     removed = session.execute(delete(PatchApproval).where(
         PatchApproval.patch_id == patch.id,
         PatchApproval.group_id.in_([g.id for g in chosen]))).rowcount  # type: ignore[attr-defined]

@@ -39,8 +39,10 @@ from sqlalchemy.sql.schema import Table
 from sqlalchemy.types import Date, DateTime, LargeBinary
 
 from models import Base
-from models.migrate import current_revision, head_revision
-from patchflow import __version__, backup_crypto, faults
+from models.db import get_engine
+from models.migrate import current_revision, head_revision, upgrade
+from patchflow import __version__, backup_crypto, config, faults
+from patchflow.content import file_sha256
 from patchflow.errors import UserError
 
 FORMAT = "patchflow-backup/1"
@@ -147,7 +149,7 @@ def _write_zip(engine: Engine, handle: Any, content_dir: Path | None,
                 if path.is_file() and not path.is_symlink():
                     name = f"content/{path.relative_to(content_dir).as_posix()}"
                     archive.write(path, name)
-                    digests[name] = _file_sha(path)
+                    digests[name] = file_sha256(path)
                     files += 1
         manifest = {
             "format": FORMAT,
@@ -160,14 +162,6 @@ def _write_zip(engine: Engine, handle: Any, content_dir: Path | None,
         }
         archive.writestr("manifest.json", json.dumps(manifest, indent=1))
     return counts, files
-
-
-def _file_sha(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def passphrase_from(passphrase_file: Path | None) -> str | None:
@@ -216,11 +210,10 @@ def plain_archive(archive_path: Path, passphrase: str | None,
 def check_member_names(infos: list[zipfile.ZipInfo], label: str) -> None:
     """Every member is a plain file with a name this module writes, once: zip-slip, absolute
     paths, links and shadowing duplicates are refused before anything is read or written."""
-    seen = Counter(info.filename for info in infos)
-    folded = Counter(info.filename.casefold() for info in infos)
+    folded = Counter(info.filename.casefold() for info in infos)  # exact repeats included
     for info in infos:
         name = info.filename
-        if seen[name] > 1 or folded[name.casefold()] > 1:
+        if folded[name.casefold()] > 1:
             raise UserError(f"{label}: refused: member {name!r} appears more than once")
         if "\\" in name or "\0" in name or name.startswith("/") \
                 or re.match(r"^[A-Za-z]:", name):
@@ -282,11 +275,9 @@ def read_manifest(archive_path: Path, label: Path | None = None) -> dict[str, An
                 raise UserError(f"{where}: damaged: member {extra} does not match the "
                                 "manifest")
             for name, want in digests.items():
-                digest = hashlib.sha256()
                 with archive.open(name) as member:
-                    for block in iter(lambda m=member: m.read(1 << 20), b""):
-                        digest.update(block)
-                if digest.hexdigest() != want:
+                    actual = hashlib.file_digest(member, "sha256").hexdigest()
+                if actual != want:
                     raise UserError(f"{where}: damaged: {name} fails its SHA-256 check")
     except (zipfile.BadZipFile, zlib.error, EOFError, json.JSONDecodeError) as exc:
         raise UserError(f"{where}: damaged archive: {exc}") from None
@@ -303,6 +294,21 @@ def database_is_empty(engine: Engine) -> bool:
     return True
 
 
+def restore_archive(database_url: str, archive: Path, passphrase: str | None,
+                    force: bool = False) -> dict[str, int]:
+    """`patchflow restore` and the console's restore, into the home's content folder. The
+    archive (decrypted in a private folder in the home) is checked whole before the target is
+    touched, even before an empty database is given its schema, and hashed only that once."""
+    home = config.home()
+    content_dir = config.content_dir()
+    with plain_archive(archive, passphrase, home if home.is_dir() else None) as plain:
+        manifest = read_manifest(plain, label=archive)
+        targets = content_targets(manifest, content_dir, str(archive))
+        if current_revision(database_url) is None:
+            upgrade(database_url)
+        return _replace_data(get_engine(database_url), plain, manifest, targets, force)
+
+
 def restore_backup(engine: Engine, archive_path: Path, force: bool = False,
                    content_dir: Path | None = None, label: Path | None = None) -> dict[str, int]:
     """Replace the target's data with a plain archive's (see `plain_archive` for an encrypted
@@ -310,11 +316,17 @@ def restore_backup(engine: Engine, archive_path: Path, force: bool = False,
     transaction, so a failure while writing content leaves the database as it was."""
     where = str(label or archive_path)
     manifest = read_manifest(archive_path, label)
+    targets = content_targets(manifest, content_dir, where) if content_dir is not None else {}
+    return _replace_data(engine, archive_path, manifest, targets, force)
+
+
+def _replace_data(engine: Engine, archive_path: Path, manifest: dict[str, Any],
+                  targets: dict[str, Path], force: bool) -> dict[str, int]:
+    """The write half of a restore, for an archive `read_manifest` passed."""
     if manifest["schema_revision"] != head_revision():
         raise UserError(
             f"backup schema {manifest['schema_revision']} differs from this patchflow's "
             f"{head_revision()}: restore it with the matching version")
-    targets = content_targets(manifest, content_dir, where) if content_dir is not None else {}
     if not database_is_empty(engine) and not force:
         raise UserError("the target database is not empty: restore refuses to overwrite it "
                         "without --force")

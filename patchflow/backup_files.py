@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from models.db import get_engine
-from models.migrate import current_revision, upgrade
 from patchflow import backup, backup_crypto, config
 from patchflow.errors import NotFoundError, UserError
 
@@ -115,12 +114,5 @@ def describe(name: str) -> dict[str, Any]:
 def restore(database_url: str, name: str, passphrase: str | None = None) -> dict[str, int]:
     """Replace the database's data with the backup's (the CLI's `restore --force`): checked
     whole first, written in one transaction."""
-    path = backup_path(name)
-    workdir = config.home() if config.home().is_dir() else None
-    with backup.plain_archive(path, passphrase or None, workdir) as plain:
-        manifest = backup.read_manifest(plain, label=path)
-        backup.content_targets(manifest, config.content_dir(), str(path))
-        if current_revision(database_url) is None:
-            upgrade(database_url)
-        return backup.restore_backup(get_engine(database_url), plain, force=True,
-                                     content_dir=config.content_dir(), label=Path(name))
+    return backup.restore_archive(database_url, backup_path(name), passphrase or None,
+                                  force=True)

@@ -20,6 +20,7 @@ import ctypes
 import json
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -52,26 +53,26 @@ def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None] | None:
     return preexec
 
 
-def start_time(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot (Linux), None when unknown/gone."""
+def _stat(pid: int) -> list[str]:
+    """/proc/PID/stat from field 3 (state) on; empty when unknown or gone (not Linux)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
     except OSError:
-        return None
+        return []
     # The command name (field 2) is in parentheses and may hold spaces: split after it.
-    fields = stat.rpartition(")")[2].split()
+    return stat.rpartition(")")[2].split()
+
+
+def start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (Linux), None when unknown/gone."""
     try:
-        return int(fields[19])  # field 22 of the whole line
+        return int(_stat(pid)[19])  # field 22 of the whole line
     except (IndexError, ValueError):
         return None
 
 
 def _state(pid: int) -> str | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
-    except OSError:
-        return None
-    fields = stat.rpartition(")")[2].split()
+    fields = _stat(pid)
     return fields[0] if fields else None
 
 
@@ -98,6 +99,16 @@ def alive(pid: int, started: int | None = None) -> bool:
     return True
 
 
+def ended(host: str, pid: int) -> bool:
+    """Whether process `pid` of machine `host`, recorded as doing some work (a scan, a flow
+    run), is known to have ended, so that work can be closed. Unknown counts as running:
+    another machine's process cannot be asked, nor can Windows (os.kill with signal 0 would
+    send a Ctrl+C there)."""
+    if host != socket.gethostname() or sys.platform == "win32":
+        return False
+    return not alive(pid)
+
+
 def cmdline(pid: int) -> list[str] | None:
     try:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -113,6 +124,11 @@ def write_pid_file(path: Path, pid: int, **extra: Any) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(record), encoding="utf-8")
     os.replace(tmp, path)
+
+
+def command_has(args: Sequence[str], marks: Sequence[str]) -> bool:
+    """Whether a command line holds every string of `marks` (each within some argument)."""
+    return all(any(mark in arg for arg in args) for mark in marks)
 
 
 def read_pid_file(path: Path) -> dict[str, Any] | None:
@@ -165,7 +181,7 @@ def reap_stale(path: Path, marks: Sequence[str]) -> int | None:
     pid, killed = int(record["pid"]), None
     if alive(pid, record.get("started")):
         args = cmdline(pid) or []
-        if args and all(any(mark in arg for arg in args) for mark in marks):
+        if args and command_has(args, marks):
             kill_group(pid)
             killed = pid
     path.unlink(missing_ok=True)

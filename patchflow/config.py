@@ -44,6 +44,16 @@ def setting(section: str, key: str, default: Any = None) -> Any:
     return load_config().get(section, {}).get(key, default)
 
 
+def number(section: str, key: str, default: float, low: float, high: float) -> float:
+    """A numeric setting within [low, high]; anything else (text, a boolean, out of range) is a
+    one-line ConfigError naming the key, not a traceback or a silently odd value."""
+    value = setting(section, key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise ConfigError(
+            f"[{section}] {key} must be a number between {low:g} and {high:g}, not {value!r}")
+    return value
+
+
 def database_url() -> str:
     url = os.environ.get("PATCHFLOW_DATABASE_URL") or setting("database", "url")
     if url:

@@ -56,12 +56,10 @@ def _signature(path: Path) -> tuple[int, ...] | None:
     return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
+def file_sha256(path: Path) -> str:
+    """Streamed, so a multi-gigabyte installer is never held in memory (backups use it too)."""
     with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def validate_sha256(sha256: str) -> str:
@@ -109,7 +107,7 @@ class ContentStore:
                 return None
             if _verified.get(path) == signature:
                 return path
-            actual = _file_sha256(path)
+            actual = file_sha256(path)
             if actual == path.name and _signature(path) == signature:
                 _verified[path] = signature
                 return path

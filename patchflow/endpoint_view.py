@@ -24,7 +24,6 @@ from models import (
     InstallJobItem,
     MissingPatch,
     Patch,
-    PatchDecline,
     Scan,
 )
 from models.base import utcnow
@@ -32,18 +31,15 @@ from patchflow import config
 from patchflow.fleet.agents import TOUCH_INTERVAL
 from patchflow.fleet.endpoints import describe_endpoint, get_endpoint
 from patchflow.fleet.tree import Tree
-from patchflow.missing_query import MissingFilters, load_missing
+from patchflow.missing_query import MissingFilters, load_missing, not_declined
 
 DEFAULT_POLL_SECONDS = 60.0
 HISTORY = 50
+PRESENCE = ("online", "offline", "never seen", "no agent")  # what `presence` tells
 
 
 def poll_seconds() -> float:
-    value = config.setting("agents", "poll_seconds", DEFAULT_POLL_SECONDS)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 1 <= value <= 86400:
-        raise config.ConfigError(
-            f"[agents] poll_seconds must be a number between 1 and 86400, not {value!r}")
-    return float(value)
+    return float(config.number("agents", "poll_seconds", DEFAULT_POLL_SECONDS, 1, 86400))
 
 
 def offline_after(poll: float) -> dt.timedelta:
@@ -64,21 +60,12 @@ def presence(last_seen: dt.datetime | str | None, enrolled: bool, now: dt.dateti
     return "online" if now - last_seen <= offline_after(poll) else "offline"
 
 
-def _group_names(tree: Tree, group_id: int | None) -> list[str]:
-    names: list[str] = []
-    seen: set[int] = set()
-    while group_id is not None and group_id not in seen:
-        seen.add(group_id)
-        names.append(tree.names.get(group_id, ""))
-        group_id = tree.parents.get(group_id)
-    return names
-
-
 def scans_covering(session: Session, endpoint: Endpoint, policy: str | None,
                    limit: int = HISTORY) -> list[dict[str, Any]]:
     """The scans whose scope took in this endpoint: every endpoint, its name, its group or an
     ancestor, its policy; and the scan that last wrote its state."""
-    groups = _group_names(Tree.load(session), endpoint.group_id)
+    tree = Tree.load(session)
+    groups = [tree.names.get(g, "") for g in tree.ancestors(endpoint.group_id)]
     scopes = [Scan.scope == "all endpoints",
               *[Scan.scope == f"group {g}" for g in groups],
               Scan.scope.like(f"endpoints %{endpoint.hostname}%")]
@@ -119,7 +106,7 @@ def listing_extras(session: Session) -> dict[str, dict[str, Any]]:
     misses, for the endpoints list (two grouped queries, not one per row)."""
     counts = dict(session.execute(
         select(MissingPatch.endpoint_id, func.count())
-        .where(MissingPatch.patch_id.not_in(select(PatchDecline.patch_id)))  # declined: not missing
+        .where(not_declined())
         .group_by(MissingPatch.endpoint_id)
     ).tuples().all())
     return {hostname: {"id": eid, "scan_state_at": at, "missing": counts.get(eid, 0)}

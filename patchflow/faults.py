@@ -12,26 +12,13 @@ Points: `sync.before_commit` (a parsed document written, not committed), `scan.b
 committed as offered to its agent), `agent.installing` (the simulated installer running),
 `backup.mid_write` (some tables in the `.part` archive), `restore.mid_tables` (some tables
 inserted, not committed), `restore.mid_content` (a content file opened, not yet written).
+
+The hook itself lives in the agent (agent/faults.py), the lower layer: the agent may import
+nothing of the server, the server imports the agent's contract modules already.
 """
 
 from __future__ import annotations
 
-import os
-import signal
+from agent.faults import VARIABLE, point  # one implementation, shared with the agent
 
-VARIABLE = "PATCHFLOW_FAULT_POINT"
-_hits: dict[str, int] = {}
-
-
-def point(name: str) -> None:
-    """Kill this process here if the fault variable names this point (and hit count)."""
-    wanted = os.environ.get(VARIABLE)
-    if not wanted:
-        return
-    target, _, nth = wanted.partition("@")
-    if target != name:
-        return
-    _hits[name] = _hits.get(name, 0) + 1
-    if _hits[name] >= int(nth or 1):
-        os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))
-        os._exit(137)  # Windows has no SIGKILL: end without cleanup all the same
+__all__ = ["VARIABLE", "point"]

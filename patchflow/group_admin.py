@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from models import Endpoint, Group
 from patchflow.errors import UserError
 from patchflow.fleet.endpoints import get_endpoint
-from patchflow.fleet.tokens import validate_name
+from patchflow.fleet.tree import check_new_group_name
 from patchflow.groups import descendant_ids, group_by_name
 
 
@@ -26,9 +26,7 @@ def rename_group(session: Session, name: str, new_name: str) -> Group:
     new_name = (new_name or "").strip()
     if new_name == group.name:
         return group
-    validate_name(new_name, "group")
-    if session.scalar(select(Group.id).where(Group.name == new_name)) is not None:
-        raise UserError(f"a group named {new_name!r} already exists")
+    check_new_group_name(session, new_name)
     group.name = new_name
     session.flush()
     return group

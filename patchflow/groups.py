@@ -6,7 +6,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from models import Group
-from patchflow.errors import NotFoundError
+from patchflow.errors import NotFoundError, UserError
 
 
 def group_by_name(session: Session, name: str) -> Group:
@@ -14,6 +14,15 @@ def group_by_name(session: Session, name: str) -> Group:
     if group is None:
         raise NotFoundError(f"no group named {name!r}")
     return group
+
+
+def groups_by_names(session: Session, names: list[str] | None) -> list[Group]:
+    """The groups of a `--groups G1,G2` list, each once, in the order given; an empty list is a
+    usage error (approvals, approval rules and rings all need at least one group)."""
+    wanted = list(dict.fromkeys(n.strip() for n in names or [] if n.strip()))
+    if not wanted:
+        raise UserError("--groups names no group: give --groups G1,G2")
+    return [group_by_name(session, name) for name in wanted]
 
 
 def descendant_ids(session: Session, group_id: int) -> list[int]:

@@ -181,6 +181,21 @@ def eula_status_expr() -> ColumnElement[str]:
     return case((accepted, EulaStatus.ACCEPTED.value), else_=EulaStatus.NOT_ACCEPTED.value)
 
 
+def declined_ids() -> Select[tuple[int]]:
+    """Every declined patch id (patchflow.approvals), as a subquery."""
+    return select(PatchDecline.patch_id)
+
+
+def not_declined() -> ColumnElement[bool]:
+    """The condition on `missing_patches` that every view, count and install job adds: a
+    declined patch is missing nowhere, so it is neither listed, counted nor installed."""
+    return MissingPatch.patch_id.not_in(declined_ids())
+
+
+def declined_set(session: Session) -> set[int]:
+    return set(session.scalars(declined_ids()))
+
+
 def apply_scope(
     stmt: Select[Any],
     filters: MissingFilters,
@@ -247,7 +262,7 @@ def load_missing(session: Session, filters: MissingFilters | None = None,
     if end:
         stmt = stmt.where(MissingPatch.detected_at < end)
     if not include_declined:
-        stmt = stmt.where(MissingPatch.patch_id.not_in(select(PatchDecline.patch_id)))
+        stmt = stmt.where(not_declined())
     pairs = fetch_frame(session, stmt)
     if pairs.empty:
         frame = empty(MISSING_COLUMNS)
@@ -255,8 +270,8 @@ def load_missing(session: Session, filters: MissingFilters | None = None,
     pairs["detected_at"] = to_utc(pairs["detected_at"])
     frame = attach_attrs(session, pairs)[list(MISSING_COLUMNS)]
     if include_declined:
-        declined = set(session.scalars(select(PatchDecline.patch_id)))
-        frame = frame.assign(declined=frame["patch_id"].astype("int64").isin(declined))
+        frame = frame.assign(
+            declined=frame["patch_id"].astype("int64").isin(declined_set(session)))
     return frame
 
 

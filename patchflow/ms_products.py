@@ -10,14 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from applicability.frames import make_frame
 from applicability.msapps import map_inventory
 from applicability.osmap import msrc_product
-from models import Endpoint, InstalledProgram
-from patchflow.scan_store import ms_facts_frame
+from models import Endpoint
+from patchflow.scan_store import ms_facts_frame, read_programs
 
 
 def endpoint_ms_products(session: Session, endpoint: Endpoint) -> list[dict[str, Any]]:
@@ -25,12 +24,7 @@ def endpoint_ms_products(session: Session, endpoint: Endpoint) -> list[dict[str,
     os_product, _ = msrc_product(
         endpoint.os_name, endpoint.os_display_version, endpoint.os_build, endpoint.os_arch,
         endpoint.installation_type)
-    programs = make_frame("programs", [
-        {"endpoint_id": endpoint.id, "name": p.name, "version": p.version,
-         "publisher": p.publisher, "arch": p.arch}
-        for p in session.scalars(
-            select(InstalledProgram).where(InstalledProgram.endpoint_id == endpoint.id))
-    ])
+    programs = make_frame("programs", read_programs(session, [endpoint.id]))
     facts = ms_facts_frame([endpoint.id], [endpoint.ms_facts])
     mapped = map_inventory(programs, facts, {endpoint.id: os_product})
     rows = []

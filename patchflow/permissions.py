@@ -31,14 +31,14 @@ def make_private(root: Path) -> tuple[int, int]:
     changed = failed = 0
     if not root.is_dir() or root.is_symlink():
         return changed, failed
-    for folder, dirs, files in os.walk(root, followlinks=False):
-        for path in [Path(folder)] + [Path(folder) / n for n in files + dirs]:
+    for folder, _dirs, files in os.walk(root, followlinks=False):
+        # Each folder is changed as its own `folder`; a link to a folder, listed in `_dirs`
+        # and never walked, is left alone like any link.
+        for path in [Path(folder)] + [Path(folder) / n for n in files]:
             try:
                 mode = path.lstat().st_mode
                 if stat.S_ISLNK(mode) or not mode & 0o077:
                     continue
-                if path != Path(folder) and stat.S_ISDIR(mode):
-                    continue  # walked into next: changed as its own `folder`
                 path.chmod(stat.S_IMODE(mode) & ~0o077)
                 changed += 1
             except OSError:

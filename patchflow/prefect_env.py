@@ -79,7 +79,7 @@ def _run_dir() -> Path:
 # --- the home's Prefect server (`patchflow serve`) for CLI flow runs -------------------------
 
 HOME_SERVER_FILE = "prefect-server.json"
-_SERVER_MARKS = ("prefect", "server", "start")
+SERVER_MARKS = ("prefect", "server", "start")  # its command line (deployments/prefect_server.py)
 # Set while a CLI command runs with the home's server: `serve` must not take that for an
 # administrator's PREFECT_API_URL (a second `serve` on one home is refused, not attached).
 FROM_HOME_ENV = "PATCHFLOW_PREFECT_FROM_HOME"
@@ -89,20 +89,25 @@ TEMPORARY_NOTICE = ("note: no Prefect server runs for this home (`patchflow serv
 _announce = False
 
 
+def home_server_file() -> Path:
+    """The pid file of the local Prefect server `patchflow serve` runs for this home."""
+    return _run_dir() / HOME_SERVER_FILE
+
+
 def home_server_url(wait: float = 20.0) -> str | None:
     """The API URL of the local Prefect server `patchflow serve` runs for this home, or None.
 
     Trusts the pid file only while its process still is the `prefect server start` that was
     started and the `serve` that started it still runs (a stale file names nothing). A server
     that is still starting (port not open yet) is waited for up to `wait` seconds."""
-    record = childproc.read_pid_file(_run_dir() / HOME_SERVER_FILE)
+    record = childproc.read_pid_file(home_server_file())
     if record is None or not isinstance(record.get("port"), int):
         return None
     pid = int(record["pid"])
     if not childproc.alive(pid, record.get("started")) or not childproc.parent_alive(record):
         return None
     args = childproc.cmdline(pid)
-    if args is not None and not all(any(m in a for a in args) for m in _SERVER_MARKS):
+    if args is not None and not childproc.command_has(args, SERVER_MARKS):
         return None
     host = str(record.get("host") or "127.0.0.1")
     if host in ("0.0.0.0", "::"):

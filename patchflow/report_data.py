@@ -24,7 +24,6 @@ from models import (
     InstallJobItem,
     MissingPatch,
     Patch,
-    PatchDecline,
     PatchInstaller,
     ReportRun,
 )
@@ -34,9 +33,11 @@ from patchflow.missing_query import (
     apply_scope,
     attach_attrs,
     day_bounds,
+    declined_ids,
     fetch_frame,
     load_endpoint_attrs,
     load_patch_attrs,
+    not_declined,
     raw,
     to_utc,
 )
@@ -191,7 +192,7 @@ def dashboard_counts(session: Session) -> tuple[pd.DataFrame, pd.DataFrame]:
     """
     per_patch = (
         select(MissingPatch.patch_id, func.count().label("n"))
-        .where(MissingPatch.patch_id.not_in(select(PatchDecline.patch_id)))  # declined: not missing
+        .where(not_declined())
         .group_by(MissingPatch.patch_id)
         .subquery()
     )
@@ -219,14 +220,14 @@ def dashboard_counts(session: Session) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def _without_declined(session: Session, states: pd.DataFrame) -> pd.DataFrame:
     """An endpoint that misses only declined patches counts as up to date, not missing."""
-    if session.scalar(select(PatchDecline.patch_id).limit(1)) is None:
+    if session.scalar(declined_ids().limit(1)) is None:
         return states
     cleared = int(session.scalar(
         select(func.count()).select_from(Endpoint).where(
             Endpoint.scan_state == ScanState.MISSING_PATCHES.value,
             Endpoint.replaces_endpoint_id.is_(None),
             ~exists().where(MissingPatch.endpoint_id == Endpoint.id,
-                            MissingPatch.patch_id.not_in(select(PatchDecline.patch_id))))
+                            not_declined()))
     ) or 0)
     if not cleared:
         return states

@@ -201,7 +201,7 @@ def load_inventory(session: Session, endpoint_ids: list[int]) -> dict[str, pd.Da
         select(InstalledUpdate.endpoint_id, InstalledUpdate.kb)
         .where(InstalledUpdate.endpoint_id.in_(endpoint_ids)),
         ["endpoint_id", "kb"])
-    programs = _read_programs(session, endpoint_ids)
+    programs = read_programs(session, endpoint_ids)
     facts = ms_facts_frame(endpoints["endpoint_id"], endpoints["ms_facts"])
     endpoints = endpoints.drop(columns=["ms_facts"])
     return {"endpoints": endpoints, "installed_kbs": kbs, "programs": programs, "ms_facts": facts}
@@ -210,7 +210,7 @@ def load_inventory(session: Session, endpoint_ids: list[int]) -> dict[str, pd.Da
 _PROGRAM_COLUMNS = ["name", "version", "publisher", "product_code", "upgrade_code", "arch"]
 
 
-def _read_programs(session: Session, endpoint_ids: list[int]) -> pd.DataFrame:
+def read_programs(session: Session, endpoint_ids: list[int]) -> pd.DataFrame:
     """The batch's installed programs, in (endpoint, id) order.
 
     On MariaDB/MySQL the server packs each endpoint's programs into JSON arrays, one per

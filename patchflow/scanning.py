@@ -11,7 +11,6 @@ import logging
 import os
 import re
 import socket
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from models import Endpoint, MissingPatch, Policy, Scan
 from models.base import utcnow
 from models.db import session_scope
 from models.enums import ScanState
+from patchflow import childproc
 from patchflow.errors import UserError
 from patchflow.fleet.tree import Tree
 from patchflow.groups import group_ids
@@ -87,31 +87,18 @@ def batches(ids: list[int], size: int = BATCH_SIZE) -> list[list[int]]:
 _OWNER = re.compile(r"running in process (\d+) on (.+)")
 
 
-def _process_gone(pid: int) -> bool:
-    """Whether a process of this machine has ended. Unknown counts as alive, and Windows is
-    never asked: there, os.kill with signal 0 would send a Ctrl+C."""
-    if sys.platform == "win32":
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:
-        return False
-    return False
-
-
 def close_dead_scans(session: Session) -> int:
     """Close the scans whose process died without finishing them (SIGKILL, power cut).
 
     A running scan's message names its process and host; a scan of this host whose process is
     gone is marked failed, else it would say "running" forever. Its batch in flight was rolled
     back whole, so when no live scan remains, endpoints left "Scanning" get back the state their
-    intact previous results imply. Deployment runs are also closed by their crash hooks."""
-    host = socket.gethostname()
+    intact previous results imply. Deployment runs are also closed by their crash hooks, and
+    flow runs whose process died by `serve` at start (deployments/orphans.py, the same
+    `childproc.ended` check)."""
     running = list(session.scalars(select(Scan).where(Scan.status == "running")))
-    dead = [s for s in running if (m := _OWNER.fullmatch(s.message or "")) and m[2] == host
-            and _process_gone(int(m[1]))]
+    dead = [s for s in running if (m := _OWNER.fullmatch(s.message or ""))
+            and childproc.ended(m[2], int(m[1]))]
     for scan in dead:
         scan.status, scan.finished_at = "failed", utcnow()
         scan.message = (f"the scan process ended without finishing the scan ({scan.message}); "

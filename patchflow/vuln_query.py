@@ -16,17 +16,25 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from applicability.vulnrating import (
     CveView,
     PairRating,
+    merge_facts,
     pair_cves,
     rate_pair,
     risk_score,
 )
-from models import Patch, PatchCve, Vulnerability, VulnerabilityRange
+from models import (
+    MissingPatch,
+    Patch,
+    PatchCve,
+    PatchVulnerability,
+    Vulnerability,
+    VulnerabilityRange,
+)
 from patchflow import vulnfeeds
 from patchflow.missing_query import MissingFilters, load_missing
 from sources.versions import version_key
@@ -44,8 +52,6 @@ class Intel:
 
 def load_intel(session: Session, cves: set[str] | None = None) -> Intel:
     """The feeds' facts (all, or those of `cves` plus every CVE with a range) and ranges."""
-    from applicability.vulnrating import merge_facts
-
     # Plain rows, not ORM objects: building ~10,000 instances cost seconds (bench/feeds.py).
     range_fields = [f.name for f in fields(AffectedRange)]
     ranges: dict[str, list[AffectedRange]] = defaultdict(list)
@@ -203,8 +209,6 @@ def dashboard_counts(session: Session, today: dt.date | None = None) -> dict[str
     """`exploited: {"patches", "pairs"}` and `overdue_kev` (pairs with a KEV CVE whose due date
     has passed) over the current missing pairs. Microsoft pairs through their KB's CVEs, in SQL;
     third-party pairs rated per distinct (package, installed, available)."""
-    from models import MissingPatch
-
     today = today or dt.datetime.now(dt.UTC).date()
     intel = load_intel(session)
     exploited_patches: set[int] = set()
@@ -225,8 +229,6 @@ def dashboard_counts(session: Session, today: dt.date | None = None) -> dict[str
         late = view.kev_due_date is not None and view.kev_due_date < today
         flags[patch_id] = (was[0] or view.exploited, was[1] or late)
     if flags:
-        from sqlalchemy import func
-
         ids = list(flags)
         for start in range(0, len(ids), 5000):
             chunk = ids[start:start + 5000]
@@ -262,10 +264,6 @@ def dashboard_counts(session: Session, today: dt.date | None = None) -> dict[str
 def relink_patches(session: Session) -> int:
     """Refill patch_vulnerabilities: each third-party patch and the CVEs it fixes (as
     `patch_vulnerabilities` computes them), for SQL readers such as reports. Returns the links."""
-    from sqlalchemy import delete
-
-    from models import PatchVulnerability
-
     intel = load_intel(session)
     session.execute(delete(PatchVulnerability))
     links = 0

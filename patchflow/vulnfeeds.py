@@ -18,11 +18,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from models import CpeMapping, FeedStatus, Vulnerability, VulnerabilityRange
 from models.base import utcnow
+from models.enums import SyncStatus
 from patchflow.errors import UserError
 from sources import kev, nvd
 from sources.vulnrecords import VENDOR_RATINGS, AffectedRange, VulnFacts
@@ -32,7 +33,6 @@ MOZILLA_ARCHIVE = (
     "https://github.com/mozilla/foundation-security-advisories/archive/refs/heads/master.tar.gz"
 )
 DEFAULT_SOURCES = {"kev": kev.DEFAULT_URL, "mozilla": MOZILLA_ARCHIVE, "nvd": nvd.DEFAULT_URL}
-STATUSES = ("Never", "Running", "Successful", "Failed", "Stopped")
 # winget PackageIdentifier -> CPE vendor:product for sources/winget.py DEFAULT_PACKAGES. The
 # Mozilla keys are matched by the Mozilla advisories as well as by NVD; Reader installed from
 # winget is the continuous ("DC") track.
@@ -65,7 +65,8 @@ def get_feed(session: Session, name: str) -> FeedStatus:
     name = feed_name(name)
     row = session.get(FeedStatus, name)
     if row is None:
-        row = FeedStatus(name=name, source=DEFAULT_SOURCES[name], status="Never", records=0)
+        row = FeedStatus(name=name, source=DEFAULT_SOURCES[name], status=SyncStatus.NEVER,
+                         records=0)
         session.add(row)
         session.flush()
     return row
@@ -120,7 +121,7 @@ def set_source(session: Session, name: str, source: str) -> FeedStatus:
 
 def begin(session: Session, name: str, flow_run_id: str | None) -> FeedStatus:
     row = get_feed(session, name)
-    row.status, row.status_at, row.message = "Running", utcnow(), "starting"
+    row.status, row.status_at, row.message = SyncStatus.RUNNING, utcnow(), "starting"
     row.flow_run_id = flow_run_id
     return row
 
@@ -222,8 +223,6 @@ def store_documents(
 
 
 def count_source(session: Session, source: str) -> int:
-    from sqlalchemy import func
-
     return session.scalar(
         select(func.count()).select_from(Vulnerability).where(Vulnerability.source == source)
     ) or 0

@@ -53,10 +53,7 @@ def formula_safe(values: pd.Series) -> pd.Series | None:
     if all(csv_cell(value) is value for value in values.unique()):
         return None
     codes, uniques = pd.factorize(values, use_na_sentinel=True)
-    plain = list(uniques)
-    safe = [csv_cell(value) for value in plain]
-    if all(a is b for a, b in zip(plain, safe, strict=True)):
-        return None
+    safe = [csv_cell(value) for value in uniques]
     return pd.Series(np.array([*safe, None], dtype=object)[codes], index=values.index,
                      dtype="object")
 

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from models.db import session_scope
 from patchflow import fleet
 from patchflow.errors import UserError
+from patchflow.fleet.tokens import NAME_PATTERN
 from patchflow.inventory import validate_documents
 from server.auth import admin_name, settings_of
 from server.errors import InvalidDocument, responses
@@ -23,7 +24,7 @@ router = APIRouter(prefix="/api/v1/admin", tags=["admin: fleet"],
 
 # What fleet.validate_name enforces for group, policy and token names (documentation only: the
 # server's own check, with its one-line error, stays the judge).
-NAME_SCHEMA: dict[str, Any] = {"pattern": r"^\w[\w .()&/+-]{0,127}$", "maxLength": 128}
+NAME_SCHEMA: dict[str, Any] = {"pattern": NAME_PATTERN, "maxLength": 128}
 HOSTNAME_PATH = Path(description="An endpoint's host name (case-insensitive)",
                      json_schema_extra={"pattern": HOSTNAME_PATTERN,
                                         "maxLength": 255}, examples=["WS-0001"])

@@ -21,9 +21,9 @@ from models.base import utcnow
 from models.db import get_engine
 from patchflow import fleet
 from patchflow.errors import UserError
-from patchflow.inventory import Hostname, Inventory, describe_errors
+from patchflow.inventory import Hostname, Inventory
 from server.auth import AgentCredentials, agent_credentials, client_ip, settings_of
-from server.errors import Error, InvalidDocument, error_response, responses
+from server.errors import Error, InvalidDocument, error_response, explain_invalid, responses
 from server.params import HOSTNAME_PATTERN, ExitCode, JobId
 from server.ratelimit import subject_of
 
@@ -160,14 +160,8 @@ def _store_upload(
 
 
 def _body_error(exc: ValidationError) -> UserError:
-    errors = exc.errors(include_url=False)
-    malformed = [e for e in errors if e.get("type") == "json_invalid"]
-    if malformed:
-        detail = str(malformed[0].get("msg", "invalid JSON")).removeprefix("Invalid JSON: ")
-        return UserError(f"malformed JSON: {detail}")
-    if errors and not errors[0].get("loc"):
-        return InvalidDocument(f"request body: {errors[0].get('msg', 'invalid')}")
-    return InvalidDocument(describe_errors(errors))
+    status, message = explain_invalid(exc.errors(include_url=False))
+    return UserError(message) if status == 400 else InvalidDocument(message)
 
 
 @router.put(

@@ -4,6 +4,7 @@ and scripts read one field, and no traceback or internal detail reaches a client
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -77,17 +78,23 @@ async def _user_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(status, str(exc), headers)
 
 
-async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
-    errors: list[Any] = list(exc.errors())
+def explain_invalid(errors: Sequence[Any]) -> tuple[int, str]:
+    """FastAPI's request errors, or pydantic's own where a route validates its body itself, as
+    (status, one line): malformed JSON is 400; anything else 422, naming the first field or,
+    when the body as a whole is wrong (not an object), the body."""
     malformed = [e for e in errors if e.get("type") == "json_invalid"]
     if malformed:
-        detail = malformed[0].get("ctx", {}).get("error", "invalid JSON")
-        return error_response(400, f"malformed JSON: {detail}")
+        return 400, f"malformed JSON: {malformed[0].get('ctx', {}).get('error', 'invalid JSON')}"
     first = errors[0] if errors else {}
-    if tuple(first.get("loc", ())) == ("body",):
-        return error_response(422, f"request body: {first.get('msg', 'invalid')}")
-    return error_response(422, describe_errors(errors))
+    # FastAPI places the body at ("body",); pydantic validating a body alone at ().
+    if errors and tuple(first.get("loc", ())) in ((), ("body",)):
+        return 422, f"request body: {first.get('msg', 'invalid')}"
+    return 422, describe_errors(errors)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return error_response(*explain_invalid(list(exc.errors())))
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:

@@ -9,6 +9,8 @@ from typing import Annotated
 from fastapi import Path
 from pydantic import Field
 
+from agent.schema import HOSTNAME
+
 # The largest value a BIGINT (and SQLite's INTEGER) column holds.
 MAX_DB_ID = 2**63 - 1
 # Windows exit codes are DWORDs; agents may report them signed (-1073741819) or unsigned.
@@ -17,7 +19,7 @@ MAX_EXIT_CODE = 2**32 - 1
 
 DbId = Annotated[int, Path(ge=1, le=MAX_DB_ID, description="A database id", examples=[1])]
 # agent/schema.py's host-name rule (blanks around it are stripped before the check).
-HOSTNAME_PATTERN = "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}$"
+HOSTNAME_PATTERN = HOSTNAME.pattern
 JobId = Annotated[int, Path(ge=1, le=MAX_DB_ID, description="An install job id", examples=[1])]
 TokenId = Annotated[int, Path(ge=1, le=MAX_DB_ID, description="An enrollment token id",
                               examples=[1])]

@@ -7,12 +7,11 @@ an object or has no valid CVE ID is skipped with a one-line error, the rest is k
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from sources.records import SourceError
-from sources.vulnrecords import CVE_ID, VulnFacts, decompress, iso_date, one_line
+from sources.records import SourceError, decompress, load_json
+from sources.vulnrecords import CVE_ID, VulnFacts, iso_date
 
 if TYPE_CHECKING:
     import requests
@@ -30,11 +29,7 @@ class KevCatalog:
 
 
 def parse_kev(raw: bytes, label: str = "KEV catalog") -> KevCatalog:
-    data = decompress(raw, label)
-    try:
-        body = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise SourceError(f"{label}: malformed JSON: {one_line(exc)}") from None
+    body = load_json(decompress(raw, label), label)
     items = body.get("vulnerabilities") if isinstance(body, dict) else None
     if not isinstance(items, list):
         raise SourceError(f"{label}: no 'vulnerabilities' list")

@@ -22,14 +22,8 @@ from pathlib import Path
 
 import yaml
 
-from sources.records import SourceError
-from sources.vulnrecords import (
-    CVE_ID,
-    VENDOR_RATINGS,
-    AffectedRange,
-    VulnFacts,
-    one_line,
-)
+from sources.records import SourceError, one_line
+from sources.vulnrecords import CVE_ID, VENDOR_RATINGS, AffectedRange, VulnFacts
 
 FIREFOX = "mozilla:firefox"
 FIREFOX_ESR = "mozilla:firefox_esr"
@@ -89,15 +83,24 @@ def parse_advisory(raw: bytes, key: str) -> MozillaAdvisory:
     return advisory
 
 
-def iter_directory(path: Path | str) -> Iterator[tuple[str, bytes]]:
-    """(key, raw bytes) of every mfsa*.yml under a mirror folder (the repository's
-    announce/<year>/ layout or a flat folder), in name order."""
+def is_advisory_name(name: str) -> bool:
+    """Whether a file name (no folder) is an advisory's: mfsa2025-36.yml."""
+    return bool(_FILE_NAME.match(name))
+
+
+def advisory_files(path: Path | str) -> list[Path]:
+    """Every mfsa*.yml under a mirror folder (the repository's announce/<year>/ layout or a
+    flat folder), in name order."""
     folder = Path(path)
     if not folder.is_dir():
         raise SourceError(f"{folder}: not a directory")
-    files = sorted((p for p in folder.rglob("*") if _FILE_NAME.match(p.name) and p.is_file()),
-                   key=lambda p: p.name)
-    for file in files:
+    return sorted((p for p in folder.rglob("*") if is_advisory_name(p.name) and p.is_file()),
+                  key=lambda p: p.name)
+
+
+def iter_directory(path: Path | str) -> Iterator[tuple[str, bytes]]:
+    """(key, raw bytes) of every advisory_files() entry."""
+    for file in advisory_files(path):
         yield file.name.rsplit(".", 1)[0], file.read_bytes()
 
 

@@ -14,13 +14,11 @@ FixedBuild), so the scan can report an outdated Edge instead of calling it up to
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import gc
-import gzip
 import hashlib
-import json
 import re
-import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
@@ -31,7 +29,16 @@ from xml.etree.ElementTree import Element, ParseError
 import defusedxml.ElementTree as DefusedET
 from defusedxml import DefusedXmlException
 
-from sources.records import ParsedDocument, PatchRecord, ProductRow, SourceError, severity_rank
+from sources.records import (
+    ParsedDocument,
+    PatchRecord,
+    ProductRow,
+    SourceError,
+    decompress,
+    load_json,
+    one_line,
+    severity_rank,
+)
 from sources.vulnrecords import VulnFacts
 
 if TYPE_CHECKING:  # the parsers stay importable without the HTTP stack loaded
@@ -147,22 +154,15 @@ def parse_cvrf(raw: bytes, key: str | None = None) -> ParsedDocument:
     73 CVEs in 2024-Jul, its release month, 7 in 2024-Aug, 1 in 2024-Sep).
     """
     label = key or "document"
-    data = _decompress(raw, label)
+    data = decompress(raw, label)
     head = data[:64].lstrip(b"\xef\xbb\xbf \t\r\n")
-    # A month of XML is about a million elements without reference cycles: the cyclic garbage
-    # collector only slows their construction down (measured: parse time nearly halves).
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
+    with _gc_paused():
         if head.startswith(b"{"):
             doc = _read_json(data, label)
         elif head.startswith(b"<"):
             doc = _read_xml(data, label)
         else:
             raise SourceError(f"{label}: neither JSON nor XML")
-    finally:
-        if collecting:
-            gc.enable()
     patches, errors = _build_patches(doc)
     return ParsedDocument(
         key=doc.id,
@@ -173,16 +173,26 @@ def parse_cvrf(raw: bytes, key: str | None = None) -> ParsedDocument:
     )
 
 
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """A month of XML is about a million elements without reference cycles: the cyclic garbage
+    collector only slows their construction down (measured: parse time nearly halves)."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
+
+
 def parse_updates_index(raw: bytes) -> list[dict[str, Any]]:
     """Entries of the /updates index: ID, DocumentTitle, dates (as dates) and CvrfUrl.
 
     A month missing here is not deleted upstream (the index has omitted the current month for
     hours before), so callers must only ever add or refresh from it.
     """
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise SourceError(f"updates index: malformed JSON: {_one_line(exc)}") from None
+    body = load_json(raw, "updates index")
     items = body.get("value") if isinstance(body, dict) else None
     if not isinstance(items, list):
         raise SourceError("updates index: no 'value' list")
@@ -246,16 +256,7 @@ def _get(session: requests.Session, url: str, timeout: float) -> bytes:
 def content_hash(raw: bytes, key: str | None = None) -> str:
     """The hash parse_cvrf puts in ParsedDocument.content_hash, without parsing: lets a sync
     skip an unchanged document for the cost of a gunzip."""
-    return hashlib.sha256(_decompress(raw, key or "document")).hexdigest()
-
-
-def _decompress(raw: bytes, label: str) -> bytes:
-    if not raw.startswith(b"\x1f\x8b"):
-        return raw
-    try:
-        return gzip.decompress(raw)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise SourceError(f"{label}: corrupt gzip: {_one_line(exc)}") from None
+    return hashlib.sha256(decompress(raw, key or "document")).hexdigest()
 
 
 def _read_xml(data: bytes, label: str) -> _Doc:
@@ -267,19 +268,11 @@ def _read_xml(data: bytes, label: str) -> _Doc:
     if not doc_id or not doc_id.strip():
         raise SourceError(f"{label}: document has no DocumentTracking/Identification/ID")
 
-    products: dict[str, str] = {}
-    tree = root.find(f"{_PROD}ProductTree")
-    if tree is not None:
-        for item in tree.iter(f"{_PROD}FullProductName"):
-            pid = item.get("ProductID")
-            if pid and item.text:
-                products.setdefault(pid, item.text.strip())
-
     return _Doc(
         id=doc_id.strip(),
         initial=_date(tracking.findtext(f"{_CVRF}InitialReleaseDate")),
         current=_date(tracking.findtext(f"{_CVRF}CurrentReleaseDate")),
-        products=products,
+        products=_xml_products(root),
         vulns=[_xml_vuln(v) for v in root.iterfind(f"{_VULN}Vulnerability")],
     )
 
@@ -338,23 +331,11 @@ def _xml_fix(rem: Element) -> _Fix:
 
 
 def _read_json(data: bytes, label: str) -> _Doc:
-    try:
-        body = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise SourceError(f"{label}: malformed JSON: {_one_line(exc)}") from None
-    if not isinstance(body, dict):
-        raise SourceError(f"{label}: JSON document is not an object")
+    body = _json_body(data, label)
     tracking = _dict(body.get("DocumentTracking"))
     doc_id = _text(_dict(tracking.get("Identification")).get("ID"))
     if not doc_id:
         raise SourceError(f"{label}: document has no DocumentTracking.Identification.ID")
-
-    products: dict[str, str] = {}
-    tree = _dict(body.get("ProductTree"))
-    for item in _json_product_names(tree):
-        pid, name = _text(item.get("ProductID")), _text(item.get("Value"))
-        if pid and name:
-            products.setdefault(pid, name.strip())
 
     vulns = []
     for vuln in _list(body.get("Vulnerability")):
@@ -383,9 +364,31 @@ def _read_json(data: bytes, label: str) -> _Doc:
         id=doc_id.strip(),
         initial=_date(tracking.get("InitialReleaseDate")),
         current=_date(tracking.get("CurrentReleaseDate")),
-        products=products,
+        products=_json_products(body),
         vulns=vulns,
     )
+
+
+def _xml_products(root: Element) -> dict[str, str]:
+    """ProductID -> product name of the ProductTree (the first spelling of an ID wins)."""
+    products: dict[str, str] = {}
+    tree = root.find(f"{_PROD}ProductTree")
+    if tree is not None:
+        for item in tree.iter(f"{_PROD}FullProductName"):
+            pid = item.get("ProductID")
+            if pid and item.text:
+                products.setdefault(pid, item.text.strip())
+    return products
+
+
+def _json_products(body: dict[str, Any]) -> dict[str, str]:
+    """ProductID -> product name of the ProductTree (the first spelling of an ID wins)."""
+    products: dict[str, str] = {}
+    for item in _json_product_names(_dict(body.get("ProductTree"))):
+        pid, name = _text(item.get("ProductID")), _text(item.get("Value"))
+        if pid and name:
+            products.setdefault(pid, name.strip())
+    return products
 
 
 def _json_product_names(tree: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -625,11 +628,6 @@ def _date(value: Any) -> dt.date | None:
     return None if day.year <= 1 else day  # JSON uses 0001-01-01 for "not specified"
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text[:300] or type(exc).__name__
-
-
 # --------------------------------------------------------------------------------------------
 # Vulnerability facts: CVSS v3 per product and the exploitation status (issue 19)
 
@@ -655,29 +653,20 @@ def parse_cvrf_vulnerabilities(raw: bytes, key: str | None = None) -> list[MsrcC
     independently; errors are the same one-line SourceErrors.
     """
     label = key or "document"
-    data = _decompress(raw, label)
+    data = decompress(raw, label)
     head = data[:64].lstrip(b"\xef\xbb\xbf \t\r\n")
-    if head.startswith(b"{"):
-        body = _json_body(data, label)
-        products = {
-            pid: name
-            for item in _json_product_names(_dict(body.get("ProductTree")))
-            if (pid := _text(item.get("ProductID"))) and (name := _text(item.get("Value")))
-        }
-        raw_vulns = [_json_vuln_scores(v) for v in _list(body.get("Vulnerability"))
-                     if isinstance(v, dict)]
-    elif head.startswith(b"<"):
-        root = _xml_root(data, label)
-        products = {}
-        tree = root.find(f"{_PROD}ProductTree")
-        if tree is not None:
-            for item in tree.iter(f"{_PROD}FullProductName"):
-                pid = item.get("ProductID")
-                if pid and item.text:
-                    products.setdefault(pid, item.text.strip())
-        raw_vulns = [_xml_vuln_scores(v) for v in root.iterfind(f"{_VULN}Vulnerability")]
-    else:
-        raise SourceError(f"{label}: neither JSON nor XML")
+    with _gc_paused():
+        if head.startswith(b"{"):
+            body = _json_body(data, label)
+            products = _json_products(body)
+            raw_vulns = [_json_vuln_scores(v) for v in _list(body.get("Vulnerability"))
+                         if isinstance(v, dict)]
+        elif head.startswith(b"<"):
+            root = _xml_root(data, label)
+            products = _xml_products(root)
+            raw_vulns = [_xml_vuln_scores(v) for v in root.iterfind(f"{_VULN}Vulnerability")]
+        else:
+            raise SourceError(f"{label}: neither JSON nor XML")
     out = []
     for cve, status, sets in raw_vulns:
         if not cve:
@@ -706,10 +695,7 @@ _ScoreSet = tuple[float, str | None, list[str]]
 
 
 def _json_body(data: bytes, label: str) -> dict[str, Any]:
-    try:
-        body = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise SourceError(f"{label}: malformed JSON: {_one_line(exc)}") from None
+    body = load_json(data, label)
     if not isinstance(body, dict):
         raise SourceError(f"{label}: JSON document is not an object")
     return body
@@ -719,9 +705,9 @@ def _xml_root(data: bytes, label: str) -> Element:
     try:
         root = DefusedET.fromstring(data)
     except DefusedXmlException as exc:
-        raise SourceError(f"{label}: refused unsafe XML: {_one_line(exc)}") from None
+        raise SourceError(f"{label}: refused unsafe XML: {one_line(exc)}") from None
     except ParseError as exc:
-        raise SourceError(f"{label}: malformed XML: {_one_line(exc)}") from None
+        raise SourceError(f"{label}: malformed XML: {one_line(exc)}") from None
     if root.tag != f"{_CVRF}cvrfdoc":
         raise SourceError(f"{label}: not a CVRF 1.1 document (root element {root.tag})")
     return root

@@ -18,15 +18,14 @@ measured on the real records in the shared fixtures:
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sources.records import SourceError
-from sources.vulnrecords import CVE_ID, AffectedRange, VulnFacts, decompress, iso_date, one_line
+from sources.records import SourceError, decompress, load_json
+from sources.vulnrecords import CVE_ID, AffectedRange, VulnFacts, iso_date
 
 if TYPE_CHECKING:
     import requests
@@ -82,10 +81,7 @@ def parse_file(raw: bytes, label: str) -> list[NvdRecord]:
     """A record file (one CVE object) or a whole API response page."""
     if len(raw) > _MAX_BYTES:
         raise SourceError(f"{label}: larger than {_MAX_BYTES} bytes")
-    try:
-        body = json.loads(decompress(raw, label))
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise SourceError(f"{label}: malformed JSON: {one_line(exc)}") from None
+    body = load_json(decompress(raw, label), label)
     if isinstance(body, dict) and isinstance(body.get("vulnerabilities"), list):
         return parse_page(body, label)[0]
     return [parse_record(body, label)]
@@ -106,16 +102,21 @@ def parse_page(body: Any, label: str) -> tuple[list[NvdRecord], int]:
     return records, total if isinstance(total, int) else len(records)
 
 
-def iter_directory(path: Path | str) -> Iterator[tuple[str, bytes]]:
-    """(name, raw) of each *.json / *.json.gz under an offline folder, in name order."""
+def record_files(path: Path | str) -> list[Path]:
+    """Each *.json / *.json.gz (any case) under an offline folder, in name order."""
     folder = Path(path)
     if not folder.is_dir():
         raise SourceError(f"{folder}: not a directory")
-    files = sorted(
-        (p for p in folder.rglob("*") if p.is_file() and p.name.endswith((".json", ".json.gz"))),
+    return sorted(
+        (p for p in folder.rglob("*")
+         if p.is_file() and p.name.lower().endswith((".json", ".json.gz"))),
         key=lambda p: p.name,
     )
-    for file in files:
+
+
+def iter_directory(path: Path | str) -> Iterator[tuple[str, bytes]]:
+    """(name, raw) of each record_files() entry."""
+    for file in record_files(path):
         yield file.name, file.read_bytes()
 
 

@@ -8,7 +8,11 @@ JSON).
 from __future__ import annotations
 
 import datetime as dt
+import gzip
+import json
+import zlib
 from dataclasses import dataclass, field
+from typing import Any
 
 SEVERITIES = ("Critical", "Important", "Moderate", "Low", "Unspecified")
 CATEGORIES = (
@@ -113,3 +117,29 @@ class ParsedDocument:
 
 class SourceError(Exception):
     """A document or source could not be used; the message is one line, fit for a sync status."""
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one short line, for a SourceError message."""
+    text = " ".join(str(exc).split())
+    return text[:300] or type(exc).__name__
+
+
+def decompress(raw: bytes, label: str) -> bytes:
+    """Upstream documents and mirrors are often kept gzipped; plain bytes pass through, and a
+    truncated archive fails with one line."""
+    if not raw.startswith(b"\x1f\x8b"):
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise SourceError(f"{label}: corrupt gzip: {one_line(exc)}") from None
+
+
+def load_json(data: bytes, label: str) -> Any:
+    """JSON from an upstream: malformed, undecodable or hostilely deep input (RecursionError)
+    is one SourceError line, never a traceback."""
+    try:
+        return json.loads(data)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise SourceError(f"{label}: malformed JSON: {one_line(exc)}") from None

@@ -9,12 +9,8 @@ on a feed's document shape.
 from __future__ import annotations
 
 import datetime as dt
-import gzip
 import re
-import zlib
 from dataclasses import dataclass
-
-from sources.records import SourceError
 
 CVE_ID = re.compile(r"^CVE-\d{4}-\d{4,19}$")
 VENDOR_RATINGS = ("critical", "high", "moderate", "low")
@@ -59,16 +55,6 @@ class AffectedRange:
     fixed_in: str | None = None  # the text the advisory shows ("Firefox 138.0.4")
 
 
-def decompress(raw: bytes, label: str) -> bytes:
-    """Gzip is how KEV mirrors are often kept; a truncated archive fails with one line."""
-    if not raw.startswith(b"\x1f\x8b"):
-        return raw
-    try:
-        return gzip.decompress(raw)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise SourceError(f"{label}: corrupt gzip: {one_line(exc)}") from None
-
-
 def iso_date(value: object) -> dt.date | None:
     if not isinstance(value, str) or len(value) < 10:
         return None
@@ -76,8 +62,3 @@ def iso_date(value: object) -> dt.date | None:
         return dt.date.fromisoformat(value[:10])
     except ValueError:
         return None
-
-
-def one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text[:300] or type(exc).__name__

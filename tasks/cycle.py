@@ -26,16 +26,19 @@ from models.enums import SyncStatus
 from patchflow import config
 from patchflow.cycle import report, runs
 from patchflow.cycle.plan import build_plan, get_policy
-from patchflow.cycle.verify import awaiting_inventory, flag_still_missing, touched
+from patchflow.cycle.verify import flag_still_missing, inventory_status
 from patchflow.fleet.transactions import write_transaction
 from patchflow.install.jobs import create_job
 from patchflow.install.settings import InstallSettings
 from tasks.retry import io_retries
 
+# `[cycle]` settings: key → (default, lowest, highest).
+SETTINGS = {"sync_max_age_hours": (24, 0, 24 * 366), "verify_wait_s": (300, 0, 86400),
+            "verify_poll_s": (2, 0.05, 600)}
 
-def setting(key: str, default: float) -> float:
-    value = config.setting("cycle", key)
-    return float(default if value is None or value == "" else value)
+
+def setting(key: str) -> float:
+    return float(config.number("cycle", key, *SETTINGS[key]))
 
 
 @task(name="cycle-create-run", **io_retries(
@@ -65,7 +68,7 @@ def check_sync(server: str | None) -> dict[str, Any]:
     """Is the policy's patch server due for a sync (no successful sync within the setting)?"""
     if server is None:
         return {"due": False, "reason": "the policy has no patch server"}
-    hours = setting("sync_max_age_hours", 24)
+    hours = setting("sync_max_age_hours")
     with session_scope() as session:
         row = session.scalar(select(PatchServer).where(PatchServer.name == server))
         if row is None:
@@ -143,16 +146,11 @@ def ring_delay(ring: str, minutes: int) -> None:
 def await_inventories(job_id: int) -> dict[str, Any]:
     """Wait (at most `[cycle] verify_wait_s`) for a fresh inventory from every endpoint with an
     applied install; returns those touched and those still without one."""
-    deadline = time.monotonic() + setting("verify_wait_s", 300)
-    poll = setting("verify_poll_s", 2)
+    deadline = time.monotonic() + setting("verify_wait_s")
+    poll = setting("verify_poll_s")
     while True:
         with session_scope() as session:
-            from models import Endpoint
-
-            ids = list(touched(session, job_id))
-            hosts = sorted(session.scalars(select(Endpoint.hostname)
-                                           .where(Endpoint.id.in_(ids or [-1]))))
-            stale = awaiting_inventory(session, job_id)
+            hosts, stale = inventory_status(session, job_id)
         if not stale or time.monotonic() >= deadline:
             return {"hosts": hosts, "stale": stale}
         time.sleep(poll)

@@ -15,7 +15,6 @@ batch goes on, and what it stored last time stays (patchflow.vulnfeeds). Sources
 from __future__ import annotations
 
 import datetime as dt
-import io
 import os
 import tarfile
 import tempfile
@@ -30,11 +29,12 @@ from prefect.cache_policies import NO_CACHE
 
 from models.base import utcnow
 from models.db import session_scope
+from models.enums import SyncStatus
 from patchflow import vulnfeeds
 from patchflow.http import describe_error, make_session
 from sources import kev, mozilla, nvd
-from sources.records import SourceError
-from sources.vulnrecords import AffectedRange, VulnFacts, one_line
+from sources.records import SourceError, load_json, one_line
+from sources.vulnrecords import AffectedRange, VulnFacts
 
 BATCH = 50
 # NVD allows 120 days between lastModStartDate and lastModEndDate; older marks mean a full run.
@@ -44,7 +44,7 @@ _MAX_MEMBER = 4 * 1024 * 1024
 
 @dataclass
 class FeedResult:
-    status: str = "Successful"
+    status: str = SyncStatus.SUCCESSFUL
     message: str = ""
     records: int | None = None  # rows the feed now has stored; None keeps the last count
     failed: int = 0
@@ -52,7 +52,7 @@ class FeedResult:
     last_modified: dt.datetime | None = None
 
 
-def _is_url(source: str) -> bool:
+def is_url(source: str) -> bool:
     return source.lower().startswith(("http://", "https://"))
 
 
@@ -96,10 +96,10 @@ def finish(name: str, result: FeedResult) -> None:
 @task(name="feed-kev", cache_policy=NO_CACHE)
 def sync_kev(source: str) -> FeedResult:
     try:
-        raw = _download(source) if _is_url(source) else _read(source)
-        catalog = kev.parse_kev(raw, Path(source).name if not _is_url(source) else "KEV catalog")
+        raw = _download(source) if is_url(source) else _read(source)
+        catalog = kev.parse_kev(raw, Path(source).name if not is_url(source) else "KEV catalog")
     except SourceError as exc:
-        return FeedResult(status="Failed", message=str(exc))
+        return FeedResult(status=SyncStatus.FAILED, message=str(exc))
     with session_scope() as session:
         count = vulnfeeds.replace_kev(session, catalog.entries)
     message = f"{count} KEV entries (catalog {catalog.version or 'unknown'})"
@@ -125,7 +125,7 @@ def plan_mozilla(source: str, workdir: str) -> tuple[list[str], str | None]:
 def _plan_mozilla(source: str, workdir: str) -> list[str]:
     """File paths, or "ARCHIVE!MEMBER" inside a .tar.gz (an online archive is saved into
     `workdir` first)."""
-    if _is_url(source):
+    if is_url(source):
         raw = _download(source)
         if source.lower().endswith((".yml", ".yaml")):
             target = Path(workdir) / Path(source.split("?")[0]).name
@@ -135,15 +135,13 @@ def _plan_mozilla(source: str, workdir: str) -> list[str]:
         source = str(target)
     path = Path(source)
     if path.is_dir():
-        return [str(p) for p in sorted(
-            (p for p in path.rglob("*") if p.is_file() and mozilla._FILE_NAME.match(p.name)),
-            key=lambda p: p.name)]
+        return [str(p) for p in mozilla.advisory_files(path)]
     if path.name.lower().endswith((".yml", ".yaml")):
         return [str(path)]
     try:
         with tarfile.open(path, "r:*") as archive:
             members = [m.name for m in archive.getmembers()
-                       if m.isfile() and mozilla._FILE_NAME.match(m.name.rsplit("/", 1)[-1])]
+                       if m.isfile() and mozilla.is_advisory_name(m.name.rsplit("/", 1)[-1])]
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise SourceError(f"{path.name}: not a readable advisories archive: {one_line(exc)}") \
             from None
@@ -212,10 +210,7 @@ def store_mozilla(
 def plan_nvd_files(source: str) -> list[str]:
     path = Path(source)
     if path.is_dir():
-        return [str(p) for p in sorted(
-            (p for p in path.rglob("*")
-             if p.is_file() and p.name.lower().endswith((".json", ".json.gz"))),
-            key=lambda p: p.name)]
+        return [str(p) for p in nvd.record_files(path)]
     return [str(path)]
 
 
@@ -287,7 +282,7 @@ def sync_nvd_online(url: str, last_modified: dt.datetime | None) -> FeedResult:
             try:
                 raw = nvd.fetch_page(session_http, url, start, api_key, window,
                                      match=f"cpe:2.3:a:{cpe}")
-                body = _json(raw, f"NVD page {cpe}@{start}")
+                body = load_json(raw, f"NVD page {cpe}@{start}")
                 records, total = nvd.parse_page(body, f"NVD page {cpe}@{start}")
             except requests.RequestException as exc:
                 return _nvd_failed(result, f"NVD {cpe}: {describe_error(exc)}")
@@ -312,17 +307,8 @@ def sync_nvd_online(url: str, last_modified: dt.datetime | None) -> FeedResult:
 
 
 def _nvd_failed(result: FeedResult, message: str) -> FeedResult:
-    result.status, result.message, result.last_modified = "Failed", message, None
+    result.status, result.message, result.last_modified = SyncStatus.FAILED, message, None
     return result
-
-
-def _json(raw: bytes, label: str) -> Any:
-    import json
-
-    try:
-        return json.load(io.BytesIO(raw))
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise SourceError(f"{label}: malformed JSON: {one_line(exc)}") from None
 
 
 def workdir() -> str:

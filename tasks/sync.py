@@ -22,7 +22,7 @@ from models import PatchServer, SyncDocument
 from models.base import utcnow
 from models.db import session_scope
 from models.enums import SyncStatus
-from patchflow import faults
+from patchflow import faults, vulnfeeds
 from patchflow import servers as server_svc
 from patchflow.catalog_store import document_unchanged, record_document, store_document
 from patchflow.http import describe_error, make_session
@@ -245,8 +245,6 @@ def _store_msrc_vulnerabilities(raw: bytes, key: str) -> None:
     """CVSS v3 and exploitation status of the document's CVEs, for the vulnerability views
     (issue 19). A document whose facts cannot be read still counts as synced: the patches are
     what the sync is for."""
-    from patchflow import vulnfeeds
-
     try:
         scores = msrc.parse_cvrf_vulnerabilities(raw, key)
     except SourceError as exc:

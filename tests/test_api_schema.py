@@ -158,6 +158,20 @@ def test_documented_patterns_are_the_ones_the_server_enforces() -> None:
     assert NAME_SCHEMA["pattern"] == tokens._NAME.pattern
 
 
+def test_the_agent_check_knows_the_fields_the_model_has() -> None:
+    """agent/schema.py lists the field names itself (no pydantic on the agent): a field added to
+    the model alone would make the agent's pre-flight check refuse documents the server takes."""
+    from agent import schema
+    from patchflow import inventory
+
+    for model, fields in ((inventory.Inventory, schema.TOP_FIELDS),
+                          (inventory.OsInfo, schema.OS_FIELDS),
+                          (inventory.Program, schema.PROGRAM_FIELDS),
+                          (inventory.Update, schema.UPDATE_FIELDS),
+                          (inventory.MsFact, schema.MS_FACT_FIELDS)):
+        assert tuple(model.model_fields) == fields, model.__name__
+
+
 def test_documented_body_examples_are_accepted() -> None:
     """The examples in /openapi.json are bodies the server takes, not decoration."""
     from patchflow.inventory import Inventory

@@ -93,6 +93,7 @@ def test_rules_add_list_preview_delete(world: World, cli: Any) -> None:
     for args, message in (
         (["rules", "add", "critical-security", "--groups", "Office"], "already exists"),
         (["rules", "add", "x", "--groups", "Nope"], "no group named 'Nope'"),
+        (["rules", "add", "x", "--groups", " , "], "--groups names no group"),
         (["rules", "add", "x", "--groups", "Office", "--severity", "urgent"],
          "unknown severity 'urgent'"),
         (["rules", "add", "bad name!", "--groups", "Office"], "invalid rule name"),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import uuid
 import zipfile
@@ -11,29 +10,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from models import Base
 from patchflow.sample_catalog import MSRC_DIR, PACKAGES, WINGET_DIR
 from tests.conftest import MARIADB_ROOT_URL
+from tests.faults.harness import snapshot
 from tests.test_scan_flow import FLEET
 
 pytestmark = pytest.mark.usefixtures("prefect")
-
-
-def _snapshot(url: str) -> dict[str, list[tuple]]:
-    engine = sa.create_engine(url)
-    out = {}
-    with engine.connect() as conn:
-        for table in Base.metadata.sorted_tables:
-            rows = conn.execute(sa.select(table).order_by(*table.primary_key.columns)).all()
-            out[table.name] = [tuple(_norm(v) for v in row) for row in rows]
-    engine.dispose()
-    return out
-
-
-def _norm(value: object) -> object:
-    if isinstance(value, dt.datetime):
-        return value.replace(tzinfo=None, microsecond=0)
-    return value
 
 
 @pytest.fixture
@@ -74,7 +56,7 @@ def test_round_trip_sqlite_mariadb_sqlite(cli, sqlite_home: Path, tmp_path: Path
     content.mkdir(parents=True)
     (content / ("ab" + "0" * 62)).write_bytes(b"payload")
     source_url = f"sqlite:///{sqlite_home / 'patchflow.db'}"
-    original = _snapshot(source_url)
+    original = snapshot(source_url)
     assert len(original["patches"]) == 21 and len(original["missing_patches"]) > 0
 
     archive = tmp_path / "one.exp"
@@ -90,7 +72,7 @@ def test_round_trip_sqlite_mariadb_sqlite(cli, sqlite_home: Path, tmp_path: Path
     dispose_all()
     r = cli("restore", str(archive))
     assert r.code == 0, r.err
-    assert _snapshot(mariadb_url) == original
+    assert snapshot(mariadb_url) == original
     assert (home2 / "content" / "sha256" / "ab" / ("ab" + "0" * 62)).read_bytes() == b"payload"
     # Non-empty target: refused without --force, accepted with it.
     r = cli("restore", str(archive))
@@ -106,7 +88,7 @@ def test_round_trip_sqlite_mariadb_sqlite(cli, sqlite_home: Path, tmp_path: Path
     monkeypatch.setenv("PATCHFLOW_DATABASE_URL", url3)
     dispose_all()
     assert cli("restore", str(archive2)).code == 0
-    assert _snapshot(url3) == original
+    assert snapshot(url3) == original
     # The restored home lists the same servers (the proxy password needs the original key).
     assert json.loads(cli("server", "list", "--json").out)[0]["name"] == "local"
 
@@ -124,7 +106,7 @@ def test_damaged_archive_is_refused_and_target_untouched(cli, sqlite_home: Path,
             if item.filename == "tables/patch_servers.jsonl":
                 data = data.replace(b'"local"', b'"LOCAL"')
             dst.writestr(item, data)
-    before = _snapshot(f"sqlite:///{sqlite_home / 'patchflow.db'}")
+    before = snapshot(f"sqlite:///{sqlite_home / 'patchflow.db'}")
     r = cli("restore", str(damaged), "--force")
     assert r.code == 2 and "SHA-256" in r.err
     truncated = tmp_path / "cut.exp"
@@ -132,4 +114,4 @@ def test_damaged_archive_is_refused_and_target_untouched(cli, sqlite_home: Path,
     r = cli("restore", str(truncated), "--force")
     assert (r.code == 2 and "damaged" in r.err) or "not a patchflow backup" in r.err
     assert cli("restore", str(tmp_path / "missing.exp")).code == 2
-    assert _snapshot(f"sqlite:///{sqlite_home / 'patchflow.db'}") == before
+    assert snapshot(f"sqlite:///{sqlite_home / 'patchflow.db'}") == before

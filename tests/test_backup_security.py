@@ -29,7 +29,7 @@ import pytest
 from patchflow import backup_crypto
 from patchflow.errors import UserError
 from tests.conftest import ROOT, _prepare
-from tests.test_backup import _snapshot
+from tests.faults.harness import snapshot
 
 PASSPHRASE = "correct horse battery staple"
 
@@ -101,14 +101,14 @@ def test_crafted_archives_are_refused_by_restore(cli, home: Path, tmp_path: Path
     good = tmp_path / "good.exp"
     assert cli("backup", "--out", str(good)).code == 0
     (tmp_path / "outside").mkdir()
-    before = _snapshot(_db_url())
+    before = snapshot(_db_url())
     for what, evil, words in _evil_archives(good, tmp_path):
         r = cli("restore", str(evil), "--force")
         assert r.code == 2, (what, r.out, r.err)
         assert words in r.err and "refused" in r.err, (what, r.err)
         assert r.err.count("\n") == 1, (what, r.err)  # one line, no traceback
         _assert_nothing_escaped(tmp_path, home)
-        assert _snapshot(_db_url()) == before, what  # not even the rows were replaced
+        assert snapshot(_db_url()) == before, what  # not even the rows were replaced
 
     # A link already in the content store cannot redirect a restored file either.
     redirected = tmp_path / "redirected"
@@ -120,7 +120,7 @@ def test_crafted_archives_are_refused_by_restore(cli, home: Path, tmp_path: Path
     r = cli("restore", str(evil), "--force")
     assert r.code == 2 and "outside the content folder" in r.err, r.err
     assert list(redirected.iterdir()) == []
-    assert _snapshot(_db_url()) == before
+    assert snapshot(_db_url()) == before
     # The genuine archive still restores (the checks refuse only what they should).
     assert cli("restore", str(good), "--force").code == 0
     assert _servers(cli) == {"local"}
@@ -135,13 +135,13 @@ def test_crafted_archives_are_refused_by_init_import(cli, home: Path, db_url: st
     (tmp_path / "outside").mkdir()
     evils = list(_evil_archives(good, tmp_path))
     _prepare(db_url)  # an empty database, as `init --import` requires
-    before = _snapshot(db_url)
+    before = snapshot(db_url)
     for what, evil, words in evils:
         r = cli("init", "--import", str(evil))
         assert r.code == 2, (what, r.out, r.err)
         assert words in r.err, (what, r.err)
         _assert_nothing_escaped(tmp_path, home)
-        assert _snapshot(db_url) == before, what
+        assert snapshot(db_url) == before, what
     r = cli("init", "--import", str(good))
     assert r.code == 0, r.err
     assert _servers(cli) == {"local"}
@@ -176,7 +176,7 @@ def test_encrypted_backup_round_trip(cli, home: Path, tmp_path: Path,
     monkeypatch.delenv("PATCHFLOW_BACKUP_PASSPHRASE")
 
     assert cli("server", "add", "other", "--host", "h2").code == 0
-    before = _snapshot(_db_url())
+    before = snapshot(_db_url())
     r = cli("restore", str(archive), "--force")  # no passphrase anywhere, not a terminal
     assert r.code == 2 and "is encrypted" in r.err, r.err
     wrong = tmp_path / "wrong.txt"
@@ -195,7 +195,7 @@ def test_encrypted_backup_round_trip(cli, home: Path, tmp_path: Path,
     cut.write_bytes(data[:-10])
     r = cli("restore", str(cut), "--force", "--passphrase-file", str(right))
     assert r.code == 2 and "damaged encrypted backup" in r.err, r.err
-    assert _snapshot(_db_url()) == before
+    assert snapshot(_db_url()) == before
     assert not list(home.glob(".patchflow-restore-*"))  # no plain text left behind
 
     r = cli("restore", str(archive), "--force", "--passphrase-file", str(right))
@@ -215,7 +215,7 @@ def test_encrypted_backup_imported_by_init(cli, home: Path, db_url: str, tmp_pat
     monkeypatch.setenv("PATCHFLOW_BACKUP_PASSPHRASE", "a different passphrase")
     r = cli("init", "--import", str(archive))
     assert r.code == 2 and "wrong passphrase" in r.err, r.err
-    assert _snapshot(db_url)["patch_servers"] == []
+    assert snapshot(db_url)["patch_servers"] == []
     monkeypatch.setenv("PATCHFLOW_BACKUP_PASSPHRASE", PASSPHRASE)
     r = cli("init", "--import", str(archive))
     assert r.code == 0, r.err

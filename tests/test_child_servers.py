@@ -16,35 +16,17 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
 from patchflow import childproc
+from tests.faults.harness import query
 from tests.httpserver import serve_files
+from tests.polling import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait(what: str, check: Callable[[], Any], timeout: float = 180.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.5)
 
 
 def _gone(pid: int) -> bool:
@@ -66,13 +48,9 @@ def _cli(env: dict[str, str], *args: str) -> None:
 
 
 def _sync_row(env: dict[str, str]) -> tuple[Any, ...] | None:
-    engine = sa.create_engine(env["PATCHFLOW_DATABASE_URL"])
-    try:
-        with engine.connect() as conn:
-            return conn.execute(sa.text(
-                "SELECT sync_status, sync_message, sync_flow_run_id FROM patch_servers")).first()
-    finally:
-        engine.dispose()
+    rows = query(env["PATCHFLOW_DATABASE_URL"],
+                 "SELECT sync_status, sync_message, sync_flow_run_id FROM patch_servers")
+    return rows[0] if rows else None
 
 
 def _start_serve(env: dict[str, str], log: Path, https: int, pport: int
@@ -89,7 +67,7 @@ def _start_serve(env: dict[str, str], log: Path, https: int, pport: int
         assert proc.poll() is None, text
         return "scheduler ready" in text
 
-    _wait("`patchflow serve` to be ready", ready)
+    wait_for("`patchflow serve` to be ready", ready, timeout=180)
     return proc
 
 
@@ -110,7 +88,7 @@ def test_killed_sync_and_killed_serve_leave_no_server_and_no_running_record(
 
     home = tmp_path / "home"
     env = _env(home)
-    https, pport = _free_port(), _free_port()
+    https, pport = free_port(), free_port()
     log = tmp_path / "serve.log"
     procs: list[subprocess.Popen[bytes]] = []
     with serve_files() as upstream:
@@ -125,22 +103,23 @@ def test_killed_sync_and_killed_serve_leave_no_server_and_no_running_record(
                 sync = subprocess.Popen([sys.executable, "-m", "cli.main", "sync", "local"],
                                         cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
             procs.append(sync)
-            _wait("the sync to be running", lambda: (row := _sync_row(env)) is not None
-                  and row[0] == "Running" and row[2])
+            wait_for("the sync to be running", lambda: (row := _sync_row(env)) is not None
+                     and row[0] == "Running" and row[2], timeout=180)
             pid_files = list((home / "run").glob("prefect-temp-*.json"))
             assert len(pid_files) == 1
             temp_server = json.loads(pid_files[0].read_text())["pid"]
             assert childproc.alive(temp_server) and os.getpgid(temp_server) == temp_server
             sync.kill()
             sync.wait(10)
-            _wait("the temporary Prefect server to die with the CLI",
-                  lambda: _gone(temp_server), timeout=30)
+            wait_for("the temporary Prefect server to die with the CLI",
+                     lambda: _gone(temp_server), timeout=30)
             run_id = _sync_row(env)[2]  # type: ignore[index]
 
             # 2. The next serve marks the orphaned flow run Crashed and the sync interrupted.
             serve = _start_serve(env, log, https, pport)
             procs.append(serve)
-            _wait("the orphaned sync to be marked", lambda: _sync_row(env)[0] == "Failed")
+            wait_for("the orphaned sync to be marked", lambda: _sync_row(env)[0] == "Failed",
+                     timeout=180)
             _status, message, _ = _sync_row(env)  # type: ignore[misc]
             assert "interrupted" in message and "died" in message
             api = f"http://127.0.0.1:{pport}/api"
@@ -156,8 +135,8 @@ def test_killed_sync_and_killed_serve_leave_no_server_and_no_running_record(
             assert record["port"] == pport and record["parent"] == serve.pid
             serve.kill()
             serve.wait(10)
-            _wait("the local Prefect server to die with serve",
-                  lambda: _gone(record["pid"]), timeout=60)
+            wait_for("the local Prefect server to die with serve",
+                     lambda: _gone(record["pid"]), timeout=60)
             again = _start_serve(env, log, https, pport)
             procs.append(again)
             record2 = json.loads((home / "run" / "prefect-server.json").read_text())
@@ -192,7 +171,7 @@ def test_a_leftover_server_is_killed_at_the_next_start(sqlite_home: Path) -> Non
     from patchflow import prefect_env
     from patchflow.errors import UserError
 
-    local = LocalPrefectServer(_free_port(), sqlite_home / "logs" / "p.log")
+    local = LocalPrefectServer(free_port(), sqlite_home / "logs" / "p.log")
     temp_file = sqlite_home / "run" / "prefect-temp-1.json"
     stale_local = _impostor("prefect", "server", "start")
     stale_temp = _impostor("uvicorn", "prefect.server.api.server:create_app")
@@ -239,11 +218,56 @@ def test_a_child_started_with_the_parent_death_signal_dies_with_its_parent(
     parent = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT,
                               env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
-        child = int(_wait("the child", lambda: pid_path.exists() and pid_path.read_text()))
+        child = int(wait_for("the child", lambda: pid_path.exists() and pid_path.read_text(),
+                             timeout=180))
         assert childproc.alive(child)
         parent.kill()
         parent.wait(10)
-        _wait("the child to die with its parent", lambda: _gone(child), timeout=15)
+        wait_for("the child to die with its parent", lambda: _gone(child), timeout=15)
     finally:
         if parent.poll() is None:
             parent.kill()
+
+
+def test_work_of_a_dead_process_of_this_host_is_closed_and_no_other(home: Path) -> None:
+    """One check (`childproc.ended`) for both records of which process runs some work: a
+    scan's message (patchflow.scanning, any scan) and a flow run's `host:pid`
+    (deployments/orphans.py). A process of this host that is gone, also one killed but not
+    yet reaped by its parent, ends its work; a live one, another machine's, or a record that
+    names none do not."""
+    from sqlalchemy import select
+
+    from deployments.orphans import dead_process
+    from models import Scan
+    from models.db import session_scope
+    from patchflow.scanning import close_dead_scans
+
+    host = socket.gethostname()
+    dead = _dead_pid()
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        os.waitid(os.P_PID, zombie.pid, os.WEXITED | os.WNOWAIT)  # exited, not reaped
+        messages = {
+            "dead": f"running in process {dead} on {host}",
+            "zombie": f"running in process {zombie.pid} on {host}",
+            "live": f"running in process {os.getpid()} on {host}",
+            "elsewhere": f"running in process {dead} on another-host.example",
+            "unrecorded": "started before processes were recorded",
+        }
+        with session_scope() as session:
+            session.add_all(Scan(trigger="manual", scope=scope, status="running",
+                                 message=message) for scope, message in messages.items())
+        with session_scope() as session:
+            assert close_dead_scans(session) == 2
+        with session_scope() as session:
+            status = dict(session.execute(select(Scan.scope, Scan.status)).tuples().all())
+        assert status == {"dead": "failed", "zombie": "failed", "live": "running",
+                          "elsewhere": "running", "unrecorded": "running"}
+
+        assert dead_process(f"{host}:{dead}") == dead
+        assert dead_process(f"{host}:{zombie.pid}") == zombie.pid
+        assert dead_process(f"{host}:{os.getpid()}") is None
+        assert dead_process(f"another-host.example:{dead}") is None
+        assert dead_process(None) is None and dead_process(str(dead)) is None
+    finally:
+        zombie.wait(10)

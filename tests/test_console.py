@@ -7,60 +7,19 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.fixtures.agent.harness import Api, running_api
-
-PASSWORD = "correct horse battery"
-
-
-@pytest.fixture(scope="module", params=["sqlite", "mariadb"])
-def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-           ) -> Iterator[Api]:
-    with running_api(request.param, tmp_path_factory.mktemp(request.param)) as api:
-        yield api
-
-
-@pytest.fixture
-def api(server: Api, monkeypatch: pytest.MonkeyPatch) -> Api:
-    server.reset()
-    from server.console import login
-
-    login.login_limiter().reset()
-    monkeypatch.setenv("PATCHFLOW_HOME", str(server.home))
-    monkeypatch.setenv("PATCHFLOW_DATABASE_URL", server.db_url)
-    return server
-
-
-def add_admin(cli, monkeypatch: pytest.MonkeyPatch, user: str = "alice",  # type: ignore[no-untyped-def]
-              password: str = PASSWORD):
-    monkeypatch.setattr("sys.stdin", io.StringIO(password + "\n"))
-    return cli("admin", "add", user, "--password-stdin")
-
-
-def login_token(html: str) -> str:
-    match = re.search(r'name="login_token" value="([^"]+)"', html)
-    assert match, html
-    return match.group(1)
-
-
-def csrf_of(html: str) -> str:
-    match = re.search(r'data-csrf="([^"]+)"', html)
-    assert match, html[:500]
-    return match.group(1)
-
-
-def log_in(http: httpx.Client, user: str = "alice", password: str = PASSWORD,
-           next_url: str = "/console/dashboard") -> httpx.Response:
-    form = http.get("/console/login")
-    assert form.status_code == 200
-    return http.post("/console/login", data={"username": user, "password": password,
-                                             "login_token": login_token(form.text),
-                                             "next": next_url})
+from tests.fixtures.agent.harness import Api
+from tests.fixtures.console import (  # noqa: F401 (console_api, console_server: the fixtures)
+    PASSWORD,
+    add_admin,
+    console_api,
+    console_server,
+    csrf_of,
+    log_in,
+)
 
 
 def test_admin_add_cli(api: Api, cli, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]

@@ -26,23 +26,21 @@ from typing import Any
 import pytest
 
 from tests.fixtures.agent.harness import running_api
+from tests.fixtures.browser import (  # noqa: F401 (chromium: the `browser` fixture)
+    ARTIFACTS,
+    FLASH,
+    PASSWORD,
+    USER,
+    chromium,
+    require_chromium,
+)
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "console"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update"]
-USER, PASSWORD = "alice", "correct horse battery"
-FLASH = "p.flash[role=status]:not(#async-message)"
 ERROR = "p.flash[role=alert]"
 SIZES = {"wide": {"width": 1280, "height": 900}, "small": {"width": 1024, "height": 768}}
 
-if not CHROMIUM.exists():
-    reason = f"{CHROMIUM} is not installed: `make test` installs it (apt-get install chromium)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(reason, pytrace=False)
-    pytest.skip(reason, allow_module_level=True)
+require_chromium()
 
-from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
+from playwright.sync_api import Browser, Page, expect  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("prefect")
 
@@ -95,14 +93,6 @@ def world(tmp_path_factory: pytest.TempPathFactory, prefect: None) -> Iterator[d
             yield {"api": api, "jobs": jobs, "launched": launched, "folder": folder}
         finally:
             launch.LAUNCHER[0] = original
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture(scope="module")

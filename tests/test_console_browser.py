@@ -30,22 +30,18 @@ import pytest
 
 from patchflow.sample_catalog import MSRC_DIR, PACKAGES, WINGET_DIR
 from tests.fixtures.agent.harness import Api, running_api
+from tests.fixtures.browser import (  # noqa: F401 (chromium: the `browser` fixture)
+    ARTIFACTS,
+    FLASH,
+    PASSWORD,
+    USER,
+    chromium,
+    require_chromium,
+)
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "console"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
-USER, PASSWORD = "alice", "correct horse battery"
-FLASH = "p.flash[role=status]:not(#async-message)"  # the one-time message after an action
+require_chromium()
 
-if not CHROMIUM.exists():
-    reason = f"{CHROMIUM} is not installed: `make test` installs it (apt-get install chromium)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(reason, pytrace=False)
-    pytest.skip(reason, allow_module_level=True)
-
-from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
+from playwright.sync_api import Browser, Page, expect  # noqa: E402
 
 from tests.fixtures.install.agents import (  # noqa: E402
     SimAgent,
@@ -92,14 +88,6 @@ def _launch_in_thread(job_id: int) -> int:
 
     threading.Thread(target=install, args=(job_id,), daemon=True).start()
     return os.getpid()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture
@@ -364,7 +352,7 @@ def _install(page: Page, url: str, agents: list[SimAgent]) -> None:
     expect(table.locator("tbody tr")).to_have_count(1)
     page.select_option("#f-eula", "")
     page.select_option("#f-group", "Workstations")
-    page.check("input[name=subgroups]")
+    page.check("input[type=checkbox][name=subgroups]")
     expect(page).to_have_url(re.compile(r"subgroups=on"))
     expect(table.locator("tr[data-patch='7zip.7zip@25.01'] [data-affected]")).to_have_text("2")
     shot(page, "10-install-filtered")

@@ -118,6 +118,27 @@ def test_retry_failed_items_makes_a_new_job(world: World) -> None:
         retry_failed(session, result["job_id"], "bob")
 
 
+def test_scans_covering_an_endpoint_follow_its_groups_up(world: World) -> None:
+    """An endpoint's page lists the scans whose scope took it in: every endpoint, its name,
+    its group or any group above it, its policy; not a name that merely contains its own."""
+    from models import Scan
+    from patchflow import fleet
+
+    scopes = ["all endpoints", "group Office", "group Berlin", "group Elsewhere",
+              "endpoints WS-1,WS-2", "endpoints WS-10", "policy Office", "policy Other"]
+    with session_scope() as session:
+        fleet.add_group(session, "Berlin", "Office")
+        fleet.add_group(session, "Elsewhere")
+        group_admin.move_endpoints(session, ["WS-1"], "Berlin")
+        for scope in scopes:
+            session.add(Scan(trigger="manual", scope=scope, status="done"))
+            session.flush()  # ids in this order: the newest scan is listed first
+        endpoint = fleet.get_endpoint(session, "WS-1")
+        found = [s["scope"] for s in endpoint_view.scans_covering(session, endpoint, "Office")]
+    assert found == ["policy Office", "endpoints WS-1,WS-2", "group Berlin", "group Office",
+                     "all endpoints"]
+
+
 def test_group_tree_changes(world: World) -> None:
     from patchflow import fleet
 

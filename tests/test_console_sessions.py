@@ -11,35 +11,23 @@ import io
 import re
 import secrets
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 import sqlalchemy as sa
 
-from tests.fixtures.agent.harness import Api, running_api
-from tests.test_console import PASSWORD, add_admin, log_in
+from tests.fixtures.agent.harness import Api
+from tests.fixtures.console import (  # noqa: F401 (console_api, console_server: the fixtures)
+    PASSWORD,
+    add_admin,
+    console_api,
+    console_server,
+    csrf_of,
+    log_in,
+)
 
 NEW_PASSWORD = "another long password"
-
-
-@pytest.fixture(scope="module", params=["sqlite", "mariadb"])
-def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-           ) -> Iterator[Api]:
-    with running_api(request.param, tmp_path_factory.mktemp(request.param)) as api:
-        yield api
-
-
-@pytest.fixture
-def api(server: Api, monkeypatch: pytest.MonkeyPatch) -> Api:
-    server.reset()
-    from server.console import login
-
-    login.login_limiter().reset()
-    monkeypatch.setenv("PATCHFLOW_HOME", str(server.home))
-    monkeypatch.setenv("PATCHFLOW_DATABASE_URL", server.db_url)
-    return server
 
 
 def _cookie(response: httpx.Response) -> str:
@@ -242,7 +230,6 @@ def test_migration_gives_existing_admins_an_epoch_each(tmp_path: Path, db_url: s
 def test_proxy_credentials_refused_by_console_and_api(api: Api, cli,  # type: ignore[no-untyped-def]
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue 12 items 8 and 9 through the other two doors (the CLI's in test_server_proxy)."""
-    from tests.test_console import csrf_of
 
     assert add_admin(cli, monkeypatch).code == 0
     with api.client(headers={"Authorization": f"Bearer {api.admin_token()}"}) as admin:

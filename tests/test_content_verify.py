@@ -93,8 +93,8 @@ def test_an_unchanged_file_is_hashed_once(tmp_path: Path, monkeypatch: pytest.Mo
     store.put_bytes(DATA, SHA)
     content_mod._verified.clear()
     calls: list[Path] = []
-    real = content_mod._file_sha256
-    monkeypatch.setattr(content_mod, "_file_sha256", lambda p: calls.append(p) or real(p))
+    real = content_mod.file_sha256
+    monkeypatch.setattr(content_mod, "file_sha256", lambda p: calls.append(p) or real(p))
     for _ in range(3):
         assert store.verified_path(SHA) is not None
     assert len(calls) == 1

@@ -20,18 +20,9 @@ import pytest
 import sqlalchemy as sa
 
 from agent.platforms.simulated import SimulatedPlatform
-from patchflow.fleet.inventories import INVENTORY_HOOKS
-from patchflow.sample_catalog import MSRC_DIR, PACKAGES, WINGET_DIR
-from patchflow.scanning import RESCANS, register_inventory_hook
-from tests.fixtures.agent.harness import Api, running_api
-from tests.fixtures.install.agents import (
-    SimAgent,
-    clean_fleet,
-    inventory,
-    program,
-    serve_sample_installers,
-)
-from tests.httpserver import serve_files
+from tests.fixtures.agent.harness import Api
+from tests.fixtures.install.agents import SimAgent, inventory, program, synced_server
+from tests.fixtures.install.loopback import background_rescans, sim_fleet
 
 pytestmark = pytest.mark.usefixtures("prefect")
 STEPS = ["sync", "scan", "approve", "install", "verify", "report"]
@@ -48,27 +39,11 @@ class LyingPlatform(SimulatedPlatform):
 @pytest.fixture(scope="module", params=["sqlite", "mariadb"])
 def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
         prefect: None) -> Iterator[Api]:
-    from cli.main import main
-    from patchflow import config
-
     folder = tmp_path_factory.mktemp(f"cycle-{request.param}")
-    with running_api(request.param, folder) as running, serve_files() as vendor:
-        config.write_config({"install": {"poll_seconds": 0.1, "retry_delay_s": 0,
-                                         "item_timeout_s": 30},
-                             "cycle": {"verify_wait_s": 20, "verify_poll_s": 0.2}})
-        assert main(["server", "add", "local", "--host", "localhost", "--msrc-source",
-                     str(MSRC_DIR), "--winget-source", str(WINGET_DIR), "--winget-packages",
-                     ",".join(PACKAGES)]) == 0
-        assert main(["sync", "local"]) == 0
-        serve_sample_installers(vendor, running.db_url, set())
-        added = RESCANS.add not in INVENTORY_HOOKS
-        register_inventory_hook(background=True)
-        try:
-            yield running
-        finally:
-            if added:
-                INVENTORY_HOOKS.remove(RESCANS.add)
-            RESCANS.wait_idle(30)
+    settings = {"install": {"poll_seconds": 0.1, "retry_delay_s": 0, "item_timeout_s": 30},
+                "cycle": {"verify_wait_s": 20, "verify_poll_s": 0.2}}
+    with synced_server(request.param, folder, settings) as running, background_rescans():
+        yield running
 
 
 @pytest.fixture
@@ -76,19 +51,8 @@ def fleet(api: Api, tmp_path: Path) -> Iterator[Callable[..., SimAgent]]:
     with sa.create_engine(api.db_url).begin() as conn:
         for table in ("cycle_runs", "patch_approvals", "patch_declines", "approval_rules"):
             conn.execute(sa.text(f"DELETE FROM {table}"))
-    clean_fleet(api.db_url)
-    made: list[SimAgent] = []
-
-    def make(doc: dict[str, Any], group: str | None = None) -> SimAgent:
-        agent = SimAgent(api, tmp_path / doc["hostname"], doc, group)
-        made.append(agent)
-        return agent
-
-    yield make
-    for agent in made:
-        agent.stop()
-    time.sleep(RESCANS.delay + 0.2)
-    RESCANS.wait_idle(30)
+    with sim_fleet(api, tmp_path) as make:
+        yield make
 
 
 def _json(result: Any, code: int = 0) -> Any:

@@ -3,6 +3,10 @@ carries text from agents and upstreams and must not break out of its table."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
 from patchflow.cycle.report import markdown, run_summary
 from patchflow.cycle.rings import RingSpec, gate, ring_of
 
@@ -41,3 +45,18 @@ def test_run_summary_per_ring() -> None:
     assert out["text"] == ("policy P: 1 patch(es) approved for 3 install(s); 1 installed, "
                            "0 failed, 0 pending reboot, 1 installed but still missing; "
                            "halted before ring broad")
+
+
+def test_cycle_settings_out_of_range_are_one_line_config_errors(sqlite_home: Path) -> None:
+    from patchflow import config
+    from tasks.cycle import setting
+
+    assert setting("verify_wait_s") == 300.0 and setting("verify_poll_s") == 2.0
+    config.write_config({"cycle": {"verify_poll_s": 0.2, "sync_max_age_hours": 0}})
+    assert setting("verify_poll_s") == 0.2 and setting("sync_max_age_hours") == 0.0
+    for value, shown in (("soon", "'soon'"), (-5, "-5"), (True, "True")):
+        config.write_config({"cycle": {"verify_wait_s": value}})
+        with pytest.raises(config.ConfigError) as raised:
+            setting("verify_wait_s")
+        assert str(raised.value) == (
+            f"[cycle] verify_wait_s must be a number between 0 and 86400, not {shown}")

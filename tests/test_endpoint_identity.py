@@ -17,7 +17,13 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.fixtures.agent.harness import Api, base_inventory, running_api, wait_rescanned
+from tests.fixtures.agent.harness import (
+    Api,
+    base_inventory,
+    json_error,
+    running_api,
+    wait_rescanned,
+)
 
 
 @pytest.fixture(scope="module", params=["sqlite", "mariadb"])
@@ -52,13 +58,6 @@ def http(api: Api) -> Iterator[httpx.Client]:
         fleet.INVENTORY_HOOKS[:] = hooks
         time.sleep(0.2)  # the upload's background task queues its endpoint after the response
         RESCANS.wait_idle(30)
-
-
-def _error(response: httpx.Response, status: int) -> str:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert list(body) == ["error"] and "\n" not in body["error"]
-    return str(body["error"])
 
 
 def _enroll(http: httpx.Client, token: str, hostname: str) -> tuple[dict[str, str], bool]:
@@ -126,7 +125,7 @@ def test_enrolling_an_existing_name_never_touches_the_endpoint(
     fake = base_inventory("ws-1", 0)
     fake["updates"] = []
     refused = http.put("/api/v1/agent/inventory", headers=intruder, json=fake)
-    assert "awaits approval" in _error(refused, 409)
+    assert "awaits approval" in json_error(refused, 409)
     after = _row(api, "WS-1")
     assert after == before and _endpoint_id(api, "WS-1") == endpoint_id
     assert (after["group"], after["programs"], after["revoked"]) == ("Lab", 4, False)
@@ -136,7 +135,7 @@ def test_enrolling_an_existing_name_never_touches_the_endpoint(
     # One waits at a time; the refused attempt does not use the token up.
     token = api.token(uses=1)
     again = http.post("/api/v1/agent/enroll", json={"token": token, "hostname": "WS-1"})
-    assert "already waiting for approval" in _error(again, 409)
+    assert "already waiting for approval" in json_error(again, 409)
     assert _enroll(http, token, "ws-other")[1] is False
 
     # A revoked endpoint stays revoked, and its old agent stays refused.
@@ -144,7 +143,7 @@ def test_enrolling_an_existing_name_never_touches_the_endpoint(
     assert cli("endpoints", "revoke", "ws-2").code == 0
     newcomer, pending = _enroll(http, api.token("Elsewhere"), "ws-2")
     assert pending and _works(http, newcomer) == 200
-    assert "revoked" in _error(http.get("/api/v1/agent/jobs", headers=old), 403)
+    assert "revoked" in json_error(http.get("/api/v1/agent/jobs", headers=old), 403)
     assert _row(api, "WS-2")["revoked"] is True and _row(api, "WS-2")["group"] is None
 
     # An endpoint imported without an agent is not claimed by the first token holder either.
@@ -218,7 +217,7 @@ def test_approving_a_reenrolment_hands_the_endpoint_to_the_new_agent(
     refused = cli("endpoints", "approve-reenroll", "ws-5")
     assert refused.code != 0 and "--unrevoke" in refused.err and "Traceback" not in refused.err
     assert _row(api, "WS-5")["revoked"] is True and _row(api, "WS-5", pending=True)
-    assert "revoked" in _error(http.get("/api/v1/agent/jobs", headers=reinstalled), 403)
+    assert "revoked" in json_error(http.get("/api/v1/agent/jobs", headers=reinstalled), 403)
     assert cli("endpoints", "approve-reenroll", "ws-5", "--unrevoke").code == 0
     assert _row(api, "WS-5")["revoked"] is False
     assert _works(http, replacement) == 200 and _works(http, reinstalled) == 401
@@ -240,11 +239,11 @@ def test_rejecting_a_reenrolment_leaves_the_endpoint_as_it_was(
     # The admin API does the same, with the same rules.
     admin = {"Authorization": f"Bearer {api.admin_token()}"}
     second, _ = _enroll(http, api.token(), "ws-6")
-    assert "no endpoint" in _error(http.post("/api/v1/admin/endpoints/ws-7/reject-reenroll",
+    assert "no endpoint" in json_error(http.post("/api/v1/admin/endpoints/ws-7/reject-reenroll",
                                              headers=admin), 404)
     sloppy = http.post("/api/v1/admin/endpoints/ws-6/approve-reenroll", headers=admin,
                        json={"unrevoke": "yes"})
-    assert "unrevoke" in _error(sloppy, 422)
+    assert "unrevoke" in json_error(sloppy, 422)
     done = http.post("/api/v1/admin/endpoints/ws-6/approve-reenroll", headers=admin, json={})
     assert done.status_code == 200, done.text
     assert _works(http, second) == 200 and _works(http, real) == 401
@@ -294,7 +293,7 @@ def test_inventory_fields_take_their_json_type_only(
         target = target[key]
     target[path[-1]] = value
     response = http.put("/api/v1/agent/inventory", headers=headers, json=doc)
-    assert _error(response, 422).startswith(f"{field}:")
+    assert json_error(response, 422).startswith(f"{field}:")
     row = _row(api, "WS-STRICT")
     assert (row["programs"], row["build"]) == (2, "22631.3737")  # the previous one stands
 
@@ -304,7 +303,7 @@ def test_enrolment_token_uses_must_be_a_number(api: Api, http: httpx.Client) -> 
     for uses in (True, 2.0, "3"):
         response = http.post("/api/v1/admin/enrollment-tokens", headers=admin,
                              json={"uses": uses})
-        assert "uses" in _error(response, 422), uses
+        assert "uses" in json_error(response, 422), uses
     assert api.count("enrollment_tokens") == 0
     created = http.post("/api/v1/admin/enrollment-tokens", headers=admin, json={"uses": 2})
     assert created.status_code == 201 and created.json()["uses_left"] == 2

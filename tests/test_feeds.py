@@ -17,10 +17,10 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-import sqlalchemy as sa
 
 from tests.conftest import shared_fixtures
 from tests.httpserver import serve_files
+from tests.report_seed import sql_rows
 
 pytestmark = pytest.mark.usefixtures("prefect")
 
@@ -29,15 +29,6 @@ def _feeds(cli) -> dict[str, dict]:
     r = cli("feeds", "list", "--json")
     assert r.code == 0, r.err
     return {f["name"]: f for f in json.loads(r.out)}
-
-
-def _rows(db_url: str, query: str) -> list[tuple]:
-    engine = sa.create_engine(db_url)
-    try:
-        with engine.connect() as conn:
-            return [tuple(r) for r in conn.execute(sa.text(query))]
-    finally:
-        engine.dispose()
 
 
 def test_defaults_set_and_usage_errors(cli, home: Path, tmp_path: Path) -> None:
@@ -91,13 +82,13 @@ def test_offline_sync_of_the_real_feeds(cli, home: Path, db_url: str, tmp_path: 
     # distinct CVE keys over all files: grep -h "^  CVE-" */*.yml | sort -u | wc -l
     assert feeds["mozilla"]["records"] == 408 and feeds["mozilla"]["timestamp"]
     assert "168 advisories" in feeds["mozilla"]["message"]
-    dates = _rows(db_url, "SELECT kev_date_added, kev_due_date FROM vulnerabilities "
-                  "WHERE cve='CVE-2025-0411' AND source='kev'")
+    dates = sql_rows(db_url, "SELECT kev_date_added, kev_due_date FROM vulnerabilities "
+                     "WHERE cve='CVE-2025-0411' AND source='kev'")
     assert [tuple(str(d) for d in row) for row in dates] == [("2025-02-06", "2025-02-27")]
-    assert _rows(db_url, "SELECT vendor_rating FROM vulnerabilities "
-                 "WHERE cve='CVE-2025-4918' AND source='mozilla'") == [("critical",)]
-    assert _rows(db_url, "SELECT end_excluding FROM vulnerability_ranges "
-                 "WHERE cve='CVE-2024-11477' AND package='7-zip:7-zip'") == [("24.07",)]
+    assert sql_rows(db_url, "SELECT vendor_rating FROM vulnerabilities "
+                    "WHERE cve='CVE-2025-4918' AND source='mozilla'") == [("critical",)]
+    assert sql_rows(db_url, "SELECT end_excluding FROM vulnerability_ranges "
+                    "WHERE cve='CVE-2024-11477' AND package='7-zip:7-zip'") == [("24.07",)]
 
     # A truncated advisory and a hostile record fail alone; what they gave before stays.
     moz = tmp_path / "moz"
@@ -116,12 +107,12 @@ def test_offline_sync_of_the_real_feeds(cli, home: Path, db_url: str, tmp_path: 
     feeds = _feeds(cli)
     assert feeds["mozilla"]["status"] == "Failed" and feeds["nvd"]["status"] == "Failed"
     assert feeds["nvd"]["records"] == 28  # the truncated file's CVE keeps its stored rows
-    assert _rows(db_url, "SELECT vendor_rating FROM vulnerabilities "
-                 "WHERE cve='CVE-2025-4918' AND source='mozilla'") == [("critical",)]
-    assert ("mfsa2025-36",) in _rows(db_url, "SELECT document FROM vulnerability_ranges "
-                                     "WHERE cve='CVE-2025-4918'")
-    assert _rows(db_url, "SELECT end_excluding FROM vulnerability_ranges "
-                 "WHERE cve='CVE-2024-11477' AND package='7-zip:7-zip'") == [("24.07",)]
+    assert sql_rows(db_url, "SELECT vendor_rating FROM vulnerabilities "
+                    "WHERE cve='CVE-2025-4918' AND source='mozilla'") == [("critical",)]
+    assert ("mfsa2025-36",) in sql_rows(db_url, "SELECT document FROM vulnerability_ranges "
+                                        "WHERE cve='CVE-2025-4918'")
+    assert sql_rows(db_url, "SELECT end_excluding FROM vulnerability_ranges "
+                    "WHERE cve='CVE-2024-11477' AND package='7-zip:7-zip'") == [("24.07",)]
     assert _feeds(cli)["kev"]["records"] == 1404  # not named: untouched
 
 
@@ -210,8 +201,8 @@ def test_online_sync_over_loopback(cli, home: Path, db_url: str,
         assert zip_pages == ["0", "2", "4"]
         assert all(h.get("apiKey") == "test-key-123" for h in api.headers)
         assert all("lastModStartDate" not in q for q in api.requests)
-        stored = {c for (c,) in _rows(db_url, "SELECT cve FROM vulnerabilities "
-                                       "WHERE source='nvd'")}
+        stored = {c for (c,) in sql_rows(db_url, "SELECT cve FROM vulnerabilities "
+                                          "WHERE source='nvd'")}
         assert "CVE-2024-11477" in stored and "CVE-2024-9680" in stored
         assert "CVE-2023-40481" not in stored  # no configurations: no CPE matches it
 

@@ -23,67 +23,30 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from patchflow.fleet.inventories import INVENTORY_HOOKS
-from patchflow.sample_catalog import MSRC_DIR, PACKAGES, WINGET_DIR
-from patchflow.scanning import RESCANS, register_inventory_hook
-from tests.fixtures.agent.harness import Api, running_api
-from tests.fixtures.install.agents import (
-    SimAgent,
-    clean_fleet,
-    inventory,
-    program,
-    serve_sample_installers,
-)
-from tests.httpserver import serve_files
+from tests.fixtures.agent.harness import Api
+from tests.fixtures.install.agents import SimAgent, inventory, program, synced_server
+from tests.fixtures.install.loopback import background_rescans, sim_fleet
 
 pytestmark = pytest.mark.usefixtures("prefect")
-TAMPERED = {"vlc-3.0.21-win64.exe"}
+TAMPERED = frozenset({"vlc-3.0.21-win64.exe"})
 
 
 @pytest.fixture(scope="module", params=["sqlite", "mariadb"])
 def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
         prefect: None) -> Iterator[Api]:
     """Server, synced sample catalog and a vendor on loopback, once per module and database."""
-    from cli.main import main
-    from patchflow import config
-
     folder = tmp_path_factory.mktemp(f"install-{request.param}")
-    with running_api(request.param, folder) as running, serve_files() as vendor:
-        config.write_config({"install": {"poll_seconds": 0.1, "retry_delay_s": 0,
-                                         "item_timeout_s": 30}})
-        assert main(["server", "add", "local", "--host", "localhost", "--msrc-source",
-                     str(MSRC_DIR), "--winget-source", str(WINGET_DIR), "--winget-packages",
-                     ",".join(PACKAGES)]) == 0
-        assert main(["sync", "local"]) == 0
-        serve_sample_installers(vendor, running.db_url, TAMPERED)
-        # `patchflow serve` registers the background rescan in the app's lifespan, which the
-        # loopback harness runs without; register it here as the real server would.
-        added = RESCANS.add not in INVENTORY_HOOKS
-        register_inventory_hook(background=True)
-        try:
-            yield running
-        finally:
-            if added:
-                INVENTORY_HOOKS.remove(RESCANS.add)
-            RESCANS.wait_idle(30)  # no rescan may outlive the server and its database
+    settings = {"install": {"poll_seconds": 0.1, "retry_delay_s": 0, "item_timeout_s": 30}}
+    with synced_server(request.param, folder, settings, TAMPERED) as running, \
+            background_rescans():
+        yield running
 
 
 @pytest.fixture
 def fleet(api: Api, tmp_path: Path) -> Iterator[Callable[..., SimAgent]]:
     """Make agents; every one started is stopped at the end."""
-    clean_fleet(api.db_url)
-    made: list[SimAgent] = []
-
-    def make(doc: dict[str, Any], group: str | None = None) -> SimAgent:
-        agent = SimAgent(api, tmp_path / doc["hostname"], doc, group)
-        made.append(agent)
-        return agent
-
-    yield make
-    for agent in made:
-        agent.stop()
-    time.sleep(RESCANS.delay + 0.2)  # an upload's rescan is queued just after its response
-    RESCANS.wait_idle(30)
+    with sim_fleet(api, tmp_path) as make:
+        yield make
 
 
 def _json(result: Any) -> Any:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from sources.winget import parse_manifest_files
 from tests.fixtures.agent.harness import Api, running_api, wait_rescanned
 from tests.fixtures.install.agents import SimAgent, inventory, program
 from tests.fixtures.install.world import PAYLOADS, World, build, sha
+from tests.polling import wait_for
 
 CRASH = 0xC0000005  # STATUS_ACCESS_VIOLATION as GetExitCodeProcess reports it: 3221225477
 FAST = InstallSettings(max_attempts=1, item_timeout_s=600, retry_delay_s=0, poll_seconds=0.01)
@@ -82,14 +83,6 @@ def _item(api: Api, item_id: int) -> dict[str, Any]:
             {"i": item_id})]
     return {"state": row.state, "exit_code": row.exit_code, "message": row.message,
             "events": events}
-
-
-def _wait_for(check: Callable[[], bool], what: str, seconds: float = 30.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def _sevenzip_host(api: Api, folder: Path, host: str, simulate: dict[str, Any]) -> SimAgent:
@@ -190,22 +183,25 @@ def test_an_undeliverable_result_waits_in_the_outbox_while_new_jobs_run(
         outbox = agent.state_dir / "outbox"
         agent.start()
         try:
-            _wait_for(lambda: len(list(outbox.glob("*.json"))) == 1, "the first result queued")
+            wait_for("the first result queued",
+                     lambda: len(list(outbox.glob("*.json"))) == 1, 30, 0.05)
             polls = proxy.polls
-            _wait_for(lambda: proxy.polls >= polls + 5, "polls to go on")
+            wait_for("polls to go on", lambda: proxy.polls >= polls + 5, 30, 0.05)
             assert _item(api, first)["state"] == "dispatched"  # nothing recorded yet
 
             # A new job runs and reports while the first result still waits.
             second = _offer(api, endpoint, world.patches["kb"], "build < fixed")
-            _wait_for(lambda: _item(api, second)["state"] == "succeeded", "the second job")
+            wait_for("the second job", lambda: _item(api, second)["state"] == "succeeded", 30, 0.05)
             ran = [r["patch"] for r in agent.doc["simulate"]["ran"]]
             assert ran == ["7zip.7zip@25.01", "KB5900110"]
-            _wait_for(lambda: len(list(outbox.glob("*.json"))) == 1, "the second result sent")
+            wait_for("the second result sent",
+                     lambda: len(list(outbox.glob("*.json"))) == 1, 30, 0.05)
             assert _item(api, first)["state"] == "dispatched"
 
             proxy.refused.clear()  # the server can store it again
-            _wait_for(lambda: _item(api, first)["state"] == "succeeded", "the outbox delivered")
-            _wait_for(lambda: not list(outbox.glob("*.json")), "an empty outbox")
+            wait_for("the outbox delivered",
+                     lambda: _item(api, first)["state"] == "succeeded", 30, 0.05)
+            wait_for("an empty outbox", lambda: not list(outbox.glob("*.json")), 30, 0.05)
         finally:
             agent.stop()
     assert [r["patch"] for r in agent.doc["simulate"]["ran"]] == ["7zip.7zip@25.01",

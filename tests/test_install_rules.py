@@ -35,6 +35,7 @@ class Row:
     scope: str | None = None
     locale: str | None = None
     silent_switches: str | None = None
+    id: int | None = None  # the catalog row's id (PatchInstaller.id)
 
 
 FIREFOX = [Row("https://x.invalid/Firefox%20Setup%20145.0%20en-US%20x64.exe", "A" * 64, "exe",

@@ -11,15 +11,14 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-import sqlalchemy as sa
 
 from patchflow.prefect_env import TEMPORARY_NOTICE
 from patchflow.sample_catalog import MSRC_DIR, PACKAGES, WINGET_DIR
-from tests.test_child_servers import _free_port, _wait
+from tests.faults.harness import query
+from tests.polling import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 # Real servers and CLI processes: each test takes 20-60 s on 2 cores.
@@ -37,15 +36,6 @@ def _env(home: Path, **extra: str) -> dict[str, str]:
 def _cli(env: dict[str, str], *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
-
-
-def _query(url: str, sql: str) -> list[tuple[Any, ...]]:
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return [tuple(r) for r in conn.execute(sa.text(sql))]
-    finally:
-        engine.dispose()
 
 
 def _setup_home(home: Path) -> dict[str, str]:
@@ -71,7 +61,7 @@ def served_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path
     os.environ.update({"PATCHFLOW_HOME": str(home), "PREFECT_HOME": str(home / "prefect")})
     os.environ.pop("PREFECT_API_URL", None)
     try:
-        server = LocalPrefectServer(_free_port(), home / "logs" / "prefect-server.log")
+        server = LocalPrefectServer(free_port(), home / "logs" / "prefect-server.log")
         server.start()
     finally:
         os.environ.clear()
@@ -84,7 +74,7 @@ def served_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path
             except httpx.HTTPError:
                 return False
 
-        _wait("the local Prefect server", healthy)
+        wait_for("the local Prefect server", healthy, timeout=180)
         assert (home / "run" / "prefect-server.json").is_file()
         yield home, server.api_url
     finally:
@@ -102,7 +92,7 @@ def test_cli_sync_reports_to_the_homes_prefect_server(served_home: tuple[Path, s
     assert done.returncode == 0, (done.stdout, done.stderr)
     assert TEMPORARY_NOTICE not in done.stderr
     assert not list((home / "run").glob("prefect-temp-*.json"))
-    ((status, run_id),) = _query(env["PATCHFLOW_DATABASE_URL"],
+    ((status, run_id),) = query(env["PATCHFLOW_DATABASE_URL"],
                                  "SELECT sync_status, sync_flow_run_id FROM patch_servers")
     assert status == "Successful" and run_id
     run = httpx.get(f"{api}/flow_runs/{run_id}", timeout=10).json()
@@ -129,7 +119,7 @@ def test_a_stale_pid_file_is_not_taken_for_a_server(sqlite_home: Path) -> None:
     try:
         # Right parent, but the process is not a Prefect server.
         childproc.write_pid_file(sqlite_home / "run" / "prefect-server.json", holder.pid,
-                                 host="127.0.0.1", port=_free_port())
+                                 host="127.0.0.1", port=free_port())
         assert prefect_env.home_server_url(wait=0.5) is None
     finally:
         holder.kill()
@@ -171,9 +161,9 @@ def test_shipped_prefect_yaml_deploys_and_a_process_worker_runs_it(
     state = httpx.get(f"{api}/flow_runs/{run['id']}", timeout=10).json()["state"]
     assert state["type"] == "COMPLETED", state
     url = env["PATCHFLOW_DATABASE_URL"]
-    ((status, run_id),) = _query(url, "SELECT sync_status, sync_flow_run_id FROM patch_servers")
+    ((status, run_id),) = query(url, "SELECT sync_status, sync_flow_run_id FROM patch_servers")
     assert (status, run_id) == ("Successful", run["id"])
-    assert _query(url, "SELECT COUNT(*) FROM patches")[0][0] > 0
+    assert query(url, "SELECT COUNT(*) FROM patches")[0][0] > 0
 
 
 def test_stopping_a_cli_sync_that_reports_to_the_homes_server(
@@ -205,12 +195,12 @@ def test_stopping_a_cli_sync_that_reports_to_the_homes_server(
                                 text=True)
         try:
             def syncing() -> bool:
-                rows = _query(url, "SELECT sync_status, sync_message FROM patch_servers "
+                rows = query(url, "SELECT sync_status, sync_message FROM patch_servers "
                                    "WHERE name = 'slow'")
                 return bool(rows) and rows[0][0] == "Running" and \
                     "MSRC document" in (rows[0][1] or "")
 
-            _wait("the sync to be under way", syncing)
+            wait_for("the sync to be under way", syncing, timeout=180)
             stop = _cli(env, "sync", "slow", "--stop")
             assert stop.returncode == 0, stop.stderr
             out, err = sync.communicate(timeout=120)
@@ -218,7 +208,7 @@ def test_stopping_a_cli_sync_that_reports_to_the_homes_server(
             if sync.poll() is None:
                 sync.kill()
                 sync.wait()
-    ((status, run_id),) = _query(url, "SELECT sync_status, sync_flow_run_id FROM patch_servers "
+    ((status, run_id),) = query(url, "SELECT sync_status, sync_flow_run_id FROM patch_servers "
                                       "WHERE name = 'slow'")
     assert status == "Stopped", (out, err)
     state = httpx.get(f"{api}/flow_runs/{run_id}", timeout=10).json()["state"]

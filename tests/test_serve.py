@@ -15,11 +15,10 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,28 +26,11 @@ from typing import Any
 import pytest
 
 from tests.httpserver import FileServer, serve_files
+from tests.polling import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 REFRESH = 2  # [schedule] refresh_seconds for this test: edits show up within seconds
 TIMEZONE = "Europe/Berlin"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait(what: str, check: Callable[[], Any], timeout: float = 60.0,
-          every: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(every)
 
 
 @dataclass
@@ -100,7 +82,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
 
     home = tmp_path_factory.mktemp("serve") / "home"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    prefect_port, https_port = _free_port(), _free_port()
+    prefect_port, https_port = free_port(), free_port()
     env.update({
         "PATCHFLOW_HOME": str(home),
         "PATCHFLOW_DATABASE_URL": f"sqlite:///{home / 'patchflow.db'}",
@@ -149,7 +131,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
                  str(https_port), "--prefect-port", str(prefect_port)],
                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            _wait("`patchflow serve` to be ready",
+            wait_for("`patchflow serve` to be ready",
                   lambda: "scheduler ready" in served.output() or served.proc.poll() is not None,
                   timeout=150)
             assert served.proc.poll() is None, served.output()
@@ -232,10 +214,10 @@ def test_run_if_missed_at_start_up(served: Served) -> None:
     import sqlalchemy as sa
 
     scan = _deployment(served, "patchflow-scan/policy-weekly@lab")
-    runs = _wait("the catch-up scan run", lambda: _runs(served, scan.id), timeout=30)
+    runs = wait_for("the catch-up scan run", lambda: _runs(served, scan.id), timeout=30)
     assert len(runs) == 1 and "run-if-missed" in runs[0].tags
     assert "policy weekly: the scan due" in served.output()
-    final = _wait("the catch-up scan to finish",
+    final = wait_for("the catch-up scan to finish",
                   lambda: (s := _state(served, runs[0].id)).is_final() and s, timeout=90)
     assert final.is_completed(), final
     engine = served.db()
@@ -261,17 +243,17 @@ def test_schedule_edits_reach_the_served_deployments(served: Served) -> None:
     served.cli("report", "schedule", "--weekday", "friday", "--at", "07:30", "--kind",
                "missing")
     served.cli("policies", "edit", "quiet", "--clear-schedule")
-    rule = _wait("the edited sync schedule", lambda: (
+    rule = wait_for("the edited sync schedule", lambda: (
         "FREQ=MONTHLY;BYDAY=WE;BYSETPOS=2;BYHOUR=5;BYMINUTE=15" in
         _rrule(_deployment(served, "patchflow-sync/server-local@lab"))), timeout=30)
     assert rule
     # Updated, not replaced.
     assert _deployment(served, "patchflow-sync/server-local@lab").id == sync_id
-    report = _wait("the report deployment",
+    report = wait_for("the report deployment",
                    lambda: _deployment(served, "patchflow-report/reports@lab"))
     assert "FREQ=WEEKLY;INTERVAL=1;BYDAY=FR;BYHOUR=7;BYMINUTE=30" in _rrule(report)
     assert report.parameters == {"kinds": ["missing"], "created_by": "schedule"}
-    _wait("the cleared scan deployment to go",
+    wait_for("the cleared scan deployment to go",
           lambda: _deployment(served, "patchflow-scan/policy-quiet@lab") is None, timeout=30)
     assert "removed patchflow-scan/policy-quiet@lab" in served.output()
 
@@ -282,12 +264,12 @@ def test_overlapping_runs_queue_and_stop_cancels_the_deployment_run(served: Serv
     deployment = _deployment(served, "patchflow-sync/server-local@lab")
     with served.client() as client:
         first = client.create_flow_run_from_deployment(deployment.id)
-    _wait("the first sync to run", lambda: _state(served, first.id).is_running(), timeout=60)
-    _wait("the sync to reach the slow upstream", lambda: served.upstream.requests, timeout=60)
+    wait_for("the first sync to run", lambda: _state(served, first.id).is_running(), timeout=60)
+    wait_for("the sync to reach the slow upstream", lambda: served.upstream.requests, timeout=60)
     with served.client() as client:
         second = client.create_flow_run_from_deployment(deployment.id)
     # The runner tries to start it and Prefect sends it back to wait for the slot.
-    waiting = _wait("the second run to wait for the concurrency slot", lambda: (
+    waiting = wait_for("the second run to wait for the concurrency slot", lambda: (
         (s := _state(served, second.id)).name == "AwaitingConcurrencySlot" and s), timeout=30)
     assert waiting.is_scheduled() and _state(served, first.id).is_running()
     with served.client() as client:
@@ -302,11 +284,11 @@ def test_overlapping_runs_queue_and_stop_cancels_the_deployment_run(served: Serv
     assert (status, run_id) == ("Running", str(first.id))
     stop = served.cli("sync", "local", "--stop")
     assert "stop requested" in stop.stdout
-    final = _wait("the deployment run to be cancelled",
+    final = wait_for("the deployment run to be cancelled",
                   lambda: (s := _state(served, first.id)).is_final() and s, timeout=60)
     assert final.is_cancelled(), final
     with engine.connect() as conn:
-        status, message = _wait("the server status to say Stopped", lambda: (
+        status, message = wait_for("the server status to say Stopped", lambda: (
             row := conn.execute(sa.text(
                 "SELECT sync_status, sync_message FROM patch_servers")).one()
         )[0] == "Stopped" and row, timeout=30)

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.fixtures.agent.harness import Api, base_inventory, running_api
+from tests.fixtures.agent.harness import Api, base_inventory, json_error, running_api
 
 
 @pytest.fixture(scope="module", params=["sqlite", "mariadb"])
@@ -30,20 +30,14 @@ def _ok(response: httpx.Response, status: int = 200) -> Any:
     return response.json()
 
 
-def _error(response: httpx.Response, status: int) -> str:
-    assert response.status_code == status, response.text
-    assert list(response.json()) == ["error"]
-    return str(response.json()["error"])
-
-
 def test_admin_routes_need_a_valid_admin_token(api: Api, admin: httpx.Client, cli) -> None:
     with api.client() as anonymous:
-        assert "admin token required" in _error(anonymous.get("/api/v1/admin/endpoints"), 401)
+        assert "admin token required" in json_error(anonymous.get("/api/v1/admin/endpoints"), 401)
         bad = anonymous.get("/api/v1/admin/groups", headers={"Authorization": "Bearer nope"})
-        assert "invalid admin token" in _error(bad, 401)
+        assert "invalid admin token" in json_error(bad, 401)
         # An agent's credentials are not an admin token.
         agent = api.enroll(anonymous, "ws-1")
-        assert _error(anonymous.get("/api/v1/admin/groups", headers=agent), 401)
+        assert json_error(anonymous.get("/api/v1/admin/groups", headers=agent), 401)
     # The CLI prints a token once; it works until revoked.
     created = cli("admin", "token", "create", "--name", "ops")
     assert created.code == 0, created.err
@@ -55,7 +49,7 @@ def test_admin_routes_need_a_valid_admin_token(api: Api, admin: httpx.Client, cl
         assert token not in listed.out
         ops_id = next(t["id"] for t in __import__("json").loads(listed.out) if t["name"] == "ops")
         assert cli("admin", "token", "revoke", str(ops_id)).code == 0
-        assert "revoked" in _error(ops.get("/api/v1/admin/groups"), 403)
+        assert "revoked" in json_error(ops.get("/api/v1/admin/groups"), 403)
     assert admin.get("/api/v1/admin/groups").status_code == 200
 
 
@@ -118,7 +112,7 @@ def test_enrollment_tokens_over_the_api(api: Api, admin: httpx.Client) -> None:
     with api.client() as agent:
         refused = agent.post("/api/v1/agent/enroll",
                              json={"token": second["token"], "hostname": "kiosk-2"})
-        assert "revoked" in _error(refused, 403)
+        assert "revoked" in json_error(refused, 403)
     endpoints = _ok(admin.get("/api/v1/admin/endpoints"))
     assert [(e["hostname"], e["group"]) for e in endpoints] == [("KIOSK-1", "Kiosk")]
 
@@ -140,9 +134,9 @@ def test_patch_servers_over_the_api(admin: httpx.Client) -> None:
     assert schedule["week_of_month"] == 2
     names = [s["name"] for s in _ok(admin.get("/api/v1/admin/servers"))]
     assert names == ["branch", "local"]
-    assert "upstream of branch" in _error(admin.delete("/api/v1/admin/servers/local"), 400)
+    assert "upstream of branch" in json_error(admin.delete("/api/v1/admin/servers/local"), 400)
     _ok(admin.delete("/api/v1/admin/servers/branch"))
-    assert "no patch server named" in _error(admin.delete("/api/v1/admin/servers/branch"), 404)
+    assert "no patch server named" in json_error(admin.delete("/api/v1/admin/servers/branch"), 404)
 
 
 def test_admin_errors_are_one_line_json_and_store_nothing(api: Api, admin: httpx.Client) -> None:
@@ -173,7 +167,7 @@ def test_admin_errors_are_one_line_json_and_store_nothing(api: Api, admin: httpx
                     headers={"Content-Type": "application/json"}), 400, "malformed JSON"),
     ]
     for response, status, message in cases:
-        assert message in _error(response, status)
+        assert message in json_error(response, status)
     for table in ("patch_servers", "groups", "policies", "endpoints", "installed_programs",
                   "enrollment_tokens"):
         assert api.count(table) == 0, table

@@ -13,7 +13,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from tests.fixtures.agent.harness import Api, base_inventory, running_api
+from tests.fixtures.agent.harness import Api, base_inventory, json_error, running_api
 
 MAX_BODY = 256 * 1024
 FAILURES_PER_MINUTE = 5
@@ -32,14 +32,6 @@ def http(api: Api) -> Iterator[httpx.Client]:
     api.reset()
     with api.client() as client:
         yield client
-
-
-def _error(response: httpx.Response, status: int) -> str:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert list(body) == ["error"]
-    assert "\n" not in body["error"] and "Traceback" not in body["error"]
-    return str(body["error"])
 
 
 def _programs(api: Api, hostname: str) -> list[str]:
@@ -62,8 +54,8 @@ def test_health_docs_and_json_errors_for_unknown_routes(api: Api, http: httpx.Cl
                  "/api/v1/agent/jobs/{job_id}/result", "/api/v1/admin/endpoints",
                  "/api/v1/admin/servers", "/api/v1/health"):
         assert path in paths
-    assert _error(http.get("/api/v1/nothing-here"), 404)
-    assert _error(http.delete("/api/v1/health"), 405)
+    assert json_error(http.get("/api/v1/nothing-here"), 404)
+    assert json_error(http.delete("/api/v1/health"), 405)
 
 
 def test_several_agents_enroll_and_upload_concurrently(api: Api, http: httpx.Client) -> None:
@@ -109,7 +101,7 @@ def test_several_agents_enroll_and_upload_concurrently(api: Api, http: httpx.Cli
         assert row["build"] == "22631.3737" and row["enrolled"] and not row["roaming"]
     # All six uses are gone: a seventh agent is refused and nothing is stored for it.
     refused = http.post("/api/v1/agent/enroll", json={"token": token, "hostname": "ws-0007"})
-    assert "used up" in _error(refused, 403)
+    assert "used up" in json_error(refused, 403)
     assert api.count("endpoints") == 6
 
 
@@ -135,7 +127,7 @@ def test_bad_enrollment_tokens_are_refused_and_store_nothing(api: Api, http: htt
         ({"hostname": "h5"}, 422, "token: Field required"),
     ]
     for body, status, message in cases:
-        assert message in _error(http.post("/api/v1/agent/enroll", json=body), status), body
+        assert message in json_error(http.post("/api/v1/agent/enroll", json=body), status), body
     unknown = http.post("/api/v1/agent/enroll", json={"token": "x", "hostname": "h"})
     assert unknown.headers.get("www-authenticate") == "Bearer"
     assert api.count("endpoints") == 1
@@ -152,7 +144,7 @@ def test_repeated_enrollment_failures_are_slowed_down(api: Api, http: httpx.Clie
     # That token now waits; another agent behind the same address (NAT) with its own token
     # does not: failures count per (address, token).
     blocked = http.post("/api/v1/agent/enroll", json={"token": "guess", "hostname": "h"})
-    assert "too many failed enrollments" in _error(blocked, 429)
+    assert "too many failed enrollments" in json_error(blocked, 429)
     assert int(blocked.headers["retry-after"]) >= 1
     assert api.count("endpoints") == 0
     assert http.post("/api/v1/agent/enroll",
@@ -167,9 +159,9 @@ def test_agent_credentials_are_checked(api: Api, http: httpx.Client) -> None:
     for headers, message in (({}, "missing"), ({"X-Agent-Id": good["X-Agent-Id"]}, "missing"),
                              (bad_secret, "invalid agent credentials"),
                              (unknown, "invalid agent credentials")):
-        assert message in _error(http.put("/api/v1/agent/inventory", headers=headers,
+        assert message in json_error(http.put("/api/v1/agent/inventory", headers=headers,
                                           json=doc), 401)
-        assert message in _error(http.get("/api/v1/agent/jobs", headers=headers), 401)
+        assert message in json_error(http.get("/api/v1/agent/jobs", headers=headers), 401)
     assert _programs(api, "WS-AUTH") == []
     assert http.put("/api/v1/agent/inventory", headers=good, json=doc).status_code == 200
 
@@ -180,16 +172,16 @@ def test_revoked_agent_is_refused_at_once(api: Api, http: httpx.Client, cli) -> 
                     json=base_inventory("ws-revoke", 2)).status_code == 200
     result = cli("endpoints", "revoke", "ws-revoke")
     assert result.code == 0, result.err
-    assert "revoked" in _error(http.get("/api/v1/agent/jobs", headers=headers), 403)
+    assert "revoked" in json_error(http.get("/api/v1/agent/jobs", headers=headers), 403)
     refused = http.put("/api/v1/agent/inventory", headers=headers,
                        json=base_inventory("ws-revoke", 7))
-    assert "revoked" in _error(refused, 403)
+    assert "revoked" in json_error(refused, 403)
     assert len(_programs(api, "WS-REVOKE")) == 2
     # A new token does not bring it back: the enrolment waits for an administrator, and the
     # revoked endpoint stays revoked (tests/test_endpoint_identity.py has the whole story).
     fresh = api.enroll(http, "ws-revoke")
     assert http.get("/api/v1/agent/jobs", headers=fresh).json() == []
-    assert "revoked" in _error(http.get("/api/v1/agent/jobs", headers=headers), 403)
+    assert "revoked" in json_error(http.get("/api/v1/agent/jobs", headers=headers), 403)
 
 
 def test_oversized_bodies_get_413_and_store_nothing(api: Api, http: httpx.Client) -> None:
@@ -199,7 +191,7 @@ def test_oversized_bodies_get_413_and_store_nothing(api: Api, http: httpx.Client
     assert len(payload) > MAX_BODY
     declared = http.put("/api/v1/agent/inventory", content=payload,
                         headers={**headers, "Content-Type": "application/json"})
-    assert "too large" in _error(declared, 413)
+    assert "too large" in json_error(declared, 413)
 
     def chunks() -> Iterator[bytes]:  # no Content-Length: the streamed size must be counted
         for start in range(0, len(payload), 16384):
@@ -207,7 +199,7 @@ def test_oversized_bodies_get_413_and_store_nothing(api: Api, http: httpx.Client
 
     streamed = http.put("/api/v1/agent/inventory", content=chunks(),
                         headers={**headers, "Content-Type": "application/json"})
-    assert "too large" in _error(streamed, 413)
+    assert "too large" in json_error(streamed, 413)
     assert _programs(api, "WS-BIG") == []
     assert api.count("installed_programs") == 0
     # The limit is on bytes, not on programs: a body under it goes through.
@@ -225,7 +217,7 @@ def test_malformed_and_invalid_inventories_keep_the_previous_one(
     send = {**headers, "Content-Type": "application/json"}
     malformed = http.put("/api/v1/agent/inventory", headers=send,
                          content=b'{"schema_version": 1, "hostname": ')
-    assert "malformed JSON" in _error(malformed, 400)
+    assert "malformed JSON" in json_error(malformed, 400)
 
     def broken(change: str) -> dict[str, object]:
         doc = base_inventory("ws-atomic", 5)
@@ -245,8 +237,8 @@ def test_malformed_and_invalid_inventories_keep_the_previous_one(
                 "extra": "os.edition", "version": "schema_version", "missing": "os: Field required"}
     for change, field in expected.items():
         response = http.put("/api/v1/agent/inventory", headers=headers, json=broken(change))
-        assert field in _error(response, 422), change
-    assert "request body" in _error(http.put("/api/v1/agent/inventory", headers=send,
+        assert field in json_error(response, 422), change
+    assert "request body" in json_error(http.put("/api/v1/agent/inventory", headers=send,
                                              content=b"[1, 2]"), 422)
     assert _programs(api, "WS-ATOMIC") == before
 
@@ -306,11 +298,11 @@ def test_jobs_are_empty_and_results_for_unknown_jobs_are_404(
     assert http.get("/api/v1/agent/jobs", headers=headers).json() == []
     unknown = http.post("/api/v1/agent/jobs/41/result", headers=headers,
                         json={"state": "succeeded", "exit_code": 0})
-    assert "no job 41" in _error(unknown, 404)
+    assert "no job 41" in json_error(unknown, 404)
     invalid = http.post("/api/v1/agent/jobs/41/result", headers=headers,
                         json={"state": "exploded"})
-    assert "state" in _error(invalid, 422)
-    assert "job_id" in _error(http.post("/api/v1/agent/jobs/x/result", headers=headers,
+    assert "state" in json_error(invalid, 422)
+    assert "job_id" in json_error(http.post("/api/v1/agent/jobs/x/result", headers=headers,
                                         json={"state": "failed"}), 422)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.fixtures.agent.harness import Api, running_api
+from tests.fixtures.agent.harness import Api, json_error, running_api
 from tests.test_console import add_admin, log_in
 
 BIG = 2**63  # one past the largest BIGINT
@@ -39,12 +39,6 @@ def admin(api: Api) -> Iterator[httpx.Client]:
         yield client
 
 
-def _error(response: httpx.Response, status: int) -> str:
-    assert response.status_code == status, response.text
-    assert list(response.json()) == ["error"]
-    return str(response.json()["error"])
-
-
 @pytest.mark.parametrize("method,path", [
     ("GET", f"/api/v1/admin/install/jobs/{BIG}"),
     ("GET", f"/api/v1/admin/install/jobs/{HUGE}"),
@@ -55,14 +49,14 @@ def _error(response: httpx.Response, status: int) -> str:
 def test_out_of_range_ids_are_422(admin: httpx.Client, method: str, path: str,
                                   caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.ERROR, logger="patchflow.server"):
-        message = _error(admin.request(method, path), 422)
+        message = json_error(admin.request(method, path), 422)
     assert "less than or equal to 9223372036854775807" in message or "greater than" in message
     assert "unhandled error" not in caplog.text
 
 
 def test_largest_id_is_a_plain_not_found(admin: httpx.Client) -> None:
-    assert "no" in _error(admin.get(f"/api/v1/admin/install/jobs/{BIG - 1}"), 404)
-    assert "no" in _error(admin.delete(f"/api/v1/admin/enrollment-tokens/{BIG - 1}"), 404)
+    assert "no" in json_error(admin.get(f"/api/v1/admin/install/jobs/{BIG - 1}"), 404)
+    assert "no" in json_error(admin.delete(f"/api/v1/admin/enrollment-tokens/{BIG - 1}"), 404)
 
 
 @pytest.mark.parametrize("method,path", [
@@ -74,28 +68,28 @@ def test_largest_id_is_a_plain_not_found(admin: httpx.Client) -> None:
 ])
 def test_patch_refs_that_are_no_id_are_not_found(admin: httpx.Client, method: str,
                                                  path: str) -> None:
-    assert "no patch" in _error(admin.request(method, path), 404)
+    assert "no patch" in json_error(admin.request(method, path), 404)
 
 
 def test_patch_ref_with_control_characters_is_422(admin: httpx.Client) -> None:
-    _error(admin.get("/api/v1/admin/install/patches/a%00b"), 422)
+    json_error(admin.get("/api/v1/admin/install/patches/a%00b"), 422)
 
 
 def test_agent_job_ids_and_exit_codes_are_bounded(api: Api) -> None:
     with api.client() as http:
         agent = api.enroll(http, "ws-bounds")
         post = http.post
-        _error(post(f"/api/v1/agent/jobs/{HUGE}/result", headers=agent,
+        json_error(post(f"/api/v1/agent/jobs/{HUGE}/result", headers=agent,
                     json={"state": "failed"}), 422)
-        _error(post(f"/api/v1/agent/jobs/{BIG}/result", headers=agent,
+        json_error(post(f"/api/v1/agent/jobs/{BIG}/result", headers=agent,
                     json={"state": "failed"}), 422)
         for code in (HUGE, BIG, 2**32, -(2**31) - 1):
-            message = _error(post("/api/v1/agent/jobs/1/result", headers=agent,
+            message = json_error(post("/api/v1/agent/jobs/1/result", headers=agent,
                                   json={"state": "failed", "exit_code": code}), 422)
             assert "exit_code" in message
         # The Windows DWORD range, signed or unsigned, is accepted (no such job here: 404).
         for code in (-(2**31), -1073741819, 0, 3010, 2**32 - 1):
-            assert "no job" in _error(post("/api/v1/agent/jobs/1/result", headers=agent,
+            assert "no job" in json_error(post("/api/v1/agent/jobs/1/result", headers=agent,
                                            json={"state": "failed", "exit_code": code}), 404)
 
 
@@ -134,5 +128,5 @@ def test_replication_revision_is_bounded(api: Api) -> None:
     with session_scope(api.db_url) as session:
         token = replication.create_token(session, "branch")
     with api.client(headers={"Authorization": f"Bearer {token}"}) as replica:
-        message = _error(replica.get("/api/v1/replication/patches", params={"since": BIG}), 422)
+        message = json_error(replica.get("/api/v1/replication/patches", params={"since": BIG}), 422)
         assert "since" in message and "less than or equal" in message

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from sources.msrc import (
     fetch_updates_index,
     iter_directory,
     parse_cvrf,
+    parse_cvrf_vulnerabilities,
     parse_updates_index,
 )
 from sources.records import ParsedDocument, PatchRecord, SourceError
@@ -205,3 +207,20 @@ def test_fetch_helpers_build_urls_and_ask_for_json() -> None:
         (f"{base}cvrf/2024-Jan", {"Accept": "application/json"}, 5),
         (f"{base}updates", {"Accept": "application/json"}, 5),
     ]
+
+
+def test_vulnerability_facts_name_products_as_the_patch_parser_does() -> None:
+    """Both parsers read the ProductTree through one helper, so CVSS per product and the patch
+    rows name the same product (the JSON path of parse_cvrf_vulnerabilities used to keep a
+    padded name untrimmed, and the last spelling of a ProductID where parse_cvrf keeps the
+    first)."""
+    body = json.loads(_read("tiny.json"))
+    windows = body["ProductTree"]["Branch"][0]["Items"][0]["Items"][0]
+    windows["Value"] = f"  {windows['Value']}  "
+    body["Vulnerability"][0]["CVSSScoreSets"] = [
+        {"BaseScore": 7.5, "Vector": "CVSS:3.1/AV:N", "ProductID": ["1001"]}]
+    raw = json.dumps(body).encode()
+    (facts, *_) = parse_cvrf_vulnerabilities(raw, "tiny")
+    name = "Windows 11 Version 23H2 for x64-based Systems"
+    assert facts.per_product == {name: (7.5, "CVSS:3.1/AV:N")}
+    assert name in {row.name for p in parse_cvrf(raw).patches for row in p.products}

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from sources import kev, mozilla, nvd
-from sources.msrc import parse_cvrf_vulnerabilities
+from sources.msrc import parse_cvrf, parse_cvrf_vulnerabilities, parse_updates_index
 from sources.records import SourceError
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
@@ -45,6 +45,21 @@ def test_kev_hostile_inputs_fail_with_one_line() -> None:
     assert [e.cve for e in partial.entries] == ["CVE-2025-0411"]
     assert partial.errors == ["KEV catalog: 2 entries without a valid cveID skipped"]
 
+
+
+def test_deeply_nested_json_is_one_line_everywhere() -> None:
+    """Every JSON upstream goes through sources.records.load_json: nesting deep enough to
+    exhaust the decoder's recursion is a one-line SourceError, not a RecursionError traceback
+    (the KEV and MSRC readers let it through before they shared the reader)."""
+    deep = b"[" * 100_000
+    readers = [lambda: kev.parse_kev(deep, "kev.json"),
+               lambda: nvd.parse_file(deep, "kev.json"),
+               lambda: parse_updates_index(deep),
+               lambda: parse_cvrf(b'{"a":' * 100_000, "kev.json")]
+    for read in readers:
+        with pytest.raises(SourceError) as info:
+            read()
+        assert "\n" not in str(info.value) and "malformed JSON" in str(info.value)
 
 @pytest.fixture(scope="module")
 def advisories() -> dict[str, mozilla.MozillaAdvisory]:

@@ -21,16 +21,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import signal
 import time
 from pathlib import Path
 from typing import Any
 
+from agent import faults
 from agent.schema import check
 
 SIMULATE = "simulate"
-FAULT_VARIABLE = "PATCHFLOW_FAULT_POINT"  # patchflow/faults.py: the same named crash points
-_fault_hits: dict[str, int] = {}
 _APPLIED = {0, 3010, 1641}
 
 
@@ -81,7 +79,7 @@ class SimulatedPlatform:
     def install(self, job: dict[str, Any], path: Path | None) -> tuple[int, str]:
         behaviour = self.load_inventory().get(SIMULATE) or {}
         seconds = float(behaviour.get("install_seconds") or 0)
-        fault_point("agent.installing")  # test hook: the agent dies mid-install
+        faults.point("agent.installing")  # test hook: the agent dies mid-install
         if seconds > 0:
             time.sleep(seconds)
         doc = self.load_inventory()  # as it is now, after the "work"
@@ -185,14 +183,3 @@ def _arch_of(value: object) -> str | None:
     arch = str(value or "").strip().lower()
     return arch if arch in ("x64", "x86", "arm64") else None
 
-
-def fault_point(name: str) -> None:
-    """The fault suite's crash point (patchflow/faults.py, which the agent cannot import):
-    when PATCHFLOW_FAULT_POINT names this point, the process dies here without cleanup."""
-    target, _, nth = os.environ.get(FAULT_VARIABLE, "").partition("@")
-    if target != name:
-        return
-    _fault_hits[name] = _fault_hits.get(name, 0) + 1
-    if _fault_hits[name] >= int(nth or 1):
-        os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))
-        os._exit(137)

@@ -19,11 +19,11 @@ from models import Endpoint, MissingPatch, Policy
 from models.base import utcnow
 from patchflow.approval_policy import approved_set
 from patchflow.approval_rules import load_facts, load_manual, load_specs
-from patchflow.approvals import declined_set
 from patchflow.cycle import rings
 from patchflow.errors import UserError
 from patchflow.fleet.tree import Tree
 from patchflow.install.eula import patch_label, unaccepted
+from patchflow.missing_query import declined_set, not_declined
 
 RING = "all"  # the one ring of a policy without rings: every endpoint of the policy
 
@@ -93,8 +93,8 @@ def build_plan(session: Session, policy: Policy, today: dt.date | None = None) -
     for start in range(0, len(ids), 2000):
         missing.extend(session.execute(
             select(MissingPatch.patch_id, MissingPatch.endpoint_id)
-            .where(MissingPatch.endpoint_id.in_(ids[start:start + 2000]))).tuples().all())
-    missing = [(p, e) for p, e in missing if p not in declined]
+            .where(MissingPatch.endpoint_id.in_(ids[start:start + 2000]), not_declined())
+        ).tuples().all())
     facts = {f.id: f for f in load_facts(session, {p for p, _e in missing})}
     manual, rules = load_manual(session), load_specs(session)
     group_of = {e.id: e.group_id for e in endpoints}

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from models import Group, PolicyRing
 from patchflow import audit
 from patchflow.errors import NotFoundError, UserError
-from patchflow.groups import group_by_name
+from patchflow.groups import groups_by_names
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -75,22 +75,20 @@ def add_ring(session: Session, policy: str, name: str, groups: list[str] | None,
         raise UserError(f"invalid ring name {name!r}: letters, digits, '.', '_' and '-'")
     if session.scalar(select(PolicyRing.id).filter_by(policy_id=pol.id, name=name)):
         raise UserError(f"policy {pol.name} already has a ring named {name!r}")
-    wanted = list(dict.fromkeys(g.strip() for g in groups or [] if g.strip()))
-    if not wanted:
-        raise UserError("--groups names no group: give --groups G1,G2")
     if not 0 <= delay_minutes <= 60 * 24 * 60:
         raise UserError("--delay-minutes must be between 0 and 86400")
     if not 0 <= min_success_rate <= 100:
         raise UserError("--min-success-rate must be between 0 and 100")
-    ids = [group_by_name(session, g).id for g in wanted]
+    chosen = groups_by_names(session, groups)
+    ids = [g.id for g in chosen]
     position = (session.scalar(select(func.max(PolicyRing.position))
                                .where(PolicyRing.policy_id == pol.id)) or 0) + 1
     session.add(PolicyRing(policy_id=pol.id, position=position, name=name,
                            group_ids=json.dumps(ids), delay_minutes=delay_minutes,
                            min_success_rate=min_success_rate))
     session.flush()
-    audit.record(session, who, "ring.add", f"{pol.name}/{name}", f"groups {', '.join(wanted)}",
-                 source="cli")
+    audit.record(session, who, "ring.add", f"{pol.name}/{name}",
+                 f"groups {', '.join(g.name for g in chosen)}", source="cli")
     return {"policy": pol.name, "rings": list_rings(session, pol.name)}
 
 

@@ -31,14 +31,16 @@ def touched(session: Session, job_id: int) -> dict[int, dt.datetime | None]:
         .group_by(InstallJobItem.endpoint_id)).tuples()}
 
 
-def awaiting_inventory(session: Session, job_id: int) -> list[str]:
-    """Host names of touched endpoints whose inventory is older than their last install."""
+def inventory_status(session: Session, job_id: int) -> tuple[list[str], list[str]]:
+    """Host names of the touched endpoints, and of those whose inventory is still older than
+    their last install (the verification waits for them)."""
     finished = touched(session, job_id)
     rows = session.execute(select(Endpoint.id, Endpoint.hostname, Endpoint.inventory_at)
                            .where(Endpoint.id.in_(list(finished) or [-1]))).all()
-    return sorted(r.hostname for r in rows
-                  if finished[r.id] is not None and (r.inventory_at is None
-                                                     or r.inventory_at < finished[r.id]))
+    stale = [r.hostname for r in rows
+             if finished[r.id] is not None and (r.inventory_at is None
+                                                or r.inventory_at < finished[r.id])]
+    return sorted(r.hostname for r in rows), sorted(stale)
 
 
 def flag_still_missing(session: Session, job_id: int, stale: list[str]) -> list[dict[str, Any]]:

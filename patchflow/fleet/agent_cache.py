@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Delete, Engine, Update, event, inspect
 from sqlalchemy.orm import ORMExecuteState, Session
@@ -40,6 +40,7 @@ AUTH_COLUMNS = frozenset({"agent_id", "secret_hash", "revoked", "hostname",
                           "replaces_endpoint_id"})
 WORK_TABLES = frozenset({"install_job_items", "install_jobs"})
 DISPATCHED = ItemState.DISPATCHED.value
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -134,22 +135,22 @@ def _key(engine: Engine) -> str:
     return engine.url.render_as_string(hide_password=True)
 
 
-def agents_of(engine: Engine) -> AgentCache:
+def _one_per_database(registry: dict[str, _T], engine: Engine, make: Callable[[], _T]) -> _T:
+    """One cache per database: a process may serve (or test against) several."""
     key = _key(engine)
-    cache = _AGENTS.get(key)
-    if cache is None:
+    found = registry.get(key)
+    if found is None:
         with _REGISTRY_LOCK:
-            cache = _AGENTS.setdefault(key, AgentCache())
-    return cache
+            found = registry.setdefault(key, make())
+    return found
+
+
+def agents_of(engine: Engine) -> AgentCache:
+    return _one_per_database(_AGENTS, engine, AgentCache)
 
 
 def work_of(engine: Engine) -> WorkIndex:
-    key = _key(engine)
-    index = _WORK.get(key)
-    if index is None:
-        with _REGISTRY_LOCK:
-            index = _WORK.setdefault(key, WorkIndex())
-    return index
+    return _one_per_database(_WORK, engine, WorkIndex)
 
 
 def forget_agents() -> None:

@@ -19,6 +19,7 @@ from models.base import utcnow
 from patchflow import crypto
 from patchflow.errors import UserError
 from patchflow.fleet.agent_cache import CACHE_SECONDS, CachedAgent, agents_of
+from patchflow.fleet.endpoints import pending_for
 from patchflow.fleet.errors import Conflict, Forbidden, Unauthorized
 from patchflow.fleet.identity import pending_name
 from patchflow.fleet.network import Network, is_roaming
@@ -121,10 +122,7 @@ def enroll(
 
 
 def _refuse_second_pending(session: Session, existing: Endpoint) -> None:
-    waiting = session.scalar(
-        select(Endpoint.id).where(Endpoint.replaces_endpoint_id == existing.id)
-    )
-    if waiting is not None:
+    if pending_for(session, existing) is not None:
         raise Conflict(
             f"a re-enrolment of {existing.hostname} is already waiting for approval: an "
             "administrator must approve or reject it first"

@@ -25,6 +25,12 @@ def get_endpoint(session: Session, hostname: str) -> Endpoint:
     return endpoint
 
 
+def pending_for(session: Session, endpoint: Endpoint) -> Endpoint | None:
+    """The re-enrolment waiting to replace `endpoint`'s agent, if any (one at most: the column
+    is unique)."""
+    return session.scalar(select(Endpoint).where(Endpoint.replaces_endpoint_id == endpoint.id))
+
+
 def move_endpoint(session: Session, hostname: str, group: str) -> Endpoint:
     endpoint = get_endpoint(session, hostname)
     endpoint.group_id = group_by_name(session, group).id
@@ -61,9 +67,9 @@ def list_endpoints(session: Session, group: str | None = None) -> list[dict[str,
 def describe_endpoint(session: Session, hostname: str) -> list[dict[str, Any]]:
     """The endpoint's listing row, followed by its pending re-enrolment's row if one waits."""
     endpoint = get_endpoint(session, hostname)
-    pending = session.scalars(
-        select(Endpoint).where(Endpoint.replaces_endpoint_id == endpoint.id)).all()
-    return _rows(session, [endpoint, *pending], whole_table=False)
+    pending = pending_for(session, endpoint)
+    return _rows(session, [endpoint] if pending is None else [endpoint, pending],
+                 whole_table=False)
 
 
 def _counts(session: Session, column: Any, ids: list[int] | None) -> dict[int, int]:

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from models import Endpoint
 from patchflow.errors import NotFoundError
-from patchflow.fleet.endpoints import get_endpoint
+from patchflow.fleet.endpoints import get_endpoint, pending_for
 from patchflow.fleet.errors import Conflict
 
 PENDING_PREFIX = "~reenroll:"
@@ -34,10 +34,6 @@ def pending_name(agent_id: str) -> str:
     """The stored name of a pending re-enrolment: unique (the agent id) and never a valid host
     name, so `hostname == X` lookups cannot match it."""
     return PENDING_PREFIX + agent_id
-
-
-def pending_for(session: Session, endpoint: Endpoint) -> Endpoint | None:
-    return session.scalar(select(Endpoint).where(Endpoint.replaces_endpoint_id == endpoint.id))
 
 
 def _pending_or_fail(session: Session, hostname: str) -> tuple[Endpoint, Endpoint]:

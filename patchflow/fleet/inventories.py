@@ -117,25 +117,13 @@ def ms_facts_json(doc: Inventory) -> str | None:
     return json.dumps([f.model_dump() for f in doc.ms_facts], separators=(",", ":"))
 
 
-def store_inventory(
-    session: Session,
-    doc: Inventory,
-    endpoint_id: int | None = None,
-    sighting: Sighting | None = None,
-    group_id: int | None = None,
-    digest: str | None = None,
-) -> int:
-    """Replace an endpoint's inventory with `doc` inside the caller's transaction.
-
-    endpoint_id is the authenticated agent's endpoint, which keeps its name whatever host name
-    the document reports; None means a file import, which finds or creates the endpoint by host
-    name. Rows go in with executemany-style bulk inserts: this runs for every upload from every
-    endpoint. `digest` is the document's `agent.transport.inventory_digest`, kept so that a later
-    upload naming it is answered "unchanged" (see `unchanged_inventory`).
-    """
-    if endpoint_id is None:
-        endpoint_id = _endpoint_for_import(session, doc.hostname, group_id)
-    store_many(session, [(doc, endpoint_id, sighting, digest)])
+def store_inventory(session: Session, doc: Inventory, group_id: int | None = None) -> int:
+    """Replace the inventory of the endpoint `doc` names (created if new) with `doc`, inside the
+    caller's transaction: a file import. Agent uploads go through `store_agent_inventory`, by
+    endpoint id, since an agent's endpoint keeps its name whatever host name it reports. No
+    digest is stored, so the agent's next upload is stored whole whatever it names."""
+    endpoint_id = _endpoint_for_import(session, doc.hostname, group_id)
+    store_many(session, [(doc, endpoint_id, None, None)])
     return endpoint_id
 
 
@@ -262,8 +250,8 @@ def unchanged_ack(entry: CachedAgent, digest: str | None,
                   now: dt.datetime) -> dict[str, Any] | None:
     """The answer to an unchanged upload when memory alone gives it (no count to read, no
     touch due); else None."""
-    if (digest is None or entry.pending or entry.inventory_sha256 != digest
-            or entry.counts is None or _unchanged_touch_due(entry, now)):
+    if (not _names_stored(entry, digest) or entry.counts is None
+            or _unchanged_touch_due(entry, now)):
         return None
     return _ack(entry, entry.counts)
 
@@ -272,7 +260,7 @@ def unchanged_inventory(engine: Engine, agent_id: str, entry: CachedAgent, diges
                         sighting: Sighting) -> dict[str, Any] | None:
     """Answer an upload of the inventory already stored: no parsing, no rows rewritten; only
     inventory_at/last_seen, at most every UNCHANGED_TOUCH. None: it did change."""
-    if digest is None or entry.pending or entry.inventory_sha256 != digest:
+    if not _names_stored(entry, digest):
         return None
     cache = agents_of(engine)
     counts = entry.counts
@@ -307,6 +295,11 @@ def remember_stored(engine: Engine, agent_id: str, doc: Inventory, digest: str |
         agent_id, inventory_sha256=digest, inventory_at=now, last_seen=now, last_ip=ip,
         reported_hostname=doc.hostname,
         counts=(len(doc.programs), len(doc.unique_updates())))
+
+
+def _names_stored(entry: CachedAgent, digest: str | None) -> bool:
+    """The upload names the inventory stored for this agent (a pending re-enrolment has none)."""
+    return digest is not None and not entry.pending and entry.inventory_sha256 == digest
 
 
 def _unchanged_touch_due(entry: CachedAgent, now: dt.datetime) -> bool:

@@ -13,6 +13,7 @@ DEFAULT_INTERNAL = (
     "169.254.0.0/16", "::1/128", "fc00::/7", "fe80::/10",
 )
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 def internal_networks(values: Iterable[str] | None = None) -> list[Network]:
@@ -22,26 +23,37 @@ def internal_networks(values: Iterable[str] | None = None) -> list[Network]:
         values = DEFAULT_INTERNAL if configured is None else configured
     if isinstance(values, str):
         values = [values]
-    networks: list[Network] = []
-    for value in values:
-        try:
-            networks.append(ipaddress.ip_network(str(value).strip(), strict=False))
-        except ValueError:
-            raise config.ConfigError(
-                f"[network] internal: {value!r} is not a network (use CIDRs like 10.0.0.0/8)"
-            ) from None
-    return networks
+    return [parse_network(value, "[network] internal") for value in values]
+
+
+def parse_network(value: object, setting: str) -> Network:
+    """One configured CIDR; a bad one is a ConfigError naming the setting it came from."""
+    try:
+        return ipaddress.ip_network(str(value).strip(), strict=False)
+    except ValueError:
+        raise config.ConfigError(
+            f"{setting}: {value!r} is not a network (use CIDRs like 10.0.0.0/8)"
+        ) from None
+
+
+def parse_address(text: str) -> IPAddress | None:
+    """An address as networks are matched against it (IPv4-mapped IPv6 read as IPv4); None
+    when it is no address."""
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        return address.ipv4_mapped
+    return address
+
+
+def in_any(address: IPAddress, networks: Sequence[Network]) -> bool:
+    return any(address.version == net.version and address in net for net in networks)
 
 
 def is_roaming(ip: str | None, networks: Sequence[Network]) -> bool:
     """An endpoint is roaming when it reaches us from an address outside every internal network;
     an unknown address (a local import) is not evidence of roaming."""
-    if not ip:
-        return False
-    try:
-        address = ipaddress.ip_address(ip)
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        address = address.ipv4_mapped
-    return not any(address.version == net.version and address in net for net in networks)
+    address = parse_address(ip) if ip else None
+    return address is not None and not in_any(address, networks)

@@ -19,7 +19,9 @@ from patchflow.groups import group_by_name
 
 _DURATION = re.compile(r"^(\d+)\s*([mhdw])$")
 _DURATION_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-_NAME = re.compile(r"^\w[\w .()&/+-]{0,127}$")
+# Shown as is in the API schema (server/admin_api.py).
+NAME_PATTERN = r"^\w[\w .()&/+-]{0,127}$"
+_NAME = re.compile(NAME_PATTERN)
 
 
 def validate_name(name: str, what: str) -> str:

@@ -15,10 +15,15 @@ from patchflow.fleet.tokens import validate_name
 from patchflow.groups import group_by_name
 
 
-def add_group(session: Session, name: str, parent: str | None = None) -> Group:
+def check_new_group_name(session: Session, name: str) -> None:
+    """The rule for a group's name, whether it is added or renamed: valid, and not taken."""
     validate_name(name, "group")
     if session.scalar(select(Group.id).where(Group.name == name)) is not None:
         raise UserError(f"a group named {name!r} already exists")
+
+
+def add_group(session: Session, name: str, parent: str | None = None) -> Group:
+    check_new_group_name(session, name)
     parent_id = group_by_name(session, parent).id if parent else None
     group = Group(name=name, parent_id=parent_id)
     session.add(group)
@@ -55,15 +60,16 @@ class Tree:
             group_id = self.parents.get(group_id)
         return None
 
+    def ancestors(self, group_id: int | None) -> list[int]:
+        """The group, its parent, and so on up to the top (a cycle ends the walk)."""
+        found: list[int] = []
+        while group_id is not None and group_id not in found:
+            found.append(group_id)
+            group_id = self.parents.get(group_id)
+        return found
+
     def path(self, group_id: int) -> str:
-        parts: list[str] = []
-        seen: set[int] = set()
-        current: int | None = group_id
-        while current is not None and current not in seen:
-            seen.add(current)
-            parts.append(self.names.get(current, "?"))
-            current = self.parents.get(current)
-        return "/".join(reversed(parts))
+        return "/".join(self.names.get(g, "?") for g in reversed(self.ancestors(group_id)))
 
 
 def policy_names(session: Session) -> dict[int, str]:

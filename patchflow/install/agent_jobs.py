@@ -31,7 +31,7 @@ from patchflow.errors import NotFoundError
 from patchflow.fleet.agent_cache import work_of
 from patchflow.fleet.transactions import db_slot, write_transaction
 from patchflow.install import states as st
-from patchflow.install.installers import WUA, file_name_of
+from patchflow.install.installers import WUA, Installers, file_name_of
 from patchflow.install.items import ITEMS, transition
 from patchflow.install.upgrades import program_target
 from sources.filters import package_name
@@ -93,25 +93,6 @@ def poll(endpoint_id: int) -> list[dict[str, Any]]:
                        InstalledProgram.upgrade_code, InstalledProgram.arch)
                 .where(InstalledProgram.endpoint_id == endpoint_id))]
     return [_payload(row, patches[row.patch_id], installers.of(row), programs) for row in rows]
-
-
-class Installers:
-    """The catalog installers of the polled patches, found for an item by the id chosen for
-    it. (patch, SHA-256) is only the fallback for items resolved before that id was kept, or
-    whose catalog row a later sync replaced: one file listed under two architectures makes it
-    ambiguous, and the first such row is taken."""
-
-    def __init__(self, rows: list[Any]) -> None:
-        self.by_id = {r.id: r for r in rows}
-        self.by_hash: dict[tuple[int, str], Any] = {}
-        for r in rows:
-            self.by_hash.setdefault((r.patch_id, r.sha256.lower()), r)
-
-    def of(self, item: Any) -> Any | None:
-        chosen = self.by_id.get(item.installer_id) if item.installer_id is not None else None
-        if chosen is not None and chosen.patch_id == item.patch_id:
-            return chosen
-        return self.by_hash.get((item.patch_id, (item.content_sha256 or "").lower()))
 
 
 def _payload(row: Any, patch: Any, catalog: Any | None,

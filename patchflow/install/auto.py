@@ -15,13 +15,14 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from models import Endpoint, MissingPatch, PatchDecline, Policy
+from models import Endpoint, MissingPatch, Policy
 from patchflow.fleet.transactions import write_transaction
 from patchflow.fleet.tree import Tree
 from patchflow.install.eula import patch_label, unaccepted
 from patchflow.install.items import chunks
 from patchflow.install.jobs import create_job
 from patchflow.install.settings import InstallSettings
+from patchflow.missing_query import not_declined
 
 
 @dataclass
@@ -66,7 +67,7 @@ def _create(session: Session, endpoint_ids: list[int], settings: InstallSettings
             pairs.extend(session.execute(
                 select(MissingPatch.patch_id, MissingPatch.endpoint_id)
                 .where(MissingPatch.endpoint_id.in_(chunk),
-                       MissingPatch.patch_id.not_in(select(PatchDecline.patch_id)))
+                       not_declined())
             ).tuples().all())
         blocked = {p.id: p for p in unaccepted(session, {p for p, _e in pairs})}
         if blocked:

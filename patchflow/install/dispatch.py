@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from models import (
@@ -45,7 +45,7 @@ from patchflow.fleet.transactions import write_transaction
 from patchflow.fleet.tree import Tree
 from patchflow.http import make_session
 from patchflow.install import states as st
-from patchflow.install.installers import WUA, Choice, choose
+from patchflow.install.installers import WUA, Choice, Installers, choose
 from patchflow.install.items import ITEMS, chunks, move_many, transition
 from patchflow.install.jobs import get_job, state_counts, summary_text
 from patchflow.servers import proxies_of
@@ -205,15 +205,19 @@ def content_plan(job_id: int, store: ContentStore | None = None) -> list[dict[st
             select(ITEMS.c.content_sha256, ITEMS.c.patch_id, ITEMS.c.installer_id).distinct()
             .where(ITEMS.c.job_id == job_id, ITEMS.c.state == st.PENDING,
                    ITEMS.c.download_url.like(f"{CONTENT_PREFIX}%"))).all()
+        wanted = [row for row in rows if not store.has(row.content_sha256)]
+        patch_ids = sorted({row.patch_id for row in wanted})
+        catalog = Installers([found for chunk in chunks(patch_ids) for found in session.execute(
+            select(PatchInstaller.id, PatchInstaller.patch_id, PatchInstaller.url,
+                   PatchInstaller.sha256).where(PatchInstaller.patch_id.in_(chunk))
+            .order_by(PatchInstaller.id))])
         plan: dict[str, dict[str, Any]] = {}
-        for sha, patch_id, installer_id in rows:
-            if sha in plan or store.has(sha):
+        for row in wanted:
+            sha, patch_id = row.content_sha256, row.patch_id
+            if sha in plan:
                 continue
-            url = session.scalar(select(PatchInstaller.url).where(
-                PatchInstaller.id == installer_id)) if installer_id is not None else None
-            url = url or session.scalar(select(PatchInstaller.url).where(
-                PatchInstaller.patch_id == patch_id,
-                func.lower(PatchInstaller.sha256) == sha).order_by(PatchInstaller.id).limit(1))
+            found = catalog.of(row)
+            url = found.url if found is not None else None
             server = session.scalar(
                 select(PatchServer).join(ServerPatch, ServerPatch.server_id == PatchServer.id)
                 .where(ServerPatch.patch_id == patch_id)

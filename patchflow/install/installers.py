@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 WUA = "wua"
@@ -28,6 +28,7 @@ _NEUTRAL = {"", "neutral", "none"}
 class InstallerRow(Protocol):
     """What is read from a catalog installer (models.PatchInstaller has these attributes)."""
 
+    id: int | None
     url: str
     sha256: str
     type: str
@@ -116,4 +117,24 @@ def choose(
     )
     best = ranked[0][1]
     return Choice(best.type.lower(), best.url, best.sha256.lower(), best.silent_switches,
-                  getattr(best, "id", None)), None
+                  best.id), None
+
+
+class Installers:
+    """Catalog installer rows (id, patch_id, sha256, url, ...; in id order), found for an item
+    (installer_id, patch_id, content_sha256) by the id chosen for it: agent polls and the
+    content plan. (patch, SHA-256) is only the fallback for items resolved before that id was
+    kept, or whose catalog row a later sync replaced: one file listed under two architectures
+    makes it ambiguous, and the first such row is taken."""
+
+    def __init__(self, rows: list[Any]) -> None:
+        self.by_id = {r.id: r for r in rows}
+        self.by_hash: dict[tuple[int, str], Any] = {}
+        for r in rows:
+            self.by_hash.setdefault((r.patch_id, r.sha256.lower()), r)
+
+    def of(self, item: Any) -> Any | None:
+        chosen = self.by_id.get(item.installer_id) if item.installer_id is not None else None
+        if chosen is not None and chosen.patch_id == item.patch_id:
+            return chosen
+        return self.by_hash.get((item.patch_id, (item.content_sha256 or "").lower()))

@@ -23,6 +23,7 @@ from patchflow.install.items import ITEMS, add_events, chunks, event, move_many
 from patchflow.install.outcome import job_outcome
 from patchflow.install.selection import pairs_for
 from patchflow.install.settings import InstallSettings
+from patchflow.missing_query import not_declined
 
 STATE_ORDER = [st.PENDING, st.DISPATCHED, st.DOWNLOADING, st.INSTALLING, st.SUCCEEDED,
                st.FAILED, st.REBOOT_PENDING, st.CANCELLED]
@@ -78,7 +79,7 @@ def start_from_selection(session: Session, created_by: str, allow_restart: bool 
 
 
 def _still_missing(session: Session, pairs: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
-    from models import MissingPatch, PatchDecline
+    from models import MissingPatch
 
     found: list[tuple[int, int]] = []
     wanted = list(pairs)
@@ -89,7 +90,7 @@ def _still_missing(session: Session, pairs: Sequence[tuple[int, int]]) -> list[t
             .join(Endpoint, Endpoint.id == MissingPatch.endpoint_id)
             .where(tuple_(MissingPatch.patch_id, MissingPatch.endpoint_id).in_(chunk),
                    Endpoint.revoked.is_(False),
-                   MissingPatch.patch_id.not_in(select(PatchDecline.patch_id)))
+                   not_declined())
         ).tuples().all())
     return found
 

@@ -26,6 +26,7 @@ from sqlalchemy import and_, or_, select, update
 from models import InstallJob
 from models.base import utcnow
 from models.db import session_scope
+from patchflow.childproc import ended
 from patchflow.errors import NotFoundError
 
 LEASE_SECONDS = 90.0
@@ -47,25 +48,13 @@ def new_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"[:128]
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, another user's
-        return True
-    except OSError:
-        return False
-    return True
-
-
 def owner_is_dead(owner: str | None) -> bool:
     """True only when `owner` names a process of this host that no longer exists."""
     if not owner:
         return False
     host, _, rest = owner.partition(":")
     pid = rest.partition(":")[0]
-    return host == socket.gethostname() and pid.isdigit() and not pid_alive(int(pid))
+    return pid.isdigit() and ended(host, int(pid))
 
 
 def acquire(job_id: int, owner: str, seconds: float = LEASE_SECONDS,

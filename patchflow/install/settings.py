@@ -31,8 +31,4 @@ class InstallSettings:
 
 
 def _number(key: str, default: float, low: float, high: float) -> float:
-    value = config.setting("install", key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-        raise config.ConfigError(
-            f"[install] {key} must be a number between {low:g} and {high:g}, not {value!r}")
-    return value
+    return config.number("install", key, default, low, high)

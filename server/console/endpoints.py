@@ -59,7 +59,6 @@ def group_tree(session: Session) -> list[dict[str, Any]]:
 
 
 SCAN_STATES = [s.value for s in ScanState]
-PRESENCE = ("online", "offline", "never seen", "no agent")
 
 
 @dataclass(frozen=True)
@@ -107,7 +106,7 @@ def _listing(session: Session, view: View) -> dict[str, Any]:
 def _view(group: str, q: str, state: str, presence: str, page: int) -> View:
     if state and state not in SCAN_STATES:
         raise UserError(f"unknown scan state {state!r}: choose one from the list")
-    if presence and presence not in PRESENCE:
+    if presence and presence not in endpoint_view.PRESENCE:
         raise UserError(f"unknown agent status {presence!r}: choose one from the list")
     return View(group, q.strip(), state, presence, page)
 
@@ -122,7 +121,7 @@ def endpoints_page(request: Request, group: str = "", q: str = "", state: str = 
         groups = [(g["name"], g["path"]) for g in fleet.list_groups(session)]
     return render(request, "endpoints.html", title="Endpoints", nav="endpoints", tree=tree,
                   group=view.group, q=view.q, view=view, groups=groups,
-                  scan_states=SCAN_STATES, presences=PRESENCE, **listing)
+                  scan_states=SCAN_STATES, presences=endpoint_view.PRESENCE, **listing)
 
 
 @router.get("/endpoints.json")

@@ -116,7 +116,7 @@ def _cancel_elsewhere(flow_run_ids: list[str]) -> None:
     """Cancel flow runs a deployment started (as the CLI does); in-process runs see the flag."""
     if not flow_run_ids or not os.environ.get("PREFECT_API_URL"):
         return
-    from cli.flowruns import cancel_flow_run
+    from patchflow.flowruns import cancel_flow_run
 
     for run_id in flow_run_ids:
         try:

@@ -9,10 +9,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from patchflow.sample_catalog import MSRC_DIR, PACKAGES, WINGET_DIR
-from tests.fixtures.agent.harness import Api, running_api
-from tests.fixtures.install.agents import SimAgent, inventory, program, serve_sample_installers
-from tests.httpserver import serve_files
+from tests.fixtures.agent.harness import Api
+from tests.fixtures.install.agents import SimAgent, inventory, program, synced_server
 
 PATCH = "Notepad++.Notepad++"
 OPEN = ("pending", "dispatched", "downloading", "installing")
@@ -20,17 +18,8 @@ OPEN = ("pending", "dispatched", "downloading", "installing")
 
 @contextmanager
 def install_server(backend: str, folder: Path) -> Iterator[Api]:
-    from cli.main import main
-    from patchflow import config
-
-    with running_api(backend, folder) as api, serve_files() as vendor:
-        config.write_config({"install": {"poll_seconds": 0.1, "retry_delay_s": 0,
-                                         "item_timeout_s": 60}})
-        assert main(["server", "add", "local", "--host", "localhost", "--msrc-source",
-                     str(MSRC_DIR), "--winget-source", str(WINGET_DIR), "--winget-packages",
-                     ",".join(PACKAGES)]) == 0
-        assert main(["sync", "local"]) == 0
-        serve_sample_installers(vendor, api.db_url, set())
+    with synced_server(backend, folder, {"install": {
+            "poll_seconds": 0.1, "retry_delay_s": 0, "item_timeout_s": 60}}) as api:
         yield api
 
 

@@ -1,4 +1,6 @@
-"""Talking to a Prefect API about flow runs started elsewhere (deployments)."""
+"""Talking to a Prefect API about flow runs started elsewhere (deployments): shared by the
+CLI's `sync --stop`/`scan --stop` and the console's Stop buttons, so neither entry point
+imports the other."""
 
 from __future__ import annotations
 
