@@ -149,3 +149,21 @@ def _endpoint_ids() -> list[int]:
 
     with session_scope() as session:
         return list(session.scalars(select(Endpoint.id)))
+
+
+def test_no_route_to_a_job_installs_a_declined_patch(world: World, cli: Any) -> None:
+    """The console's ticked-patches and per-endpoint installs build jobs straight from pairs:
+    the refusal sits in the job itself, so they cannot install a declined patch either."""
+    from models import InstallJob
+    from patchflow.errors import UserError
+    from patchflow.install import create_job
+
+    assert cli("decline", ZIP).code == 0
+    pairs = [(world.patches[key], world.endpoints["WS-1"]) for key in ("kb", "7zip")]
+    with pytest.raises(UserError, match=f"^{ZIP} is declined: it is not offered"):
+        with session_scope() as session:
+            create_job(session, pairs, "console:alice")
+    with session_scope() as session:
+        assert session.scalar(select(InstallJob.id).limit(1)) is None
+        job = create_job(session, pairs[:1], "console:alice")  # the undeclined one still goes
+        assert job.id is not None

@@ -21,7 +21,7 @@ from patchflow.install import states as st
 from patchflow.install.eula import refuse_unaccepted
 from patchflow.install.items import ITEMS, add_events, chunks, event, move_many
 from patchflow.install.outcome import job_outcome
-from patchflow.install.selection import pairs_for
+from patchflow.install.selection import pairs_for, refuse_declined
 from patchflow.install.settings import InstallSettings
 from patchflow.missing_query import not_declined
 
@@ -39,10 +39,12 @@ def create_job(
     settings: InstallSettings | None = None,
 ) -> InstallJob:
     """A job with one pending item per (patch_id, endpoint_id) pair, in the caller's
-    transaction. Refuses (UserError, nothing written) when a patch's EULA is not accepted."""
+    transaction. Refuses (UserError, nothing written) when a patch is declined or its EULA is
+    not accepted: every route to a job (CLI, console, API, cycle) passes here."""
     unique = sorted(set((int(p), int(e)) for p, e in pairs))
     if not unique:
         raise UserError("nothing to install: select patches first (`patchflow install select`)")
+    refuse_declined(session, {p for p, _e in unique})
     refuse_unaccepted(session, {p for p, _e in unique})
     settings = settings or InstallSettings.from_config()
     now = utcnow()

@@ -9,6 +9,7 @@ a server, or a package on a machine that does not have the program, is refused u
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import delete, func, select
@@ -112,6 +113,21 @@ def _missing_on(session: Session, patch_id: int) -> dict[int, str]:
         .where(MissingPatch.patch_id == patch_id, Endpoint.revoked.is_(False))).tuples().all())
 
 
+def refuse_declined(session: Session, patch_ids: Iterable[int]) -> None:
+    """A declined patch is not offered, whichever screen or command asked for it: the
+    refusal names it and the command that offers it again."""
+    wanted = sorted(set(patch_ids))
+    declined = [patch for start in range(0, len(wanted), 500) for patch in session.scalars(
+        select(Patch).join(PatchDecline, PatchDecline.patch_id == Patch.id)
+        .where(Patch.id.in_(wanted[start:start + 500])).order_by(Patch.id))]
+    if not declined:
+        return
+    first = declined[0]
+    more = f" (and {len(declined) - 1} more)" if len(declined) > 1 else ""
+    raise UserError(f"{patch_label(first)} is declined{more}: it is not offered "
+                    f"(`patchflow undecline {patch_label(first)}` to offer it again)")
+
+
 def pairs_for(session: Session, ref: str, endpoints: list[str] | None,
               all_affected: bool) -> tuple[Patch, list[int]]:
     """The patch and the endpoint ids a select/install request names, checked: each endpoint
@@ -119,9 +135,7 @@ def pairs_for(session: Session, ref: str, endpoints: list[str] | None,
     if bool(endpoints) == bool(all_affected):
         raise UserError("give --endpoints H1,H2 or --all-affected (one of them)")
     patch = resolve_patch(session, ref)
-    if session.get(PatchDecline, patch.id) is not None:
-        raise UserError(f"{patch_label(patch)} is declined: it is not offered "
-                        f"(`patchflow undecline {patch_label(patch)}` to offer it again)")
+    refuse_declined(session, [patch.id])
     missing = _missing_on(session, patch.id)
     if all_affected:
         if not missing:
