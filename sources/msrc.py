@@ -153,16 +153,37 @@ def parse_cvrf(raw: bytes, key: str | None = None) -> ParsedDocument:
     fixes the most CVEs (`len(patch.cves)`) is usually the one it was released with (KB5040442:
     73 CVEs in 2024-Jul, its release month, 7 in 2024-Aug, 1 in 2024-Sep).
     """
+    data, tree = _load(raw, key or "document")
+    return _document(data, tree, key or "document")
+
+
+def parse_cvrf_month(raw: bytes, key: str | None = None
+                     ) -> tuple[ParsedDocument, list[MsrcCveScores]]:
+    """parse_cvrf and parse_cvrf_vulnerabilities from one reading of the document: a sync
+    needs both, and building a month's tree is most of the parse time."""
     label = key or "document"
+    data, tree = _load(raw, label)
+    return _document(data, tree, label), _scores(tree)
+
+
+_Tree = dict[str, Any] | Element  # a JSON document's body or an XML document's root
+
+
+def _load(raw: bytes, label: str) -> tuple[bytes, _Tree]:
+    """The decompressed bytes and their tree, JSON or XML by the first byte."""
     data = decompress(raw, label)
     head = data[:64].lstrip(b"\xef\xbb\xbf \t\r\n")
     with _gc_paused():
         if head.startswith(b"{"):
-            doc = _read_json(data, label)
-        elif head.startswith(b"<"):
-            doc = _read_xml(data, label)
-        else:
-            raise SourceError(f"{label}: neither JSON nor XML")
+            return data, _json_body(data, label)
+        if head.startswith(b"<"):
+            return data, _xml_root(data, label)
+    raise SourceError(f"{label}: neither JSON nor XML")
+
+
+def _document(data: bytes, tree: _Tree, label: str) -> ParsedDocument:
+    with _gc_paused():
+        doc = _read_json(tree, label) if isinstance(tree, dict) else _read_xml(tree, label)
     patches, errors = _build_patches(doc)
     return ParsedDocument(
         key=doc.id,
@@ -259,8 +280,7 @@ def content_hash(raw: bytes, key: str | None = None) -> str:
     return hashlib.sha256(decompress(raw, key or "document")).hexdigest()
 
 
-def _read_xml(data: bytes, label: str) -> _Doc:
-    root = _xml_root(data, label)
+def _read_xml(root: Element, label: str) -> _Doc:
     tracking = root.find(f"{_CVRF}DocumentTracking")
     doc_id = None
     if tracking is not None:
@@ -330,8 +350,7 @@ def _xml_fix(rem: Element) -> _Fix:
     )
 
 
-def _read_json(data: bytes, label: str) -> _Doc:
-    body = _json_body(data, label)
+def _read_json(body: dict[str, Any], label: str) -> _Doc:
     tracking = _dict(body.get("DocumentTracking"))
     doc_id = _text(_dict(tracking.get("Identification")).get("ID"))
     if not doc_id:
@@ -652,21 +671,17 @@ def parse_cvrf_vulnerabilities(raw: bytes, key: str | None = None) -> list[MsrcC
     Kept apart from parse_cvrf so the patch catalog and the vulnerability feed can evolve
     independently; errors are the same one-line SourceErrors.
     """
-    label = key or "document"
-    data = decompress(raw, label)
-    head = data[:64].lstrip(b"\xef\xbb\xbf \t\r\n")
-    with _gc_paused():
-        if head.startswith(b"{"):
-            body = _json_body(data, label)
-            products = _json_products(body)
-            raw_vulns = [_json_vuln_scores(v) for v in _list(body.get("Vulnerability"))
-                         if isinstance(v, dict)]
-        elif head.startswith(b"<"):
-            root = _xml_root(data, label)
-            products = _xml_products(root)
-            raw_vulns = [_xml_vuln_scores(v) for v in root.iterfind(f"{_VULN}Vulnerability")]
-        else:
-            raise SourceError(f"{label}: neither JSON nor XML")
+    return _scores(_load(raw, key or "document")[1])
+
+
+def _scores(tree: _Tree) -> list[MsrcCveScores]:
+    if isinstance(tree, dict):
+        products = _json_products(tree)
+        raw_vulns = [_json_vuln_scores(v) for v in _list(tree.get("Vulnerability"))
+                     if isinstance(v, dict)]
+    else:
+        products = _xml_products(tree)
+        raw_vulns = [_xml_vuln_scores(v) for v in tree.iterfind(f"{_VULN}Vulnerability")]
     out = []
     for cve, status, sets in raw_vulns:
         if not cve:

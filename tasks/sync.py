@@ -230,26 +230,19 @@ def sync_msrc_batch(server_id: int, refs: list[dict[str, Any]], done_before: int
             if unchanged:
                 result.skipped += 1
                 continue
-            doc = msrc.parse_cvrf(raw, key=ref.key)
+            doc, scores = msrc.parse_cvrf_month(raw, key=ref.key)
         except SourceError as exc:
             logger.warning("MSRC %s failed: %s", ref.key, exc)
             _fail(server_id, "msrc", ref.key, str(exc), result)
             continue
         _store(server_id, "msrc", doc, filters, result)
-        _store_msrc_vulnerabilities(raw, ref.key)
+        _store_msrc_vulnerabilities(scores)
         logger.info("MSRC %s: %d patches", ref.key, len(doc.patches))
     return asdict(result)
 
 
-def _store_msrc_vulnerabilities(raw: bytes, key: str) -> None:
-    """CVSS v3 and exploitation status of the document's CVEs, for the vulnerability views
-    (issue 19). A document whose facts cannot be read still counts as synced: the patches are
-    what the sync is for."""
-    try:
-        scores = msrc.parse_cvrf_vulnerabilities(raw, key)
-    except SourceError as exc:
-        get_run_logger().warning("MSRC %s: vulnerability facts skipped: %s", key, exc)
-        return
+def _store_msrc_vulnerabilities(scores: list[msrc.MsrcCveScores]) -> None:
+    """CVSS v3 and exploitation status of the document's CVEs, for the vulnerability views."""
     with session_scope() as session:
         vulnfeeds.store_documents(session, "msrc", {s.facts.cve: ([s.facts], []) for s in scores
                                                     if len(s.facts.cve) <= 32},

@@ -11,7 +11,12 @@ from pathlib import Path
 import pytest
 
 from sources import kev, mozilla, nvd
-from sources.msrc import parse_cvrf, parse_cvrf_vulnerabilities, parse_updates_index
+from sources.msrc import (
+    parse_cvrf,
+    parse_cvrf_month,
+    parse_cvrf_vulnerabilities,
+    parse_updates_index,
+)
 from sources.records import SourceError
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
@@ -194,3 +199,12 @@ def test_msrc_cvss_per_product_json_and_xml() -> None:
     assert aug["CVE-2024-38178"].facts.exploited is True
     with pytest.raises(SourceError, match=r"^bad: "):
         parse_cvrf_vulnerabilities(b"<cvrfdoc", "bad")
+
+
+@pytest.mark.parametrize("name", ["2024-Aug.xml.gz", "2026-Jun-excerpt.json"])
+def test_a_sync_reads_a_month_once_for_both_patches_and_facts(name: str) -> None:
+    """parse_cvrf_month (what a sync calls) gives what the two parsers give on their own."""
+    raw = (MSRC / name).read_bytes()
+    doc, facts = parse_cvrf_month(raw, name)
+    assert doc == parse_cvrf(raw, name) and doc.patches
+    assert facts == parse_cvrf_vulnerabilities(raw, name) and facts
