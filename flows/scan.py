@@ -42,7 +42,7 @@ def scan(
     summary = t.finish_scan(scan_id, results)
     logger.info("scan %d %s: %s", scan_id, summary["status"], summary)
     if trigger == "scheduled" and summary["status"] == "completed":
-        from flows.install import auto_install  # policies with auto-install (issue 5)
+        from flows.install import auto_install  # policies with auto-install
 
         summary["install_jobs"] = auto_install(ids)
     return summary

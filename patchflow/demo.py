@@ -143,7 +143,7 @@ def _wait(check: Callable[[], bool], seconds: float) -> bool:
 
 
 def run_demo(say: Callable[[str], None]) -> DemoResult:
-    # Before anything imports Prefect: it reads PREFECT_HOME once, at import (issue 18: it
+    # Before anything imports Prefect: it reads PREFECT_HOME once, at import (it
     # warned about ./.patchflow/prefect on a fresh clone when the flows came first).
     result = DemoResult(prepare_home())
     from sqlalchemy import func, select

@@ -1,4 +1,4 @@
-"""Regenerates the README's console screenshots from the demo's data (issue 18): runs
+"""Regenerates the README's console screenshots from the demo's data: runs
 `patchflow demo --serve` on a temporary home, logs in with the printed password and takes PNGs
 of the dashboard, Patch Install and a patch's endpoints dialog into docs/screenshots/.
 

@@ -648,7 +648,7 @@ def _date(value: Any) -> dt.date | None:
 
 
 # --------------------------------------------------------------------------------------------
-# Vulnerability facts: CVSS v3 per product and the exploitation status (issue 19)
+# Vulnerability facts: CVSS v3 per product and the exploitation status
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    # Rate limits (issue 12 item 17): shared by every server worker, keyed by (address, subject).
+    # Rate limits: shared by every server worker, keyed by (address, subject).
     op.create_table(
         "auth_failures",
         sa.Column("id", sa.Integer(), nullable=False),
