@@ -77,13 +77,20 @@ def save_upload(data: bytes, filename: str) -> dict[str, Any]:
     if not data:
         raise UserError("choose a backup file to upload")
     folder = backups_dir()
-    folder.mkdir(parents=True, exist_ok=True)
     stem = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(filename or "upload").stem)[:60].strip(".-")
-    path = folder / _free_name(f"uploaded-{stem or 'backup'}")
-    partial = path.with_name(path.name + ".part")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
+    created = None
+    try:  # a full disk or a read-only folder is the administrator's to fix: say so in one line
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / _free_name(f"uploaded-{stem or 'backup'}")
+        partial = path.with_name(path.name + ".part")
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        created = partial
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+    except OSError as exc:
+        if created is not None:
+            created.unlink(missing_ok=True)
+        raise UserError(f"cannot store the upload in {folder}: {exc.strerror or exc}") from None
     try:
         manifest = None
         if not backup_crypto.is_encrypted(partial):

@@ -243,3 +243,17 @@ def test_console_backups(home: Path, db_url: str) -> None:
     assert sum(counts.values()) == sum(summary.tables.values())
     with session_scope() as session:
         assert session.scalar(select(Group.id).where(Group.name == "After the backup")) is None
+
+
+def test_an_upload_that_cannot_be_stored_is_one_line(home: Path, db_url: str) -> None:
+    """A full disk or an unusable folder is an administrator's error to fix, not a crash."""
+    data = backup_files.create(db_url).path.read_bytes()
+    folder = backup_files.backups_dir()
+    moved = folder.with_name("moved-aside")
+    folder.rename(moved)
+    folder.write_text("a file where the backups folder should be")
+    with pytest.raises(UserError, match=r"^cannot store the upload in .*: File exists$"):
+        backup_files.save_upload(data, "ok.exp")
+    folder.unlink()
+    moved.rename(folder)
+    assert len(backup_files.list_backups()) == 1  # the failed upload left nothing behind
