@@ -1,4 +1,5 @@
 """Running one install job on the endpoint: download, verify, install, decide about the restart.
+(A rollback's uninstall job has no file: its command comes from agent/uninstall.py.)
 
 The order is the safety property: the file is downloaded to the agent's own folder, its SHA-256
 is compared with the one the server sent, and only a file that matches is handed to the
@@ -21,14 +22,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent.exitcodes import interpret as exit_outcome
 from agent.platforms.base import JobNotSupported, Platform
 from agent.state import StateDir
 from agent.transport import AgentError, ServerClient, download_url
+from agent.uninstall import UninstallRefused, uninstall_command
+from agent.uninstall import interpret as interpret_uninstall
 
 log = logging.getLogger("patchflow.agent")
 
-REBOOT_CODES = frozenset({3010, 1641})
-RETRYABLE_CODES = frozenset({1602, 1618})
+# Worth another attempt: the user cancelled, or another installation was running.
+RETRYABLE_CODES = {1602: "cancelled", 1618: "another installation is in progress"}
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9 ._+()@-]")
 
@@ -91,19 +95,8 @@ def result(state: str, message: str, spec: InstallSpec | None, exit_code: int | 
 
 def interpret(exit_code: int, allow_restart: bool, output: str = "") -> tuple[str, str, bool]:
     """(state, message, restart now) for an installer's exit code."""
-    tail = f": {output.strip()[:300]}" if output and output.strip() else ""
-    if exit_code == 0:
-        return "succeeded", f"installed (exit code 0){tail}", False
-    if exit_code in REBOOT_CODES:
-        if allow_restart:
-            return "succeeded", f"installed; restarting to complete (exit code {exit_code})", \
-                True
-        return "reboot pending", (f"installed; a restart is needed to complete (exit code "
-                                  f"{exit_code}) and the job does not allow one"), False
-    if exit_code in RETRYABLE_CODES:
-        what = "cancelled" if exit_code == 1602 else "another installation is in progress"
-        return "failed", f"exit code {exit_code} ({what}){tail}", False
-    return "failed", f"installer failed with exit code {exit_code}{tail}", False
+    return exit_outcome(exit_code, allow_restart, output, done="installed", program="installer",
+                        known=RETRYABLE_CODES)
 
 
 Progress = Callable[[str, "InstallSpec"], None]
@@ -121,6 +114,8 @@ class JobExecutor:
         self.vendor_timeout = vendor_timeout
 
     def run(self, job: dict[str, Any]) -> dict[str, Any]:
+        if job.get("kind") == "uninstall":
+            return self.run_uninstall(job)
         try:
             spec = InstallSpec.parse(job)
         except JobRejected as exc:
@@ -147,6 +142,32 @@ class JobExecutor:
         finally:
             if path is not None:
                 path.unlink(missing_ok=True)
+
+    def run_uninstall(self, job: dict[str, Any]) -> dict[str, Any]:
+        """A rollback's item: build the silent uninstall command from the job's spec (refused,
+        and nothing run, when none can be built) and let the platform run it."""
+        job_id = job.get("id")
+        if not isinstance(job_id, int):
+            return result("failed", "uninstall job without an id (malformed job)", None)
+        patch = job.get("patch") if isinstance(job.get("patch"), dict) else {}
+        label = str(patch.get("kb") or f"{patch.get('package_id')} {patch.get('version')}")
+        spec = InstallSpec(job_id, int(job.get("attempt") or 1), "uninstall", None, None, "",
+                           bool(job.get("allow_restart")), label)
+        try:
+            command = uninstall_command(job.get("uninstall"))
+        except UninstallRefused as exc:
+            return result("failed", f"not uninstalled: {exc}", spec)
+        uninstall = getattr(self.platform, "uninstall", None)
+        if uninstall is None:
+            return result("failed", f"the {self.platform.name} platform cannot uninstall", spec)
+        self.progress("installing", spec)
+        try:
+            exit_code, output = uninstall(job, command)
+        except JobNotSupported as exc:
+            return result("failed", str(exc), spec)
+        state, message, restart = interpret_uninstall(exit_code, spec.allow_restart, output)
+        return result(state, message, spec, exit_code,
+                      retryable=exit_code in RETRYABLE_CODES, restart=restart)
 
     def fetch(self, spec: InstallSpec) -> Path:
         """Download and verify; HashMismatch (the file deleted) when the SHA-256 differs."""

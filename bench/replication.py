@@ -5,8 +5,8 @@ Usage: python -m bench.replication [--patches N] [--page N] [--no-mariadb] [--js
 Instance A (SQLite) holds N patches on its "local" patch server (half Microsoft KBs with two
 products, two CVEs and supersedence, half third-party versions with an installer) and runs
 `patchflow serve` as a subprocess. Instance B adds `branch` with `--upstream https://A` (token,
-pinned certificate) and runs the sync's replication task (`tasks.replicate.replicate.fn`, i.e.
-without Prefect's task engine, whose fixed cost is not the point): every page is fetched over
+pinned certificate) and runs the replica connector's batch (what the sync's `replicate` task
+runs, without Prefect's task engine, whose fixed cost is not the point): every page is fetched over
 HTTPS, checked and applied in its own transaction. Measured on B's SQLite, then on a fresh
 MariaDB database when one is reachable.
 
@@ -180,9 +180,9 @@ def _baseline(home: Path, page: int) -> tuple[float, int]:
 
 def _replicate(home: Path, db_url: str | None, upstream: str, token: str, fingerprint: str,
                page: int) -> tuple[float, int, str | None]:
-    import tasks.replicate as replicate_task
     from models.db import session_scope
     from patchflow import config, servers
+    from patchflow.upstreams import replica
 
     _init(home, db_url)
     with _home(home, db_url) as url:
@@ -192,14 +192,9 @@ def _replicate(home: Path, db_url: str | None, upstream: str, token: str, finger
                 host="b", upstream=upstream, upstream_token=token,
                 upstream_fingerprint=fingerprint))
             server_id = server.id
-        original = replicate_task.get_run_logger
-        replicate_task.get_run_logger = lambda: logging.getLogger("bench")  # type: ignore[assignment]
-        try:
-            started = time.perf_counter()
-            outcome = replicate_task.replicate.fn(server_id)
-            elapsed = time.perf_counter() - started
-        finally:
-            replicate_task.get_run_logger = original  # type: ignore[assignment]
+        started = time.perf_counter()
+        outcome = replica.CONNECTOR.sync_batch(server_id, None, 0, 1, logging.getLogger("bench"))
+        elapsed = time.perf_counter() - started
         return elapsed, int(outcome["patches"]), outcome["error"]
 
 

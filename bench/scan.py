@@ -232,17 +232,19 @@ def _sync(server_id: int) -> dict[str, int]:
     """What flows.sync.sync does for a microsoft upstream, through the tasks' `.fn`."""
     from prefect.logging import disable_run_logger
 
+    from patchflow import upstreams
     from tasks import sync as t
 
     with disable_run_logger():  # get_run_logger() outside a run gives a null logger
         t.begin_sync.fn("local", None)
-        plan = t.plan_msrc.fn(server_id)
+        plan = t.plan_upstream.fn(server_id, "msrc")
         if plan["error"]:
             raise RuntimeError(plan["error"])
         refs = plan["refs"]
-        results = [t.sync_msrc_batch.fn(server_id, refs[i : i + t.MSRC_BATCH], i, len(refs))
-                   for i in range(0, len(refs), t.MSRC_BATCH)]
-        results.append(t.sync_winget_batch.fn(server_id))
+        size = upstreams.get("msrc").batch_size
+        results = [t.sync_upstream_batch.fn(server_id, "msrc", refs[i : i + size], i, len(refs))
+                   for i in range(0, len(refs), size)]
+        results.append(t.sync_upstream_batch.fn(server_id, "winget", None, 0, 1))
         t.finish_sync.fn(server_id, "Successful", "bench")
     totals = {k: sum(r[k] for r in results) for k in ("stored", "failed", "patches")}
     if totals["failed"]:

@@ -6,10 +6,11 @@ What is measured, on a fresh patchflow home each time:
 
 - bare parse: read, gunzip and parse the same files (parse_cvrf, parse_package_dir), nothing
   stored. This is the floor any sync has to pay.
-- store, first run: the product's sync path without Prefect: plan_msrc, sync_msrc_batch (in
-  MSRC_BATCH documents per call, as the flow does) and sync_winget_batch, called through the
-  tasks' `.fn`, against a patch server added with patchflow.servers.add_server, into SQLite and
-  into a fresh MariaDB database (mysql+pymysql://root@127.0.0.1:3306, dropped afterwards).
+- store, first run: the product's sync path without Prefect: plan_upstream and
+  sync_upstream_batch for msrc (in batches of the connector's batch_size, as the flow does)
+  and winget, called through the tasks' `.fn`, against a patch server added with
+  patchflow.servers.add_server, into SQLite and into a fresh MariaDB database
+  (mysql+pymysql://root@127.0.0.1:3306, dropped afterwards).
   `.fn` skips Prefect's task engine but not get_run_logger(), which needs a run context, so the
   tasks' logger is swapped for a stdlib logger while they run.
 - store, second run: the same sync again; every document is unchanged and skipped by hash.
@@ -196,12 +197,12 @@ def _plain_logger() -> Iterator[None]:
 def _split_timers() -> Iterator[dict[str, float]]:
     """Wall time spent parsing and storing inside the sync tasks (wrappers, not a profiler,
     so the split is not skewed by profiling overhead on Python-heavy code)."""
+    from patchflow import syncing
     from sources import msrc, winget
-    from tasks import sync as t
 
     spent = {"parse": 0.0, "store": 0.0, "status": 0.0}
-    targets = [(msrc, "parse_cvrf", "parse"), (winget, "parse_package_dir", "parse"),
-               (t, "_store", "store"), (t, "_progress", "status")]
+    targets = [(msrc, "parse_cvrf_month", "parse"), (winget, "parse_package_dir", "parse"),
+               (syncing, "store", "store"), (syncing, "progress", "status")]
     originals = [(module, name, getattr(module, name)) for module, name, _ in targets]
 
     def wrap(func, bucket: str):  # type: ignore[no-untyped-def]
@@ -224,19 +225,27 @@ def _split_timers() -> Iterator[dict[str, float]]:
 
 def sync_without_prefect(server_id: int) -> dict[str, int]:
     """What flows.sync.sync does for a microsoft upstream, minus Prefect's engine."""
+    from patchflow import upstreams
     from tasks import sync as t
 
     with _plain_logger():
         t.begin_sync.fn("bench", None)
-        plan = t.plan_msrc.fn(server_id)
-        if plan["error"]:
-            raise RuntimeError(plan["error"])
-        refs = plan["refs"]
         results = []
-        for start in range(0, len(refs), t.MSRC_BATCH):
-            batch = refs[start : start + t.MSRC_BATCH]
-            results.append(t.sync_msrc_batch.fn(server_id, batch, start, len(refs)))
-        results.append(t.sync_winget_batch.fn(server_id))
+        for kind in ("msrc", "winget"):  # the bench's server: a mirror folder and winget
+            refs: list | None = None
+            if upstreams.get(kind).plans_ahead:
+                plan = t.plan_upstream.fn(server_id, kind)
+                if plan["error"]:
+                    raise RuntimeError(plan["error"])
+                refs = plan["refs"]
+            size = upstreams.get(kind).batch_size
+            batches = [refs[i : i + size] for i in range(0, len(refs), size)] \
+                if refs is not None else [None]
+            done = 0
+            for batch in batches:
+                results.append(t.sync_upstream_batch.fn(server_id, kind, batch, done,
+                                                        len(refs or [])))
+                done += len(batch or [])
         t.finish_sync.fn(server_id, "Successful", "bench")
     totals = {k: sum(r[k] for r in results) for k in ("stored", "skipped", "failed", "patches")}
     if totals["failed"]:

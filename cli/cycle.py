@@ -1,22 +1,21 @@
-"""`patchflow cycle run|list|show`: the patch cycle of a policy (flows/cycle.py).
+"""`patchflow cycle run|list|show|resume|schedule`: the patch cycle of a policy (flows/cycle.py).
 
 `run` checks the policy and that no other cycle of it is going before Prefect starts, so bad
 input is one line and exit 2. With --wait (or --dry-run, which is quick) the flow runs here;
-without, a detached process runs it (log in PATCHFLOW_HOME/logs/cycle-run-N.log) and the run's
-id is printed for `cycle show`.
+without, a detached process runs it (patchflow.cycle.launch) and the run's
+id is printed for `cycle show`. `resume` answers a run paused at a manual gate through the
+Prefect API (the same as Resume in the Prefect UI).
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from typing import Any
 
 import typer
 
 from cli.common import console, db_session, plain, print_json, print_table, split_csv
-from patchflow import audit, config
+from patchflow import audit
 
 cycle_app = typer.Typer(help="The patch cycle: sync, scan, approve, install, verify, report.",
                         no_args_is_help=True)
@@ -44,11 +43,11 @@ def run(
 
     if run_id is None:
         with db_session() as session:
-            run_id = runs.create(session, policy, dry_run, "manual", audit.cli_actor()).id
-            audit.record(session, audit.cli_actor(), "cycle.run", policy,
-                         f"run {run_id}" + (" (dry run)" if dry_run else ""), source="cli")
+            run_id = runs.request(session, policy, dry_run, audit.cli_actor()).id
     if not (wait or dry_run):
-        pid = _spawn(run_id, policy)
+        from patchflow.cycle.launch import spawn
+
+        pid = spawn(run_id, policy)
         with db_session() as session:
             out = runs.to_dict(runs.get_run(session, run_id))
         out["pid"] = pid
@@ -68,25 +67,10 @@ def run(
     except Exception as exc:  # the run's record says what failed; printed below
         error = (str(exc).splitlines() or [type(exc).__name__])[0][:500]
     with db_session() as session:
-        record = runs.get_run(session, run_id)
-        if record.state in (runs.PENDING, runs.RUNNING):  # the flow died before it could say
-            record = runs.finish(session, run_id, runs.FAILED, error or "the flow ended early")
-        out = runs.to_dict(record)
+        out = runs.to_dict(runs.settle(session, run_id, error))
     _print_run(out, as_json)
     if out["state"] != runs.COMPLETED:
         raise typer.Exit(1)
-
-
-def _spawn(run_id: int, policy: str) -> int:
-    path = config.home() / "logs" / f"cycle-run-{int(run_id)}.log"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "cli.main", "cycle", "run", policy, "--wait",
-             "--run-id", str(int(run_id))],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True, env=dict(os.environ))
-    return process.pid
 
 
 def _print_run(out: dict[str, Any], as_json: bool) -> None:
@@ -137,6 +121,53 @@ def show(
     _print_run(out, as_json)
 
 
+@cycle_app.command("resume")
+def resume(
+    run_id: str = typer.Argument(..., help="The paused cycle run (or its Prefect flow run id)"),
+    reject: bool = typer.Option(False, "--reject",
+                                help="Halt the cycle here; later rings are left untouched"),
+    reason: str = typer.Option("", "--reason", help="Why (kept in the run and the audit log)"),
+) -> None:
+    """Answer a cycle run waiting at a manual gate: go on with the ring, or --reject."""
+    from patchflow.cycle.gate import answer
+
+    with db_session():  # the database is initialised and current, else a one-line error
+        pass
+    number = answer(run_id, not reject, reason, audit.cli_actor())
+    console.print(f"cycle run {number} {'rejected at' if reject else 'resumed past'} its gate; "
+                  f"`patchflow cycle show {number}` follows it", highlight=False)
+
+
+@cycle_app.command("schedule")
+def schedule(
+    policy: str = typer.Argument(...),
+    enable: bool = typer.Option(True, "--enable/--disable",
+                                help="Run the cycle on the policy's schedule (--disable: a "
+                                     "bare scan again)"),
+) -> None:
+    """Run a policy's cycle on its schedule (`policies edit --scan-weekday/--scan-at`)."""
+    from patchflow.cycle.plan import get_policy
+
+    with db_session() as session:
+        pol = get_policy(session, policy)
+        if enable and not (pol.scan_weekday and pol.scan_at):
+            from patchflow.errors import UserError
+
+            raise UserError(f"policy {pol.name} has no schedule: set one with `patchflow "
+                            "policies edit POLICY --scan-weekday DAY --scan-at HH:MM`")
+        pol.cycle_scheduled = enable
+        audit.record(session, audit.cli_actor(), "cycle.schedule", pol.name,
+                     "enabled" if enable else "disabled", source="cli")
+        name, auto = pol.name, pol.auto_install
+    if enable:
+        console.print(f"policy {plain(name)}: its schedule runs the patch cycle "
+                      + ("(installs unattended: automatic install is on)" if auto else
+                         "(pauses before installing: automatic install is off)"),
+                      highlight=False)
+    else:
+        console.print(f"policy {plain(name)}: its schedule runs a scan", highlight=False)
+
+
 @rings_app.command("add")
 def rings_add(
     policy: str = typer.Argument(...),
@@ -146,13 +177,16 @@ def rings_add(
                                       help="Wait after the ring before it passed its gate"),
     min_success_rate: int = typer.Option(95, "--min-success-rate",
                                          help="Percent of the ring before that must succeed"),
+    gate: str = typer.Option("rate", "--gate",
+                             help="rate (the success rate decides) or manual (the cycle "
+                                  "pauses before this ring until `cycle resume`)"),
 ) -> None:
     """Append a ring to a policy (the first ring added is the pilot)."""
     from patchflow.cycle.rings import add_ring
 
     with db_session() as session:
         out = add_ring(session, policy, name, split_csv(groups), audit.cli_actor(),
-                       delay_minutes, min_success_rate)
+                       delay_minutes, min_success_rate, gate)
     console.print(f"policy {plain(out['policy'])}: rings "
                   + " → ".join(plain(r["name"]) for r in out["rings"]), highlight=False)
 
@@ -168,9 +202,10 @@ def rings_list(policy: str = typer.Argument(...),
     if as_json:
         print_json(rows)
         return
-    print_table(f"{len(rows)} rings", ["#", "Ring", "Groups", "Delay (min)", "Gate (%)"],
+    print_table(f"{len(rows)} rings", ["#", "Ring", "Groups", "Delay (min)", "Gate"],
                 [[r["position"], r["name"], ", ".join(r["groups"]), r["delay_minutes"],
-                  r["min_success_rate"]] for r in rows])
+                  "manual" if r["gate"] == "manual" else f"{r['min_success_rate']} %"]
+                 for r in rows])
 
 
 @rings_app.command("delete")

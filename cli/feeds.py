@@ -5,6 +5,7 @@
     feeds cpe set PACKAGE_ID VENDOR:PRODUCT   map a winget package to its NVD CPE
     feeds cpe list [--json]
     feeds sync [NAME...]                      the Prefect flow `patchflow-feeds-sync`
+    feeds sync --stop [NAME...]               stop it (the feeds end Stopped)
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import typer
 from cli.common import console, db_session, plain, print_json, print_table
 from models.enums import SyncStatus
 from patchflow import vulnfeeds
+from patchflow.errors import UserError
 
 feeds_app = typer.Typer(no_args_is_help=True, help="Vulnerability feeds: KEV, Mozilla, NVD.")
 cpe_app = typer.Typer(no_args_is_help=True,
@@ -57,9 +59,14 @@ def set_feed(
 
 @feeds_app.command("sync")
 def sync(names: list[str] = typer.Argument(None, help="kev, mozilla, nvd (default: all "
-                                           "with a source)")) -> None:
+                                           "with a source)"),
+         stop: bool = typer.Option(False, "--stop", help="Stop the running feed sync(s): "
+                                   "they end Stopped, keeping what was stored")) -> None:
     """Fetch, parse and store the feeds now (Prefect flow `patchflow-feeds-sync`)."""
     wanted = [vulnfeeds.feed_name(n) for n in names or []]
+    if stop:
+        _stop(wanted)
+        return
     with db_session():
         pass  # refuses an uninitialised or old database before Prefect starts
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
@@ -71,6 +78,38 @@ def sync(names: list[str] = typer.Argument(None, help="kev, mozilla, nvd (defaul
                       f"{plain(outcome['message'])}")
     if any(o["status"] != SyncStatus.SUCCESSFUL for o in outcomes):
         raise typer.Exit(1)
+
+
+def _stop(wanted: list[str]) -> None:
+    """Stop the flow runs syncing the (named) feeds: patchflow.flowruns.stop_flow_run."""
+    from patchflow.flowruns import stop_flow_run
+
+    with db_session() as session:
+        running = [(r.name, r.flow_run_id) for r in vulnfeeds.running(session)
+                   if not wanted or r.name in wanted]
+    if not running:
+        raise UserError("no feed is syncing" + (f" ({', '.join(wanted)})" if wanted else ""))
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+    done: dict[str, str] = {}
+    for _name, run_id in running:
+        if run_id and run_id not in done:
+            done[run_id] = stop_flow_run(run_id)
+    ended = [run_id for run_id, how in done.items() if how == "ended"]
+    if ended:  # stuck Running: the run is over, so nothing else will ever end these feeds
+        with db_session() as session:
+            for run_id in ended:
+                vulnfeeds.end_run(session, run_id, SyncStatus.STOPPED,
+                                  "interrupted: its sync ended without recording an outcome; "
+                                  "what was stored before stays")
+    for name, run_id in running:
+        how = done.get(run_id or "", "unknown")
+        if how == "ended":
+            console.print(f"feed {name}: its sync had already ended: marked Stopped")
+        elif how == "unknown":
+            console.print(f"feed {name}: its sync runs elsewhere (another machine or Prefect "
+                          "server): stop it there; `patchflow serve` marks it if it died")
+        else:
+            console.print(f"feed {name}: stop requested ({how}); it ends Stopped")
 
 
 @cpe_app.command("set")

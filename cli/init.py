@@ -225,7 +225,7 @@ def _run_wizard(plan: Any) -> bool:
 
 
 def _questions(plan: Any) -> bool:
-    from patchflow import config, setup
+    from patchflow import config, setup, upstreams
 
     console.rule("patchflow setup")
     console.print("Press Enter to take the value in brackets. Nothing is written until you "
@@ -263,9 +263,11 @@ def _questions(plan: Any) -> bool:
     else:
         plan.proxy_host = plan.proxy_port = plan.proxy_user = plan.proxy_password = None
 
-    plan.upstream = _choose("Upstream: Microsoft or your WSUS server", ["microsoft", "wsus"],
-                            plan.upstream or "microsoft")
-    if plan.upstream == "wsus":
+    offered = upstreams.choices(wizard=True)
+    plan.upstream = _choose("Upstream: Microsoft or your WSUS server", [c.key for c in offered],
+                            plan.upstream or offered[0].key)
+    choice = setup.wizard_upstream(plan.upstream)
+    if choice is not None and "wsus_url" in choice.settings:
         plan.wsus_url = _ask("WSUS server URL", plan.wsus_url or "https://wsus:8531",
                              lambda v: setup.check_url(v, "WSUS URL"))
     else:

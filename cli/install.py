@@ -42,6 +42,8 @@ def list_(
     category: str = typer.Option(None, "--category", help="Comma-separated categories"),
     restart: str = typer.Option(None, "--restart", help="Required,Not Required,May Require"),
     eula: str = typer.Option(None, "--eula", help="accepted | not-accepted"),
+    exploited: bool = typer.Option(False, "--exploited",
+                                   help="Only patches fixing a CVE exploited in the wild"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Missing patches, one row each: endpoints affected and how many are selected."""
@@ -51,17 +53,18 @@ def list_(
     filters = MissingFilters(
         group=group, subgroups=subgroups, severity=tuple(split_csv(severity) or ()),
         category=tuple(split_csv(category) or ()), restart=tuple(split_csv(restart) or ()),
-        eula=eula)
+        eula=eula, exploited=exploited)
     with db_session() as session:
         rows = install_list(session, filters)
     if as_json:
         print_json(rows)
         return
     print_table(f"{len(rows)} missing patches",
-                ["Patch", "Severity", "Category", "Restart", "EULA", "Endpoints", "Selected",
-                 "Title"],
-                [[r["patch"], r["severity"], r["category"], r["restart_required"],
-                  r["eula_status"], r["endpoints"], r["selected"], r["title"]] for r in rows])
+                ["Patch", "Severity", "Exploited", "Category", "Restart", "EULA", "Endpoints",
+                 "Selected", "Title"],
+                [[r["patch"], r["severity"], "yes" if r["exploited"] else "", r["category"],
+                  r["restart_required"], r["eula_status"], r["endpoints"], r["selected"],
+                  r["title"]] for r in rows])
 
 
 @install_app.command("show")
@@ -168,24 +171,55 @@ def now(
     _run_or_launch(job_id, wait, as_json)
 
 
-def _run_or_launch(job_id: int, wait: bool, as_json: bool) -> None:
+@install_app.command("rollback")
+def rollback(
+    patch: str = typer.Argument(..., help="id, KB or PACKAGE@VERSION"),
+    endpoints: str = typer.Option(None, "--endpoints", help="H1,H2,..."),
+    ring: str = typer.Option(None, "--ring", help="A policy's ring: RING or POLICY/RING"),
+    allow_restart: bool = typer.Option(False, "--allow-restart/--no-restart"),
+    wait: bool = typer.Option(False, "--wait", help="Run the job here until it ends"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Uninstall a patch from endpoints (an audited job): wusa for a KB, msiexec for an MSI;
+    an exe only with its UninstallString and known silent switches, else refused."""
+    from patchflow.install.rollback import create_rollback
+
+    with db_session() as session:
+        job, out = create_rollback(session, patch, split_csv(endpoints), ring, _user(),
+                                   allow_restart=allow_restart)
+        job_id = job.id
+        refused = "; ".join(f"{h}: {why}" for h, why in out["refused"].items())
+        audit.record(session, audit.cli_actor(), "install.rollback", f"job {job_id}",
+                     f"patch {out['patch']} on {out['scope']}"
+                     + (f"; refused: {refused}" if refused else ""), source="cli")
+    if not as_json:
+        for host, why in out["refused"].items():
+            console.print(f"refused on {host}: {why}", highlight=False, markup=False)
+        if out["skipped"]:
+            console.print(f"not installed on {len(out['skipped'])} endpoint(s) of the ring: "
+                          + ", ".join(out["skipped"][:10]), highlight=False, markup=False)
+    _run_or_launch(job_id, wait, as_json, {"action": "uninstall", **out}, "rollback job")
+
+
+def _run_or_launch(job_id: int, wait: bool, as_json: bool, extra: dict[str, Any] | None = None,
+                   noun: str = "install job") -> None:
     if not wait:
         from patchflow.install.launch import launch, log_path
 
         pid = launch(job_id)
         if as_json:
             print_json({"job_id": job_id, "status": "started", "pid": pid,
-                        "log": str(log_path(job_id))})
+                        "log": str(log_path(job_id)), **(extra or {})})
             return
-        console.print(f"install job {job_id} started (flow in process {pid}, log "
+        console.print(f"{noun} {job_id} started (flow in process {pid}, log "
                       f"{log_path(job_id)}); follow it with `patchflow jobs show {job_id}`",
                       highlight=False)
         return
     summary = _run_flow(job_id)
     if as_json:
-        print_json(summary)
+        print_json({**summary, **(extra or {})})
         return
-    console.print(f"install job {job_id} {plain(summary['status'])}: {plain(summary['summary'])} "
+    console.print(f"{noun} {job_id} {plain(summary['status'])}: {plain(summary['summary'])} "
                   f"({summary['items']} items)", highlight=False)
 
 
@@ -261,7 +295,9 @@ def jobs_list(limit: int = typer.Option(50, "--limit", min=1, max=1000),
         return
     print_table(f"{len(rows)} install jobs",
                 ["Job", "Outcome", "Trigger", "By", "Created", "Restart", "Items", "Summary"],
-                [[r["id"], r["outcome"], r["trigger"], r["created_by"], r["created_at"][:19],
+                [[r["id"], r["outcome"],
+                  r["trigger"] + (" (rollback)" if r.get("action") == "uninstall" else ""),
+                  r["created_by"], r["created_at"][:19],
                   "allowed" if r["allow_restart"] else "no", r["items"], r["summary"]]
                  for r in rows])
 
@@ -283,7 +319,8 @@ def jobs_show(job: str = typer.Argument(..., help="Job id"),
     if as_json:
         print_json(data)
         return
-    console.print(f"install job {data['id']}: {plain(data['status'])} ({plain(data['trigger'])}, "
+    noun = "rollback job" if data.get("action") == "uninstall" else "install job"
+    console.print(f"{noun} {data['id']}: {plain(data['status'])} ({plain(data['trigger'])}, "
                   f"by {plain(data['created_by'])}, restart "
                   f"{'allowed' if data['allow_restart'] else 'no'}; {plain(data['summary'])}",
                   highlight=False)

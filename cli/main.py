@@ -60,7 +60,7 @@ def _root(
 # Each command group lives in its own module with a register(app) function.
 COMMAND_MODULES = (
     "init", "servers", "sync", "patches", "endpoints", "scan", "install", "reports", "ops",
-    "console", "replication", "schedules", "audit", "feeds", "approvals", "cycle",
+    "console", "replication", "schedules", "audit", "feeds", "approvals", "cycle", "windows",
 )
 
 

@@ -108,6 +108,7 @@ def demo(
                 raise UserError(f"port {number} is in use on 127.0.0.1: choose another with "
                                 f"{name}")
     from patchflow.demo import run_demo
+    from patchflow.install.outcome import plural
 
     started = time.monotonic()
     console.rule("patchflow demo")
@@ -131,6 +132,12 @@ def demo(
                 [[name, v["patches"], v["pairs"]] for name, v in sev.items()])
     overview = result.dashboard.get("scan_overview", {})
     console.print("scan overview: " + ", ".join(f"{k} {v}" for k, v in overview.items()))
+    exploited = result.dashboard.get("exploited", {})
+    console.print(f"exploited in the wild (CISA KEV, MSRC, Mozilla): "
+                  f"{plural(exploited.get('patches', 0), 'patch', 'patches')} missing on "
+                  f"{plural(exploited.get('pairs', 0), 'endpoint pair')}, "
+                  f"{plural(result.dashboard.get('overdue_kev', 0), 'pair')} past their KEV "
+                  "due date")
     console.print("HTML reports:")
     for path in result.reports:
         console.print(f"  {path}", highlight=False)

@@ -105,11 +105,9 @@ def dashboard(
     """Missing patches by severity and the scan overview (fast: SQL aggregates only)."""
     from patchflow import config
     from patchflow.report_data import load_dashboard
-    from patchflow.vuln_query import dashboard_counts
 
     with db_session() as session:
         data = load_dashboard(session)
-        data.update(dashboard_counts(session))
     if html:
         from reports.html import render_dashboard
 

@@ -107,11 +107,9 @@ def missing(
         endpoint=endpoint, group=group, subgroups=subgroups,
         severity=tuple(split_csv(severity) or ()),
         category=tuple(split_csv(category) or ()),
-        restart=tuple(split_csv(restart) or ()), eula=eula)
+        restart=tuple(split_csv(restart) or ()), eula=eula, exploited=exploited)
     with db_session() as session:
         frame = load_rated_missing(session, filters, include_declined=include_declined)
-    if exploited:
-        frame = frame[frame["exploited"].astype(bool)]
     if sort == "risk":
         frame = frame.sort_values("risk", ascending=False, kind="stable")
     fields = [*MISSING_FIELDS, "declined"] if include_declined else MISSING_FIELDS

@@ -8,7 +8,12 @@ the watcher can tell "changed" from "unchanged" without asking Prefect.
 - `patchflow-sync/server-<server>@<instance>`: one per patch server with a sync schedule.
 - `patchflow-scan/policy-<policy>@<instance>`: one per policy with a scan schedule (every N
   weeks from a fixed start).
+- `patchflow-cycle/cycle-<policy>@<instance>`: instead of the scan, for a policy whose schedule
+  runs the patch cycle (`patchflow cycle schedule POLICY`): the same rule, run if missed and
+  all, since the cycle scans.
 - `patchflow-report/reports@<instance>`: when a report schedule is set.
+- `patchflow-feeds-sync/feeds@<instance>`: the vulnerability feeds, daily at `[feeds] sync_at`
+  (default 03:00; "off" turns it off).
 
 The instance name (`[prefect] instance` or PATCHFLOW_INSTANCE, default the host name) is in
 every deployment's name and tags, so two patchflow installations can share one Prefect server:
@@ -32,7 +37,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from deployments.schedules import scan_rrule, sync_rrule
+from deployments.schedules import daily_rrule, scan_rrule, sync_rrule
 from models import PatchServer, Policy
 from patchflow import config, report_schedule
 from patchflow.config import ConfigError
@@ -69,12 +74,16 @@ def deployment_tags(flow: str, instance: str, served: bool = True) -> tuple[str,
     return ("patchflow", flow, instance_tag(instance)) + ((SERVED_TAG,) if served else ())
 
 
+# The Prefect flow name where it is not `patchflow-<flow>`.
+FLOW_NAMES = {"feeds": "patchflow-feeds-sync"}
+
+
 @dataclass(frozen=True)
 class DeploymentSpec:
     """What one deployment should look like; JSON-safe parameters only."""
 
     name: str
-    flow: str  # "sync" | "scan" | "report"
+    flow: str  # "sync" | "scan" | "cycle" | "report" | "feeds"
     parameters: dict[str, Any]
     rrule: str
     timezone: str
@@ -86,7 +95,7 @@ class DeploymentSpec:
     @property
     def full_name(self) -> str:
         """As Prefect shows it: `patchflow-scan/policy-workstations@hq`."""
-        return f"patchflow-{self.flow}/{self.name}"
+        return f"{FLOW_NAMES.get(self.flow, 'patchflow-' + self.flow)}/{self.name}"
 
     def fingerprint(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, default=str)
@@ -139,21 +148,36 @@ def sync_spec(server: PatchServer, timezone: str) -> DeploymentSpec | None:
 
 
 def scan_spec(policy: Policy, timezone: str) -> DeploymentSpec | None:
+    """The policy's scheduled scan, or its scheduled cycle when the schedule runs the cycle
+    (one rule, one "run if missed" for both: the cycle's scan step is the scheduled scan)."""
     if not (policy.scan_weekday and policy.scan_at):
         return None
     every = max(1, policy.scan_every_weeks or 1)
     rule = scan_rrule(policy.scan_weekday, policy.scan_at, every, policy.scan_start)
     weeks = "every week" if every == 1 else f"every {every} weeks"
     instance = instance_name()
+    when = f"{weeks} on {policy.scan_weekday} at {policy.scan_at} ({timezone})."
+    missed = (" Runs at start-up when a scheduled {} was missed."
+              if policy.run_if_missed else "{}")
+    if policy.cycle_scheduled:
+        return DeploymentSpec(
+            name=deployment_name("cycle", policy.name, instance), flow="cycle",
+            tags=deployment_tags("cycle", instance),
+            parameters={"policy": policy.name, "trigger": "scheduled"},
+            rrule=rule, timezone=timezone, policy=policy.name,
+            description=(f"Patch cycle of policy {policy.name}: {when}"
+                         + missed.format("cycle")
+                         + (" Installs unattended (automatic install)." if policy.auto_install
+                            else " Pauses before installing until an administrator resumes "
+                                 "it (automatic install is off).")),
+        )
     return DeploymentSpec(
         name=deployment_name("policy", policy.name, instance), flow="scan",
         tags=deployment_tags("scan", instance),
         parameters={"selection": {"policy": policy.name}, "trigger": "scheduled"},
         rrule=rule, timezone=timezone, policy=policy.name,
-        description=(f"Scan the endpoints of policy {policy.name}: {weeks} on "
-                     f"{policy.scan_weekday} at {policy.scan_at} ({timezone})."
-                     + (" Runs at start-up when a scheduled scan was missed."
-                        if policy.run_if_missed else "")),
+        description=f"Scan the endpoints of policy {policy.name}: {when}"
+                    + missed.format("scan"),
     )
 
 
@@ -173,6 +197,29 @@ def report_spec(schedule: report_schedule.ReportSchedule, timezone: str) -> Depl
     )
 
 
+FEEDS_DEPLOYMENT = "feeds"
+DEFAULT_FEEDS_AT = "03:00"
+_HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+
+
+def feeds_spec(timezone: str) -> DeploymentSpec | None:
+    """The vulnerability feeds, daily by default (`[feeds] sync_at = "HH:MM"`, or "off")."""
+    raw = config.setting("feeds", "sync_at", DEFAULT_FEEDS_AT)
+    at = str(raw if raw not in (None, "") else DEFAULT_FEEDS_AT).strip()
+    if at.lower() == "off" or raw is False:
+        return None
+    if not _HHMM.match(at):
+        raise ConfigError(f"[feeds] sync_at must be HH:MM (24-hour) or \"off\", not {raw!r}")
+    instance = instance_name()
+    return DeploymentSpec(
+        name=deployment_name(FEEDS_DEPLOYMENT, None, instance), flow="feeds",
+        parameters={}, rrule=daily_rrule(at), timezone=timezone,
+        tags=deployment_tags("feeds", instance),
+        description=(f"Vulnerability feeds (KEV, Mozilla, NVD; those with a source): daily at "
+                     f"{at} ({timezone})."),
+    )
+
+
 def build_specs(session: Session, timezone: str | None = None) -> list[DeploymentSpec]:
     """Every deployment the database asks for, sorted by name."""
     tz = timezone or schedule_timezone()
@@ -188,6 +235,9 @@ def build_specs(session: Session, timezone: str | None = None) -> list[Deploymen
     report = report_schedule.load(session)
     if report:
         specs.append(report_spec(report, tz))
+    feeds = feeds_spec(tz)
+    if feeds:
+        specs.append(feeds)
     return sorted(specs, key=lambda s: s.name)
 
 
@@ -199,7 +249,7 @@ def load_specs(timezone: str | None = None) -> list[DeploymentSpec]:
 
 
 ENTRYPOINTS = {flow: f"deployments/patchflow_flows.py:{flow}"
-               for flow in ("sync", "scan", "report")}
+               for flow in ("sync", "scan", "cycle", "report", "feeds")}
 
 
 def prefect_yaml(specs: list[DeploymentSpec], work_pool: str, source_dir: str,

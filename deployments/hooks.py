@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from models import PatchServer, Policy, Scan
+from models import CycleRun, PatchServer, Policy, Scan
 from models.base import utcnow
 from models.db import session_scope
 from models.enums import SyncStatus
@@ -47,6 +47,14 @@ def _end_sync(flow_run_id: str, status: str, message: str) -> None:
         server.sync_stop_requested = False
 
 
+def _end_feeds(flow_run_id: str, status: str, message: str) -> None:
+    """Every vulnerability feed this flow run left Running (patchflow.vulnfeeds.end_run)."""
+    from patchflow import vulnfeeds
+
+    with session_scope() as session:
+        vulnfeeds.end_run(session, flow_run_id, status, message)
+
+
 def _end_scan(flow_run_id: str, status: str, message: str) -> None:
     with session_scope() as session:
         scan = session.scalar(select(Scan).where(Scan.flow_run_id == flow_run_id,
@@ -65,6 +73,19 @@ def sync_cancelled(flow: Any, flow_run: Any, state: Any) -> None:
 def sync_crashed(flow: Any, flow_run: Any, state: Any) -> None:
     _guarded("sync crashed", _end_sync, str(flow_run.id), SyncStatus.FAILED,
              f"the sync process crashed: {getattr(state, 'message', None) or 'no reason given'}")
+
+
+def feeds_cancelled(flow: Any, flow_run: Any, state: Any) -> None:
+    _guarded("feeds sync cancelled", _end_feeds, str(flow_run.id), SyncStatus.STOPPED,
+             "stopped by request (flow run cancelled)")
+
+
+def feeds_crashed(flow: Any, flow_run: Any, state: Any) -> None:
+    """Interrupted (Ctrl+C, SIGTERM, the process killed): Stopped, like a stop request; what
+    earlier documents stored stays (patchflow.vulnfeeds)."""
+    _guarded("feeds sync interrupted", _end_feeds, str(flow_run.id), SyncStatus.STOPPED,
+             f"interrupted: {getattr(state, 'message', None) or 'the sync process ended'}; "
+             "what was stored before stays")
 
 
 def scan_cancelled(flow: Any, flow_run: Any, state: Any) -> None:
@@ -92,3 +113,35 @@ def scheduled_scan_running(flow: Any, flow_run: Any, state: Any) -> None:
         return
     due = getattr(flow_run, "expected_start_time", None)
     _guarded("scheduled scan", record_scheduled_scan, selection["policy"], due)
+
+
+def scheduled_cycle_running(flow: Any, flow_run: Any, state: Any) -> None:
+    """A scheduled cycle is the policy's scheduled run ("run if missed" reads the same column
+    as for a scheduled scan); a Quick run of the deployment, with the same parameters, is not."""
+    params = getattr(flow_run, "parameters", None) or {}
+    scheduled = getattr(flow_run, "auto_scheduled", False) or "run-if-missed" in (
+        getattr(flow_run, "tags", None) or [])
+    if params.get("trigger") != "scheduled" or not params.get("policy") or not scheduled:
+        return
+    due = getattr(flow_run, "expected_start_time", None)
+    _guarded("scheduled cycle", record_scheduled_scan, params["policy"], due)
+
+
+def _end_cycle(flow_run_id: str, message: str) -> None:
+    from patchflow.cycle import runs
+
+    with session_scope() as session:
+        run = session.scalar(select(CycleRun).where(CycleRun.flow_run_id == flow_run_id,
+                                                    CycleRun.state.in_(runs.GOING)))
+        if run is not None:
+            runs.finish(session, run.id, runs.FAILED, message)
+
+
+def cycle_cancelled(flow: Any, flow_run: Any, state: Any) -> None:
+    _guarded("cycle cancelled", _end_cycle, str(flow_run.id),
+             "stopped by request (flow run cancelled)")
+
+
+def cycle_crashed(flow: Any, flow_run: Any, state: Any) -> None:
+    _guarded("cycle crashed", _end_cycle, str(flow_run.id),
+             f"the cycle process crashed: {getattr(state, 'message', None) or 'no reason'}")

@@ -20,8 +20,8 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from deployments.hooks import _end_scan, _end_sync
-from models import InstallJob, PatchServer, Scan
+from deployments.hooks import _end_feeds, _end_scan, _end_sync
+from models import FeedStatus, InstallJob, PatchServer, Scan
 from models.db import session_scope
 from models.enums import SyncStatus
 from patchflow import childproc
@@ -94,6 +94,9 @@ def _close_records(client: Any) -> list[str]:
             Scan.status == "running", Scan.flow_run_id.is_not(None))).tuples())
         jobs = list(session.execute(select(InstallJob.id, InstallJob.flow_run_id).where(
             InstallJob.status == "running", InstallJob.flow_run_id.is_not(None))).tuples())
+        feeds = list(session.execute(select(FeedStatus.name, FeedStatus.flow_run_id).where(
+            FeedStatus.status == SyncStatus.RUNNING,
+            FeedStatus.flow_run_id.is_not(None))).tuples())
 
     def ended(run_id: str) -> str | None:
         try:
@@ -113,6 +116,12 @@ def _close_records(client: Any) -> list[str]:
             _end_scan(run_id, "failed",
                       f"interrupted: the scan's process died (flow run {how}); start it again")
             closed.append(f"scan {scan_id}")
+    for feed, run_id in feeds:
+        if (how := ended(run_id)) is not None:
+            _end_feeds(run_id, SyncStatus.STOPPED,
+                       f"interrupted: the feeds sync's process died (flow run {how}); "
+                       "what was stored before stays; run `patchflow feeds sync` again")
+            closed.append(f"feed {feed}")
     for job_id, run_id in jobs:
         if (how := ended(run_id)) is not None:
             with session_scope() as session:

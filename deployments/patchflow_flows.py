@@ -17,6 +17,8 @@ from typing import Any
 from prefect import Flow
 
 from deployments import hooks
+from flows.cycle import cycle as _cycle
+from flows.feeds import feeds_sync as feeds  # its hooks are on the flow (Ctrl+C too)
 from flows.report import report_flow as _report
 from flows.scan import scan as _scan
 from flows.sync import sync as _sync
@@ -26,6 +28,10 @@ sync = _sync.with_options(
 scan = _scan.with_options(
     on_running=[*_scan.on_running_hooks, hooks.scheduled_scan_running],
     on_cancellation=[hooks.scan_cancelled], on_crashed=[hooks.scan_crashed])
+cycle = _cycle.with_options(
+    on_running=[*_cycle.on_running_hooks, hooks.scheduled_cycle_running],
+    on_cancellation=[hooks.cycle_cancelled], on_crashed=[hooks.cycle_crashed])
 report = _report
 
-FLOWS: dict[str, Flow[Any, Any]] = {"sync": sync, "scan": scan, "report": report}
+FLOWS: dict[str, Flow[Any, Any]] = {"sync": sync, "scan": scan, "cycle": cycle,
+                                     "report": report, "feeds": feeds}

@@ -42,6 +42,12 @@ def scan_rrule(weekday: str, at: str, every_weeks: int, start: dt.datetime | Non
             f"BYDAY={DAYS[weekday.lower()]};BYHOUR={hour};BYMINUTE={minute};BYSECOND=0")
 
 
+def daily_rrule(at: str) -> str:
+    """Every day at HH:MM (the vulnerability feeds)."""
+    dtstart, hour, minute = _start(at, None)
+    return f"DTSTART:{dtstart}\nRRULE:FREQ=DAILY;BYHOUR={hour};BYMINUTE={minute};BYSECOND=0"
+
+
 def _naive(value: dt.datetime, tz: dt.tzinfo) -> dt.datetime:
     return value.astimezone(tz).replace(tzinfo=None) if value.tzinfo else value
 

@@ -8,6 +8,7 @@ the run is recorded with the reason, and the flow's result says what happened.
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +36,12 @@ def report_flow(
     email: list[str] | None = None,
     created_by: str | None = None,
     page_rows: int = DEFAULT_PAGE_ROWS,
+    heading: str | None = None,
+    intro: list[str] | None = None,
 ) -> dict[str, Any]:
     """Build the reports of `kinds` for `filters` (MissingFilters.to_json()) into `out_dir`
-    (default PATCHFLOW_HOME/reports/<timestamp>) and optionally mail them."""
+    (default PATCHFLOW_HOME/reports/<timestamp>) and optionally mail them, under `heading`
+    and `intro` when a workflow sends them (the patch cycle's outcome)."""
     logger = get_run_logger()
     generated_at = dt.datetime.now(dt.UTC)
     kinds = t.parse_kinds(kinds)
@@ -53,6 +57,8 @@ def report_flow(
         csv_names = {f"{table.name}.csv" for r in reports for table in r.tables} \
             if "csv" in formats else set()
         opts = t.html_options(generated_at, selection, page_rows, csv_names)
+        if heading:
+            opts = replace(opts, heading=heading, intro=tuple(intro or ()))
         files = t.write_files_task(reports, str(run_dir), formats, opts)
         mailed: dict[str, Any] | None = None
         mail_error: str | None = None

@@ -1,4 +1,10 @@
-"""The `patchflow-sync` flow: bring one patch server's catalog up to date from its upstream."""
+"""The `patchflow-sync` flow: bring one patch server's catalog up to date from its upstream.
+
+begin (the server looked up by name once; which connectors sync it) → for each connector, in
+registry order: its plan when it lists ahead, then its batches → prefetch (with --prefetch) →
+finish. The flow knows no upstream kind: patchflow/upstreams/ says which connectors run and
+how the server's upstream words the outcome.
+"""
 
 from __future__ import annotations
 
@@ -8,27 +14,9 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from deployments.orphans import record_process
-from models.db import session_scope
 from models.enums import SyncStatus
-from patchflow import servers as server_svc
+from patchflow import syncing, upstreams
 from tasks import sync as t
-from tasks.replicate import prefetch_content, replicate
-from tasks.sync_wsus import sync_wsus
-from tasks.sync_wsusscn2 import sync_wsusscn2, uses_offline_catalog
-
-
-def _summary(results: list[dict[str, Any]]) -> tuple[str, str]:
-    stored = sum(r["stored"] for r in results)
-    skipped = sum(r["skipped"] for r in results)
-    failed = sum(r["failed"] for r in results)
-    patches = sum(r["patches"] for r in results)
-    errors = [e for r in results for e in r["errors"]]
-    text = f"{stored} documents stored ({patches} patches), {skipped} unchanged"
-    if any(r["stopped"] for r in results):
-        return SyncStatus.STOPPED, "stopped by request; " + text
-    if failed:
-        return SyncStatus.FAILED, f"{failed} documents failed ({errors[0]}); {text}"
-    return SyncStatus.SUCCESSFUL, text
 
 
 @flow(name="patchflow-sync", log_prints=True, on_running=[record_process])
@@ -37,80 +25,45 @@ def sync(server_name: str, prefetch: bool = False) -> dict[str, Any]:
     the outcome lands in the server's sync status, which is what administrators look at.
     `prefetch` also downloads the content of every patch offered (else it comes on demand)."""
     logger = get_run_logger()
-    server_id = t.begin_sync(server_name, flow_run.get_id())
-    with session_scope() as session:
-        server = server_svc.get_server(session, server_name)
-        upstream, msrc_source = server.upstream, server.msrc_source
-    if upstream == "microsoft":
-        status, message = _sync_microsoft(server_id, msrc_source)
-    elif upstream.startswith(("server:", "https://")):
-        status, message = _sync_replica(server_id)
-    elif upstream == "wsus":
-        status, message = _sync_wsus(server_id)
+    begun = t.begin_sync(server_name, flow_run.get_id())
+    server_id, kinds = begun["server_id"], begun["kinds"]
+    if kinds:
+        status, message = _run_connectors(server_id, kinds)
     else:
-        status = SyncStatus.FAILED
-        message = f"upstream {upstream!r} is not supported by this version yet"
+        status, message = SyncStatus.FAILED, begun["error"]
     if prefetch and status != SyncStatus.STOPPED:
-        status, message = _prefetch(server_id, status, message)
+        status, message = syncing.with_prefetch(status, message, t.prefetch_content(server_id))
     t.finish_sync(server_id, status, message)
     logger.info("sync of %s: %s: %s", server_name, status, message)
     return {"status": str(status), "message": message}
 
 
-def _sync_microsoft(server_id: int, msrc_source: str | None) -> tuple[str, str]:
-    """MSRC documents (online feed or a mirror folder) or the offline wsusscn2 catalog, then
-    the third-party packages."""
+def _run_connectors(server_id: int, kinds: list[str]) -> tuple[str, str]:
+    """Each connector's batches in turn until one is stopped; the first connector (the
+    server's upstream) words the outcome, and a plan that failed is its headline (the other
+    connectors may still have synced)."""
     logger = get_run_logger()
     results: list[dict[str, Any]] = []
     error = None
-    if uses_offline_catalog(msrc_source):
-        results.append(sync_wsusscn2(server_id))
-    else:
-        plan = t.plan_msrc(server_id)
-        refs, error = plan["refs"], plan["error"]
-        logger.info("%d MSRC documents to check", len(refs))
-        for start in range(0, len(refs), t.MSRC_BATCH):
-            batch = refs[start : start + t.MSRC_BATCH]
-            results.append(t.sync_msrc_batch(server_id, batch, start, len(refs)))
+    for kind in kinds:
+        if any(r["stopped"] for r in results):
+            break
+        connector = upstreams.get(kind)
+        batches: list[list[dict[str, Any]] | None] = [None]
+        total = 1
+        if connector.plans_ahead:
+            plan = t.plan_task(kind)(server_id, kind)
+            refs, error = plan["refs"], error or plan["error"]
+            logger.info("%d %s documents to check", len(refs), connector.label)
+            size, total = connector.batch_size, len(refs)
+            batches = [refs[start : start + size] for start in range(0, total, size)]
+        done = 0
+        for batch in batches:
+            results.append(t.batch_task(kind)(server_id, kind, batch, done, total))
+            done += len(batch or [])
             if results[-1]["stopped"]:
                 break
-    if not any(r["stopped"] for r in results):
-        results.append(t.sync_winget_batch(server_id))
-    status, message = _summary(results)
+    status, message = upstreams.get(kinds[0]).summarise(results)
     if error and status != SyncStatus.STOPPED:
-        # Third-party packages may still have synced; the MSRC failure is the headline.
         status, message = SyncStatus.FAILED, f"{error}; {message}"
     return status, message
-
-
-def _sync_replica(server_id: int) -> tuple[str, str]:
-    """Another patchflow patch server; third-party packages come from it too."""
-    outcome = replicate(server_id)
-    at = f"at revision {outcome['revision']}"
-    if outcome["latest"] is not None:
-        at += f" of {outcome['latest']}"
-    text = f"{outcome['pages']} pages applied ({outcome['patches']} patches), {at}"
-    if outcome["stopped"]:
-        return SyncStatus.STOPPED, "stopped by request; " + text
-    if outcome["error"]:
-        return SyncStatus.FAILED, f"{outcome['error']}; {text}"
-    return SyncStatus.SUCCESSFUL, text
-
-
-def _prefetch(server_id: int, status: str, message: str) -> tuple[str, str]:
-    outcome = prefetch_content(server_id)
-    message += f"; {outcome['fetched']} content files prefetched"
-    if outcome["stopped"]:
-        return SyncStatus.STOPPED, "stopped by request; " + message
-    if outcome["failed"]:
-        message += f", {outcome['failed']} failed ({outcome['errors'][0]})"
-        return SyncStatus.FAILED, message
-    return status, message
-
-
-def _sync_wsus(server_id: int) -> tuple[str, str]:
-    """The organisation's WSUS server, then the third-party packages."""
-    results = [sync_wsus(server_id)]
-    if not results[0]["stopped"]:
-        results.append(t.sync_winget_batch(server_id))
-    return _summary(results)

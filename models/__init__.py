@@ -23,7 +23,14 @@ from models.catalog import (
     Supersedence,
     SyncDocument,
 )
-from models.cycle import ApprovalRule, CycleRun, PatchApproval, PatchDecline, PolicyRing
+from models.cycle import (
+    ApprovalRule,
+    CycleRun,
+    MaintenanceWindow,
+    PatchApproval,
+    PatchDecline,
+    PolicyRing,
+)
 from models.fleet import Endpoint, Group, InstalledProgram, InstalledUpdate, Policy
 from models.operations import (
     InstallItemEvent,
@@ -62,6 +69,7 @@ __all__ = [
     "InstallSelection",
     "InstalledProgram",
     "InstalledUpdate",
+    "MaintenanceWindow",
     "MissingPatch",
     "Patch",
     "PatchApproval",

@@ -99,3 +99,24 @@ class PolicyRing(Base):
     group_ids: Mapped[str] = mapped_column(Text)  # JSON list of group ids
     delay_minutes: Mapped[int] = mapped_column(Integer, default=0)
     min_success_rate: Mapped[int] = mapped_column(Integer, default=95)  # percent of the ring before
+    # "rate": the success rate above decides; "manual": the cycle pauses before this ring
+    # until an administrator resumes (or rejects) it.
+    gate: Mapped[str] = mapped_column(String(16), default="rate", server_default="rate")
+
+
+class MaintenanceWindow(Base):
+    """A policy's maintenance window: its endpoints get install items and may restart only
+    inside one (patchflow/cycle/windows.py). Times are wall-clock times in `time_zone`; a
+    range whose end is not after its start crosses midnight. No windows: always allowed."""
+
+    __tablename__ = "maintenance_windows"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    policy_id: Mapped[int] = mapped_column(ForeignKey("policies.id", ondelete="CASCADE"),
+                                           index=True)
+    days: Mapped[str] = mapped_column(String(32))  # "mon,tue": the days a range starts on
+    start_time: Mapped[str] = mapped_column(String(5))  # "02:00"
+    end_time: Mapped[str] = mapped_column(String(5))  # "05:00"
+    time_zone: Mapped[str] = mapped_column(String(64))  # IANA, e.g. "Europe/Paris"
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

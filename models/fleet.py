@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Boolean, Date, ForeignKey, Integer, String, Text
+from sqlalchemy import Boolean, Date, ForeignKey, Integer, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, UTCDateTime, utcnow
@@ -27,6 +27,9 @@ class Policy(Base):
     run_if_missed: Mapped[bool] = mapped_column(Boolean, default=False)
     auto_install: Mapped[bool] = mapped_column(Boolean, default=False)
     auto_restart: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The schedule above runs the patch cycle (which scans) instead of a bare scan.
+    cycle_scheduled: Mapped[bool] = mapped_column(Boolean, default=False,
+                                                  server_default=false())
     last_scheduled_scan_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 

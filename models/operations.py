@@ -69,6 +69,9 @@ class InstallJob(Base):
     created_by: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     trigger: Mapped[str] = mapped_column(String(16), default="manual")
+    # "install", or "uninstall" for a rollback (`patchflow install rollback`): its items carry
+    # the uninstall spec the agent runs instead of an installer.
+    action: Mapped[str] = mapped_column(String(16), default="install", server_default="install")
     allow_restart: Mapped[bool] = mapped_column(Boolean, default=False)
     status: Mapped[str] = mapped_column(String(16), default="pending")
     max_attempts: Mapped[int] = mapped_column(Integer, default=2)
@@ -109,8 +112,14 @@ class InstallJobItem(Base):
     content_sha256: Mapped[str | None] = mapped_column(String(64))
     installer_type: Mapped[str | None] = mapped_column(String(16))
     silent_switches: Mapped[str | None] = mapped_column(String(512))
+    # A rollback's item: the uninstall spec as JSON (agent/uninstall.py), built when the job
+    # was created from the endpoint's reported inventory.
+    uninstall: Mapped[str | None] = mapped_column(Text)
     result_id: Mapped[str | None] = mapped_column(String(64))
     dispatched_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # When the maintenance window the item was dispatched in closes: the agent is told it may
+    # restart only before then. NULL: the endpoint's policy has no windows.
+    restart_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 

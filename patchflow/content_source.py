@@ -63,7 +63,10 @@ def _lock(sha: str) -> threading.Lock:
 
 
 def _sources(sha: str, database_url: str | None, prefer: str | None) -> list:  # type: ignore[type-arg]
-    """Fetchers in the order to try: replicated upstreams first, then vendor URLs."""
+    """Fetchers in the order to try: replicated upstreams first, then vendor URLs (a WSUS
+    server's own, with its TLS settings). Which servers have which is their connectors' say."""
+    from patchflow import upstreams as connectors
+
     with session_scope(database_url) as session:
         urls = list(dict.fromkeys(session.scalars(
             select(PatchInstaller.url).where(PatchInstaller.sha256 == sha))))
@@ -74,14 +77,15 @@ def _sources(sha: str, database_url: str | None, prefer: str | None) -> list:  #
         servers.sort(key=lambda s: (s.name != prefer, s.id))
         upstreams = []
         for server in servers:
-            if (server.upstream or "").startswith("https://") and server.upstream_token_enc:
-                try:
-                    upstreams.append(Upstream.of(server))
-                except (SourceError, SecretError):
-                    continue  # unusable settings: the next source is tried
+            try:
+                found = connectors.content_upstream(server)
+            except (SourceError, SecretError):
+                continue  # unusable settings: the next source is tried
+            if found is not None:
+                upstreams.append(found)
 
         proxies = next((server_svc.proxies_of(s) for s in servers if s.proxy_url), None)
-        wsus_urls = [s.wsus_url.rstrip("/") for s in servers if s.upstream == "wsus" and s.wsus_url]
+        wsus_urls = [url for url in map(connectors.content_host, servers) if url]
     fetchers = []
     for upstream in upstreams:
         fetchers.append(lambda store, u=upstream: _from_upstream(u, sha, store))

@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_DEMO_HOME = "./.patchflow-demo"
+# The vulnerability feeds' offline forms bundled beside the catalog (sample_catalog/README.md).
+DEMO_FEEDS = {"kev": "kev.json.gz", "mozilla": "mozilla-advisories.tar.gz", "nvd": "nvd"}
 # What the demo installs: December 2024's cumulative updates for the three client releases,
 # 7-Zip 23.01 and Java 8 Update 401 (whose licence the demo accepts).
 DEMO_PATCHES = ("KB5048685", "KB5048667", "KB5048652", "7zip.7zip@23.01",
@@ -148,6 +150,7 @@ def run_demo(say: Callable[[str], None]) -> DemoResult:
     result = DemoResult(prepare_home())
     from sqlalchemy import func, select
 
+    from flows.feeds import feeds_sync
     from flows.install import install as install_flow
     from flows.report import report_flow
     from flows.scan import scan as scan_flow
@@ -155,13 +158,13 @@ def run_demo(say: Callable[[str], None]) -> DemoResult:
     from models import Endpoint
     from models.db import dispose_all, session_scope
     from models.migrate import upgrade
-    from patchflow import config, crypto, fleet, servers, setup, tls
+    from patchflow import config, crypto, fleet, servers, setup, tls, vulnfeeds
     from patchflow.demo_fleet import demo_fleet
     from patchflow.install.eula import accept_eula
     from patchflow.install.jobs import start_from_selection
     from patchflow.install.selection import select_pairs
     from patchflow.report_data import load_dashboard
-    from patchflow.sample_catalog import DEMO_MSRC_DIR, DEMO_WINGET_DIR, PACKAGES
+    from patchflow.sample_catalog import DEMO_MSRC_DIR, DEMO_VULN_DIR, DEMO_WINGET_DIR, PACKAGES
     from patchflow.scanning import RESCANS
     from server.app import create_app
     from server.run import BackgroundServer
@@ -184,6 +187,13 @@ def run_demo(say: Callable[[str], None]) -> DemoResult:
     result.steps.append(("sync", f"{synced['status']}: {synced['message']}"))
     say(f"sync: {synced['status']}: {synced['message']}")
     say(f"content store: {fill_content_store()} sample installers verified by SHA-256")
+    with session_scope() as session:
+        for name, source in DEMO_FEEDS.items():
+            vulnfeeds.set_source(session, name, str(DEMO_VULN_DIR / source))
+    feeds = feeds_sync()
+    result.steps.append(("feeds", "; ".join(f"{f['name']} {f['status']}" for f in feeds)))
+    for feed in feeds:
+        say(f"vulnerability feed {feed['name']}: {feed['status']}: {feed['message']}")
 
     cert, key = tls.cert_paths()
     server = BackgroundServer(create_app(), cert, key).start()
@@ -238,11 +248,12 @@ def run_demo(say: Callable[[str], None]) -> DemoResult:
         result.reports = sorted(str(Path(report["path"]) / f["name"]) for f in report["files"]
                                 if f["name"].endswith(".html"))
         result.steps.append(("report", report["path"]))
-        with session_scope() as session:
+        with session_scope() as session:  # what `patchflow dashboard --json` prints
             result.dashboard = load_dashboard(session)
         dashboard_file = result.home / "reports" / "dashboard.json"
         dashboard_file.write_text(json.dumps(result.dashboard, indent=2))
-        result.ok = synced["status"] == "Successful" and summary["status"] != "failed"
+        result.ok = (synced["status"] == "Successful" and summary["status"] != "failed"
+                     and all(f["status"] == "Successful" for f in feeds))
     finally:
         if agents is not None:
             agents.stop()

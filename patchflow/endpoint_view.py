@@ -31,7 +31,8 @@ from patchflow import config
 from patchflow.fleet.agents import TOUCH_INTERVAL
 from patchflow.fleet.endpoints import describe_endpoint, get_endpoint
 from patchflow.fleet.tree import Tree
-from patchflow.missing_query import MissingFilters, load_missing, not_declined
+from patchflow.missing_query import MissingFilters, not_declined
+from patchflow.vuln_query import load_rated_missing
 
 DEFAULT_POLL_SECONDS = 60.0
 HISTORY = 50
@@ -127,7 +128,8 @@ def endpoint_detail(session: Session, hostname: str, now: dt.datetime | None = N
     endpoint = get_endpoint(session, hostname)
     row = describe_endpoint(session, endpoint.hostname)[0]
     poll = poll_seconds()
-    missing = load_missing(session, MissingFilters(endpoint=endpoint.hostname))
+    # Rated pairs (patchflow.vuln_query): a third-party patch's severity is this endpoint's.
+    missing = load_rated_missing(session, MissingFilters(endpoint=endpoint.hostname))
     kbs = session.execute(select(InstalledUpdate.kb, InstalledUpdate.installed_on)
                           .where(InstalledUpdate.endpoint_id == endpoint.id)
                           .order_by(InstalledUpdate.kb)).tuples().all()
@@ -142,7 +144,8 @@ def endpoint_detail(session: Session, hostname: str, now: dt.datetime | None = N
             {"patch_id": int(r["patch_id"]), "patch": _text(r["kb"]) or _text(r["package_id"]),
              **{k: _text(r[k]) for k in ("title", "severity", "category", "reason", "product",
                                          "installed_version", "available_version",
-                                         "restart_required")}}
+                                         "restart_required")},
+             "exploited": bool(r["exploited"]), "kev_due_date": r["kev_due_date"]}
             for r in missing.to_dict("records")],
         "installed_kbs": [{"kb": kb, "installed_on": on} for kb, on in kbs],
         "scans": scans_covering(session, endpoint, row["policy"]),

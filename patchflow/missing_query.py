@@ -62,6 +62,9 @@ class MissingFilters:
     eula: str | None = None  # "accepted" | "not-accepted"
     since: dt.date | None = None
     until: dt.date | None = None
+    # Only pairs with a CVE exploited in the wild. A property of the rated pair, so only
+    # patchflow.vuln_query.load_rated_missing applies it (load_missing refuses it).
+    exploited: bool = False
     # Resolved by `resolve()`: the group ids (with subgroups) the group filter stands for.
     group_ids: tuple[int, ...] | None = field(default=None, compare=False)
 
@@ -129,6 +132,8 @@ class MissingFilters:
                 parts.append(f"{name} {', '.join(values)}")
         if self.eula:
             parts.append(f"EULA {EULA_CHOICES[self.eula]}")
+        if self.exploited:
+            parts.append("exploited in the wild")
         if self.since or self.until:
             parts.append(f"from {self.since or 'the start'} to {self.until or 'now'}")
         return "; ".join(parts) if parts else "all endpoints and patches"
@@ -246,6 +251,9 @@ def load_missing(session: Session, filters: MissingFilters | None = None,
     `include_declined` they stay, and a `declined` column says which they are.
     """
     filters = (filters or MissingFilters()).resolve(session)
+    if filters.exploited:
+        raise ValueError("the exploited filter needs the rated pairs: use "
+                         "patchflow.vuln_query.load_rated_missing")
     stmt = select(
         MissingPatch.endpoint_id,
         MissingPatch.patch_id,

@@ -41,6 +41,7 @@ from patchflow.missing_query import (
     raw,
     to_utc,
 )
+from patchflow.vuln_query import dashboard_ratings
 from reports.dashboard import build_dashboard
 from reports.frames import ENDPOINT_COLUMNS, INSTALLED_COLUMNS, OUTCOME_COLUMNS, empty
 from reports.installed import SOURCE_JOB, SOURCE_SCAN
@@ -184,8 +185,10 @@ def load_endpoints(session: Session, filters: MissingFilters | None = None) -> p
     return frame.sort_values("endpoint").reset_index(drop=True)[list(ENDPOINT_COLUMNS)]
 
 
-def dashboard_counts(session: Session) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(severity, patches, pairs) and (scan_state, endpoints): two GROUP BYs, a few rows each.
+def severity_counts(session: Session, third_party: pd.DataFrame) -> pd.DataFrame:
+    """(severity, patches, pairs): Microsoft patches by their catalog severity in one GROUP BY,
+    plus `third_party` (patchflow.vuln_query.dashboard_ratings: rated per pair, as `missing`
+    shows them).
 
     Pairs are first counted per patch on the missing_patches index, then joined to the small
     patches table, so the join touches one row per patch instead of one per pair.
@@ -204,18 +207,28 @@ def dashboard_counts(session: Session) -> tuple[pd.DataFrame, pd.DataFrame]:
             func.sum(per_patch.c.n).label("pairs"),
         )
         .join(per_patch, per_patch.c.patch_id == Patch.id)
+        .where(Patch.package_id.is_(None))
         .group_by(Patch.severity),
     )
+    frames = [f for f in (severity, third_party) if not f.empty]
+    frame = pd.concat(frames, ignore_index=True) if frames else severity
+    if not frame.empty:
+        frame = frame.astype({"patches": "int64", "pairs": "int64"})
+    return frame
+
+
+def state_counts(session: Session) -> pd.DataFrame:
+    """(scan_state, endpoints): one GROUP BY; an endpoint missing only declined patches counts
+    as up to date."""
     states = fetch_frame(
         session,
         select(Endpoint.scan_state, func.count().label("endpoints"))
         .where(Endpoint.replaces_endpoint_id.is_(None))  # awaiting approval: not counted
         .group_by(Endpoint.scan_state),
     )
-    for frame, columns in ((severity, ["patches", "pairs"]), (states, ["endpoints"])):
-        for column in columns:
-            frame[column] = frame[column].astype("int64") if not frame.empty else frame[column]
-    return severity, _without_declined(session, states)
+    if not states.empty:
+        states["endpoints"] = states["endpoints"].astype("int64")
+    return _without_declined(session, states)
 
 
 def _without_declined(session: Session, states: pd.DataFrame) -> pd.DataFrame:
@@ -277,7 +290,6 @@ def record_run(
 __all__ = [
     "SOURCE_JOB",
     "SOURCE_SCAN",
-    "dashboard_counts",
     "last_report_at",
     "load_dashboard",
     "load_endpoints",
@@ -288,6 +300,8 @@ __all__ = [
 
 
 def load_dashboard(session: Session) -> dict[str, Any]:
-    """The dashboard document (see reports.dashboard.build_dashboard) straight from SQL."""
-    severity, states = dashboard_counts(session)
-    return build_dashboard(severity, states)
+    """The `patchflow dashboard --json` document (reports.dashboard.build_dashboard) with the
+    vulnerability figures: SQL aggregates, and one rating pass over the third-party pairs."""
+    vulnerable, third_party = dashboard_ratings(session)
+    data = build_dashboard(severity_counts(session, third_party), state_counts(session))
+    return {**data, **vulnerable}

@@ -2,6 +2,8 @@
 
 The CLI, the admin API and the web console all call these functions, so a rule (a port range, a
 proxy URL shape, the password never leaving encrypted) holds whichever door it came through.
+What belongs to one kind of upstream (its `--upstream` values, the MSRC source, the WSUS URL, a
+replica's token) is checked by that kind's connector (patchflow/upstreams/), called from here.
 """
 
 from __future__ import annotations
@@ -72,7 +74,7 @@ def _validate_port(port: int) -> int:
     return int(port)
 
 
-def _validate_url(value: str, what: str, schemes: tuple[str, ...] = ("https", "http")) -> str:
+def validate_url(value: str, what: str, schemes: tuple[str, ...] = ("https", "http")) -> str:
     parts = urlsplit(value)
     if parts.scheme not in schemes or not parts.hostname:
         raise UserError(f"invalid {what} {value!r}: expected {' or '.join(schemes)}://host[:port]")
@@ -96,7 +98,7 @@ def _validate_proxy(value: str) -> str:
             "proxy_user and proxy_password in the console and the admin API), where the "
             "password is stored encrypted"
         )
-    return _validate_url(value, "proxy", ("http", "https"))
+    return validate_url(value, "proxy", ("http", "https"))
 
 
 def _shown_proxy(url: str | None) -> str | None:
@@ -109,47 +111,23 @@ def _shown_proxy(url: str | None) -> str | None:
     return parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]).geturl()
 
 
-def _validate_source(value: str, what: str, allow_none: bool = False) -> str | None:
+def validate_source(value: str, what: str, allow_none: bool = False) -> str | None:
     """A source is a URL (online) or an existing folder or file (offline mirror)."""
     if allow_none and value.lower() == "none":
         return "none"
     if value.startswith(("http://", "https://")):
-        return _validate_url(value, what)
+        return validate_url(value, what)
     path = Path(value).expanduser()
     if not path.exists():
         raise UserError(f"invalid {what} {value!r}: not a URL and no such folder or file")
     return str(path.resolve())
 
 
-def _validate_msrc_source(value: str) -> str | None:
-    """The CVRF API URL, a folder of CVRF documents, or Microsoft's offline catalog: a
-    wsusscn2.cab file or the folder it was extracted to."""
-    source = _validate_source(value, "MSRC source")
-    if source and Path(source).is_file():
-        with Path(source).open("rb") as handle:
-            if handle.read(4) != b"MSCF":
-                raise UserError(
-                    f"invalid MSRC source {value!r}: a file must be a wsusscn2.cab cabinet "
-                    "(or give a folder of CVRF documents, or the extracted catalog folder)"
-                )
-    return source
-
-
 def _validate_upstream(upstream: str, session: Session, own_name: str) -> str:
-    if upstream in ("microsoft", "wsus"):
-        return upstream
-    if upstream.startswith("server:"):
-        other = upstream.split(":", 1)[1]
-        if other == own_name:
-            raise UserError("a patch server cannot be its own upstream")
-        if not other or session.scalar(select(PatchServer).filter_by(name=other)) is None:
-            raise UserError(f"upstream patch server {other!r} does not exist")
-        return upstream
-    if upstream.startswith("https://"):
-        return _validate_url(upstream, "upstream", ("https",))
-    raise UserError(
-        f"invalid upstream {upstream!r}: use microsoft, wsus, server:NAME or https://host:port"
-    )
+    """Checked by the connector the value names (patchflow/upstreams/)."""
+    from patchflow import upstreams
+
+    return upstreams.validate(upstream, session, own_name)
 
 
 def normalize_fingerprint(value: str) -> str:
@@ -171,27 +149,13 @@ def _replication_source(server: PatchServer) -> tuple[str | None, str | None]:
     return server.upstream, server.upstream_server
 
 
-def _apply_replication(server: PatchServer, opts: ServerOptions) -> None:
-    if opts.upstream_server is not None:
-        server.upstream_server = validate_name(opts.upstream_server) if opts.upstream_server \
-            else None
-    if opts.upstream_token is not None:
-        token = opts.upstream_token.strip()
-        server.upstream_token_enc = crypto.encrypt(token) if token else None
-    if opts.upstream_fingerprint is not None:
-        server.upstream_fingerprint = (normalize_fingerprint(opts.upstream_fingerprint)
-                                       if opts.upstream_fingerprint.strip() else None)
-    remote = (server.upstream or "").startswith("https://")
-    given = opts.upstream_server or opts.upstream_token or opts.upstream_fingerprint
-    if given and not remote:
-        raise UserError("--upstream-token, --upstream-fingerprint and --upstream-server apply "
-                        "to --upstream https://host:port (another patchflow instance)")
-    if remote and not (server.upstream_token_enc and server.upstream_fingerprint):
-        raise UserError(
-            "--upstream https://... needs --upstream-token (from `patchflow server token "
-            "create` on the upstream) and --upstream-fingerprint (from `patchflow tls "
-            "fingerprint` there)"
-        )
+def _apply_upstream_settings(server: PatchServer, opts: ServerOptions) -> None:
+    """The settings that belong to a kind of upstream (the MSRC source, the WSUS URL, a
+    replica's token and pinned certificate, the winget packages) are taken and checked by its
+    connector, then the server's upstream refuses what it lacks."""
+    from patchflow import upstreams
+
+    upstreams.apply(server, opts)
 
 
 def get_server(session: Session, name: str) -> PatchServer:
@@ -209,22 +173,9 @@ def _apply(session: Session, server: PatchServer, opts: ServerOptions) -> None:
     before = _replication_source(server)
     if opts.upstream is not None:
         server.upstream = _validate_upstream(opts.upstream, session, server.name)
-    _apply_replication(server, opts)
+    _apply_upstream_settings(server, opts)
     if _replication_source(server) != before:
         server.replication_revision = 0  # another upstream: its revisions mean nothing here
-    if opts.wsus_url is not None:
-        server.wsus_url = _validate_url(opts.wsus_url, "WSUS URL")
-    if server.upstream == "wsus" and not server.wsus_url:
-        raise UserError("--upstream wsus needs --wsus-url https://wsus-host:8531")
-    if opts.msrc_source is not None:
-        server.msrc_source = _validate_msrc_source(opts.msrc_source)
-    if opts.winget_source is not None:
-        server.winget_source = _validate_source(opts.winget_source, "winget source", True)
-    if opts.winget_packages is not None:
-        packages = [p.strip() for p in opts.winget_packages if p.strip()]
-        if not packages:
-            raise UserError("--winget-packages needs at least one PackageIdentifier")
-        server.winget_packages = json.dumps(packages)
     _apply_proxy(server, opts)
 
 
@@ -298,7 +249,10 @@ def delete_server(session: Session, name: str, reassign_to: str | None = None) -
     server = get_server(session, name)
     if server.sync_status == SyncStatus.RUNNING:
         raise UserError(f"patch server {name!r} is syncing: stop the sync first")
-    users = [s.name for s in session.scalars(select(PatchServer)) if s.upstream == f"server:{name}"]
+    from patchflow import upstreams
+
+    users = [s.name for s in session.scalars(select(PatchServer))
+             if upstreams.syncs_from(s, name)]
     if users:
         raise UserError(f"patch server {name!r} is the upstream of {', '.join(users)}")
     policies = policies_using(session, name)

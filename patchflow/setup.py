@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
 from models import PatchServer
-from patchflow import config
+from patchflow import config, upstreams
 from patchflow.errors import UserError
 
 # Other layers (the HTTPS server's certificate, say) add steps here; each returns lines to print.
@@ -107,11 +107,14 @@ class SetupPlan:
             raise UserError("a proxy user needs a proxy (--proxy http://host:port)")
         if self.proxy_user and self.proxy_password is None:
             raise UserError("the proxy password is missing: set PATCHFLOW_PROXY_PASSWORD")
-        if self.upstream not in (None, "microsoft", "wsus"):
-            raise UserError(f"invalid upstream {self.upstream!r}: use microsoft or wsus "
+        choice = wizard_upstream(self.upstream)
+        if choice is None:
+            keys = [c.key for c in upstreams.choices(wizard=True)]
+            raise UserError(f"invalid upstream {self.upstream!r}: use {' or '.join(keys)} "
                             "(other upstreams: `patchflow server edit local --upstream ...`)")
-        if self.upstream == "wsus" and not self.wsus_url:
-            raise UserError("the wsus upstream needs its URL (--wsus-url https://wsus:8531)")
+        if "wsus_url" in choice.settings and not self.wsus_url:
+            raise UserError(f"the {choice.key} upstream needs its URL "
+                            "(--wsus-url https://wsus:8531)")
         if self.wsus_url:
             check_url(self.wsus_url, "WSUS URL")
         if self.host is not None:
@@ -136,9 +139,8 @@ class SetupPlan:
         ]
         if self.proxy_user:
             rows.append(("proxy user", f"{self.proxy_user} (password stored encrypted)"))
-        upstream = self.upstream or "microsoft"
-        rows.append(("upstream", f"wsus {self.wsus_url}" if upstream == "wsus"
-                     else "Microsoft (security update feed and winget catalog)"))
+        choice = wizard_upstream(self.upstream) or upstreams.choices(wizard=True)[0]
+        rows.append(("upstream", choice.summary.format(wsus_url=self.wsus_url)))
         rows.append(("public host name", self.host or _current_host()))
         rows.append(("SSL port", str(self.port or config.setting("server", "port",
                                                                    DEFAULT_SSL_PORT))))
@@ -221,6 +223,15 @@ class SetupPlan:
         return (f"patch server {LOCAL_SERVER} {'updated' if exists else 'created'}: "
                 f"{opts.host}:{opts.port}, upstream {self.upstream or 'microsoft'}"
                 + (f", proxy {self.proxy_url}" if self.proxy_url else ""))
+
+
+def wizard_upstream(value: str | None) -> upstreams.Choice | None:
+    """The upstream choice `patchflow init` offers that `value` names; not given means the
+    first (Microsoft). Other upstreams are set with `patchflow server edit`."""
+    offered = upstreams.choices(wizard=True)
+    if value is None:
+        return offered[0]
+    return next((c for c in offered if c.key == value), None)
 
 
 def _current_host() -> str:

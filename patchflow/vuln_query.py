@@ -11,7 +11,7 @@ come from the CVEs the KB fixes (patch_cves).
 from __future__ import annotations
 
 import datetime as dt
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -36,7 +36,8 @@ from models import (
     VulnerabilityRange,
 )
 from patchflow import vulnfeeds
-from patchflow.missing_query import MissingFilters, load_missing
+from patchflow.missing_query import MissingFilters, load_missing, not_declined
+from reports.frames import SEVERITIES, severity_rank
 from sources.versions import version_key
 from sources.vulnrecords import AffectedRange, VulnFacts
 
@@ -141,12 +142,42 @@ def load_rated_missing(session: Session, filters: MissingFilters,
     the severity filter applies after the rating: every view that lists missing pairs by
     severity (CLI, reports) goes through here and lists the same pairs."""
     filters = filters.normalized()
-    unrated = replace(filters, severity=())
+    unrated = replace(filters, severity=(), exploited=False)
     frame = enrich_missing(session, load_missing(session, unrated,
                                                  include_declined=include_declined))
     if filters.severity:
         frame = frame[frame["severity"].isin(filters.severity)].reset_index(drop=True)
+    if filters.exploited:
+        frame = frame[frame["exploited"].astype(bool)].reset_index(drop=True)
     return frame
+
+
+def patch_rollup(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per patch_id, from rated pairs: what a one-row-per-patch view (Patch Install) shows.
+
+    A third-party patch's pairs can rate differently (Firefox 128 and 138 both missing 140):
+    the patch shows the worst of them, the union of their CVEs, the highest CVSS and risk,
+    exploited when any pair is, and the earliest KEV due date. Microsoft pairs of one KB all
+    rate alike, so for them this is the pair's rating.
+    """
+    columns = ["patch_id", "severity", "cves", "cvss", "exploited", "kev_due_date", "risk"]
+    if frame.empty:
+        return pd.DataFrame({c: pd.Series(dtype="object") for c in columns})
+    rank = severity_rank(frame["severity"])
+    worst = frame.assign(_r=rank).sort_values("_r", kind="stable").drop_duplicates("patch_id")
+    grouped = frame.groupby("patch_id", sort=False)
+    out = pd.DataFrame({
+        "severity": worst.set_index("patch_id")["severity"],
+        "cves": grouped["cves"].agg(lambda lists: sorted({c for cves in lists for c in cves})),
+        "cvss": grouped["cvss"].max(),
+        "exploited": grouped["exploited"].any(),
+        "kev_due_date": grouped["kev_due_date"].min(),
+        "risk": grouped["risk"].max(),
+    })
+    out["cvss"] = out["cvss"].astype("object").where(out["cvss"].notna(), None)
+    out["kev_due_date"] = out["kev_due_date"].astype("object").where(
+        out["kev_due_date"].notna(), None)
+    return out.rename_axis("patch_id").reset_index()[columns]
 
 
 def _append(values: dict[str, list[Any]], cves: list[str], cvss: float | None,
@@ -205,10 +236,14 @@ def fixed_by_version(session: Session, patch: Patch, ranges: list[AffectedRange]
     return {cve for cve, _ in pair_cves(ranges, "0", patch.version)}
 
 
-def dashboard_counts(session: Session, today: dt.date | None = None) -> dict[str, Any]:
-    """`exploited: {"patches", "pairs"}` and `overdue_kev` (pairs with a KEV CVE whose due date
-    has passed) over the current missing pairs. Microsoft pairs through their KB's CVEs, in SQL;
-    third-party pairs rated per distinct (package, installed, available)."""
+def dashboard_ratings(session: Session, today: dt.date | None = None
+                      ) -> tuple[dict[str, Any], pd.DataFrame]:
+    """One pass over the current missing pairs (declined patches left out) for the dashboard:
+    `exploited: {"patches", "pairs"}` and `overdue_kev` (pairs with a KEV CVE whose due date
+    has passed), and the third-party pairs by their rated severity (severity, patches, pairs;
+    a patch counts under its worst pair), since the catalog holds no severity for them.
+    Microsoft pairs through their KB's CVEs, in SQL; third-party pairs rated per distinct
+    (package, installed, available)."""
     today = today or dt.datetime.now(dt.UTC).date()
     intel = load_intel(session)
     exploited_patches: set[int] = set()
@@ -217,7 +252,7 @@ def dashboard_counts(session: Session, today: dt.date | None = None) -> dict[str
         select(MissingPatch.patch_id, PatchCve.cve)
         .join(Patch, Patch.id == MissingPatch.patch_id)
         .join(PatchCve, PatchCve.patch_id == MissingPatch.patch_id)
-        .where(Patch.package_id.is_(None))
+        .where(Patch.package_id.is_(None), not_declined())
         .join(Vulnerability, Vulnerability.cve == PatchCve.cve)
         .distinct())
     flags: dict[int, tuple[bool, bool]] = {}
@@ -242,23 +277,42 @@ def dashboard_counts(session: Session, today: dt.date | None = None) -> dict[str
                 if late:
                     overdue += count
     cache: dict[tuple[Any, ...], PairRating] = {}
+    by_patch: dict[int, Counter[str]] = defaultdict(Counter)
     third = session.execute(
         select(MissingPatch.patch_id, Patch.package_id, MissingPatch.product, Patch.title,
-               MissingPatch.installed_version, MissingPatch.available_version, Patch.version)
-        .join(Patch, Patch.id == MissingPatch.patch_id).where(Patch.package_id.is_not(None)))
-    for patch_id, package_id, product, title, installed, available, version in third:
+               MissingPatch.installed_version, MissingPatch.available_version, Patch.version,
+               Patch.severity)
+        .join(Patch, Patch.id == MissingPatch.patch_id)
+        .where(Patch.package_id.is_not(None), not_declined()))
+    for patch_id, package_id, product, title, installed, available, version, stored in third:
         key = (package_id, installed, available or version)
         rating = cache.get(key)
         if rating is None:
             rating = cache[key] = rate(intel, package_id, product or title, installed,
                                        available or version, today)
+        # As enrich_missing: with no CVE known for the pair, the catalog's severity stands.
+        by_patch[patch_id][rating.severity if rating.cves else stored or "Unspecified"] += 1
         if rating.exploited:
             exploited_patches.add(patch_id)
             pairs += 1
         if rating.kev_due_date is not None and rating.kev_due_date < today:
             overdue += 1
-    return {"exploited": {"patches": len(exploited_patches), "pairs": pairs},
-            "overdue_kev": overdue}
+    counts = {"exploited": {"patches": len(exploited_patches), "pairs": pairs},
+              "overdue_kev": overdue}
+    return counts, _severity_counts(by_patch)
+
+
+def _severity_counts(by_patch: dict[int, Counter[str]]) -> pd.DataFrame:
+    order = {name: rank for rank, name in enumerate(SEVERITIES)}
+    patches: Counter[str] = Counter()
+    pairs: Counter[str] = Counter()
+    for per_severity in by_patch.values():
+        pairs.update(per_severity)
+        patches[min(per_severity, key=lambda name: order.get(name, len(order)))] += 1
+    return pd.DataFrame({"severity": list(pairs),
+                         "patches": [patches[name] for name in pairs],
+                         "pairs": [pairs[name] for name in pairs]},
+                        columns=["severity", "patches", "pairs"])
 
 
 def relink_patches(session: Session) -> int:

@@ -136,6 +136,42 @@ def finish(session: Session, name: str, status: str, message: str,
         row.last_modified = last_modified
 
 
+def end_run(session: Session, flow_run_id: str, status: str, message: str) -> list[str]:
+    """End the feeds that flow run `flow_run_id` left Running (cancelled, interrupted, or its
+    process died): the state hooks and the start-up reaper (deployments/) call this, the way
+    they end a patch server's sync. Feeds already finished, or run by another flow run, are
+    left alone. Returns the feeds ended."""
+    rows = session.scalars(select(FeedStatus).where(FeedStatus.flow_run_id == flow_run_id,
+                                                    FeedStatus.status == SyncStatus.RUNNING))
+    ended = []
+    for row in rows:
+        row.status, row.status_at, row.message = status, utcnow(), message[:2000]
+        ended.append(row.name)
+    return ended
+
+
+def running(session: Session) -> list[FeedStatus]:
+    return list(session.scalars(select(FeedStatus).where(FeedStatus.status == SyncStatus.RUNNING)
+                                .order_by(FeedStatus.name)))
+
+
+def stale(session: Session, max_age: dt.timedelta, now: dt.datetime | None = None) -> list[str]:
+    """Feeds in use (a source, synced at least once) whose last sync is not a success within
+    `max_age`: what a patch cycle refreshes before its scan. A feed never synced is left to
+    the administrator (`feeds sync`), so a cycle never starts downloading feeds nobody set up;
+    one Running now is left to that run."""
+    now = now or utcnow()
+    out = []
+    for name in FEEDS:
+        row = get_feed(session, name)
+        if not row.source or row.status in (SyncStatus.NEVER, SyncStatus.RUNNING):
+            continue
+        if (row.status != SyncStatus.SUCCESSFUL or row.status_at is None
+                or now - row.status_at >= max_age):
+            out.append(name)
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # CPE mapping
 

@@ -24,6 +24,10 @@ MISSING_COLUMNS: tuple[str, ...] = (
     "product", "severity", "category", "restart_required", "eula_status", "installed_version",
     "available_version", "reason", "release_date", "detected_at",
 )
+# The rated rows the reports read (patchflow.vuln_query.load_rated_missing): the pair's CVEs,
+# highest CVSS, exploited in the wild, earliest CISA KEV due date.
+VULN_COLUMNS: tuple[str, ...] = ("cves", "cvss", "exploited", "kev_due_date")
+RATED_MISSING_COLUMNS: tuple[str, ...] = (*MISSING_COLUMNS, *VULN_COLUMNS)
 # One row per (endpoint, patch) found installed, by a patchflow job or by an inventory.
 INSTALLED_COLUMNS: tuple[str, ...] = (
     "endpoint", "endpoint_id", "group", "group_id", "patch_id", "kb", "package_id", "title",
@@ -83,6 +87,11 @@ LABELS: dict[str, str] = {
     "median_days_to_install": "Median days release → install",
     "state": "State",
     "finished_at": "Finished",
+    "cves": "CVEs",
+    "cvss": "CVSS",
+    "exploited": "Exploited",
+    "kev_due_date": "KEV due date",
+    "overdue_kev_pairs": "Overdue KEV pairs",
 }
 
 NO_GROUP = "(no group)"

@@ -61,6 +61,10 @@ class HtmlOptions:
     page_rows: int = 1000  # rows per page; a detail table up to this size stays in the report
     email_rows: int = 200  # detail tables up to this size are shown in the e-mail body
     csv_files: frozenset[str] = field(default_factory=frozenset)  # written next to the HTML
+    # A mail's heading and opening lines when a workflow sends the reports (the patch cycle:
+    # "Patch cycle of Workstations: completed", its summary), before the reports themselves.
+    heading: str = "patchflow reports"
+    intro: tuple[str, ...] = ()
 
     @property
     def generated(self) -> str:

@@ -70,8 +70,24 @@ def top_patches(missing: pd.DataFrame, top: int = 10) -> pd.DataFrame:
     return gloss.drop(columns="_rank").head(top).reset_index(drop=True)
 
 
+def vuln_cells(missing: pd.DataFrame) -> pd.DataFrame:
+    """The rated rows' vulnerability columns as report cells: CVEs as one "; "-separated text
+    (a list is no CSV cell), CVSS a number, exploited "yes"/"no". Rows without them (an
+    unrated frame) pass unchanged."""
+    if "cves" not in missing.columns:
+        return missing
+    return missing.assign(
+        cves=[("; ".join(c) if isinstance(c, list | tuple) else (c or "")) for c in
+              missing["cves"]],
+        cvss=pd.to_numeric(missing["cvss"], errors="coerce").astype("float64"),
+        exploited=["yes" if v is True or v == 1 else "no" for v in missing["exploited"]],
+    )
+
+
 def build_missing(missing: pd.DataFrame, top: int = 10) -> Report:
-    """The missing report from `load_missing` rows (already filtered and sorted)."""
+    """The missing report from rated rows (`load_rated_missing`, already filtered and sorted):
+    the detail table carries each pair's CVEs, CVSS, exploited and KEV due date."""
+    missing = vuln_cells(missing)
     severity = by_severity(missing)
     headline = [
         ("Missing (endpoint, patch) pairs", f"{len(missing):,}"),
@@ -81,6 +97,9 @@ def build_missing(missing: pd.DataFrame, top: int = 10) -> Report:
     for row in severity.itertuples():
         if row.severity in ("Critical", "Important"):
             headline.append((f"{row.severity} pairs", f"{row.pairs:,}"))
+    if "exploited" in missing.columns:
+        exploited = missing["exploited"] == "yes"
+        headline.append(("Pairs with a CVE exploited in the wild", f"{int(exploited.sum()):,}"))
     return Report(
         kind="missing",
         title="Missing patches",

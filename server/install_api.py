@@ -86,9 +86,12 @@ def install_list(
     category: str | None = Query(None, description="comma-separated"),
     restart: str | None = Query(None, description="comma-separated"),
     eula: str | None = Query(None, description="accepted | not-accepted"),
+    exploited: bool = Query(False, description="only patches fixing a CVE exploited in the "
+                                               "wild (`install list --exploited`)"),
 ) -> list[dict[str, Any]]:
     filters = MissingFilters(group=group, subgroups=subgroups, severity=_csv(severity),
-                             category=_csv(category), restart=_csv(restart), eula=eula)
+                             category=_csv(category), restart=_csv(restart), eula=eula,
+                             exploited=exploited)
     with session_scope(_url(request)) as session:
         return svc.install_list(session, filters)
 

@@ -56,6 +56,7 @@ _JSON_REMEDIATION_TYPES = {2: _VENDOR_FIX, 3: "Release Notes", 6: "Known Issue"}
 _JSON_THREAT_TYPES = {0: "Impact", 1: "Exploit Status", 3: _SEVERITY}
 
 _DOC_NAME = re.compile(r"^\d{4}-[A-Za-z]{3}")
+_SUFFIXES = (".xml.gz", ".json.gz", ".json", ".xml")
 _KB = re.compile(r"^\s*(?:KB)?\s*(\d{4,8})\s*$", re.IGNORECASE)
 _KB_IN_TEXT = re.compile(r"\d{4,8}")
 # Products whose "Release Notes" fixes are version-only patches (see the module docstring).
@@ -235,36 +236,54 @@ def iter_directory(path: Path | str) -> Iterator[tuple[str, bytes]]:
     """(key, raw bytes) for each monthly document of an offline mirror folder, by file name.
 
     The key is the file name without its .json/.xml/.xml.gz suffix; bytes are returned as
-    stored (parse_cvrf decompresses), so a mirror can keep whichever form it downloaded. Only
-    names that start like a document ID ("2024-Jan", "2017-May-B") count, so a saved copy of
-    the /updates index beside the documents is not mistaken for one.
+    stored (parse_cvrf decompresses), so a mirror can keep whichever form it downloaded.
+    """
+    for key, file in list_directory(path):
+        yield key, file.read_bytes()
+
+
+def list_directory(path: Path | str) -> list[tuple[str, Path]]:
+    """(key, file) for each monthly document of an offline mirror folder, sorted by file name,
+    without reading them (a sync lists first and reads one document at a time).
+
+    Only names that start like a document ID ("2024-Jan", "2017-May-B") count, so a saved copy
+    of the /updates index beside the documents is not mistaken for one.
     """
     folder = Path(path)
     if not folder.is_dir():
         raise SourceError(f"{folder}: not a directory")
-    suffixes = (".xml.gz", ".json.gz", ".json", ".xml")
+    found = []
     for file in sorted(folder.iterdir(), key=lambda p: p.name):
         name = file.name
-        suffix = next((s for s in suffixes if name.endswith(s)), None)
+        suffix = next((s for s in _SUFFIXES if name.endswith(s)), None)
         if suffix and _DOC_NAME.match(name) and file.is_file():
-            yield name[: -len(suffix)], file.read_bytes()
+            found.append((name[: -len(suffix)], file))
+    return found
 
 
 def fetch_updates_index(
     session: requests.Session, base: str = DEFAULT_BASE, timeout: float = 60.0
 ) -> bytes:
     """Raw /updates index. HTTP and network errors propagate so the caller's retry sees them."""
-    return _get(session, f"{base}updates", timeout)
+    return fetch_url(session, f"{base}updates", timeout)
 
 
 def fetch_document(
     session: requests.Session, doc_id: str, base: str = DEFAULT_BASE, timeout: float = 120.0
 ) -> bytes:
     """Raw JSON form of one monthly document (`{base}cvrf/{ID}`), for parse_cvrf."""
-    return _get(session, f"{base}cvrf/{doc_id}", timeout)
+    return fetch_url(session, document_url(doc_id, base), timeout)
 
 
-def _get(session: requests.Session, url: str, timeout: float) -> bytes:
+def document_url(doc_id: str, base: str = DEFAULT_BASE) -> str:
+    """Where the API serves a document the /updates index lists without a CvrfUrl."""
+    return f"{base}cvrf/{doc_id}"
+
+
+def fetch_url(session: requests.Session, url: str,
+              timeout: float | tuple[float, float] = 120.0) -> bytes:
+    """Raw JSON form of a document at the URL the /updates index gives (its CvrfUrl). HTTP
+    and network errors propagate so the caller's retry sees them."""
     response = session.get(url, headers={"Accept": "application/json"}, timeout=timeout)
     response.raise_for_status()
     return response.content

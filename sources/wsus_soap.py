@@ -129,9 +129,9 @@ def get_config_data(cookie: Cookie) -> bytes:
 
 def get_revision_id_list(cookie: Cookie, get_config: bool, products: list[str] | None = None,
                          classifications: list[str] | None = None) -> bytes:
-    """No Anchor: patchflow diffs the full list against what it stored (see tasks.sync_wsus),
-    which stays correct after an interrupted sync; the specification makes the anchor a
-    SHOULD."""
+    """No Anchor: patchflow diffs the full list against what it stored (see
+    patchflow.upstreams.wsus), which stays correct after an interrupted sync; the
+    specification makes the anchor a SHOULD."""
     inner = _el("GetConfig", "true" if get_config else "false") + _el("Get63LanguageOnly",
                                                                       "false")
     if products:

@@ -23,10 +23,11 @@ from models import PatchServer
 from models.base import utcnow
 from models.db import session_scope
 from models.enums import SyncStatus
-from patchflow import config
-from patchflow.cycle import report, runs
+from patchflow import config, mail
+from patchflow.cycle import notify, report, runs
 from patchflow.cycle.plan import build_plan, get_policy
 from patchflow.cycle.verify import flag_still_missing, inventory_status
+from patchflow.errors import UserError
 from patchflow.fleet.transactions import write_transaction
 from patchflow.install.jobs import create_job
 from patchflow.install.settings import InstallSettings
@@ -34,7 +35,8 @@ from tasks.retry import io_retries
 
 # `[cycle]` settings: key → (default, lowest, highest).
 SETTINGS = {"sync_max_age_hours": (24, 0, 24 * 366), "verify_wait_s": (300, 0, 86400),
-            "verify_poll_s": (2, 0.05, 600)}
+            "verify_poll_s": (2, 0.05, 600), "gate_timeout_hours": runs.GATE_TIMEOUT_HOURS,
+            "gate_poll_s": (5, 1, 600)}
 
 
 def setting(key: str) -> float:
@@ -57,7 +59,8 @@ def start_cycle(run_id: int, flow_run_id: str | None) -> dict[str, Any]:
         server = session.get(PatchServer, policy.patch_server_id) \
             if policy.patch_server_id else None
         return {"run_id": run.id, "policy": policy.name, "dry_run": run.dry_run,
-                "auto_restart": policy.auto_restart, "server": server.name if server else None}
+                "auto_restart": policy.auto_restart, "auto_install": policy.auto_install,
+                "server": server.name if server else None}
 
     return write_transaction(None, work)
 
@@ -161,8 +164,35 @@ def verify(job_id: int, stale: list[str]) -> list[dict[str, Any]]:
     return write_transaction(None, lambda s: flag_still_missing(s, job_id, stale))
 
 
+@task(name="cycle-set-state", **io_retries(
+    "Marks the cycle run paused at a manual gate, or running again."))
+def set_run_state(run_id: int, state: str) -> None:
+    write_transaction(None, lambda s: runs.set_state(s, run_id, state))
+
+
 @task(name="cycle-finish", **io_retries(
     "Marks the cycle run finished."))
 def finish_cycle(run_id: int, state: str, message: str | None) -> dict[str, Any]:
     return write_transaction(None, lambda s: runs.to_dict(runs.finish(s, run_id, state,
                                                                       message)))
+
+
+@task(name="cycle-notify-gate", **io_retries(
+    "Mails the notice that a manual gate waits (SMTP, database)."))
+def notify_gate(run_id: int, policy: str, ring: str, why: str) -> str:
+    """One line saying whether the notice went out; never raises for the mail (the gate
+    waits either way)."""
+    try:
+        to = notify.recipients()
+        if not to:
+            return "no [cycle] email recipients: no notice sent"
+        with session_scope() as session:
+            settings = mail.load_settings(session)
+        if settings is None:
+            return "SMTP is not configured (`patchflow mail set`): no notice sent"
+        subject, text, html = notify.gate_notice(policy, run_id, ring, why)
+        mail.send_message(settings, mail.build_message(settings.sender, to, subject, html, text))
+    except UserError as exc:
+        get_run_logger().warning("gate notice not sent: %s", exc)
+        return f"notice not sent: {exc}"
+    return f"notice mailed to {', '.join(to)}"

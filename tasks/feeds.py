@@ -25,7 +25,6 @@ from typing import Any
 
 import requests
 from prefect import get_run_logger, task
-from prefect.cache_policies import NO_CACHE
 
 from models.base import utcnow
 from models.db import session_scope
@@ -35,6 +34,7 @@ from patchflow.http import describe_error, make_session
 from sources import kev, mozilla, nvd
 from sources.records import SourceError, load_json, one_line
 from sources.vulnrecords import AffectedRange, VulnFacts
+from tasks.retry import io_retries
 
 BATCH = 50
 # NVD allows 120 days between lastModStartDate and lastModEndDate; older marks mean a full run.
@@ -72,7 +72,8 @@ def _read(path: str) -> bytes:
         raise SourceError(f"{path}: cannot read: {exc.strerror or exc}") from None
 
 
-@task(name="feed-begin", cache_policy=NO_CACHE)
+@task(name="feed-begin", **io_retries(
+    "Mark the feed Running (database)."))
 def begin(name: str, flow_run_id: str | None, only_with_source: bool = False) -> dict[str, Any]:
     """Mark the feed Running; a feed turned off is left alone when `only_with_source`."""
     with session_scope() as session:
@@ -82,7 +83,23 @@ def begin(name: str, flow_run_id: str | None, only_with_source: bool = False) ->
         return {"source": row.source, "last_modified": row.last_modified, "skipped": False}
 
 
-@task(name="feed-finish", cache_policy=NO_CACHE)
+@task(name="feeds-stale", **io_retries(
+    "Which feeds are due before a cycle's scan (database)."))
+def stale_feeds() -> dict[str, Any]:
+    """{"names": feeds due before a cycle's scan, "reason": one line} (vulnfeeds.stale)."""
+    from patchflow import config
+
+    hours = float(config.number("feeds", "max_age_hours", 24, 1, 24 * 366))
+    with session_scope() as session:
+        names = vulnfeeds.stale(session, dt.timedelta(hours=hours))
+    if names:
+        return {"names": names, "reason": f"feeds {', '.join(names)}: no successful sync "
+                                          f"within {hours:g} h"}
+    return {"names": [], "reason": f"feeds in use synced within {hours:g} h"}
+
+
+@task(name="feed-finish", **io_retries(
+    "Record the feed's outcome (database)."))
 def finish(name: str, result: FeedResult) -> None:
     with session_scope() as session:
         vulnfeeds.finish(session, name, result.status, result.message, result.records,
@@ -93,7 +110,8 @@ def finish(name: str, result: FeedResult) -> None:
 # KEV
 
 
-@task(name="feed-kev", cache_policy=NO_CACHE)
+@task(name="feed-kev", **io_retries(
+    "Fetch and store CISA's KEV catalog (HTTP or file, database)."))
 def sync_kev(source: str) -> FeedResult:
     try:
         raw = _download(source) if is_url(source) else _read(source)
@@ -112,7 +130,8 @@ def sync_kev(source: str) -> FeedResult:
 # Mozilla
 
 
-@task(name="feed-mozilla-plan", cache_policy=NO_CACHE)
+@task(name="feed-mozilla-plan", **io_retries(
+    "List Mozilla's advisories (HTTP or folder/archive)."))
 def plan_mozilla(source: str, workdir: str) -> tuple[list[str], str | None]:
     """Locations of the advisories, or the one-line reason there are none (returned, not
     raised, so the run log has that line instead of a traceback)."""
@@ -166,7 +185,8 @@ def _mozilla_raw(location: str, archives: dict[str, tarfile.TarFile]) -> tuple[s
     return name.rsplit(".", 1)[0], raw
 
 
-@task(name="feed-mozilla-batch", cache_policy=NO_CACHE)
+@task(name="feed-mozilla-batch", **io_retries(
+    "Read and parse a batch of Mozilla advisories (files)."))
 def parse_mozilla_batch(
     locations: list[str],
 ) -> tuple[dict[str, tuple[list[VulnFacts], list[AffectedRange]]], list[str]]:
@@ -192,7 +212,8 @@ def parse_mozilla_batch(
     return docs, errors
 
 
-@task(name="feed-mozilla-store", cache_policy=NO_CACHE)
+@task(name="feed-mozilla-store", **io_retries(
+    "Store the parsed Mozilla advisories (database)."))
 def store_mozilla(
     docs: dict[str, tuple[list[VulnFacts], list[AffectedRange]]], failed: int
 ) -> int:
@@ -206,7 +227,8 @@ def store_mozilla(
 # NVD
 
 
-@task(name="feed-nvd-plan", cache_policy=NO_CACHE)
+@task(name="feed-nvd-plan", **io_retries(
+    "List the offline NVD record files (folder)."))
 def plan_nvd_files(source: str) -> list[str]:
     path = Path(source)
     if path.is_dir():
@@ -214,7 +236,8 @@ def plan_nvd_files(source: str) -> list[str]:
     return [str(path)]
 
 
-@task(name="feed-nvd-batch", cache_policy=NO_CACHE)
+@task(name="feed-nvd-batch", **io_retries(
+    "Parse and store a batch of NVD record files (files, database)."))
 def sync_nvd_files(locations: list[str]) -> FeedResult:
     """Parse and store a batch of record files; each CVE replaces only its own NVD rows."""
     result = FeedResult()
@@ -234,7 +257,8 @@ def sync_nvd_files(locations: list[str]) -> FeedResult:
     return result
 
 
-@task(name="feed-link-patches", cache_policy=NO_CACHE)
+@task(name="feed-link-patches", **io_retries(
+    "Link third-party patches to the CVEs they fix (database)."))
 def link_patches() -> int:
     """Third-party patches and the CVEs each fixes, after the feeds changed."""
     from patchflow.vuln_query import relink_patches
@@ -255,7 +279,8 @@ def nvd_delay(api_key: str | None) -> float:
     return nvd.DELAY_WITH_KEY if api_key else nvd.DELAY_WITHOUT_KEY
 
 
-@task(name="feed-nvd-online", cache_policy=NO_CACHE)
+@task(name="feed-nvd-online", **io_retries(
+    "Fetch NVD records per mapped CPE, paged (HTTP, database)."))
 def sync_nvd_online(url: str, last_modified: dt.datetime | None) -> FeedResult:
     """One query per mapped CPE (virtualMatchString), paged with startIndex; incremental with
     lastModStartDate when the last full success is recent enough. Pages are stored one

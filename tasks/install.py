@@ -56,8 +56,9 @@ def ensure_content(job_id: int) -> dict[str, str]:
     "keep their deadlines."))
 def dispatch_items(job_id: int, content_errors: dict[str, str]) -> dict[str, int]:
     outcome = dispatch.dispatch(job_id, content_errors)
-    get_run_logger().info("%d items offered to agents, %d failed before dispatch",
-                          outcome["dispatched"], outcome["failed"])
+    get_run_logger().info("%d items offered to agents, %d failed before dispatch, %d waiting "
+                          "for a maintenance window", outcome["dispatched"], outcome["failed"],
+                          outcome.get("waiting", 0))
     return outcome
 
 

@@ -37,7 +37,7 @@ from patchflow.report_data import (
 from patchflow.vuln_query import load_rated_missing
 from reports.compliance import build_compliance
 from reports.csv import CSV_OPTIONS, csv_tables
-from reports.frames import MISSING_COLUMNS, Report
+from reports.frames import RATED_MISSING_COLUMNS, Report
 from reports.html import HtmlOptions, render_email, render_index, render_report
 from reports.installed import build_installed
 from reports.missing import build_missing
@@ -118,7 +118,7 @@ class ReportFrames:
 def load_frames(filters: MissingFilters, kinds: list[str]) -> ReportFrames:
     with session_scope() as session:
         frames = ReportFrames()
-        frames.missing = load_rated_missing(session, filters)[list(MISSING_COLUMNS)]
+        frames.missing = load_rated_missing(session, filters)[list(RATED_MISSING_COLUMNS)]
         if {"installed", "patches", "compliance"} & set(kinds):
             frames.installed = load_installed(session, filters)
         if "patches" in kinds:
@@ -219,7 +219,8 @@ def email_reports(
     attached, left = mail.pick_attachments(csvs, settings.max_attachment_mb)
     body = render_email(reports, opts, str(run_dir))
     kinds = ", ".join(r.title.lower() for r in reports)
-    text_lines = [f"patchflow reports ({kinds}), generated {opts.generated}.",
+    text_lines = [*([opts.heading, *opts.intro, ""] if opts.intro else []),
+                  f"patchflow reports ({kinds}), generated {opts.generated}.",
                   f"Selection: {opts.filters}.", f"Files on the server: {run_dir}"]
     for report in reports:
         text_lines.append("")
@@ -232,7 +233,7 @@ def email_reports(
         settings.sender,
         recipients,
         # Short enough for one header line: longer ones fold and some clients show the fold.
-        f"patchflow reports: {', '.join(r.kind for r in reports)}",
+        opts.heading if opts.intro else f"patchflow reports: {', '.join(r.kind for r in reports)}",
         body,
         "\n".join(text_lines) + "\n",
         [(p.name, p.read_bytes()) for p in attached],

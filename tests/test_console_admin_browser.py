@@ -32,11 +32,12 @@ from tests.fixtures.browser import (  # noqa: F401 (chromium: the `browser` fixt
     PASSWORD,
     USER,
     chromium,
+    logged_in_tab,
     require_chromium,
 )
+from tests.fixtures.browser import shots as browser_shots
 
 ERROR = "p.flash[role=alert]"
-SIZES = {"wide": {"width": 1280, "height": 900}, "small": {"width": 1024, "height": 768}}
 
 require_chromium()
 
@@ -97,29 +98,12 @@ def world(tmp_path_factory: pytest.TempPathFactory, prefect: None) -> Iterator[d
 
 @pytest.fixture(scope="module")
 def page(browser: Browser, world: dict[str, Any]) -> Iterator[Page]:
-    """One logged-in tab for the module (the tests run in file order, as one day)."""
-    context = browser.new_context(ignore_https_errors=True, viewport=SIZES["wide"],
-                                  accept_downloads=True)
-    context.set_default_timeout(15_000)
-    tab = context.new_page()
-    tab.on("dialog", lambda dialog: dialog.accept())
-    url = world["api"].url
-    tab.goto(f"{url}/console/login")
-    tab.fill("#f-username", USER)
-    tab.fill("#f-password", PASSWORD)
-    tab.click("button[type=submit]")
-    expect(tab).to_have_url(f"{url}/console/dashboard")
-    yield tab
-    context.close()
+    with logged_in_tab(browser, world["api"].url, accept_downloads=True) as tab:
+        yield tab
 
 
 def shots(page: Page, name: str) -> None:
-    """The page at both sizes the console is made for."""
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    for size, viewport in SIZES.items():
-        page.set_viewport_size(viewport)
-        page.screenshot(path=str(ARTIFACTS / f"admin-{name}-{size}.png"), full_page=True)
-    page.set_viewport_size(SIZES["wide"])
+    browser_shots(page, f"admin-{name}")
 
 
 def test_jobs_show_outcomes_and_retry_failed_items(world: dict[str, Any], page: Page) -> None:

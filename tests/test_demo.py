@@ -46,6 +46,8 @@ def test_demo_runs_the_whole_workflow_twice_on_real_data(tmp_path: Path) -> None
         assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
         assert done.stderr == ""  # no Prefect home warning, no traceback
         assert "sync: Successful" in done.stdout
+        for feed in ("kev", "mozilla", "nvd"):  # the bundled offline feeds, before the scan
+            assert f"vulnerability feed {feed}: Successful" in done.stdout
         # December 2024's cumulative updates, real KB numbers, on the simulated clients
         assert re.search(r"KB5048685 ×\d+, KB5048667 ×\d+, KB5048652 ×\d+", done.stdout)
         assert "26 succeeded, 1 failed, 1 reboot pending" in done.stdout
@@ -54,6 +56,8 @@ def test_demo_runs_the_whole_workflow_twice_on_real_data(tmp_path: Path) -> None
     dashboard = json.loads((home / "reports" / "dashboard.json").read_text())
     assert sum(dashboard["scan_overview"].values()) == 25
     assert dashboard["missing_by_severity"]["Critical"]["pairs"] > 0
+    # Firefox 100.0 misses fixes of CVEs in CISA's KEV (CVE-2024-9680 among them)
+    assert dashboard["exploited"]["pairs"] > 0 and dashboard["overdue_kev"] > 0
     reports = list((home / "reports").glob("*/missing.html"))
     assert len(reports) == 1  # the second run started from a fresh home
     html = reports[0].read_text(encoding="utf-8")
@@ -77,6 +81,10 @@ def test_the_bundled_data_is_real_and_small() -> None:
 
     files = [p for p in (DEMO_MSRC_DIR.parent).rglob("*") if p.is_file()]
     assert sum(p.stat().st_size for p in files) < 3_000_000
+    from patchflow.demo import DEMO_FEEDS
+    from patchflow.sample_catalog import DEMO_VULN_DIR
+
+    assert all((DEMO_VULN_DIR / source).exists() for source in DEMO_FEEDS.values())
     months = sorted(p.name for p in DEMO_MSRC_DIR.iterdir())
     assert months == ["2024-Dec.xml.gz", "2024-Nov.xml.gz"]
     dec = parse_cvrf(gzip.decompress((DEMO_MSRC_DIR / "2024-Dec.xml.gz").read_bytes()))

@@ -44,8 +44,9 @@ def test_specs_follow_the_stored_schedules(cli: Any, home: Path,
 
     specs = {s.name: s for s in load_specs()}
     # "branch" and "unscheduled" have no schedule: no deployment; no report schedule either.
+    # The vulnerability feeds are synced daily by default.
     scan_name = "policy-Lab-night-EU-" + _hash("Lab / night (EU)") + "@hq"
-    assert set(specs) == {"server-local@hq", scan_name}
+    assert set(specs) == {"server-local@hq", scan_name, "feeds@hq"}
     sync = specs["server-local@hq"]
     assert sync.flow == "sync" and sync.parameters == {"server_name": "local"}
     assert sync.full_name == "patchflow-sync/server-local@hq"
@@ -188,11 +189,13 @@ def check_prefect_yaml(text: str) -> list[dict[str, Any]]:
     from prefect.client.schemas.schedules import RRuleSchedule
     from prefect.flows import load_flow_from_entrypoint
 
+    import flows.feeds
     import flows.report
     import flows.scan
     import flows.sync
 
-    real = {"sync": flows.sync.sync, "scan": flows.scan.scan, "report": flows.report.report_flow}
+    real = {"sync": flows.sync.sync, "scan": flows.scan.scan, "report": flows.report.report_flow,
+            "feeds": flows.feeds.feeds_sync}
     document = yaml.safe_load(text)
     PrefectYamlModel.model_validate(document)
     deployments = document["deployments"]
@@ -227,7 +230,7 @@ def test_shipped_prefect_yaml_matches_the_flows() -> None:
     deployments = check_prefect_yaml(EXAMPLE.read_text(encoding="utf-8"))
     assert {d["name"] for d in deployments} == {
         "server-local@{{ $PATCHFLOW_INSTANCE }}", "policy-workstations@{{ $PATCHFLOW_INSTANCE }}",
-        "reports@{{ $PATCHFLOW_INSTANCE }}"}
+        "reports@{{ $PATCHFLOW_INSTANCE }}", "feeds@{{ $PATCHFLOW_INSTANCE }}"}
     for deployment in deployments:
         assert "instance:{{ $PATCHFLOW_INSTANCE }}" in deployment["tags"]
     # No path of one machine: the worker's own environment says where the checkout is.
@@ -248,9 +251,9 @@ def test_exported_prefect_yaml_matches_the_flows(cli: Any, sqlite_home: Path,
     r = cli("deployments", "export", "--work-pool", "patchflow", "--out", str(out))
     assert r.code == 0, r.err
     deployments = check_prefect_yaml(out.read_text(encoding="utf-8"))
-    assert [d["name"] for d in deployments] == ["reports@hq", "server-local@hq"]
+    assert [d["name"] for d in deployments] == ["feeds@hq", "reports@hq", "server-local@hq"]
     # Workers' deployments carry the instance but not the tag `serve` deletes by.
-    assert deployments[1]["tags"] == ["patchflow", "sync", "instance:hq"]
+    assert deployments[2]["tags"] == ["patchflow", "sync", "instance:hq"]
     assert yaml.safe_load(out.read_text())["pull"][0][
         "prefect.deployments.steps.set_working_directory"]["directory"] == str(ROOT)
 

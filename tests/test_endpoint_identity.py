@@ -155,12 +155,12 @@ def test_enrolling_an_existing_name_never_touches_the_endpoint(
 
     # Pending re-enrolments are not scanned, counted or listed under their internal name.
     from models.db import session_scope
-    from patchflow.report_data import dashboard_counts, load_endpoints
+    from patchflow.report_data import load_endpoints, state_counts
     from patchflow.scanning import Selection, select_endpoints
 
     with session_scope(api.db_url) as session:
         everything = select_endpoints(session, Selection(all=True))
-        _severity, states = dashboard_counts(session)
+        states = state_counts(session)
         compliance = load_endpoints(session)
     assert everything == sorted([endpoint_id, _endpoint_id(api, "WS-OTHER"),
                                  _endpoint_id(api, "WS-3")])  # WS-2 is revoked

@@ -6,6 +6,7 @@ date and risk in `missing --json`, `--exploited`, `--sort risk`, `--explain`, an
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -82,6 +83,11 @@ def test_missing_pairs_are_rated(cli, home: Path, tmp_path: Path) -> None:
     # 145.0 carries none of the fixtures' KEV CVEs.
     assert board["exploited"] == {"patches": 1, "pairs": 2}
     assert board["overdue_kev"] == 2
+    # The severity chart counts third-party pairs at their rated severity, as `missing` lists
+    # them (the catalog holds none for them): Firefox Critical, 7-Zip Important.
+    listed = Counter(x["severity"] for x in json.loads(cli("missing", "--json").out))
+    charted = {name: v["pairs"] for name, v in board["missing_by_severity"].items() if v["pairs"]}
+    assert charted == dict(listed) and listed["Important"] >= 2
 
     r = cli("missing", "--explain", "WS-01", "7zip.7zip@25.01")
     assert r.code == 0, r.err

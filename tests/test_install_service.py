@@ -148,7 +148,7 @@ def test_state_machine_results_retries_timeouts(world: World) -> None:
             entry["url"] = f"{vendor.url}/{entry['url'].rsplit('/', 1)[1]}"
         errors = dispatch.fetch_content(plan)
     assert list(errors) == [sha(PAYLOADS["7z2501.exe"])]
-    assert dispatch.dispatch(job_id, errors) == {"dispatched": 5, "failed": 1}
+    assert dispatch.dispatch(job_id, errors) == {"dispatched": 5, "failed": 1, "waiting": 0}
     bad = _items(job_id)[("WS-2", "7zip")]
     assert bad.state == "failed" and "SHA-256 mismatch" in bad.message
     assert "not offered to any endpoint" in bad.message
@@ -233,7 +233,7 @@ def test_cancel_closes_open_items_and_a_restarted_flow_resumes(world: World) -> 
     assert dispatch.start_job(resumed, "second-run")["status"] == "running"
     assert dispatch.resolve_items(resumed) == {"resolved": 0, "failed": 0}
     assert dispatch.dispatch(resumed, dispatch.fetch_content(dispatch.content_plan(resumed))) \
-        == {"dispatched": 0, "failed": 0}
+        == {"dispatched": 0, "failed": 0, "waiting": 0}
     item = agent_jobs.poll(ws2)[0]
     assert item["attempt"] == 1
     _post(ws2, item["id"], "succeeded", exit_code=0, details={"attempt": 1})

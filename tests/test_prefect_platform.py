@@ -146,7 +146,8 @@ def test_shipped_prefect_yaml_deploys_and_a_process_worker_runs_it(
     prefect("--no-prompt", "deploy", "--all", "--prefect-file", "deployments/prefect.yaml")
     names = httpx.post(f"{api}/deployments/filter", json={}, timeout=10).json()
     by_name = {d["name"]: d for d in names}
-    assert set(by_name) == {"server-local@lab", "policy-workstations@lab", "reports@lab"}
+    assert set(by_name) == {"server-local@lab", "policy-workstations@lab", "reports@lab",
+                            "feeds@lab"}
     sync = by_name["server-local@lab"]
     assert set(sync["tags"]) == {"patchflow", "sync", "instance:lab"}
     assert sync["work_pool_name"] == "patchflow"

@@ -1,5 +1,5 @@
 """What the agent needs from a platform: who am I, what is installed, install a verified file,
-restart."""
+uninstall, restart."""
 
 from __future__ import annotations
 
@@ -23,6 +23,10 @@ class Platform(Protocol):
     def install(self, job: dict[str, Any], path: Path | None) -> tuple[int, str]:
         """Install silently; (exit code, output worth reporting). `path` is the downloaded,
         already verified file (None for a Windows Update Agent install by KB)."""
+
+    def uninstall(self, job: dict[str, Any], command: list[str]) -> tuple[int, str]:
+        """Run a rollback's silent uninstall `command` (agent/uninstall.py built it from the
+        job's spec); (exit code, output worth reporting)."""
 
     def restart(self) -> None:
         """Restart the machine to complete installs (only called when the job allows it)."""

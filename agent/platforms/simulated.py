@@ -11,6 +11,8 @@ An optional `simulate` section in the file (never sent to the server) scripts th
     }
 
 Keys name a patch by KB, package id or PACKAGE@VERSION; a list gives the code per attempt.
+`uninstall_exit_codes` does the same for rollbacks, which take the KB or program out of the
+file (agent/uninstall.py builds the command, recorded in `ran` as Windows would run it).
 Failed installs leave the inventory as it was; 3010/1641 apply the change and set
 pending_reboot. Every installer run is appended to `simulate.ran`, restarts counted in
 `simulate.restarts`, so tests can tell what ran and what never did.
@@ -98,6 +100,27 @@ class SimulatedPlatform:
         self.save_inventory(doc)
         return code, "" if code in _APPLIED else "simulated installer failure"
 
+    def uninstall(self, job: dict[str, Any], command: list[str]) -> tuple[int, str]:
+        """A rollback: the KB or the program entry the job's spec names leaves the file (exit
+        codes scripted under `simulate.uninstall_exit_codes`); one that is not there answers as
+        Windows does (wusa 2359303, msiexec 1605)."""
+        faults.point("agent.installing")
+        doc = self.load_inventory()
+        sim = doc.setdefault(SIMULATE, {})
+        spec = job.get("uninstall") or {}
+        code = exit_code_for(sim.get("uninstall_exit_codes") or {}, job)
+        if code in _APPLIED and not remove_installed(doc, spec):
+            code = 2359303 if spec.get("type") == "msu" else 1605
+        elif code in _APPLIED and code != 0:
+            doc["pending_reboot"] = True
+        patch = job.get("patch") or {}
+        sim.setdefault("ran", []).append({
+            "job": job.get("id"), "attempt": job.get("attempt"), "action": "uninstall",
+            "patch": patch.get("kb") or f"{patch.get('package_id')}@{patch.get('version')}",
+            "type": spec.get("type"), "command": list(command), "exit_code": code})
+        self.save_inventory(doc)
+        return code, "" if code in _APPLIED else "simulated uninstaller failure"
+
     def restart(self) -> None:
         doc = self.load_inventory()
         sim = doc.setdefault(SIMULATE, {})
@@ -164,6 +187,23 @@ def apply_install(doc: dict[str, Any], job: dict[str, Any]) -> None:
         updates = doc.setdefault("updates", [])
         if not any(str(u.get("kb", "")).upper() == patch["kb"].upper() for u in updates):
             updates.append({"kb": patch["kb"], "installed_on": today})
+
+
+def remove_installed(doc: dict[str, Any], spec: dict[str, Any]) -> bool:
+    """Take the KB or program entry an uninstall spec names out of the inventory; False when
+    it is not there."""
+    if spec.get("type") == "msu":
+        kb = str(spec.get("kb") or "").upper()
+        updates = doc.get("updates") or []
+        kept = [u for u in updates if str(u.get("kb", "")).upper() != kb]
+        doc["updates"] = kept
+        return len(kept) != len(updates)
+    programs = doc.get("programs") or []
+    entry = installed_entry(programs, spec.get("program"))
+    if entry is None:
+        return False
+    doc["programs"] = [p for p in programs if p is not entry]
+    return True
 
 
 def installed_entry(programs: list[Any], replaces: Any) -> dict[str, Any] | None:

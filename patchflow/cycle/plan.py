@@ -34,7 +34,7 @@ class Plan:
     pairs: list[tuple[int, int]] = field(default_factory=list)  # (patch_id, endpoint_id)
     notes: list[str] = field(default_factory=list)
     endpoints: int = 0
-    # Ring by ring, in order: [{"name", "delay_minutes", "min_success_rate", "pairs"}].
+    # Ring by ring, in order: [{"name", "delay_minutes", "min_success_rate", "gate", "pairs"}].
     rings: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -83,7 +83,8 @@ def build_plan(session: Session, policy: Policy, today: dt.date | None = None) -
                           + ", ".join(e.hostname for e in outside[:10]))
     endpoints = [e for e in endpoints if ring_of[e.id] is not None]
     plan.rings = [{"name": r.name, "delay_minutes": r.delay_minutes,
-                   "min_success_rate": r.min_success_rate, "pairs": []} for r in specs]
+                   "min_success_rate": r.min_success_rate, "gate": r.gate, "pairs": []}
+                  for r in specs]
     plan.endpoints = len(endpoints)
     if not endpoints:
         return plan

@@ -3,7 +3,9 @@ console read the run without the Prefect API.
 
 One cycle per policy runs at a time: `start` refuses while another run of the policy is
 Running, unless that run has not moved for STALE_AFTER (its process died with the machine).
-Each step is written when it ends, so a run that dies shows how far it got.
+Each step is written when it ends, so a run that dies shows how far it got. A run waiting at
+a manual gate is Paused: it still holds the policy (a paused run is not stale before its gate's
+timeout has passed too).
 """
 
 from __future__ import annotations
@@ -12,25 +14,37 @@ import datetime as dt
 import json
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from models import CycleRun
 from models.base import utcnow
+from patchflow import audit, config
 from patchflow.cycle.plan import get_policy
 from patchflow.errors import NotFoundError, UserError
 
 PENDING, RUNNING, COMPLETED, FAILED = "Pending", "Running", "Completed", "Failed"
+PAUSED = "Paused"  # waiting at a manual gate for `patchflow cycle resume`
 STEP_COMPLETED, STEP_SKIPPED, STEP_FAILED = "Completed", "Skipped", "Failed"
+STEP_WAITING = "Waiting"
 STALE_AFTER = dt.timedelta(hours=24)
+GOING = (PENDING, RUNNING, PAUSED)
+# `[cycle] gate_timeout_hours`: how long a manual gate waits; (default, lowest, highest).
+GATE_TIMEOUT_HOURS = (72, 0.01, 720)
+
+
+def gate_timeout_hours() -> float:
+    return float(config.number("cycle", "gate_timeout_hours", *GATE_TIMEOUT_HOURS))
 
 
 def busy(session: Session, policy_id: int, except_run: int | None = None) -> CycleRun | None:
-    """The policy's run that is still going (Pending or Running and not stale), if any."""
-    since = utcnow() - STALE_AFTER
-    query = select(CycleRun).where(CycleRun.policy_id == policy_id,
-                                   CycleRun.state.in_([PENDING, RUNNING]),
-                                   CycleRun.started_at >= since)
+    """The policy's run that is still going (Pending, Running or Paused and not stale)."""
+    now = utcnow()
+    paused_for = STALE_AFTER + dt.timedelta(hours=gate_timeout_hours())
+    query = select(CycleRun).where(CycleRun.policy_id == policy_id, or_(
+        CycleRun.state.in_([PENDING, RUNNING]) & (CycleRun.started_at >= now - STALE_AFTER),
+        (CycleRun.state == PAUSED)
+        & (CycleRun.started_at >= now - paused_for)))
     if except_run is not None:
         query = query.where(CycleRun.id != except_run)
     return session.scalars(query.order_by(CycleRun.id).limit(1)).first()
@@ -63,7 +77,7 @@ def get_run(session: Session, run_id: int | str) -> CycleRun:
 
 def begin(session: Session, run_id: int, flow_run_id: str | None) -> CycleRun:
     run = get_run(session, run_id)
-    if run.state not in (PENDING, RUNNING):
+    if run.state not in GOING:
         raise UserError(f"cycle run {run.id} is already {run.state.lower()}")
     if run.policy_id is not None and busy(session, run.policy_id, except_run=run.id):
         raise UserError(f"another cycle of policy {run.policy_name} is running")
@@ -96,6 +110,10 @@ def set_job(session: Session, run_id: int, job_id: int) -> None:
                     .values(install_job_id=job_id))
 
 
+def set_state(session: Session, run_id: int, state: str) -> None:
+    session.execute(update(CycleRun).where(CycleRun.id == run_id).values(state=state))
+
+
 def finish(session: Session, run_id: int, state: str, message: str | None) -> CycleRun:
     run = get_run(session, run_id)
     run.state, run.message, run.finished_at = state, (message or None), utcnow()
@@ -125,3 +143,22 @@ def list_runs(session: Session, policy: str | None = None,
     if policy:
         query = query.where(CycleRun.policy_id == get_policy(session, policy).id)
     return [to_dict(r, full=False) for r in session.scalars(query)]
+
+
+def request(session: Session, policy_name: str, dry_run: bool, who: str,
+            source: str = "cli") -> CycleRun:
+    """A manual run asked for by an administrator (`cycle run`, the console's Start run): the
+    Pending record, and the audit line in the same transaction."""
+    run = create(session, policy_name, dry_run, "manual", who)
+    audit.record(session, who, "cycle.run", run.policy_name,
+                 f"run {run.id}" + (" (dry run)" if dry_run else ""), source=source)
+    return run
+
+
+def settle(session: Session, run_id: int, error: str | None) -> CycleRun:
+    """After the flow returned or raised: a run still marked going died before it could say
+    so, and is Failed with the error (the flow's own record wins otherwise)."""
+    record = get_run(session, run_id)
+    if record.state in GOING:
+        record = finish(session, run_id, FAILED, error or "the flow ended early")
+    return record

@@ -3,10 +3,11 @@
 
 To an agent, a "job" is one install job item: one patch for this endpoint, with where to get
 the file, its SHA-256, the installer type and switches, whether it may restart, and for a
-package the installed program it upgrades (patchflow/install/upgrades.py). Polling is
-the fleet's hot path (every agent, every minute), so the no-work answer comes from the in-memory
-work index (patchflow.fleet.agent_cache): one query a few seconds for the whole fleet, none per
-poll.
+package the installed program it upgrades (patchflow/install/upgrades.py). An item of a
+rollback is `kind` "uninstall" with the uninstall spec instead (patchflow/install/rollback.py).
+Polling is the fleet's hot path (every agent, every minute), so the no-work answer comes from
+the in-memory work index (patchflow.fleet.agent_cache): one query a few seconds for the whole
+fleet, none per poll.
 
 Results are recorded idempotently: the agent puts a `result_id` (and the attempt it ran) in
 `details`; a final result whose id is already stored is acknowledged and ignored, so a result
@@ -33,6 +34,7 @@ from patchflow.fleet.transactions import db_slot, write_transaction
 from patchflow.install import states as st
 from patchflow.install.installers import WUA, Installers, file_name_of
 from patchflow.install.items import ITEMS, transition
+from patchflow.install.rollback import UNINSTALL
 from patchflow.install.upgrades import program_target
 from sources.filters import package_name
 
@@ -41,7 +43,8 @@ JOBS = cast(Table, InstallJob.__table__)
 _POLL = (
     select(ITEMS.c.id, ITEMS.c.job_id, ITEMS.c.patch_id, ITEMS.c.attempts,
            ITEMS.c.download_url, ITEMS.c.content_sha256, ITEMS.c.installer_type,
-           ITEMS.c.silent_switches, ITEMS.c.installer_id, JOBS.c.allow_restart)
+           ITEMS.c.silent_switches, ITEMS.c.installer_id, ITEMS.c.restart_until,
+           ITEMS.c.uninstall, JOBS.c.allow_restart, JOBS.c.action)
     .join(JOBS, JOBS.c.id == ITEMS.c.job_id)
     .where(ITEMS.c.endpoint_id == bindparam("endpoint"),
            ITEMS.c.state == st.DISPATCHED, JOBS.c.status == st.JOB_RUNNING)
@@ -101,6 +104,12 @@ def _payload(row: Any, patch: Any, catalog: Any | None,
                   "version": patch.version, "title": patch.title, "vendor": patch.vendor,
                   "package_name": package_name(patch.title, patch.version)
                   if patch.package_id else None}
+    # A restart only inside the maintenance window the item was dispatched in: an agent that
+    # picks the item up after the window closed installs it without restarting.
+    restart = bool(row.allow_restart) and (row.restart_until is None
+                                           or utcnow() < row.restart_until)
+    if row.action == UNINSTALL:
+        return _uninstall_payload(row, patch_info, restart)
     if row.installer_type == WUA:
         installer: dict[str, Any] = {"type": WUA, "kb": patch.kb}
     else:
@@ -123,13 +132,25 @@ def _payload(row: Any, patch: Any, catalog: Any | None,
             "display_names": names,
         }
     job = {"id": row.id, "job_id": row.job_id, "kind": "install", "attempt": row.attempts,
-           "allow_restart": bool(row.allow_restart), "patch": patch_info,
+           "allow_restart": restart, "patch": patch_info,
            "installer": installer}
     if patch.package_id and row.installer_type != WUA:
         # The installed entry this upgrade replaces, found with the scan's rules, so that an
         # agent simulating the install needs none of the scan's modules.
         job["program"] = program_target(programs, patch_info, installer)
     return job
+
+
+def _uninstall_payload(row: Any, patch_info: dict[str, Any], restart: bool) -> dict[str, Any]:
+    """A rollback's item: `kind` "uninstall" and the spec under `uninstall`, and no `installer`
+    key, so an agent older than rollbacks refuses it as malformed (reported failed) instead of
+    taking it for an install."""
+    try:
+        spec = json.loads(row.uninstall or "null")
+    except ValueError:
+        spec = None
+    return {"id": row.id, "job_id": row.job_id, "kind": UNINSTALL, "attempt": row.attempts,
+            "allow_restart": restart, "patch": patch_info, "uninstall": spec}
 
 
 def record_result(endpoint_id: int, item_id: int, result: dict[str, Any]) -> None:

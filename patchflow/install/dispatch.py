@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from models import (
@@ -41,12 +41,13 @@ from models.base import utcnow
 from models.db import session_scope
 from patchflow import faults
 from patchflow.content import ContentError, ContentStore
+from patchflow.cycle import window_store
 from patchflow.fleet.transactions import write_transaction
 from patchflow.fleet.tree import Tree
 from patchflow.http import make_session
 from patchflow.install import states as st
 from patchflow.install.installers import WUA, Choice, Installers, choose
-from patchflow.install.items import ITEMS, chunks, move_many, transition
+from patchflow.install.items import ITEMS, add_events, chunks, event, move_many, transition
 from patchflow.install.jobs import get_job, state_counts, summary_text
 from patchflow.servers import proxies_of
 
@@ -267,11 +268,12 @@ def _fetch_one(entry: dict[str, Any], store: ContentStore, errors: dict[str, str
 
 def dispatch(job_id: int, content_errors: dict[str, str] | None = None) -> dict[str, int]:
     """Fail the pending items whose file could not be verified (never offered to an agent),
-    then hand the other first-attempt pending items to their agents."""
+    then hand the other first-attempt pending items to their agents (those whose maintenance
+    window is closed wait for the sweep to offer them when it opens)."""
     failed = 0
     with session_scope() as session:
         if get_job(session, job_id).status != st.JOB_RUNNING:
-            return {"dispatched": 0, "failed": 0}
+            return {"dispatched": 0, "failed": 0, "waiting": 0}
     for sha, error in (content_errors or {}).items():
         with session_scope() as session:
             ids = list(session.scalars(select(ITEMS.c.id).where(
@@ -282,20 +284,62 @@ def dispatch(job_id: int, content_errors: dict[str, str] | None = None) -> dict[
         ids = list(session.scalars(select(ITEMS.c.id).where(
             ITEMS.c.job_id == job_id, ITEMS.c.state == st.PENDING,
             ITEMS.c.installer_type.is_not(None), ITEMS.c.attempts == 0).order_by(ITEMS.c.id)))
-    return {"dispatched": _dispatch_ids(ids, "offered to the agent"), "failed": failed}
+    dispatched = _dispatch_ids(ids, "offered to the agent")
+    # What is left pending waits for its maintenance window (or was cancelled meanwhile).
+    return {"dispatched": dispatched, "failed": failed, "waiting": len(ids) - dispatched}
 
 
 def _dispatch_ids(ids: list[int], message: str) -> int:
+    """The one place items are handed to agents (first offers and retries alike), so the one
+    place maintenance windows are enforced: an item whose endpoint's policy has windows, none
+    open now, stays pending with a note saying when the next one opens (the sweep offers it
+    then); the others go, each with the time its window closes (its restart deadline)."""
     moved = 0
-    for chunk in chunks(ids):
-        def work(session: Session, c: list[int] = chunk) -> int:
-            now = utcnow()
-            return len(move_many(session, c, st.DISPATCHED, (st.PENDING,), message=message,
-                                 values={"attempts": ITEMS.c.attempts + 1, "dispatched_at": now,
-                                         "finished_at": None, "exit_code": None}, now=now))
-        moved += write_transaction(None, work)
-        faults.point("install.after_dispatch")  # test hook: items offered, flow not done
+    for restart_until, allowed in _window_gate(ids).items():
+        for chunk in chunks(allowed):
+            def work(session: Session, c: list[int] = chunk,
+                     until: dt.datetime | None = restart_until) -> int:
+                now = utcnow()
+                return len(move_many(
+                    session, c, st.DISPATCHED, (st.PENDING,), message=message,
+                    values={"attempts": ITEMS.c.attempts + 1, "dispatched_at": now,
+                            "finished_at": None, "exit_code": None, "restart_until": until},
+                    now=now))
+            moved += write_transaction(None, work)
+            faults.point("install.after_dispatch")  # test hook: items offered, flow not done
     return moved
+
+
+def _window_gate(ids: list[int]) -> dict[dt.datetime | None, list[int]]:
+    """The items that may go now, by restart deadline; the waiting ones get their note."""
+    if not ids:
+        return {}
+    now = utcnow()
+    with session_scope() as session:
+        verdict = window_store.gate(session, ids, now)
+    by_note: dict[str, list[int]] = defaultdict(list)
+    for item_id, note in verdict.waiting.items():
+        by_note[note].append(item_id)
+    for note, waiting in by_note.items():
+        for chunk in chunks(sorted(waiting)):
+            write_transaction(None, lambda s, c=chunk, n=note: _note_waiting(s, c, n, now))  # type: ignore[misc]
+    allowed: dict[dt.datetime | None, list[int]] = defaultdict(list)
+    for item_id, closes in sorted(verdict.allowed.items()):
+        allowed[closes].append(item_id)
+    return allowed
+
+
+def _note_waiting(session: Session, ids: list[int], note: str, now: dt.datetime) -> None:
+    """Put the note on the pending items that do not carry it yet, with one event each: the
+    trail shows when an item started waiting, not every sweep that found it still waiting.
+    `updated_at` is left alone: it times a retry's delay."""
+    fresh = list(session.scalars(select(ITEMS.c.id).where(
+        ITEMS.c.id.in_(ids), ITEMS.c.state == st.PENDING,
+        or_(ITEMS.c.message.is_(None), ITEMS.c.message != note)).with_for_update()))
+    if fresh:
+        session.execute(update(ITEMS).where(ITEMS.c.id.in_(fresh), ITEMS.c.state == st.PENDING)
+                        .values(message=note))
+        add_events(session, [event(i, st.PENDING, now, note) for i in fresh])
 
 
 # --- sweep ------------------------------------------------------------------------------------
@@ -303,7 +347,8 @@ def _dispatch_ids(ids: list[int], message: str) -> int:
 
 def sweep(job_id: int, retry_delay_s: float) -> dict[str, Any]:
     """One look at the job: items past their deadline fail with "no result from agent",
-    retries whose delay has passed are offered again; returns the counts by state."""
+    retries whose delay has passed are offered again, and so are first offers held back by a
+    maintenance window (each only if its window is open now); returns the counts by state."""
     now = utcnow()
     with session_scope() as session:
         job = get_job(session, job_id)
@@ -316,6 +361,10 @@ def sweep(job_id: int, retry_delay_s: float) -> dict[str, Any]:
         due = list(session.scalars(select(ITEMS.c.id).where(
             ITEMS.c.job_id == job_id, ITEMS.c.state == st.PENDING, ITEMS.c.attempts > 0,
             ITEMS.c.updated_at <= now - _seconds(retry_delay_s))))
+        # First offers held back by a maintenance window: offered when one opens.
+        held = list(session.scalars(select(ITEMS.c.id).where(
+            ITEMS.c.job_id == job_id, ITEMS.c.state == st.PENDING, ITEMS.c.attempts == 0,
+            ITEMS.c.installer_type.is_not(None)).order_by(ITEMS.c.id)))
     timed_out = 0
     if stale:
         message = f"{st.NO_RESULT} within {timeout} s of dispatch"
@@ -327,12 +376,14 @@ def sweep(job_id: int, retry_delay_s: float) -> dict[str, Any]:
                        for item_id, attempts in stale)
 
         timed_out = write_transaction(None, expire)
-    retried = _dispatch_ids(due, "offered again (retry)") if due and status == st.JOB_RUNNING \
-        else 0
+    running = status == st.JOB_RUNNING
+    retried = _dispatch_ids(due, "offered again (retry)") if due and running else 0
+    released = (_dispatch_ids(held, "offered to the agent (maintenance window open)")
+                if held and running else 0)
     with session_scope() as session:
         counts = state_counts(session, [job_id])[job_id]
     return {"status": status, "counts": counts, "timed_out": timed_out, "retried": retried,
-            "open": sum(counts.get(s, 0) for s in st.OPEN)}
+            "released": released, "open": sum(counts.get(s, 0) for s in st.OPEN)}
 
 
 def _seconds(value: float) -> dt.timedelta:

@@ -142,6 +142,7 @@ def job_to_dict(job: InstallJob, counts: dict[str, int]) -> dict[str, Any]:
         "status": job.status,
         "outcome": job_outcome(job.status, counts),
         "trigger": job.trigger,
+        "action": job.action or "install",
         "created_by": job.created_by,
         "created_at": job.created_at.isoformat() if job.created_at else None,
         "started_at": job.started_at.isoformat() if job.started_at else None,

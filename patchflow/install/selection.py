@@ -21,11 +21,13 @@ from patchflow.catalog_query import find_patch, patch_detail
 from patchflow.errors import NotFoundError, UserError
 from patchflow.fleet.endpoints import get_endpoint
 from patchflow.install.eula import eula_info, patch_label, unaccepted
-from patchflow.missing_query import MissingFilters, load_missing
+from patchflow.missing_query import MissingFilters
+from patchflow.vuln_query import load_rated_missing, patch_rollup
 from reports.frames import severity_rank
 
 LIST_COLUMNS = ["patch_id", "patch", "kb", "package_id", "title", "severity", "category",
-                "restart_required", "eula_status", "release_date", "endpoints", "selected"]
+                "restart_required", "eula_status", "release_date", "endpoints", "selected",
+                "cves", "cvss", "exploited", "kev_due_date", "risk"]
 
 
 def resolve_patch(session: Session, ref: str) -> Patch:
@@ -51,8 +53,10 @@ def resolve_patch(session: Session, ref: str) -> Patch:
 def install_list(session: Session, filters: MissingFilters | None = None) -> list[dict[str, Any]]:
     """One row per missing patch: its attributes, how many endpoints miss it (within the
     filters) and how many of those are selected. Built on load_missing, so the counts agree
-    with `patchflow missing` and the reports to the row."""
-    frame = load_missing(session, filters or MissingFilters())
+    with `patchflow missing` and the reports to the row. Severity and the vulnerability
+    columns are the rated pairs' (patchflow.vuln_query.patch_rollup), so the Severity and
+    Exploited filters select what `patchflow missing` selects."""
+    frame = load_rated_missing(session, filters or MissingFilters())
     if frame.empty:
         return []
     pairs = set(session.execute(select(InstallSelection.patch_id, InstallSelection.endpoint_id))
@@ -61,8 +65,10 @@ def install_list(session: Session, filters: MissingFilters | None = None) -> lis
                                    zip(frame["patch_id"], frame["endpoint_id"], strict=True)])
     per_patch = frame.groupby("patch_id", sort=False).agg(
         endpoints=("endpoint_id", "nunique"), selected=("selected", "sum"))
-    first = frame.drop_duplicates("patch_id").set_index("patch_id").drop(columns="selected")
-    rows = first.join(per_patch).reset_index()
+    rated = patch_rollup(frame).set_index("patch_id")
+    first = frame.drop_duplicates("patch_id").set_index("patch_id").drop(
+        columns=["selected", "rating", *rated.columns])
+    rows = first.join(per_patch).join(rated).reset_index()
     ukeys = dict(session.execute(select(Patch.id, Patch.ukey).where(
         Patch.id.in_([int(p) for p in rows["patch_id"]]))).tuples().all())
     rows["patch"] = [kb if isinstance(kb, str) and kb else ukeys.get(int(pid))

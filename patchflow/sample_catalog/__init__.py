@@ -17,6 +17,7 @@ MSRC_DIR = ROOT / "msrc"
 WINGET_DIR = ROOT / "winget"
 DEMO_MSRC_DIR = ROOT / "real" / "msrc"
 DEMO_WINGET_DIR = ROOT / "real" / "winget"
+DEMO_VULN_DIR = ROOT / "real" / "vuln"  # KEV, Mozilla advisories and NVD records, offline
 PACKAGES = (
     "7zip.7zip",
     "VideoLAN.VLC",

@@ -7,6 +7,7 @@ real MSRC and winget data from the fixtures (see README.md beside this file).
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import re
@@ -289,12 +290,35 @@ def offline_installers(text: str, package_id: str, version: str) -> str:
     return "\n".join(out) + "\n"
 
 
+def _vulnerability_feeds(fixtures: Path, target: Path) -> None:
+    """The feeds' offline forms as an administrator would download them: CISA's KEV file,
+    Mozilla's advisories in one archive (deterministic: sorted, no timestamps), NVD records."""
+    import io
+    import shutil
+    import tarfile
+
+    vuln = fixtures / "vuln"
+    shutil.copyfile(next((vuln / "kev").glob("known_exploited_vulnerabilities-*.json.gz")),
+                    target / "kev.json.gz")
+    packed = io.BytesIO()
+    with tarfile.open(fileobj=packed, mode="w") as archive:
+        for path in sorted((vuln / "mozilla").rglob("mfsa*.yml")):
+            info = tarfile.TarInfo(f"advisories/{path.parent.name}/{path.name}")
+            data = path.read_bytes()
+            info.size, info.mode = len(data), 0o644
+            archive.addfile(info, io.BytesIO(data))
+    (target / "mozilla-advisories.tar.gz").write_bytes(gzip.compress(packed.getvalue(), mtime=0))
+    (target / "nvd").mkdir()
+    for path in sorted((vuln / "nvd").glob("CVE-*.json")):
+        shutil.copyfile(path, target / "nvd" / path.name)
+
+
 def main_real(fixtures: Path) -> None:
     import shutil
 
-    from patchflow.sample_catalog import DEMO_MSRC_DIR, DEMO_WINGET_DIR
+    from patchflow.sample_catalog import DEMO_MSRC_DIR, DEMO_VULN_DIR, DEMO_WINGET_DIR
 
-    for folder in (DEMO_MSRC_DIR, DEMO_WINGET_DIR):
+    for folder in (DEMO_MSRC_DIR, DEMO_WINGET_DIR, DEMO_VULN_DIR):
         if folder.exists():
             shutil.rmtree(folder)
         folder.mkdir(parents=True)
@@ -312,6 +336,7 @@ def main_real(fixtures: Path) -> None:
             installer = (source / f"{package_id}.installer.yaml").read_text(encoding="utf-8")
             (target / f"{package_id}.installer.yaml").write_text(
                 offline_installers(installer, package_id, version), encoding="utf-8")
+    _vulnerability_feeds(fixtures, DEMO_VULN_DIR)
 
 
 if __name__ == "__main__":

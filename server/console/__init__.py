@@ -12,7 +12,9 @@ from fastapi import APIRouter
 
 from server.console import (
     admin,
+    approvals,
     backups,
+    cycle,
     dashboard,
     endpoints,
     groups,
@@ -25,8 +27,8 @@ from server.console import (
 )
 
 router = APIRouter()
-for _module in (login, dashboard, servers, groups, endpoints, install, policies, reports, jobs,
-                admin, backups):
+for _module in (login, dashboard, servers, groups, endpoints, install, policies, approvals,
+                cycle, reports, jobs, admin, backups):
     router.include_router(_module.router, prefix="/console", include_in_schema=False)
 router.include_router(login.favicon_router, include_in_schema=False)
 

@@ -46,6 +46,8 @@ NAV: tuple[tuple[str, str, str], ...] = (
     ("endpoints", "Endpoints", "/console/endpoints"),
     ("install", "Patch Install", "/console/install"),
     ("policies", "Policies", "/console/policies"),
+    ("approvals", "Approvals", "/console/approvals"),
+    ("cycle", "Patch Cycle", "/console/cycle"),
     ("reports", "Reports", "/console/reports"),
     ("jobs", "Jobs", "/console/jobs"),
     ("admin", "Admin", "/console/admin"),
@@ -122,6 +124,7 @@ def environment() -> Environment:
     env.filters["number"] = number
     env.filters["plural"] = wording.plural
     env.filters["sentence"] = wording.sentence
+    env.filters["web"] = wording.for_web  # a service's CLI-worded line, for the browser
     env.filters["sync_label"] = wording.sync_label
     env.filters["sync_detail"] = wording.sync_detail
     # Every upstream URL put in an href goes through this: only http(s) becomes a link.

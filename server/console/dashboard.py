@@ -1,5 +1,6 @@
-"""The dashboard: missing patches by severity, the scan overview, last sync per patch server,
-and what is running now (syncs, scans, install jobs, reports).
+"""The dashboard: missing patches by severity, the scan overview, exploited patches and overdue
+KEV pairs, last sync per patch server, and what is running now (syncs, scans, install jobs,
+reports).
 
 The figures are `patchflow dashboard --json`'s (patchflow.report_data.load_dashboard) and the
 bar geometry is the report dashboard's (reports.dashboard.charts), so the console, the CLI and
@@ -14,7 +15,8 @@ from fastapi import APIRouter, Request, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from models import Scan
+from models import FeedStatus, Scan
+from models.enums import SyncStatus
 from patchflow import servers as server_svc
 from patchflow.report_data import load_dashboard
 from reports.dashboard import charts
@@ -43,17 +45,25 @@ def dashboard(request: Request) -> Response:
         servers = [server_svc.server_to_dict(session, s) for s in server_svc.list_servers(session)]
         scans = scan_rows(session)
         jobs = running_jobs(session)
+        feeds = [{"name": f.name, "message": f.message} for f in session.scalars(
+            select(FeedStatus).where(FeedStatus.status == SyncStatus.RUNNING)
+            .order_by(FeedStatus.name))]
     for server in servers:
         server["starting"] = runs.syncing(server["name"]) and server["sync_status"] != "Running"
     return render(request, "dashboard.html", title="Dashboard", nav="dashboard", data=data,
                   charts=charts(data), servers=servers, scans=scans,
-                  running=running_now(servers, scans, jobs))
+                  running=running_now(servers, scans, jobs, feeds))
 
 
 def running_now(servers: list[dict[str, Any]], scans: list[dict[str, Any]],
-                jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Syncs, scans, install jobs and reports in progress, as one list of lines."""
+                jobs: list[dict[str, Any]], feeds: list[dict[str, Any]] | None = None
+                ) -> list[dict[str, Any]]:
+    """Syncs (patch servers, vulnerability feeds), scans, install jobs and reports in
+    progress, as one list of lines."""
     items: list[dict[str, Any]] = []
+    for feed in feeds or []:
+        items.append({"what": f"Sync of the {feed['name']} vulnerability feed", "href": None,
+                      "detail": feed["message"] or "starting"})
     for s in servers:
         if s["starting"] or s["sync_status"] == "Running":
             items.append({"what": f"Sync of {s['name']}", "href":

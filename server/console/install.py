@@ -59,13 +59,14 @@ def view_filters(params: dict[str, str]) -> MissingFilters:
         category=(params["category"],) if params.get("category") else (),
         restart=(params["restart"],) if params.get("restart") else (),
         eula=_EULA_KEYS.get(eula, eula) or None,
+        exploited=params.get("exploited") == "yes",
     )
 
 
 @router.get("/install")
 def install_page(request: Request) -> Response:
     params = {k: request.query_params.get(k, "") for k in
-              ("severity", "category", "restart", "eula", "group", "subgroups")}
+              ("severity", "category", "restart", "eula", "exploited", "group", "subgroups")}
     error = None
     rows: list[dict[str, Any]] = []
     filters = MissingFilters()
@@ -176,9 +177,28 @@ def patch_page(request: Request, patch_id: DbId) -> Response:
     dialog lists at most DIALOG_ROWS endpoints; "all affected" covers the rest."""
     with db(request) as session:
         data = inst.install_show(session, str(patch_id))
+        vulns = patch_vulns(session, patch_id)
     shown = data["endpoints"][:DIALOG_ROWS]
     return render(request, "patch.html", title=data["title"], nav="install", patch=data,
-                  shown=shown, hidden_count=len(data["endpoints"]) - len(shown))
+                  shown=shown, hidden_count=len(data["endpoints"]) - len(shown), vulns=vulns)
+
+
+def patch_vulns(session: Session, patch_id: int) -> dict[str, Any]:
+    """`patches show --json`'s vulnerabilities of the patch, and its pairs' ratings as
+    `missing --json` gives them (severity, exploited: the worst over its missing pairs)."""
+    from models import Patch
+    from patchflow.missing_query import load_missing
+    from patchflow.vuln_query import enrich_missing, patch_rollup, patch_vulnerabilities
+
+    patch = session.get(Patch, patch_id)
+    if patch is None:
+        return {"vulnerabilities": [], "cvss_max": None, "exploited": False, "pairs": None}
+    out = patch_vulnerabilities(session, patch)
+    pairs = load_missing(session)
+    pairs = pairs[pairs["patch_id"].astype("int64") == patch_id].reset_index(drop=True)
+    rolled = patch_rollup(enrich_missing(session, pairs))
+    out["pairs"] = rolled.iloc[0].to_dict() if not rolled.empty else None
+    return out
 
 
 @router.post("/patches/{patch_id}/select")

@@ -103,13 +103,41 @@ def policies_page(request: Request) -> Response:
     return render(request, "policies.html", title="Policies", nav="policies", policies=policies)
 
 
+RING_DEFAULTS = {"ring_name": "", "ring_groups": [], "ring_delay": "0", "ring_rate": "95",
+                 "ring_gate": "rate"}
+WINDOW_DEFAULTS = {"window_days": "mon-fri", "window_from": "02:00", "window_to": "05:00",
+                   "window_tz": "UTC"}
+
+
 def _form_page(request: Request, name: str | None, values: dict[str, Any],
-               errors: dict[str, str], status: int = 200) -> Response:
+               errors: dict[str, str], status: int = 200, **ring: Any) -> Response:
+    """The policy's form; an existing policy's page also lists its deployment rings
+    (server/console/cycle.py posts their forms, and re-renders this page on an error)."""
+    rings: list[dict[str, Any]] = []
+    windows: list[dict[str, Any]] = []
     with db(request) as session:
         choices = _choices(session)
+        if name:
+            from patchflow.cycle.rings import list_rings
+            from patchflow.cycle.window_store import list_windows
+
+            rings = list_rings(session, name)
+            windows = list_windows(session, name)
     title = f"Policy {name}" if name else "Add policy"
     return render(request, "policy_form.html", status=status, title=title, nav="policies",
-                  policy_name=name, values=values, errors=errors, **choices)
+                  policy_name=name, values=values, errors=errors, rings=rings,
+                  ring_values={**RING_DEFAULTS, **(ring.get("ring_values") or {})},
+                  ring_errors=ring.get("ring_errors") or {},
+                  editing_ring=ring.get("editing_ring"), windows=windows,
+                  window_values={**WINDOW_DEFAULTS, **(ring.get("window_values") or {})},
+                  window_errors=ring.get("window_errors") or {}, **choices)
+
+
+def policy_page(request: Request, name: str, status: int = 200, **ring: Any) -> Response:
+    """An existing policy's page as stored (its rings' forms may carry what was sent)."""
+    with db(request) as session:
+        policy = fleet.policy_to_dict(session, fleet.get_policy(session, name))
+    return _form_page(request, name, _values(policy), {}, status, **ring)
 
 
 @router.get("/policies/new")
@@ -137,9 +165,7 @@ def add_policy(request: Request) -> Response:
 
 @router.get("/policies/{name:path}/edit")
 def edit_form(request: Request, name: str) -> Response:
-    with db(request) as session:
-        policy = fleet.policy_to_dict(session, fleet.get_policy(session, name))
-    return _form_page(request, name, _values(policy), {})
+    return policy_page(request, name)
 
 
 @router.post("/policies/{name:path}/edit")

@@ -70,6 +70,7 @@ def filters_from(form: Form) -> MissingFilters:
         category=tuple(form.getlist("category")),
         restart=tuple(form.getlist("restart")),
         eula=form.optional("eula"),
+        exploited=form.flag("exploited"),
         since=form.optional("since"),  # type: ignore[arg-type]
         until=form.optional("until"),  # type: ignore[arg-type]
     )

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from models import Product
 from models.enums import Category, SyncStatus
-from patchflow import audit
+from patchflow import audit, upstreams
 from patchflow import servers as svc
 from patchflow.errors import UserError
 from server.console import runs
@@ -44,8 +44,7 @@ LANGUAGES = (
     "he-IL", "hu-HU", "it-IT", "ja-JP", "ko-KR", "nb-NO", "nl-NL", "pl-PL", "pt-BR", "pt-PT",
     "ru-RU", "sv-SE", "tr-TR", "uk-UA", "zh-CN", "zh-TW",
 )
-UPSTREAMS = (("microsoft", "Microsoft"), ("wsus", "WSUS server"),
-             ("server", "Another patch server here"), ("remote", "Another patchflow server"))
+UPSTREAMS = tuple((c.key, c.label) for c in upstreams.choices())  # the radio buttons
 
 # (field, pattern) in order: a service error naming the proxy's port is the proxy's.
 SERVER_FIELDS = (
@@ -84,7 +83,8 @@ def _port(form: Form, errors: dict[str, str]) -> int | None:
 def _upstream(form: Form, errors: dict[str, str]) -> str | None:
     """The upstream setting the radio buttons and their fields stand for."""
     choice = form.get("upstream")
-    if choice in ("microsoft", "wsus"):
+    plain = {c.key for c in upstreams.choices() if not c.prefix}
+    if choice in plain:
         return choice
     if choice == "server":
         other = form.get("upstream_server_name")
@@ -194,8 +194,8 @@ def _edit_context(session: Session, name: str) -> dict[str, Any]:
     server = svc.server_to_dict(session, svc.get_server(session, name))
     others = [s.name for s in svc.list_servers(session) if s.name != name]
     upstream = server["upstream"] or "microsoft"
-    kind = ("server" if upstream.startswith("server:") else
-            "remote" if upstream.startswith("https://") else upstream)
+    choice = upstreams.choice_of(upstream)
+    kind = choice.key if choice else upstream
     known = [(n, source) for n, source in session.execute(
         select(Product.name, Product.source).order_by(Product.source, Product.name))]
     filters = server["filters"]

@@ -59,6 +59,10 @@ FLAG_LABELS = {
     "--winget-packages": "Packages", "--scan-weekday": "Scan day", "--scan-at": "Scan time",
     "--scan-every-weeks": "Every N weeks", "--host": "Host", "--clear-schedule": "No schedule",
     "--subgroups": "Show patches within the subgroup", "--run-if-missed": "Run if missed",
+    "--deadline": "the deadline", "--delay-days": "the delay after release",
+    "--deadline-days": "the deadline after approval", "--gate": "gate",
+    "--delay-minutes": "the delay", "--min-success-rate": "the minimum success rate",
+    "--days": "Days", "--from": "From", "--to": "To", "--tz": "Time zone",
 }
 _HINT = re.compile(r"\s*\((?:see |use |e\.g\. )?`patchflow [^`]*`[^)]*\)")
 _TRAILING = re.compile(r"[:;,]\s*(?:use |run |see )?`patchflow [^`]*`[^.]*")
@@ -71,7 +75,9 @@ def _label(match: re.Match[str]) -> str:
 
 
 _SENTENCES = ((re.compile(r"--since (\S+) is after --until (\S+)"),
-               r"the start date \1 is after the end date \2"),)
+               r"the start date \1 is after the end date \2"),
+              (re.compile(r"is declined: `patchflow undecline [^`]*` first"),
+               "is declined: undecline it first"))
 
 
 def sentence(text: str) -> str:

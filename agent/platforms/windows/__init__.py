@@ -37,6 +37,9 @@ class WindowsPlatform:
                                       installer.get("switches"),
                                       installer.get("kb") or patch.get("kb"))
 
+    def uninstall(self, job: dict[str, Any], command: list[str]) -> tuple[int, str]:
+        return self.installer.uninstall(command)
+
     def restart(self) -> None:
         self.installer.restart()
 

@@ -137,7 +137,7 @@ def install_command(kind: str, path: Path | None, switches: str | None = None,
 
 
 class WindowsInstaller:
-    """Runs install commands and the restart through a ProcessRunner."""
+    """Runs install and uninstall commands and the restart through a ProcessRunner."""
 
     def __init__(self, runner: ProcessRunner | None = None,
                  timeout: float = INSTALL_TIMEOUT) -> None:
@@ -147,6 +147,10 @@ class WindowsInstaller:
     def install(self, kind: str, path: Path | None, switches: str | None,
                 kb: str | None) -> tuple[int, str]:
         return self.runner.call(install_command(kind, path, switches, kb), self.timeout)
+
+    def uninstall(self, command: Sequence[str]) -> tuple[int, str]:
+        """A rollback's command, built by agent/uninstall.py from the job's checked spec."""
+        return self.runner.call(command, self.timeout)
 
     def restart(self) -> None:
         self.runner.call(RESTART_COMMAND, 60.0)

@@ -1,5 +1,5 @@
-"""Sync task for `--upstream wsus --wsus-url https://wsus.corp:8531`: the organisation's WSUS
-server over [MS-WSUSSS], patchflow being the downstream server.
+"""`--upstream wsus --wsus-url https://wsus.corp:8531`: the organisation's WSUS server over
+[MS-WSUSSS], patchflow being the downstream server.
 
 Categories (products, classifications; detectoids are noted and skipped) come first, then the
 software updates of every product and classification the WSUS server offers: in this mode the
@@ -19,14 +19,17 @@ import json
 from dataclasses import asdict
 from typing import Any
 
-from prefect import get_run_logger, task
 from sqlalchemy import delete, insert, select
+from sqlalchemy.orm import Session
 
-from models import SyncDocument
+from models import PatchServer, SyncDocument
 from models.base import utcnow
 from models.db import session_scope
 from patchflow import servers as server_svc
+from patchflow import syncing
 from patchflow.catalog_store import store_document
+from patchflow.errors import UserError
+from patchflow.upstreams.base import Choice, ConnectorBase, Log
 from patchflow.wsus_client import WsusClient, decompress_blob, wsus_verify
 from sources import wsus_soap as soap
 from sources.filters import Filters
@@ -38,59 +41,80 @@ from sources.wsus_metadata import (
     parse_xml,
     read_update_xml,
 )
-from tasks.retry import io_retries
-from tasks.sync import BatchResult, SyncStopped, _fail, _progress, _server
 
 SOURCE = "wsus"
 CATEGORIES = "wsus-cat"
 CHUNK = 500
 
 
-@task(name="sync-wsus", **io_retries(
-    "Sync from the organisation's WSUS server (HTTP/SOAP, database)."))
-def sync_wsus(server_id: int) -> dict[str, Any]:
-    logger = get_run_logger()
-    result = BatchResult()
-    with session_scope() as session:
-        server = _server(session, server_id)
-        client = WsusClient(server.wsus_url or "", f"{server.name}.{server.host}",
-                            server_svc.proxies_of(server), wsus_verify())
-    try:
-        _run(server_id, client, result)
-    except SyncStopped:
-        result.stopped = True
-    except SourceError as exc:
-        logger.warning("WSUS sync failed: %s", exc)
-        _fail(server_id, SOURCE, "wsus", str(exc), result)
-    finally:
-        client.close()
-    return asdict(result)
+class WsusConnector(ConnectorBase):
+    kind = SOURCE
+    label = "WSUS"
+    task_name = "sync-wsus"
+    choices = (Choice("wsus", "WSUS server", "wsus", wizard=True, settings=("wsus_url",),
+                      summary="wsus {wsus_url}"),)
+
+    def apply(self, server: PatchServer, opts: Any) -> None:
+        if opts.wsus_url is not None:
+            server.wsus_url = server_svc.validate_url(opts.wsus_url, "WSUS URL")
+
+    def content_host(self, server: PatchServer) -> str | None:
+        """Installer URLs point at the WSUS content service (fetched with [wsus] ca_file)."""
+        return server.wsus_url.rstrip("/") if server.wsus_url else None
+
+    def check(self, server: PatchServer) -> None:
+        if not server.wsus_url:
+            raise UserError("--upstream wsus needs --wsus-url https://wsus-host:8531")
+
+    def sync_batch(self, server_id: int, refs: list[dict[str, Any]] | None, done_before: int,
+                   total: int, log: Log) -> dict[str, Any]:
+        result = syncing.BatchResult()
+        with session_scope() as session:
+            server = syncing.server_row(session, server_id)
+            client = WsusClient(server.wsus_url or "", f"{server.name}.{server.host}",
+                                server_svc.proxies_of(server), wsus_verify())
+        try:
+            _run(server_id, client, result)
+        except syncing.SyncStopped:
+            result.stopped = True
+        except SourceError as exc:
+            log.warning("WSUS sync failed: %s", exc)
+            syncing.fail(server_id, SOURCE, "wsus", str(exc), result)
+        finally:
+            client.close()
+        return asdict(result)
 
 
-def _run(server_id: int, client: WsusClient, result: BatchResult) -> None:
-    _progress(server_id, "WSUS: authorizing")
+def plan(listed: list[soap.RevisionId],
+         known: dict[str, tuple[int, str]]) -> list[soap.RevisionId]:
+    """The revisions to ask GetUpdateData for: new UpdateIds and changed revisions."""
+    return [r for r in listed if known.get(r.update_id, (None, ""))[0] != r.revision]
+
+
+def _run(server_id: int, client: WsusClient, result: syncing.BatchResult) -> None:
+    syncing.progress(server_id, "WSUS: authorizing")
     client.authenticate()
     settings = client.config_data()
-    _progress(server_id, "WSUS: categories")
+    syncing.progress(server_id, "WSUS: categories")
     known_categories = _known(server_id, CATEGORIES)
     listed = client.revisions(get_config=True)
-    fetched = _fetch(server_id, client, settings, _changed(listed, known_categories), "categories")
+    fetched = _fetch(server_id, client, settings, plan(listed, known_categories), "categories")
     _store_categories(server_id, fetched)
     categories = _categories(server_id)
     products = sorted(u for u, c in categories.items() if c.category_type == "Product")
     classifications = sorted(u for u, c in categories.items()
                              if c.category_type == "UpdateClassification")
-    _progress(server_id, "WSUS: listing updates")
+    syncing.progress(server_id, "WSUS: listing updates")
     listed = client.revisions(False, products, classifications)
     known = _known(server_id, SOURCE)
-    updates = _fetch(server_id, client, settings, _changed(listed, known), "updates")
+    updates = _fetch(server_id, client, settings, plan(listed, known), "updates")
     _decryption(client, settings, updates, result)
     known_keys = {uid: key for uid, (_rev, key) in known.items() if key}
     pairs = build_records_with_sources({**categories, **updates}, known_keys)
     revisions = {u.update_id: u.revision_id or 0 for u in updates.values()}
     done: set[str] = set()
     for start in range(0, len(pairs), CHUNK):
-        _progress(server_id, f"WSUS: storing {start + 1}-{min(start + CHUNK, len(pairs))} "
+        syncing.progress(server_id, f"WSUS: storing {start + 1}-{min(start + CHUNK, len(pairs))} "
                              f"of {len(pairs)} patches")
         chunk = pairs[start : start + CHUNK]
         doc = ParsedDocument(key=f"wsus/{start // CHUNK}", release_date=None, content_hash="",
@@ -107,12 +131,7 @@ def _run(server_id: int, client: WsusClient, result: BatchResult) -> None:
     if rest:
         with session_scope() as session:
             _remember(session, server_id, SOURCE, rest)
-    _progress(server_id, "WSUS: done")
-
-
-def _changed(listed: list[soap.RevisionId],
-             known: dict[str, tuple[int, str]]) -> list[soap.RevisionId]:
-    return [r for r in listed if known.get(r.update_id, (None, ""))[0] != r.revision]
+    syncing.progress(server_id, "WSUS: done")
 
 
 def _fetch(server_id: int, client: WsusClient, settings: soap.ConfigData,
@@ -121,7 +140,7 @@ def _fetch(server_id: int, client: WsusClient, settings: soap.ConfigData,
     updates: dict[str, WsusUpdate] = {}
     size = max(1, settings.max_updates)
     for start in range(0, len(ids), size):
-        _progress(server_id, f"WSUS: {what} {start + 1}-{min(start + size, len(ids))} of "
+        syncing.progress(server_id, f"WSUS: {what} {start + 1}-{min(start + size, len(ids))} of "
                              f"{len(ids)}")
         batch = ids[start : start + size]
         data = client.update_data(batch)
@@ -176,7 +195,7 @@ def _encrypted_digests(root: Any) -> set[str]:
 
 
 def _decryption(client: WsusClient, settings: soap.ConfigData,
-                updates: dict[str, WsusUpdate], result: BatchResult) -> None:
+                updates: dict[str, WsusUpdate], result: syncing.BatchResult) -> None:
     """GetUpdateDecryptionData for updates with encrypted files. Their files are left out of
     the catalog's installers (patchflow verifies content by SHA-256 before anything runs), so
     the keys are only counted; the note says how many updates are affected."""
@@ -201,7 +220,7 @@ def _known(server_id: int, source: str) -> dict[str, tuple[int, str]]:
                 for uid, rev, message in rows}
 
 
-def _remember(session: Any, server_id: int, source: str,
+def _remember(session: Session, server_id: int, source: str,
               rows: dict[str, tuple[int, str]]) -> None:
     """One bookkeeping row per UpdateId: the revision stored and what it became."""
     if not rows:
@@ -244,3 +263,6 @@ def _categories(server_id: int) -> dict[str, WsusUpdate]:
                                      category_type=data.get("category_type"),
                                      title=data.get("title"))
     return categories
+
+
+CONNECTOR = WsusConnector()
