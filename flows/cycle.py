@@ -209,8 +209,8 @@ def _manual_gate(run_id: int, policy: str, ring: str, position: int,
     t.record_step(run_id, step, runs.STEP_WAITING,
                   f"{why}: waiting for an administrator (`patchflow cycle resume {run_id}` "
                   f"[--reject], or Resume in the Prefect UI; at most {hours:g} h)")
-    t.set_run_state(run_id, runs.PAUSED)
-    t.notify_gate(run_id, policy, ring, why)
+    t.notify_gate(run_id, policy, ring, why)  # before Paused: a slow mail server never
+    t.set_run_state(run_id, runs.PAUSED)      # stands between "Paused" and Prefect's pause
     try:
         decision = pause_flow_run(wait_for_input=GateDecision,
                                   timeout=max(1, round(hours * 3600)),

@@ -159,7 +159,8 @@ def await_inventories(job_id: int) -> dict[str, Any]:
         time.sleep(poll)
 
 
-@task(name="cycle-verify", cache_policy=NO_CACHE)
+@task(name="cycle-verify", **io_retries(
+    "Flags the items installed but still missing after the rescan (database)."))
 def verify(job_id: int, stale: list[str]) -> list[dict[str, Any]]:
     return write_transaction(None, lambda s: flag_still_missing(s, job_id, stale))
 

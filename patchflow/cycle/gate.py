@@ -8,12 +8,16 @@ gate step's outcome; the answer's audit line is written here, only once Prefect 
 
 from __future__ import annotations
 
+import time
 from uuid import UUID
 
 from models.db import session_scope
 from patchflow import audit
 from patchflow.cycle import runs
 from patchflow.errors import UserError
+
+# How long an answer waits for a run marked Paused to be paused by Prefect too.
+SETTLE_S = 15.0
 
 
 def answer(run_id: int | str, approve: bool, reason: str, who: str, source: str = "cli",
@@ -30,15 +34,23 @@ def answer(run_id: int | str, approve: bool, reason: str, who: str, source: str 
         raise UserError(f"cycle run {number} is not waiting at a gate (it is "
                         f"{state.lower()})")
     reason = (reason or "").strip()[:500]
-    try:
-        resume_flow_run(UUID(flow_run_id), run_input={
-            "approve": approve, "reason": reason, "by": who})
-    except (NotPausedError, ObjectNotFound):
-        raise UserError(f"cycle run {number} is marked paused but its Prefect flow run is "
-                        "not (its process may have died): `patchflow cycle show "
-                        f"{number}`") from None
-    except FlowPauseTimeout:
-        raise UserError(f"cycle run {number}: its gate timed out; the cycle halts") from None
+    # The run is marked Paused a moment before Prefect pauses it: an answer in that moment
+    # waits for the pause rather than calling a live run dead.
+    deadline = time.monotonic() + SETTLE_S
+    while True:
+        try:
+            resume_flow_run(UUID(flow_run_id), run_input={
+                "approve": approve, "reason": reason, "by": who})
+            break
+        except (NotPausedError, ObjectNotFound) as exc:
+            if isinstance(exc, ObjectNotFound) or time.monotonic() >= deadline:
+                raise UserError(f"cycle run {number} is marked paused but its Prefect flow run "
+                                "is not (its process may have died): `patchflow cycle show "
+                                f"{number}`") from None
+            time.sleep(0.5)
+        except FlowPauseTimeout:
+            raise UserError(f"cycle run {number}: its gate timed out; the cycle halts") \
+                from None
     with session_scope(url) as session:
         audit.record(session, who, "cycle.resume" if approve else "cycle.reject", str(number),
                      reason or None, source=source)
