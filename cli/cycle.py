@@ -127,6 +127,7 @@ def resume(
     reject: bool = typer.Option(False, "--reject",
                                 help="Halt the cycle here; later rings are left untouched"),
     reason: str = typer.Option("", "--reason", help="Why (kept in the run and the audit log)"),
+    as_json: bool = typer.Option(False, "--json", help="Print the answer as one JSON object"),
 ) -> None:
     """Answer a cycle run waiting at a manual gate: go on with the ring, or --reject."""
     from patchflow.cycle.gate import answer
@@ -134,6 +135,10 @@ def resume(
     with db_session():  # the database is initialised and current, else a one-line error
         pass
     number = answer(run_id, not reject, reason, audit.cli_actor())
+    if as_json:
+        print_json({"run": number, "decision": "reject" if reject else "resume",
+                    "reason": reason.strip() or None})
+        return
     console.print(f"cycle run {number} {'rejected at' if reject else 'resumed past'} its gate; "
                   f"`patchflow cycle show {number}` follows it", highlight=False)
 

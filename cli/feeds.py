@@ -61,7 +61,9 @@ def set_feed(
 def sync(names: list[str] = typer.Argument(None, help="kev, mozilla, nvd (default: all "
                                            "with a source)"),
          stop: bool = typer.Option(False, "--stop", help="Stop the running feed sync(s): "
-                                   "they end Stopped, keeping what was stored")) -> None:
+                                   "they end Stopped, keeping what was stored"),
+         as_json: bool = typer.Option(False, "--json", help="Print the outcome of each feed "
+                                      "as JSON")) -> None:
     """Fetch, parse and store the feeds now (Prefect flow `patchflow-feeds-sync`)."""
     wanted = [vulnfeeds.feed_name(n) for n in names or []]
     if stop:
@@ -73,9 +75,13 @@ def sync(names: list[str] = typer.Argument(None, help="kev, mozilla, nvd (defaul
     from flows.feeds import feeds_sync
 
     outcomes = feeds_sync(wanted or None)
-    for outcome in outcomes:
-        console.print(f"feed {outcome['name']}: [bold]{plain(outcome['status'])}[/bold]: "
-                      f"{plain(outcome['message'])}")
+    if as_json:
+        print_json([{"name": o["name"], "status": str(o["status"]), "message": o["message"]}
+                    for o in outcomes])
+    else:
+        for outcome in outcomes:
+            console.print(f"feed {outcome['name']}: [bold]{plain(outcome['status'])}[/bold]: "
+                          f"{plain(outcome['message'])}")
     if any(o["status"] != SyncStatus.SUCCESSFUL for o in outcomes):
         raise typer.Exit(1)
 

@@ -144,8 +144,8 @@ def test_manual_gate_pauses_until_resumed_by_the_cli(
     # One cycle per policy: a paused run still holds the policy.
     busy = cli("cycle", "run", "GateP", "--wait")
     assert busy.code == 2 and "is still paused" in busy.err
-    resumed = cli("cycle", "resume", str(run))
-    assert resumed.code == 0, resumed.err
+    resumed = _json(cli("cycle", "resume", str(run), "--json"))
+    assert resumed == {"run": run, "decision": "resume", "reason": None}
     thread.join(180)
     assert not thread.is_alive() and isinstance(outcome[0], dict), outcome
     out = _json(cli("cycle", "show", str(run), "--json"))

@@ -73,8 +73,12 @@ def test_offline_sync_of_the_real_feeds(cli, home: Path, db_url: str, tmp_path: 
     assert cli("feeds", "set", "kev", "--source", str(kev_file)).code == 0
     assert cli("feeds", "set", "mozilla", "--source", str(vuln / "mozilla")).code == 0
     assert cli("feeds", "set", "nvd", "--source", str(vuln / "nvd")).code == 0
-    r = cli("feeds", "sync")
+    r = cli("feeds", "sync", "--json")
     assert r.code == 0, r.out + r.err
+    said = json.loads(r.out)
+    assert [(o["name"], o["status"]) for o in said] == [
+        ("kev", "Successful"), ("mozilla", "Successful"), ("nvd", "Successful")]
+    assert said[0]["message"].startswith("1404 KEV entries")
     feeds = _feeds(cli)
     assert {f["status"] for f in feeds.values()} == {"Successful"}
     assert feeds["kev"]["records"] == 1404
