@@ -79,6 +79,12 @@ def rate(intel: Intel, package_id: str, product: str, installed: str | None,
                      product, today, since)
 
 
+def pair_severity(rating: PairRating, stored: str | None) -> str:
+    """A third-party pair's severity: its CVEs' rating; with no CVE known for the pair, the
+    catalog's own severity (an upstream's rating, or Unspecified) stands."""
+    return rating.severity if rating.cves else stored or "Unspecified"
+
+
 def microsoft_cves(session: Session, patch_ids: list[int]) -> dict[int, list[str]]:
     out: dict[int, list[str]] = defaultdict(list)
     for start in range(0, len(patch_ids), 5000):
@@ -117,11 +123,9 @@ def enrich_missing(session: Session, frame: pd.DataFrame,
             risk = risk_score(rating.severity, rating.cvss, rating.exploited,
                               rating.kev_due_date, today, since) if rating.cves else \
                 risk_score("Unspecified", None, False, None, today, since)
-            # No CVE known for the pair: the catalog's own severity (an upstream's rating, or
-            # Unspecified) stands rather than being overwritten with Unspecified.
             _append(values, list(rating.cves), rating.cvss, rating.exploited,
                     rating.kev_due_date, risk, rating.explain,
-                    rating.severity if rating.cves else row.severity)
+                    pair_severity(rating, row.severity))
         else:
             views = ms.get(int(row.patch_id), [])
             scores = [v.cvss for v in views if v.cvss is not None]
@@ -290,8 +294,7 @@ def dashboard_ratings(session: Session, today: dt.date | None = None
         if rating is None:
             rating = cache[key] = rate(intel, package_id, product or title, installed,
                                        available or version, today)
-        # As enrich_missing: with no CVE known for the pair, the catalog's severity stands.
-        by_patch[patch_id][rating.severity if rating.cves else stored or "Unspecified"] += 1
+        by_patch[patch_id][pair_severity(rating, stored)] += 1
         if rating.exploited:
             exploited_patches.add(patch_id)
             pairs += 1

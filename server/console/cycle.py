@@ -160,44 +160,34 @@ def _policy_back(policy: str) -> str:
     return f"/console/policies/{quote(policy, safe='')}/edit#rings"
 
 
-@router.post("/rings/add")
-def add_ring(request: Request) -> Response:
-    form = form_of(request)
-    policy = form.get("policy")
-    errors: dict[str, str] = {}
-    values = _ring_values(form, errors)
-    if not errors:
-        try:
-            with db(request) as session:
-                ring_svc.add_ring(session, policy, values["ring_name"], values["ring_groups"],
-                                  user_of(request), int(values["ring_delay"]),
-                                  int(values["ring_rate"]), values["ring_gate"],
-                                  source="console")
-        except UserError as exc:
-            errors = field_errors(exc, RING_FIELDS)
-    if errors:
-        return _ring_error(request, policy, values, errors, None)
-    return redirect(_policy_back(policy), f"Added ring {values['ring_name']}.")
-
-
-@router.post("/rings/edit")
-def edit_ring(request: Request) -> Response:
+def _save_ring(request: Request, editing: bool) -> Response:
+    """Add or edit a ring from its form: the same fields, checks and error page."""
     form = form_of(request)
     policy, name = form.get("policy"), form.get("ring_name")
     errors: dict[str, str] = {}
     values = _ring_values(form, errors)
     if not errors:
+        save = ring_svc.edit_ring if editing else ring_svc.add_ring
         try:
             with db(request) as session:
-                ring_svc.edit_ring(session, policy, name, values["ring_groups"],
-                                   user_of(request), int(values["ring_delay"]),
-                                   int(values["ring_rate"]), values["ring_gate"],
-                                   source="console")
+                save(session, policy, name, values["ring_groups"], user_of(request),
+                     int(values["ring_delay"]), int(values["ring_rate"]), values["ring_gate"],
+                     source="console")
         except UserError as exc:
             errors = field_errors(exc, RING_FIELDS)
     if errors:
-        return _ring_error(request, policy, values, errors, name)
-    return redirect(_policy_back(policy), f"Saved ring {name}.")
+        return _ring_error(request, policy, values, errors, name if editing else None)
+    return redirect(_policy_back(policy), f"{'Saved' if editing else 'Added'} ring {name}.")
+
+
+@router.post("/rings/add")
+def add_ring(request: Request) -> Response:
+    return _save_ring(request, editing=False)
+
+
+@router.post("/rings/edit")
+def edit_ring(request: Request) -> Response:
+    return _save_ring(request, editing=True)
 
 
 @router.post("/rings/move")
