@@ -7,7 +7,7 @@ accepts and discards the same requests under the same uvicorn and TLS settings.
 
 One run measures SQLite, MariaDB (a fresh database on PATCHFLOW_BENCH_MARIADB, or
 --database-url) and `serve --workers 2` on MariaDB, and prints per phase the rate, p50/p99
-latency and the ratio to the bare app. Targets (issue 17): unchanged uploads >= 0.8x bare,
+latency and the ratio to the bare app. Targets: unchanged uploads >= 0.8x bare,
 changed 200-program uploads >= 0.3x with p99 < 250 ms at 32 agents, polls >= 0.6x with p99
 < 100 ms at 64 agents; and the 2-worker / 1-worker ratio on MariaDB (on 2 cores shared with
 the load generator, expect well below 2x).

@@ -27,7 +27,7 @@ Prints the task runs of the cycle (its own, and with its sub-flows, counted from
 API) for both fleet sizes, and the orchestration overhead: the cycle's wall time minus the sum
 of its steps run alone. The cycle's own task runs do not depend on the endpoint count; the
 scan sub-flow maps one task per batch of BATCH_SIZE endpoints, so the sub-flows' total grows
-by one per batch. Target (issue 14): overhead under 15 s at 10,000 endpoints.
+by one per batch. Target: overhead under 15 s at 10,000 endpoints.
 """
 
 from __future__ import annotations

@@ -154,8 +154,8 @@ def measure(home: Path, page_rows: int) -> dict[str, Any]:
     from models.db import session_scope
     from patchflow.missing_query import MissingFilters
     from patchflow.report_data import load_dashboard
+    from patchflow.reporting import KINDS, build_reports, html_options, load_frames, write_files
     from reports.csv import CSV_OPTIONS
-    from tasks.report import KINDS, build_reports, html_options, load_frames, write_files
 
     out: dict[str, Any] = {}
     timings = []

@@ -18,7 +18,7 @@ What is measured, on a fresh patchflow home each time:
   the process starts Prefect's temporary API server) and warm, to show Prefect's own cost.
 
 Peak memory is the process's peak resident set size during each phase (Linux VmHWM, reset
-before the phase; elsewhere ru_maxrss, which only grows). Targets (issue 2): the whole year on
+before the phase; elsewhere ru_maxrss, which only grows). Targets: the whole year on
 SQLite in under 15 s, and within 3x of the bare parse.
 """
 

@@ -1,6 +1,6 @@
 """`patchflow admin add|passwd|list|remove`: the web console's administrators.
 
-These join the `admin` group that `admin token` lives in (cli/endpoints.py). A password comes
+These join the `admin` group that `admin token` lives in (cli/admin.py). A password comes
 from a hidden prompt (asked twice) or, for scripts, from the first line of standard input with
 `--password-stdin`; it is never an argument, which would leave it in shell history and `ps`.
 """
@@ -17,7 +17,7 @@ from patchflow.errors import UserError
 
 
 def register(app: typer.Typer) -> None:
-    from cli.endpoints import admin_app
+    from cli.admin import admin_app
 
     admin_app.command("add")(admin_add)
     admin_app.command("passwd")(admin_passwd)
@@ -47,7 +47,7 @@ def admin_add(
     password_stdin: bool = PASSWORD_STDIN,
 ) -> None:
     """Add a web console administrator (the password is stored as a slow salted hash)."""
-    from server.console import accounts
+    from patchflow import accounts
 
     accounts.validate_username(username)
     password = _password(username, password_stdin)
@@ -63,7 +63,7 @@ def admin_passwd(
     password_stdin: bool = PASSWORD_STDIN,
 ) -> None:
     """Change an administrator's password; every console session of theirs ends."""
-    from server.console import accounts
+    from patchflow import accounts
 
     with db_session() as session:
         accounts.get_admin(session, username)  # a typo fails before the prompt
@@ -76,7 +76,7 @@ def admin_passwd(
 
 def admin_list(as_json: bool = typer.Option(False, "--json", help="JSON output")) -> None:
     """List the web console's administrators."""
-    from server.console import accounts
+    from patchflow import accounts
 
     with db_session() as session:
         rows = accounts.list_admins(session)
@@ -89,7 +89,7 @@ def admin_list(as_json: bool = typer.Option(False, "--json", help="JSON output")
 def admin_remove(username: str = typer.Argument(..., help="The administrator to remove")) -> None:
     """Remove an administrator; their console sessions end for good (adding the name again
     makes a new account that none of them opens)."""
-    from server.console import accounts
+    from patchflow import accounts
 
     with db_session() as session:
         accounts.remove_admin(session, username)

@@ -6,6 +6,7 @@ command needs its own try/except and no traceback reaches a normal run.
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 
@@ -57,10 +58,13 @@ def _root(
     ctx.with_resource(prefect_env.cli_prefect_api())
 
 
-# Each command group lives in its own module with a register(app) function.
+# Each command group lives in its own module with a register(app) function; some (tokens,
+# console, windows) add commands to another module's group. This order is the order of the
+# commands in `patchflow --help`.
 COMMAND_MODULES = (
-    "init", "servers", "sync", "patches", "endpoints", "scan", "install", "reports", "ops",
-    "console", "replication", "schedules", "audit", "feeds", "approvals", "cycle", "windows",
+    "init", "servers", "sync", "patches", "serve", "tls", "admin", "endpoints", "tokens",
+    "groups", "policies", "scan", "install", "reports", "demo", "ops", "console", "replication",
+    "schedules", "audit", "feeds", "approvals", "cycle", "windows",
 )
 
 
@@ -73,14 +77,10 @@ def _register() -> None:
     global _registered
     if _registered:
         return
+    # No module is optional: one missing is a broken installation, and skipping it would
+    # only turn that into "No such command" for its commands.
     for name in COMMAND_MODULES:
-        try:
-            module = __import__(f"cli.{name}", fromlist=["register"])
-        except ModuleNotFoundError as exc:
-            if exc.name != f"cli.{name}":
-                raise
-            continue
-        module.register(app)
+        importlib.import_module(f"cli.{name}").register(app)
     _registered = True
 
 

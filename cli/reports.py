@@ -55,7 +55,7 @@ def report(
     """Build reports (HTML and CSV) through the Prefect `report` flow, optionally mail them."""
     from patchflow import mail
     from patchflow.missing_query import MissingFilters
-    from tasks.report import html_options, output_dir, parse_formats, parse_kinds
+    from patchflow.reporting import html_options, output_dir, parse_formats, parse_kinds
 
     kinds = parse_kinds(kind)
     format_list = parse_formats(formats)

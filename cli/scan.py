@@ -7,10 +7,9 @@ import os
 
 import typer
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session
 
 from cli.common import console, db_session, print_csv, print_json, print_table, split_csv
-from models import Patch, Scan
+from models import Scan
 from patchflow.errors import UserError
 
 
@@ -128,33 +127,9 @@ def missing(
 
 
 def _explain(host: str, patch_ref: str) -> None:
-    from applicability.engine import explain
-    from patchflow.catalog_query import find_patch
-    from patchflow.fleet.endpoints import get_endpoint
-    from patchflow.scan_store import frames_for, load_catalog
+    from patchflow.scanning import explain_pair
 
     with db_session() as session:
-        endpoint = get_endpoint(session, host)
-        patch = find_patch(session, patch_ref)
-        frames = frames_for(session, [endpoint.id], load_catalog(session))
-        lines = explain(frames, endpoint.id, patch.id)
-        if patch.package_id:
-            lines = [*lines, _rating_line(session, endpoint.id, patch)]
+        lines = explain_pair(session, host, patch_ref)
     for line in lines:
         console.print(line, highlight=False, markup=False)
-
-
-def _rating_line(session: Session, endpoint_id: int, patch: Patch) -> str:
-    """The pair's vulnerability rating, said the way docs/vulnerabilities.md states the rule."""
-    import datetime as dt
-
-    from models import MissingPatch
-    from patchflow.vuln_query import load_intel, rate
-
-    row = session.get(MissingPatch, (endpoint_id, patch.id))
-    if row is None:
-        return "Severity: not a missing pair in the last scan"
-    rating = rate(load_intel(session), patch.package_id, row.product or patch.title,
-                  row.installed_version, row.available_version or patch.version,
-                  dt.datetime.now(dt.UTC).date())
-    return f"Severity: {rating.explain}"

@@ -14,7 +14,7 @@ window_app = typer.Typer(help="A policy's maintenance windows (installs and rest
 
 
 def register(app: typer.Typer) -> None:
-    from cli.endpoints import policies_app
+    from cli.policies import policies_app
 
     policies_app.add_typer(window_app, name="window")
 

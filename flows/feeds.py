@@ -1,7 +1,8 @@
 """The `patchflow-feeds-sync` flow: refresh the vulnerability feeds (KEV, Mozilla, NVD).
 
-One sub-flow per feed, each a sequence of tasks, so a failing feed never stops the others and
-each records its own status (Running, then Successful/Failed) for `patchflow feeds list`. A run
+One sub-flow per feed, run by its connector (patchflow.upstreams FEEDS: plan, batches,
+summary), so a failing feed never stops the others and each records its own status (Running,
+then Successful/Failed) for `patchflow feeds list`. A run
 that is cancelled or interrupted (Ctrl+C, SIGTERM, its process killed) leaves its feeds
 Stopped: the state hooks below, and for a process that died without a word, the start-up
 reaper of `patchflow serve` (deployments/orphans.py), as for a patch server's sync.
@@ -23,67 +24,31 @@ from prefect.runtime import flow_run
 
 from deployments import hooks
 from deployments.orphans import record_process
-from models.enums import SyncStatus
 from patchflow import vulnfeeds
+from patchflow.upstreams import FEEDS
+from patchflow.upstreams.feed import FeedResult, failed
 from sources.records import one_line
 from tasks import feeds as t
 
 
-@flow(name="patchflow-feed-kev")
-def sync_kev_feed(source: str) -> t.FeedResult:
-    return t.sync_kev(source)
-
-
-@flow(name="patchflow-feed-mozilla")
-def sync_mozilla_feed(source: str) -> t.FeedResult:
+@flow(name="patchflow-feed", flow_run_name="feed-{name}")
+def sync_feed(name: str, source: str, last_modified: Any = None) -> FeedResult:
+    """One feed through its connector: plan, batches (a source failure stops the rest), then
+    the summary, which stores what the feed stores at once."""
+    connector = FEEDS[name]
     workdir = t.workdir()
     try:
-        locations, error = t.plan_mozilla(source, workdir)
-        if error:
-            return t.FeedResult(status=SyncStatus.FAILED, message=error)
-        docs: dict[str, Any] = {}
-        errors: list[str] = []
-        for start in range(0, len(locations), t.BATCH):
-            parsed, failed = t.parse_mozilla_batch(locations[start:start + t.BATCH])
-            docs.update(parsed)
-            errors.extend(failed)
-        if not docs and errors:
-            return t.FeedResult(status=SyncStatus.FAILED,
-                                message=f"no advisory could be read ({errors[0]})")
-        records = t.store_mozilla(docs, len(errors))
+        plan = t.plan(name, source, last_modified, workdir)
+        if plan.error:
+            return failed(plan.error)
+        batches = []
+        for refs in connector.batches(source, plan):
+            batches.append(t.sync_batch(name, source, refs))
+            if batches[-1].fatal:
+                break
+        return t.summarise(name, source, plan, batches)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    return _outcome(f"{len(docs)} advisories, {records} CVEs", records, errors)
-
-
-@flow(name="patchflow-feed-nvd")
-def sync_nvd_feed(source: str, last_modified: Any = None) -> t.FeedResult:
-    if t.is_url(source):
-        return t.sync_nvd_online(source, last_modified)
-    locations = t.plan_nvd_files(source)
-    read, stored, errors = 0, None, []
-    for start in range(0, len(locations), t.BATCH):
-        batch = t.sync_nvd_files(locations[start:start + t.BATCH])
-        read += len(locations[start:start + t.BATCH]) - batch.failed
-        stored = batch.records
-        errors.extend(batch.errors)
-    if not read and errors:
-        return t.FeedResult(status=SyncStatus.FAILED,
-                            message=f"no record could be read ({errors[0]})")
-    return _outcome(f"{read} CVE record files read", stored, errors)
-
-
-def _outcome(text: str, records: int | None, errors: list[str]) -> t.FeedResult:
-    """Some documents failed: the feed is Failed (an administrator must look), but what the
-    others gave is stored and what the failed ones gave last time is kept."""
-    if errors:
-        more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
-        return t.FeedResult(status=SyncStatus.FAILED, records=records, errors=errors,
-                            message=f"{len(errors)} documents failed: {errors[0]}{more}; {text}")
-    return t.FeedResult(message=text, records=records)
-
-
-_SUBFLOWS = {"kev": sync_kev_feed, "mozilla": sync_mozilla_feed, "nvd": sync_nvd_feed}
 
 
 @flow(name="patchflow-feeds-sync", log_prints=True, on_running=[record_process],
@@ -93,7 +58,7 @@ def feeds_sync(names: list[str] | None = None) -> list[dict[str, Any]]:
     {"name", "status", "message"} per feed. Source problems never raise: they are
     the feed's status."""
     logger = get_run_logger()
-    wanted = [vulnfeeds.feed_name(n) for n in names] if names else list(vulnfeeds.FEEDS)
+    wanted = [vulnfeeds.feed_name(n) for n in names] if names else list(vulnfeeds.feed_names())
     outcomes = []
     for name in dict.fromkeys(wanted):
         state = t.begin(name, flow_run.get_id(), only_with_source=not names)
@@ -102,14 +67,11 @@ def feeds_sync(names: list[str] | None = None) -> list[dict[str, Any]]:
             continue
         try:
             if not source:
-                result = t.FeedResult(status=SyncStatus.FAILED,
-                                      message="no source set (feeds set --source)")
-            elif name == "nvd":
-                result = sync_nvd_feed(source, state["last_modified"])
+                result = failed("no source set (feeds set --source)")
             else:
-                result = _SUBFLOWS[name](source)
+                result = sync_feed(name, source, state["last_modified"])
         except Exception as exc:  # a bug in one feed: its status says so, the others go on
-            result = t.FeedResult(status=SyncStatus.FAILED, message=one_line(exc))
+            result = failed(one_line(exc))
         t.finish(name, result)
         logger.info("feed %s: %s: %s", name, result.status, result.message)
         outcomes.append({"name": name, "status": result.status, "message": result.message})

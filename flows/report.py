@@ -16,15 +16,9 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from deployments.orphans import record_process
+from patchflow import reporting
 from patchflow.missing_query import MissingFilters
 from tasks import report as t
-
-DEFAULT_PAGE_ROWS = 1000
-
-
-def run_kind(kinds: list[str]) -> str:
-    """report_runs.kind: 'all' for the full set, else the kinds joined (fits String(32))."""
-    return "all" if set(kinds) == set(t.KINDS) else ",".join(kinds)
 
 
 @flow(name="patchflow-report", log_prints=False, on_running=[record_process])
@@ -35,7 +29,7 @@ def report_flow(
     out_dir: str | None = None,
     email: list[str] | None = None,
     created_by: str | None = None,
-    page_rows: int = DEFAULT_PAGE_ROWS,
+    page_rows: int = reporting.DEFAULT_PAGE_ROWS,
     heading: str | None = None,
     intro: list[str] | None = None,
 ) -> dict[str, Any]:
@@ -44,19 +38,20 @@ def report_flow(
     and `intro` when a workflow sends them (the patch cycle's outcome)."""
     logger = get_run_logger()
     generated_at = dt.datetime.now(dt.UTC)
-    kinds = t.parse_kinds(kinds)
-    formats = t.parse_formats(formats)
+    kinds = reporting.parse_kinds(kinds)
+    run_kind = reporting.run_kind(kinds)
+    formats = reporting.parse_formats(formats)
     selection = MissingFilters.from_json(filters or {})
     recipients = email or []
     run_dir: Path | None = None
     filters_json = selection.to_json()
     try:
-        run_dir = t.output_dir(out_dir, generated_at)
+        run_dir = reporting.output_dir(out_dir, generated_at)
         frames = t.load_frames_task(filters_json, kinds)
         reports = t.build_reports_task(frames, kinds)
         csv_names = {f"{table.name}.csv" for r in reports for table in r.tables} \
             if "csv" in formats else set()
-        opts = t.html_options(generated_at, selection, page_rows, csv_names)
+        opts = reporting.html_options(generated_at, selection, page_rows, csv_names)
         if heading:
             opts = replace(opts, heading=heading, intro=tuple(intro or ()))
         files = t.write_files_task(reports, str(run_dir), formats, opts)
@@ -67,11 +62,11 @@ def report_flow(
             mail_error = mailed["error"]
         artifacts = t.publish_task(reports, str(run_dir), files, opts, mailed)
         message = f"e-mail not sent: {mail_error}" if mail_error else None
-        run_id = t.record_task(run_kind(kinds), str(run_dir), filters_json, "done", message,
+        run_id = t.record_task(run_kind, str(run_dir), filters_json, "done", message,
                                created_by, generated_at)
     except Exception as exc:
-        t.record_task(run_kind(kinds), str(run_dir) if run_dir else None, filters_json,
-                      "failed", (str(exc).splitlines() or [type(exc).__name__])[0], created_by,
+        t.record_task(run_kind, str(run_dir) if run_dir else None, filters_json, "failed",
+                      (str(exc).splitlines() or [type(exc).__name__])[0], created_by,
                       generated_at)
         raise
     logger.info("reports written to %s", run_dir)

@@ -61,6 +61,8 @@ def describe_error(exc: BaseException) -> str:
     if isinstance(exc, requests.exceptions.ConnectionError):
         return "cannot connect to the upstream"
     if isinstance(exc, requests.exceptions.HTTPError) and exc.response is not None:
+        if exc.response.status_code == 407:
+            return "proxy authentication failed (HTTP 407): check the proxy user and password"
         return f"HTTP {exc.response.status_code} from {exc.response.url}"
     if isinstance(exc, requests.exceptions.RetryError):
         return "upstream kept failing after retries"

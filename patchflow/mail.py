@@ -21,11 +21,9 @@ from email.utils import formatdate, make_msgid
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from models import Setting
-from patchflow import crypto
+from patchflow import crypto, settings_store
 from patchflow.errors import UserError
 
 PREFIX = "smtp."
@@ -78,14 +76,9 @@ def parse_addresses(value: str | Iterable[str] | None, what: str = "e-mail addre
     return out
 
 
-def _read(session: Session) -> dict[str, str | None]:
-    rows = session.execute(select(Setting.key, Setting.value).where(Setting.key.like(PREFIX + "%")))
-    return {key[len(PREFIX):]: value for key, value in rows}
-
-
 def load_settings(session: Session, decrypt: bool = True) -> SmtpSettings | None:
     """The stored SMTP settings, None when no host is configured."""
-    raw = _read(session)
+    raw = settings_store.read_group(session, PREFIX)
     if not raw.get("host"):
         return None
     password = None
@@ -119,7 +112,7 @@ def save_settings(
 ) -> SmtpSettings:
     """Validate and store the given settings (None leaves a value as is; '' clears user,
     password and ca_file). Nothing is written unless every value is valid."""
-    current = _read(session)
+    current = settings_store.read_group(session, PREFIX)
     values: dict[str, str | None] = {}
     if host is not None:
         if not _HOST.fullmatch(host.strip()):
@@ -155,13 +148,7 @@ def save_settings(
         if not 0 <= max_attachment_mb <= 100:
             raise UserError(f"invalid attachment limit {max_attachment_mb}: use 0 to 100 MB")
         values["max_attachment_mb"] = str(max_attachment_mb)
-    for key, value in values.items():
-        row = session.get(Setting, PREFIX + key)
-        if row is None:
-            session.add(Setting(key=PREFIX + key, value=value))
-        else:
-            row.value = value
-    session.flush()
+    settings_store.write_group(session, PREFIX, values)
     settings = load_settings(session, decrypt=False)
     assert settings is not None
     return settings

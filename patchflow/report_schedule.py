@@ -12,15 +12,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from models import Setting
+from patchflow import settings_store
 from patchflow.errors import UserError
+from patchflow.reporting import KINDS
 
 PREFIX = "schedule.report."
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
-KINDS = ("missing", "installed", "patches", "compliance")
 _TIME = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 
 
@@ -48,13 +47,12 @@ def parse_kinds(value: str | None) -> list[str]:
 
 
 def load(session: Session) -> ReportSchedule | None:
-    rows = dict(session.execute(
-        select(Setting.key, Setting.value).where(Setting.key.like(PREFIX + "%"))).all())
-    weekday, at = rows.get(PREFIX + "weekday"), rows.get(PREFIX + "at")
+    rows = settings_store.read_group(session, PREFIX)
+    weekday, at = rows.get("weekday"), rows.get("at")
     if not weekday or not at:
         return None
-    kinds = json.loads(rows.get(PREFIX + "kinds") or "null") or list(KINDS)
-    email = json.loads(rows.get(PREFIX + "email") or "null") or []
+    kinds = json.loads(rows.get("kinds") or "null") or list(KINDS)
+    email = json.loads(rows.get("email") or "null") or []
     return ReportSchedule(weekday=weekday, at=at, kinds=kinds, email=email)
 
 
@@ -69,19 +67,12 @@ def save(session: Session, weekday: str, at: str, kinds: str | None = None,
     schedule = ReportSchedule(weekday=day, at=at, kinds=parse_kinds(kinds), email=email or [])
     values = {"weekday": day, "at": at, "kinds": json.dumps(schedule.kinds),
               "email": json.dumps(schedule.email)}
-    for key, value in values.items():
-        row = session.get(Setting, PREFIX + key)
-        if row is None:
-            session.add(Setting(key=PREFIX + key, value=value))
-        else:
-            row.value = value
-    session.flush()
+    settings_store.write_group(session, PREFIX, values)
     return schedule
 
 
 def clear(session: Session) -> bool:
     """Remove the schedule; True when there was one."""
     had = load(session) is not None
-    session.execute(delete(Setting).where(Setting.key.like(PREFIX + "%")))
-    session.flush()
+    settings_store.clear_group(session, PREFIX)
     return had

@@ -1,12 +1,15 @@
-"""Running scans outside and inside Prefect: selecting endpoints, scan records, the fast path.
+"""The scanning service: selecting endpoints, scan records, the fast path, and the explanation
+of one (endpoint, patch) verdict.
 
 `scan_now` is the fast path for a single inventory upload (no flow start-up): it reuses a
 catalog cached in-process until a sync changes it. The `scan` flow (flows/scan.py) uses the same
-pieces in batches.
+pieces in batches. `explain_pair` is what `patchflow missing --explain` prints, so an entry
+point never reaches into the engine or the scan store to say why a patch is missing.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import re
@@ -18,17 +21,21 @@ from dataclasses import dataclass
 from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session
 
+from applicability.engine import explain as replay_rules
 from applicability.engine import scan as run_engine
-from models import Endpoint, MissingPatch, Policy, Scan
+from models import Endpoint, MissingPatch, Patch, Policy, Scan
 from models.base import utcnow
 from models.db import session_scope
 from models.enums import ScanState
 from patchflow import childproc
+from patchflow.catalog_query import find_patch
 from patchflow.errors import UserError
+from patchflow.fleet.endpoints import get_endpoint
 from patchflow.fleet.tree import Tree
 from patchflow.groups import group_ids
 from patchflow.scan_store import BatchCounts, Catalog, catalog_version, frames_for, load_catalog
 from patchflow.scan_store import write_results as _write
+from patchflow.vuln_query import load_intel, rate
 
 log = logging.getLogger(__name__)
 BATCH_SIZE = 2000
@@ -175,6 +182,31 @@ def scan_now(endpoint_ids: list[int], trigger: str = "inventory") -> BatchCounts
     with session_scope() as session:
         finish_scan(session, scan_id, counts, "completed")
     return counts
+
+
+def explain_pair(session: Session, host: str, patch_ref: str) -> list[str]:
+    """Why a patch is missing, or not, on one endpoint: the engine's rules replayed on the
+    endpoint's current inventory and the catalog, then, for a third-party package, the pair's
+    vulnerability rating. Lines of plain text (host and product names included) for the caller
+    to print without markup; an unknown host or patch is a one-line NotFoundError."""
+    endpoint = get_endpoint(session, host)
+    patch = find_patch(session, patch_ref)
+    frames = frames_for(session, [endpoint.id], load_catalog(session))
+    lines = replay_rules(frames, endpoint.id, patch.id)
+    if patch.package_id:
+        lines = [*lines, _rating_line(session, endpoint.id, patch)]
+    return lines
+
+
+def _rating_line(session: Session, endpoint_id: int, patch: Patch) -> str:
+    """The pair's vulnerability rating, said the way docs/vulnerabilities.md states the rule."""
+    row = session.get(MissingPatch, (endpoint_id, patch.id))
+    if row is None:
+        return "Severity: not a missing pair in the last scan"
+    rating = rate(load_intel(session), patch.package_id, row.product or patch.title,
+                  row.installed_version, row.available_version or patch.version,
+                  dt.datetime.now(dt.UTC).date())
+    return f"Severity: {rating.explain}"
 
 
 def rescan_after_inventory(endpoint_ids: list[int]) -> None:

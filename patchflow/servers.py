@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -34,24 +34,33 @@ _TIME = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 _LANG = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 
 
+def _option(description: str) -> Any:
+    """A ServerOptions field with the description the admin API documents it with."""
+    return field(default=None, metadata={"description": description})
+
+
 @dataclass
 class ServerOptions:
-    """Settable fields; None means "leave as is" on edit and "use the default" on add."""
+    """Settable fields; None means "leave as is" on edit and "use the default" on add.
+
+    The admin API's request body is built from these fields (server.admin_servers), so a new
+    setting is added here, to the CLI's options and to the console form, and nowhere else."""
 
     host: str | None = None
     port: int | None = None
-    upstream: str | None = None
+    upstream: str | None = _option("microsoft | wsus | server:NAME | https://host:port")
     wsus_url: str | None = None
     msrc_source: str | None = None
     winget_source: str | None = None
     winget_packages: list[str] | None = None
     proxy: str | None = None
     proxy_user: str | None = None
-    proxy_password: str | None = None
-    # Another patchflow instance as upstream (`upstream="https://host:port"`).
-    upstream_server: str | None = None  # its patch server to replicate; "" = its default
-    upstream_token: str | None = None  # a replication token it issued; stored encrypted
-    upstream_fingerprint: str | None = None  # SHA-256 of its certificate, pinned
+    proxy_password: str | None = _option("Write-only; stored encrypted")
+    # Another patchflow instance as upstream (`upstream="https://host:port"`); "" = its default.
+    upstream_server: str | None = _option(
+        "For an https:// upstream: which of its patch servers (default: its first)")
+    upstream_token: str | None = _option("Replication token; write-only, stored encrypted")
+    upstream_fingerprint: str | None = _option("SHA-256 of the upstream's certificate, pinned")
 
 
 def validate_name(name: str) -> str:

@@ -20,7 +20,8 @@ from models import PatchServer
 from patchflow import config, upstreams
 from patchflow.errors import UserError
 
-# Other layers (the HTTPS server's certificate, say) add steps here; each returns lines to print.
+# Steps `init` runs that live in modules setup must not import (patchflow.tls adds the HTTPS
+# certificate); each returns lines to print.
 INIT_HOOKS: list[Callable[[], list[str]]] = []
 
 

@@ -25,14 +25,8 @@ from models import CpeMapping, FeedStatus, Vulnerability, VulnerabilityRange
 from models.base import utcnow
 from models.enums import SyncStatus
 from patchflow.errors import UserError
-from sources import kev, nvd
 from sources.vulnrecords import VENDOR_RATINGS, AffectedRange, VulnFacts
 
-FEEDS = ("kev", "mozilla", "nvd")
-MOZILLA_ARCHIVE = (
-    "https://github.com/mozilla/foundation-security-advisories/archive/refs/heads/master.tar.gz"
-)
-DEFAULT_SOURCES = {"kev": kev.DEFAULT_URL, "mozilla": MOZILLA_ARCHIVE, "nvd": nvd.DEFAULT_URL}
 # winget PackageIdentifier -> CPE vendor:product for sources/winget.py DEFAULT_PACKAGES. The
 # Mozilla keys are matched by the Mozilla advisories as well as by NVD; Reader installed from
 # winget is the continuous ("DC") track.
@@ -53,10 +47,17 @@ _CPE = re.compile(rf"^{_CPE_PART}:{_CPE_PART}$")
 _PACKAGE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+_\-]{0,254}$")
 
 
+def feed_names() -> tuple[str, ...]:
+    """The feeds, in sync order: the connectors patchflow.upstreams registers."""
+    from patchflow.upstreams import FEEDS
+
+    return tuple(FEEDS)
+
+
 def feed_name(name: str) -> str:
     key = (name or "").strip().lower()
-    if key not in FEEDS:
-        raise UserError(f"unknown feed {name!r}: choose from {', '.join(FEEDS)}")
+    if key not in feed_names():
+        raise UserError(f"unknown feed {name!r}: choose from {', '.join(feed_names())}")
     return key
 
 
@@ -65,8 +66,10 @@ def get_feed(session: Session, name: str) -> FeedStatus:
     name = feed_name(name)
     row = session.get(FeedStatus, name)
     if row is None:
-        row = FeedStatus(name=name, source=DEFAULT_SOURCES[name], status=SyncStatus.NEVER,
-                         records=0)
+        from patchflow.upstreams import FEEDS
+
+        row = FeedStatus(name=name, source=FEEDS[name].default_source,
+                         status=SyncStatus.NEVER, records=0)
         session.add(row)
         session.flush()
     return row
@@ -74,7 +77,7 @@ def get_feed(session: Session, name: str) -> FeedStatus:
 
 def list_feeds(session: Session) -> list[dict[str, Any]]:
     out = []
-    for name in FEEDS:
+    for name in feed_names():
         row = get_feed(session, name)
         out.append({
             "name": name,
@@ -162,7 +165,7 @@ def stale(session: Session, max_age: dt.timedelta, now: dt.datetime | None = Non
     one Running now is left to that run."""
     now = now or utcnow()
     out = []
-    for name in FEEDS:
+    for name in feed_names():
         row = get_feed(session, name)
         if not row.source or row.status in (SyncStatus.NEVER, SyncStatus.RUNNING):
             continue

@@ -10,12 +10,12 @@ from fastapi import APIRouter, Depends, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.db import session_scope
 from patchflow import fleet
 from patchflow.errors import UserError
 from patchflow.fleet.tokens import NAME_PATTERN
 from patchflow.inventory import validate_documents
 from server.auth import admin_name, settings_of
+from server.deps import SessionDep
 from server.errors import InvalidDocument, responses
 from server.params import HOSTNAME_PATTERN, TokenId
 
@@ -104,9 +104,8 @@ def _url(request: Request) -> str:
 
 @router.get("/endpoints", summary="Endpoints, optionally in one group and its subgroups",
             responses=responses(404))
-def list_endpoints(request: Request, group: str | None = None) -> list[dict[str, Any]]:
-    with session_scope(_url(request)) as session:
-        return fleet.list_endpoints(session, group)
+def list_endpoints(session: SessionDep, group: str | None = None) -> list[dict[str, Any]]:
+    return fleet.list_endpoints(session, group)
 
 
 _IMPORT_BODY = {
@@ -144,19 +143,17 @@ async def import_endpoints(request: Request, group: str | None = None) -> dict[s
 
 @router.post("/endpoints/{hostname}/move", summary="Move an endpoint to another group",
              responses=responses(400, 404, 409, 413))
-def move_endpoint(request: Request, body: MoveRequest,
+def move_endpoint(session: SessionDep, body: MoveRequest,
                   hostname: str = HOSTNAME_PATH) -> dict[str, Any]:
-    with session_scope(_url(request)) as session:
-        endpoint = fleet.move_endpoint(session, hostname, body.group)
-        return {"hostname": endpoint.hostname, "group": body.group}
+    endpoint = fleet.move_endpoint(session, hostname, body.group)
+    return {"hostname": endpoint.hostname, "group": body.group}
 
 
 @router.post("/endpoints/{hostname}/revoke", summary="Cut an endpoint's agent off",
              responses=responses(404, 409))
-def revoke_endpoint(request: Request, hostname: str = HOSTNAME_PATH) -> dict[str, Any]:
-    with session_scope(_url(request)) as session:
-        endpoint = fleet.revoke_endpoint(session, hostname)
-        return {"hostname": endpoint.hostname, "revoked": True}
+def revoke_endpoint(session: SessionDep, hostname: str = HOSTNAME_PATH) -> dict[str, Any]:
+    endpoint = fleet.revoke_endpoint(session, hostname)
+    return {"hostname": endpoint.hostname, "revoked": True}
 
 
 class ApproveReenroll(_Body):
@@ -167,44 +164,39 @@ class ApproveReenroll(_Body):
 @router.post("/endpoints/{hostname}/approve-reenroll",
              summary="Let the agent waiting to re-enroll this host name replace its agent",
              responses=responses(400, 404, 409, 413))
-def approve_reenroll(request: Request, body: ApproveReenroll,
+def approve_reenroll(session: SessionDep, body: ApproveReenroll,
                      hostname: str = HOSTNAME_PATH) -> dict[str, Any]:
-    with session_scope(_url(request)) as session:
-        endpoint = fleet.approve_reenrollment(session, hostname, unrevoke=body.unrevoke)
-        return {"hostname": endpoint.hostname, "approved": True}
+    endpoint = fleet.approve_reenrollment(session, hostname, unrevoke=body.unrevoke)
+    return {"hostname": endpoint.hostname, "approved": True}
 
 
 @router.post("/endpoints/{hostname}/reject-reenroll",
              summary="Refuse the agent waiting to re-enroll this host name",
              responses=responses(404))
-def reject_reenroll(request: Request, hostname: str = HOSTNAME_PATH) -> dict[str, Any]:
-    with session_scope(_url(request)) as session:
-        return {"hostname": fleet.reject_reenrollment(session, hostname), "rejected": True}
+def reject_reenroll(session: SessionDep, hostname: str = HOSTNAME_PATH) -> dict[str, Any]:
+    return {"hostname": fleet.reject_reenrollment(session, hostname), "rejected": True}
 
 
 # --- enrollment tokens ----------------------------------------------------------------------
 
 
 @router.get("/enrollment-tokens", summary="Enrollment tokens (never the tokens themselves)")
-def list_tokens(request: Request) -> list[dict[str, Any]]:
-    with session_scope(_url(request)) as session:
-        return fleet.list_enrollment_tokens(session)
+def list_tokens(session: SessionDep) -> list[dict[str, Any]]:
+    return fleet.list_enrollment_tokens(session)
 
 
 @router.post("/enrollment-tokens", status_code=201,
              summary="Create an enrollment token; the response is the only time it is shown",
              responses=responses(400, 404, 413))
-def create_token(request: Request, body: TokenCreate) -> dict[str, Any]:
-    with session_scope(_url(request)) as session:
-        token, row = fleet.create_enrollment_token(session, body.group, body.expires, body.uses)
-        return {"token": token, **fleet.enrollment_token_to_dict(session, row)}
+def create_token(session: SessionDep, body: TokenCreate) -> dict[str, Any]:
+    token, row = fleet.create_enrollment_token(session, body.group, body.expires, body.uses)
+    return {"token": token, **fleet.enrollment_token_to_dict(session, row)}
 
 
 @router.delete("/enrollment-tokens/{token_id}", summary="Revoke an enrollment token",
                responses=responses(404))
-def revoke_token(request: Request, token_id: TokenId) -> dict[str, Any]:
-    with session_scope(_url(request)) as session:
-        fleet.revoke_enrollment_token(session, token_id)
+def revoke_token(session: SessionDep, token_id: TokenId) -> dict[str, Any]:
+    fleet.revoke_enrollment_token(session, token_id)
     return {"id": token_id, "revoked": True}
 
 
@@ -212,47 +204,41 @@ def revoke_token(request: Request, token_id: TokenId) -> dict[str, Any]:
 
 
 @router.get("/groups", summary="Groups with their policy and endpoint counts")
-def list_groups(request: Request) -> list[dict[str, Any]]:
-    with session_scope(_url(request)) as session:
-        return fleet.list_groups(session)
+def list_groups(session: SessionDep) -> list[dict[str, Any]]:
+    return fleet.list_groups(session)
 
 
 @router.post("/groups", status_code=201, summary="Add a group (optionally under a parent)",
              responses=responses(400, 404, 409, 413))
-def add_group(request: Request, body: GroupCreate) -> dict[str, Any]:
-    with session_scope(_url(request)) as session:
-        group = fleet.add_group(session, body.name, body.parent)
-        return {"name": group.name, "parent": body.parent}
+def add_group(session: SessionDep, body: GroupCreate) -> dict[str, Any]:
+    group = fleet.add_group(session, body.name, body.parent)
+    return {"name": group.name, "parent": body.parent}
 
 
 # --- policies -------------------------------------------------------------------------------
 
 
 @router.get("/policies", summary="Policies")
-def list_policies(request: Request) -> list[dict[str, Any]]:
-    with session_scope(_url(request)) as session:
-        return fleet.list_policies(session)
+def list_policies(session: SessionDep) -> list[dict[str, Any]]:
+    return fleet.list_policies(session)
 
 
 @router.post("/policies", status_code=201, summary="Add a policy",
              responses=responses(400, 404, 409, 413))
-def add_policy(request: Request, body: PolicyCreate) -> dict[str, Any]:
-    with session_scope(_url(request)) as session:
-        policy, notes = fleet.add_policy(session, body.name, body.options())
-        return {**fleet.policy_to_dict(session, policy), "notes": notes}
+def add_policy(session: SessionDep, body: PolicyCreate) -> dict[str, Any]:
+    policy, notes = fleet.add_policy(session, body.name, body.options())
+    return {**fleet.policy_to_dict(session, policy), "notes": notes}
 
 
 @router.patch("/policies/{name}", summary="Change a policy (only the fields given)",
               responses=responses(400, 404, 409, 413))
-def edit_policy(request: Request, name: str, body: PolicyBody) -> dict[str, Any]:
-    with session_scope(_url(request)) as session:
-        policy, notes = fleet.edit_policy(session, name, body.options())
-        return {**fleet.policy_to_dict(session, policy), "notes": notes}
+def edit_policy(session: SessionDep, name: str, body: PolicyBody) -> dict[str, Any]:
+    policy, notes = fleet.edit_policy(session, name, body.options())
+    return {**fleet.policy_to_dict(session, policy), "notes": notes}
 
 
 @router.delete("/policies/{name}", summary="Delete a policy (its groups keep no policy)",
                responses=responses(404, 409))
-def delete_policy(request: Request, name: str) -> dict[str, Any]:
-    with session_scope(_url(request)) as session:
-        fleet.delete_policy(session, name)
+def delete_policy(session: SessionDep, name: str) -> dict[str, Any]:
+    fleet.delete_policy(session, name)
     return {"name": name, "deleted": True}

@@ -1,33 +1,41 @@
-"""The FastAPI application. One router module per area: later layers (replication, install
-jobs, the web console) add their module name to ROUTER_MODULES; each exposes `router`."""
+"""The FastAPI application. One router module per area, each exposing `router`: ROUTERS lists
+them in the order they are included, so the app's routes are readable here."""
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 
 from patchflow import __version__
 from patchflow.inventory import Inventory
 from patchflow.scanning import register_inventory_hook, unregister_inventory_hook
-from server import errors
+from server import (
+    admin_api,
+    admin_servers,
+    agent_api,
+    console,
+    errors,
+    health,
+    install_api,
+    replication_api,
+)
 from server.limits import BodyLimitMiddleware
 from server.params import HOSTNAME_PATTERN
 from server.ratelimit import FailureLimiter
 from server.settings import ServerSettings
 
-ROUTER_MODULES: list[str] = [
-    "server.health",
-    "server.agent_api",
-    "server.admin_api",
-    "server.admin_servers",
-    "server.replication_api",
-    "server.install_api",
-    "server.console",
-]
+ROUTERS: tuple[APIRouter, ...] = (
+    health.router,
+    agent_api.router,
+    admin_api.router,
+    admin_servers.router,
+    replication_api.router,
+    install_api.router,
+    console.router,
+)
 
 DESCRIPTION = """\
 patchflow's HTTPS API.
@@ -59,8 +67,8 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.enroll_limiter = FailureLimiter("enroll", settings.enroll_failures_per_minute)
     errors.install(app)
-    for name in ROUTER_MODULES:
-        app.include_router(importlib.import_module(name).router)
+    for router in ROUTERS:
+        app.include_router(router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     _document_inventory(app)
     return app

@@ -20,6 +20,7 @@ from patchflow.install.jobs import fail_items_for_content
 from patchflow.install.launch import launch
 from patchflow.missing_query import MissingFilters
 from server.auth import AgentCredentials, admin_name, agent_credentials, settings_of
+from server.deps import SessionDep
 from server.errors import Error, responses
 from server.params import JobId, PatchRef
 
@@ -79,7 +80,7 @@ def _csv(value: str | None) -> tuple[str, ...]:
 @admin.get("/install/patches", summary="Missing patches with endpoints affected and selected",
            responses=responses(400, 404))
 def install_list(
-    request: Request,
+    session: SessionDep,
     group: str | None = None,
     subgroups: bool = False,
     severity: str | None = Query(None, description="comma-separated"),
@@ -92,41 +93,35 @@ def install_list(
     filters = MissingFilters(group=group, subgroups=subgroups, severity=_csv(severity),
                              category=_csv(category), restart=_csv(restart), eula=eula,
                              exploited=exploited)
-    with session_scope(_url(request)) as session:
-        return svc.install_list(session, filters)
+    return svc.install_list(session, filters)
 
 
 @admin.get("/install/patches/{ref}", summary="One patch with the endpoints it is missing on",
            responses=responses(404))
-def install_show(request: Request, ref: PatchRef) -> dict[str, Any]:
-    with session_scope(_url(request)) as session:
-        return svc.install_show(session, ref)
+def install_show(session: SessionDep, ref: PatchRef) -> dict[str, Any]:
+    return svc.install_show(session, ref)
 
 
 @admin.get("/install/selection", summary="The selected (patch, endpoint) pairs")
-def selection(request: Request) -> list[dict[str, Any]]:
-    with session_scope(_url(request)) as session:
-        return svc.selection_rows(session)
+def selection(session: SessionDep) -> list[dict[str, Any]]:
+    return svc.selection_rows(session)
 
 
 @admin.post("/install/selection", summary="Select a patch for endpoints (or all affected)",
             responses=responses(400, 404, 409))
-def select(request: Request, body: SelectBody, who: Admin) -> dict[str, Any]:
-    with session_scope(_url(request)) as session:
-        return svc.select_pairs(session, body.patch, body.endpoints, body.all_affected, who)
+def select(session: SessionDep, body: SelectBody, who: Admin) -> dict[str, Any]:
+    return svc.select_pairs(session, body.patch, body.endpoints, body.all_affected, who)
 
 
 @admin.post("/install/selection/remove", summary="Unselect a patch (for some endpoints)",
             responses=responses(400, 404, 409))
-def unselect(request: Request, body: UnselectBody) -> dict[str, Any]:
-    with session_scope(_url(request)) as session:
-        return svc.unselect_pairs(session, body.patch, body.endpoints)
+def unselect(session: SessionDep, body: UnselectBody) -> dict[str, Any]:
+    return svc.unselect_pairs(session, body.patch, body.endpoints)
 
 
 @admin.delete("/install/selection", summary="Clear the selection (`install refresh`)")
-def refresh(request: Request) -> dict[str, Any]:
-    with session_scope(_url(request)) as session:
-        return {"removed": svc.refresh_selection(session)}
+def refresh(session: SessionDep) -> dict[str, Any]:
+    return {"removed": svc.refresh_selection(session)}
 
 
 # --- EULAs ------------------------------------------------------------------------------------
@@ -134,16 +129,14 @@ def refresh(request: Request) -> dict[str, Any]:
 
 @admin.get("/eula/{ref}", summary="A patch's EULA: where to read it, accepted by whom and when",
            responses=responses(404))
-def eula_show(request: Request, ref: PatchRef) -> dict[str, Any]:
-    with session_scope(_url(request)) as session:
-        return svc.show_eula(session, ref)
+def eula_show(session: SessionDep, ref: PatchRef) -> dict[str, Any]:
+    return svc.show_eula(session, ref)
 
 
 @admin.post("/eula/{ref}/accept", summary="Accept a patch's EULA (recorded with the token name)",
             responses=responses(400, 404, 409))
-def eula_accept(request: Request, ref: PatchRef, who: Admin) -> dict[str, Any]:
-    with session_scope(_url(request)) as session:
-        return svc.accept_eula(session, ref, f"api:{who}")
+def eula_accept(session: SessionDep, ref: PatchRef, who: Admin) -> dict[str, Any]:
+    return svc.accept_eula(session, ref, f"api:{who}")
 
 
 # --- jobs -------------------------------------------------------------------------------------
@@ -155,6 +148,8 @@ def eula_accept(request: Request, ref: PatchRef, who: Admin) -> dict[str, Any]:
                        400: {"model": Error,
                              "description": "EULA not accepted, nothing selected, …"}})
 def create_job(request: Request, body: JobCreate, who: Admin) -> dict[str, Any]:
+    # Two transactions, not a SessionDep: the job must be committed before the process
+    # launched to drive it looks for it.
     with session_scope(_url(request)) as session:
         if body.patch:
             job = svc.install_now(session, body.patch, body.endpoints, body.all_affected,
@@ -168,23 +163,20 @@ def create_job(request: Request, body: JobCreate, who: Admin) -> dict[str, Any]:
 
 
 @admin.get("/install/jobs", summary="Install jobs, newest first, with counts by item state")
-def list_jobs(request: Request, limit: int = Query(50, ge=1, le=1000)) -> list[dict[str, Any]]:
-    with session_scope(_url(request)) as session:
-        return svc.list_jobs(session, limit)
+def list_jobs(session: SessionDep, limit: int = Query(50, ge=1, le=1000)) -> list[dict[str, Any]]:
+    return svc.list_jobs(session, limit)
 
 
 @admin.get("/install/jobs/{job_id}", summary="One job with its items and their event trails",
            responses=responses(404))
-def show_job(request: Request, job_id: JobId, events: bool = True) -> dict[str, Any]:
-    with session_scope(_url(request)) as session:
-        return svc.show_job(session, job_id, events)
+def show_job(session: SessionDep, job_id: JobId, events: bool = True) -> dict[str, Any]:
+    return svc.show_job(session, job_id, events)
 
 
 @admin.post("/install/jobs/{job_id}/cancel", summary="Cancel the items not finished yet",
             responses=responses(400, 404, 409))
-def cancel_job(request: Request, job_id: JobId, who: Admin) -> dict[str, Any]:
-    with session_scope(_url(request)) as session:
-        return svc.cancel_job(session, job_id, f"api:{who}")
+def cancel_job(session: SessionDep, job_id: JobId, who: Admin) -> dict[str, Any]:
+    return svc.cancel_job(session, job_id, f"api:{who}")
 
 
 # --- content for agents -----------------------------------------------------------------------

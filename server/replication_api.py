@@ -10,11 +10,12 @@ from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from models.db import get_engine, session_scope
+from models.db import get_engine
 from patchflow import replication
 from patchflow.content import ContentError
 from patchflow.content_source import ensure_content
 from server.auth import settings_of
+from server.deps import SessionDep
 from server.params import MAX_DB_ID
 
 _token = HTTPBearer(
@@ -46,16 +47,15 @@ Ask again with `since` = `next` while `more` is true. Shape: `{"format":
             responses={200: {"content": {"application/json": {}}},
                        404: {"description": "no such patch server"}})
 def patches(
-    request: Request,
+    session: SessionDep,
     since: int = Query(0, ge=0, le=MAX_DB_ID, description="The last revision already applied"),
     limit: int = Query(replication.DEFAULT_PAGE, ge=1, le=replication.MAX_PAGE),
     server: str | None = Query(None, description="Patch server (default: local, else first)"),
 ) -> Response:
     # Encoded here rather than by FastAPI: a page of 1,000 patches is ~1 MB, and the generic
     # encoder would walk it a second time.
-    with session_scope(settings_of(request).database_url) as session:
-        page = replication.changes_page(session, replication.served_server(session, server),
-                                        since, limit)
+    page = replication.changes_page(session, replication.served_server(session, server),
+                                    since, limit)
     return Response(replication.encode_page(page), media_type="application/json")
 
 

@@ -17,8 +17,6 @@ from fastapi import FastAPI
 from patchflow import tls
 from patchflow.errors import UserError
 
-DEFAULT_PORT = 6201
-
 
 def certificate_pair() -> tuple[Path, Path]:
     cert, key = tls.cert_paths()

@@ -1,4 +1,4 @@
-"""The Windows collector's Microsoft facts (issue 20): Office MSP updates as installed KBs, the
+"""The Windows collector's Microsoft facts: Office MSP updates as installed KBs, the
 .NET Framework release, Click-to-Run, SQL Server instances, Exchange, Defender, UBR unknown."""
 
 from __future__ import annotations

@@ -95,7 +95,7 @@ def test_declined_patch_is_not_offered_nor_counted(world: World, cli: Any) -> No
     after = load_dashboard_now()
     assert after["missing_by_severity"]["Unspecified"]["pairs"] == 3
     from patchflow.missing_query import MissingFilters
-    from tasks.report import load_frames  # what every report is built from
+    from patchflow.reporting import load_frames  # what every report is built from
 
     frames = load_frames(MissingFilters(), ["missing", "compliance"])
     assert frames.missing is not None and "7zip.7zip" not in set(frames.missing["package_id"])

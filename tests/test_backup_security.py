@@ -1,4 +1,4 @@
-"""Backups as an attack surface (issue 12, items 1 and 14).
+"""Backups as an attack surface.
 
 - A crafted archive (a valid manifest and valid hashes, so only the name checks can stop it)
   must never write outside the content folder: `..`, absolute names, links, duplicates and a

@@ -15,7 +15,7 @@ from patchflow.sample_catalog import MSRC_DIR, PACKAGES, WINGET_DIR
 
 pytestmark = pytest.mark.usefixtures("prefect")
 
-# The commands the issue names: each must succeed here, not only fail in JSON.
+# Commands that must succeed here, not only fail in JSON.
 MUST_SUCCEED = {
     "init", "sync", "scan", "endpoints import", "tls fingerprint", "endpoints token create",
     "server token create", "admin token create", "jobs list", "jobs show", "report", "backup",

@@ -1,7 +1,7 @@
 """Console accounts against the real console over HTTPS, on SQLite and MariaDB: a password
-change or an administrator's removal ends every session of that account for good (issue 12
-item 7), passwords are Argon2id hashes that carry their parameters and old scrypt hashes are
-upgraded at the next login (item 18), and an upstream's non-http(s) URL is no link (item 11)."""
+change or an administrator's removal ends every session of that account for good, passwords
+are Argon2id hashes that carry their parameters and old scrypt hashes are upgraded at the next
+login, and an upstream's non-http(s) URL is no link."""
 
 from __future__ import annotations
 
@@ -229,7 +229,8 @@ def test_migration_gives_existing_admins_an_epoch_each(tmp_path: Path, db_url: s
 
 def test_proxy_credentials_refused_by_console_and_api(api: Api, cli,  # type: ignore[no-untyped-def]
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    """Issue 12 items 8 and 9 through the other two doors (the CLI's in test_server_proxy)."""
+    """Proxy credentials refused, and cleared with the proxy, through the other two doors (the
+    CLI's in test_server_proxy)."""
 
     assert add_admin(cli, monkeypatch).code == 0
     with api.client(headers={"Authorization": f"Bearer {api.admin_token()}"}) as admin:

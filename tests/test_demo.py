@@ -1,5 +1,5 @@
 """`patchflow demo` end to end, as `make demo` runs it on a fresh clone: exit 0, nothing on
-stderr (issue 18: Prefect's home warning came first), the expected install outcome on the
+stderr (Prefect's home warning once came first), the expected install outcome on the
 bundled real data (one failure, one reboot pending), reports written, safe to run twice; and
 `demo --serve`, which keeps the console and the Prefect UI up until Ctrl+C."""
 
@@ -81,7 +81,7 @@ def test_the_bundled_data_is_real_and_small() -> None:
 
     files = [p for p in (DEMO_MSRC_DIR.parent).rglob("*") if p.is_file()]
     assert sum(p.stat().st_size for p in files) < 3_000_000
-    from patchflow.demo import DEMO_FEEDS
+    from cli.demo import DEMO_FEEDS
     from patchflow.sample_catalog import DEMO_VULN_DIR
 
     assert all((DEMO_VULN_DIR / source).exists() for source in DEMO_FEEDS.values())

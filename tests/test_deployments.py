@@ -172,10 +172,12 @@ def test_every_flow_is_prefixed_and_served_under_its_full_name() -> None:
 
 
 def test_report_kinds_match_the_report_flow() -> None:
-    from patchflow.report_schedule import KINDS
-    from tasks.report import KINDS as FLOW_KINDS
+    """One kinds table: the schedule stores exactly the kinds the report flow accepts."""
+    from patchflow import report_schedule, reporting
 
-    assert KINDS == FLOW_KINDS
+    assert report_schedule.KINDS is reporting.KINDS
+    assert report_schedule.parse_kinds("all") == reporting.parse_kinds("all") == \
+        list(reporting.KINDS)
 
 
 # --- prefect.yaml ---------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""An endpoint's identity is its agent credential, not its name (issue 12 items 2, 25, 16, 23).
+"""An endpoint's identity is its agent credential, not its name.
 
 Over real HTTPS on loopback, on SQLite and MariaDB: enrolling a host name that exists (active,
 revoked, in another group, imported agentless) never touches that endpoint; the new agent waits

@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from tests.conftest import shared_fixtures
-from tests.httpserver import serve_files
+from tests.httpserver import authenticated_proxy, serve_files
 from tests.report_seed import sql_rows
 
 pytestmark = pytest.mark.usefixtures("prefect")
@@ -129,6 +129,7 @@ class NvdApi:
         self.page_size = page_size
         self.requests: list[dict[str, list[str]]] = []
         self.headers: list[dict[str, str]] = []
+        self.refuse = 0  # answer this many next requests with 403, as NVD's rate limit does
 
     def answer(self, query: dict[str, list[str]]) -> dict:
         match = query.get("virtualMatchString", [""])[0]
@@ -155,6 +156,12 @@ def serve_nvd(api: NvdApi) -> Iterator[str]:
             query = parse_qs(urlsplit(self.path).query)
             api.requests.append(query)
             api.headers.append(dict(self.headers.items()))
+            if api.refuse:
+                api.refuse -= 1
+                self.send_response(403)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             body = json.dumps(api.answer(query)).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
@@ -221,3 +228,65 @@ def test_online_sync_over_loopback(cli, home: Path, db_url: str,
         assert r.code == 1 and "Traceback" not in r.out + r.err
         kev = _feeds(cli)["kev"]
         assert kev["status"] == "Failed" and kev["records"] == 1404
+
+
+def test_nvd_rate_limit_is_waited_out_then_reported(cli, home: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """NVD answers 403 when its rolling window is full: a few are waited out and the sync
+    succeeds; a limit that never lifts fails the feed with one line and keeps what it holds."""
+    vuln = shared_fixtures("vuln")
+    assert cli("init").code == 0
+    monkeypatch.setenv("PATCHFLOW_NVD_DELAY", "0.05")
+    api = NvdApi([json.loads(p.read_bytes()) for p in sorted((vuln / "nvd").glob("*.json"))])
+    with serve_nvd(api) as nvd_url:
+        assert cli("feeds", "set", "nvd", "--source", nvd_url).code == 0
+        api.refuse = 2
+        r = cli("feeds", "sync", "nvd")
+        assert r.code == 0, r.out + r.err
+        nvd = _feeds(cli)["nvd"]
+        held = nvd["records"]
+        assert nvd["status"] == "Successful" and held > 20
+        first = api.requests[0]
+        assert api.requests[:3] == [first, first, first]  # the refused page, asked again
+
+        api.refuse = 1000
+        r = cli("feeds", "sync", "nvd")
+        assert r.code == 1 and "Traceback" not in r.out + r.err
+        nvd = _feeds(cli)["nvd"]
+        assert nvd["status"] == "Failed" and nvd["records"] == held
+        assert "HTTP 403" in nvd["message"] and "rate limit" in nvd["message"]
+        assert "\n" not in nvd["message"]
+
+
+def test_feeds_go_through_the_local_servers_proxy(cli, home: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The feeds use the proxy (and its credentials) of the patch server `[feeds]
+    proxy_server` names, `local` by default; a refused password fails the feed without
+    printing the password."""
+    vuln = shared_fixtures("vuln")
+    assert cli("init").code == 0
+    with serve_files() as files, authenticated_proxy("svc", "s3cret-pw") as proxy:
+        files.files["/kev.json.gz"] = next((vuln / "kev").glob("*.json.gz")).read_bytes()
+        monkeypatch.setenv("PATCHFLOW_PROXY_PASSWORD", "s3cret-pw")
+        r = cli("server", "add", "local", "--host", "patch.corp.example", "--msrc-source",
+                str(vuln), "--winget-source", "none", "--proxy", str(proxy["url"]),
+                "--proxy-user", "svc")
+        assert r.code == 0, r.out + r.err
+        assert cli("feeds", "set", "kev", "--source", f"{files.url}/kev.json.gz").code == 0
+        r = cli("feeds", "sync", "kev")
+        assert r.code == 0, r.out + r.err
+        assert proxy["seen"] == 1 and _feeds(cli)["kev"]["records"] == 1404
+
+        monkeypatch.setenv("PATCHFLOW_PROXY_PASSWORD", "wrong-pw")
+        assert cli("server", "edit", "local", "--proxy-user", "svc").code == 0
+        r = cli("feeds", "sync", "kev")
+        assert r.code == 1
+        kev = _feeds(cli)["kev"]
+        assert kev["status"] == "Failed" and kev["records"] == 1404
+        assert "proxy" in kev["message"] and "pw" not in kev["message"]
+        assert proxy["refused"] >= 1 and proxy["seen"] == 1
+
+        with (home / "patchflow.toml").open("a") as config:
+            config.write('\n[feeds]\nproxy_server = "none"\n')
+        assert cli("feeds", "sync", "kev").code == 0  # straight to the loopback source
+        assert proxy["seen"] == 1 and _feeds(cli)["kev"]["status"] == "Successful"

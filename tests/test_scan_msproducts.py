@@ -1,4 +1,4 @@
-"""End to end (issue 20): simulated agents carrying Office 2016, .NET 8 and Edge, a catalog synced
+"""End to end: simulated agents carrying Office 2016, .NET 8 and Edge, a catalog synced
 from MSRC documents, the scan flow, `missing --json` and `endpoints show --json`, on SQLite and
 MariaDB. Before this, these endpoints were reported Up-to-Date."""
 

@@ -1,6 +1,6 @@
 """The agent channel's fast paths over real HTTPS on loopback, on SQLite and MariaDB: an
 unchanged inventory is answered without writing, an idle poll makes no database query, and
-neither cache hides a dispatch or a revocation (issue 17)."""
+neither cache hides a dispatch or a revocation."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""A patch server's proxy, on SQLite and MariaDB (issue 12): credentials inside the proxy URL are
-refused whichever door they come through (item 8), and clearing the proxy clears its
-credentials, the encrypted password included (item 9). The console and the admin API doors are
+"""A patch server's proxy, on SQLite and MariaDB: credentials inside the proxy URL are refused
+whichever door they come through, and clearing the proxy clears its credentials, the encrypted
+password included. The console and the admin API doors are
 driven over HTTPS in test_console_sessions.py."""
 
 from __future__ import annotations

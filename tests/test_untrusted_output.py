@@ -1,6 +1,6 @@
-"""Text from agents and upstreams is data wherever the CLI and the reports show it (issue 12):
-plain text on the terminal (item 5), formula-safe in every CSV (item 6); and a mistyped
-command line is one line and exit code 2, never a traceback (item 19)."""
+"""Text from agents and upstreams is data wherever the CLI and the reports show it: plain text on
+the terminal, formula-safe in every CSV; and a mistyped command line is one line and exit code
+2, never a traceback."""
 
 from __future__ import annotations
 
@@ -138,7 +138,7 @@ def test_csv_cells_are_formula_safe(cli, sqlite_home: Path, tmp_path: Path) -> N
     assert "'" + FORMULA in {row["title"] for row in csv.DictReader(io.StringIO(r.out))}
 
     from patchflow.missing_query import MissingFilters
-    from tasks.report import KINDS, build_reports, html_options, load_frames, write_files
+    from patchflow.reporting import KINDS, build_reports, html_options, load_frames, write_files
 
     filters = MissingFilters().normalized()
     reports = build_reports(load_frames(filters, list(KINDS)), list(KINDS))

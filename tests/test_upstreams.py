@@ -105,3 +105,59 @@ def test_the_sync_lists_a_mirror_with_the_sources_rule(tmp_path: Path) -> None:
         "2024-Feb", "2024-Jan"]
     with pytest.raises(SourceError, match="not a directory"):
         msrc_source.list_directory(tmp_path / "missing")
+
+
+def test_feed_connectors_are_registered_with_their_official_sources() -> None:
+    from patchflow import vulnfeeds
+
+    assert vulnfeeds.feed_names() == ("kev", "mozilla", "nvd")
+    assert upstreams.FEEDS["kev"].default_source.startswith("https://www.cisa.gov/")
+    assert upstreams.FEEDS["mozilla"].default_source.endswith("master.tar.gz")
+    assert upstreams.FEEDS["nvd"].default_source.startswith("https://services.nvd.nist.gov/")
+    with pytest.raises(UserError, match="choose from kev, mozilla, nvd"):
+        vulnfeeds.feed_name("osv")
+
+
+def test_nvd_asks_for_changes_only_within_its_120_day_window() -> None:
+    from patchflow.upstreams import nvd as nvd_feed
+
+    now = dt.datetime(2026, 12, 4, 12, 0)
+    assert nvd_feed.window(None, now) == ()
+    assert nvd_feed.window(now - dt.timedelta(days=3), now) == (now - dt.timedelta(days=3), now)
+    assert nvd_feed.window(now - dt.timedelta(days=121), now) == ()
+
+
+def test_nvd_rate_limit_wait_follows_retry_after_then_grows(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import requests
+
+    from patchflow.upstreams import nvd as nvd_feed
+
+    monkeypatch.delenv("PATCHFLOW_NVD_DELAY", raising=False)
+    answer = requests.Response()
+    answer.status_code = 403
+    assert nvd_feed.rate_limit_wait(answer, None, 0) == 30.0
+    assert nvd_feed.rate_limit_wait(answer, None, 2) == 90.0
+    answer.headers["Retry-After"] = "12"
+    assert nvd_feed.rate_limit_wait(answer, None, 2) == 12.0
+    answer.headers["Retry-After"] = "99999"
+    assert nvd_feed.rate_limit_wait(answer, None, 0) == 300.0
+    monkeypatch.setenv("PATCHFLOW_NVD_DELAY", "0.5")
+    assert nvd_feed.rate_limit_wait(answer, None, 0) == 0.5
+
+
+def test_mozilla_plan_lists_advisories_and_refuses_a_broken_archive(tmp_path: Path) -> None:
+    from patchflow.upstreams import mozilla as mozilla_feed
+    from tests.conftest import shared_fixtures
+
+    folder = shared_fixtures("vuln") / "mozilla"
+    plan = mozilla_feed.CONNECTOR.plan(str(folder), None, str(tmp_path))
+    assert plan.error is None and len(plan.refs) == 168
+    names = [Path(r["location"]).name for r in plan.refs]
+    assert names == sorted(names) and all(n.startswith("mfsa") for n in names)
+    broken = tmp_path / "advisories.tar.gz"
+    broken.write_bytes(b"\x1f\x8b not really gzip")
+    plan = mozilla_feed.CONNECTOR.plan(str(broken), None, str(tmp_path))
+    assert plan.refs == [] and plan.error is not None
+    assert plan.error.startswith("advisories.tar.gz: not a readable advisories archive")
+    assert "\n" not in plan.error

@@ -102,7 +102,7 @@ def test_reports_carry_cves_cvss_exploited_and_overdue_kev(
     filters = MissingFilters(exploited=True)
     assert filters.describe() == "exploited in the wild"
     assert MissingFilters.from_json(filters.to_json()).exploited is True
-    from tasks.report import build_reports, load_frames
+    from patchflow.reporting import build_reports, load_frames
 
     frames = load_frames(filters, ["missing"])
     assert frames.missing is not None and len(frames.missing) == board["exploited"]["pairs"]

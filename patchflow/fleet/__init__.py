@@ -6,8 +6,9 @@ request came through. Functions take a Session and leave committing to the calle
 agent hot path (`authenticate_agent`), which uses a bare connection because it runs on every poll,
 and answers from the in-process cache (`agent_cache`) whenever it can.
 
-Extension points for later layers: `INVENTORY_HOOKS` (called with endpoint ids after an inventory
-is committed) and `JOB_HANDLERS` (what the agent API's job routes call).
+Two hooks keep the fleet from importing the services built on it: `INVENTORY_HOOKS` (called with
+endpoint ids after an inventory is committed; the scanning service registers its rescan there) and
+`JOB_HANDLERS` (what the agent API's job routes call; the install engine by default).
 """
 
 from patchflow.fleet.agent_cache import CachedAgent, forget_agents, work_changed

@@ -32,7 +32,8 @@ PROGRESS_FROM: dict[str, tuple[str, ...]] = {
 }
 
 NO_RESULT = "no result from agent"
-"""The message of an item whose agent never reported; the issue names this text."""
+"""The message of an item whose agent never reported: `may_override` recognises a timeout by
+this prefix, and the README quotes it."""
 
 JOB_PENDING, JOB_RUNNING, JOB_DONE, JOB_CANCELLED = "pending", "running", "done", "cancelled"
 JOB_FINAL = frozenset({JOB_DONE, JOB_CANCELLED})

@@ -1,9 +1,11 @@
 """Upstream connectors: one module per kind of upstream, all implementing the protocol of
-base.py, and the registry that maps kinds to them.
+base.py (a patch server's upstreams) or of feed.py (the vulnerability feeds), and the
+registries that map kinds to them.
 
 Server validation (patchflow.servers), the init wizard (patchflow.setup), the console's upstream
 choices and the sync flow read this registry; nothing outside a connector asks which upstream a
-server has. Adding an upstream is one module, its tests and one line in `CONNECTORS`.
+server has. Adding an upstream is one module, its tests and one line in `CONNECTORS`
+(`FEEDS` for a feed).
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ from sqlalchemy.orm import Session
 
 from models import PatchServer
 from patchflow.errors import UserError
-from patchflow.upstreams import msrc, replica, winget, wsus, wsusscn2
+from patchflow.upstreams import kev, mozilla, msrc, nvd, replica, winget, wsus, wsusscn2
 from patchflow.upstreams.base import Choice, Connector, Plan
+from patchflow.upstreams.feed import FeedConnector
 
-__all__ = ["CONNECTORS", "Choice", "Connector", "Plan", "apply", "check", "choice_of",
-           "choices", "content_host", "content_upstream", "get", "kinds_for", "syncs_from",
-           "unsupported", "validate"]
+__all__ = ["CONNECTORS", "FEEDS", "Choice", "Connector", "FeedConnector", "Plan", "apply",
+           "check", "choice_of", "choices", "content_host", "content_upstream", "get",
+           "kinds_for", "syncs_from", "unsupported", "validate"]
 
 # In sync order: an upstream's own connector before its companions.
 CONNECTORS: dict[str, Connector] = {c.kind: c for c in (
@@ -28,6 +31,14 @@ CONNECTORS: dict[str, Connector] = {c.kind: c for c in (
     wsus.CONNECTOR,
     replica.CONNECTOR,
     winget.CONNECTOR,
+)}
+
+# The vulnerability feeds: upstreams of the whole instance (patchflow/upstreams/feed.py), in
+# sync order.
+FEEDS: dict[str, FeedConnector] = {c.kind: c for c in (
+    kev.CONNECTOR,
+    mozilla.CONNECTOR,
+    nvd.CONNECTOR,
 )}
 
 

@@ -1,6 +1,6 @@
 """The web console: server-rendered pages on the API's app and port, under /console.
 
-One module per page family; this package's `router` (listed in server.app.ROUTER_MODULES)
+One module per page family; this package's `router` (one of server.app.ROUTERS)
 gathers them. Templates are in server/console/templates, the hand-written stylesheet and
 script in server/console/static: nothing is fetched from a CDN, so the console works
 air-gapped. The pages call the same service functions as the admin API and the CLI.

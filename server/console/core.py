@@ -29,11 +29,12 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from sqlalchemy.orm import Session
 
 from models.db import session_scope
+from patchflow import accounts
 from patchflow.errors import NotFoundError, UserError
 from patchflow.fleet import Conflict, Forbidden, Unauthorized
 from patchflow.untrusted import http_url
 from server.auth import settings_of
-from server.console import accounts, security, wording
+from server.console import security, wording
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES = HERE / "templates"
@@ -303,6 +304,10 @@ def database_url(request: Request) -> str:
 
 @contextmanager
 def db(request: Request) -> Iterator[Session]:
+    """A transaction the page opens around the step it is for, rather than server.deps'
+    SessionDep: ConsoleRoute turns a UserError into a page before the route's dependencies
+    exit, so a session held for the whole request would see no error and commit what the
+    failed step had written. Pages catch a step's error to show it next to the form."""
     with session_scope(database_url(request)) as session:
         yield session
 

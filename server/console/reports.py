@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from models import ReportRun
 from models.enums import Category, EulaStatus, RestartRequired, Severity
-from patchflow import fleet
+from patchflow import fleet, reporting
 from patchflow.errors import NotFoundError, UserError
 from patchflow.missing_query import MissingFilters
 from server.console import runs
@@ -40,8 +40,7 @@ from server.params import MAX_DB_ID
 
 router = APIRouter(route_class=ConsoleRoute)
 
-KIND_LABELS = (("missing", "Missing patches"), ("installed", "Installed patches"),
-               ("patches", "Patch view"), ("compliance", "Compliance"))
+KIND_LABELS = tuple(reporting.KIND_LABELS.items())
 REPORT_FIELDS = (
     ("kinds", r"report kind"),
     ("formats", r"format"),
@@ -88,7 +87,7 @@ def choices() -> dict[str, Any]:
 def start_report(session: Session, kinds: list[str], filters: MissingFilters,
                  formats: list[str], who: str) -> runs.Run:
     """`patchflow report` from the console: every input checked before the flow starts."""
-    from tasks.report import html_options, output_dir, parse_formats, parse_kinds
+    from patchflow.reporting import html_options, output_dir, parse_formats, parse_kinds
 
     kind_list = parse_kinds(kinds or None)
     format_list = parse_formats(formats or None)
@@ -140,7 +139,7 @@ def _page(request: Request, values: dict[str, Any], errors: dict[str, str],
                   groups=groups, **choices())
 
 
-DEFAULT_VALUES: dict[str, Any] = {"kinds": ["missing", "installed", "patches", "compliance"],
+DEFAULT_VALUES: dict[str, Any] = {"kinds": list(reporting.KINDS),
                                   "formats": ["html", "csv"], "severity": [], "category": [],
                                   "restart": [], "eula": "", "endpoint": "", "group": "",
                                   "subgroups": False, "since": "", "until": ""}

@@ -5,7 +5,12 @@ The demo uses its own home (`.patchflow-demo` in the current folder unless PATCH
 says otherwise) and starts from scratch every run, so it is safe to run twice and never touches
 a real installation's data. It runs the real parts: the HTTPS server on loopback, 25 simulated
 agents enrolled with the pinned certificate, and the Prefect sync, scan, install and report
-flows on an embedded Prefect server.
+flows on an embedded Prefect server. Being an entry point that drives the agent, the server
+and the flows together, it lives with the CLI; the simulated fleet it enrolls is data, in
+patchflow/demo_fleet.py.
+
+Everything heavy is imported inside the functions: Prefect reads PREFECT_HOME once, at import,
+and the demo sets it first (and every other command loads this module at start-up).
 """
 
 from __future__ import annotations
@@ -21,6 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import typer
+
+from cli.common import console, print_table
+from patchflow.errors import UserError
+
 DEFAULT_DEMO_HOME = "./.patchflow-demo"
 # The vulnerability feeds' offline forms bundled beside the catalog (sample_catalog/README.md).
 DEMO_FEEDS = {"kev": "kev.json.gz", "mozilla": "mozilla-advisories.tar.gz", "nvd": "nvd"}
@@ -28,6 +38,10 @@ DEMO_FEEDS = {"kev": "kev.json.gz", "mozilla": "mozilla-advisories.tar.gz", "nvd
 # 7-Zip 23.01 and Java 8 Update 401 (whose licence the demo accepts).
 DEMO_PATCHES = ("KB5048685", "KB5048667", "KB5048652", "7zip.7zip@23.01",
                 "Oracle.JavaRuntimeEnvironment@8.0.4010.10")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("demo")(demo)
 
 
 def demo_home() -> Path:
@@ -39,8 +53,6 @@ def prepare_home() -> Path:
     home = demo_home()
     if home.exists():
         if not (home / "patchflow.db").exists() and any(home.iterdir()):
-            from patchflow.errors import UserError
-
             raise UserError(f"{home} exists and is not a patchflow demo home: not wiping it")
         shutil.rmtree(home)
     home.mkdir(parents=True)
@@ -283,7 +295,7 @@ def create_demo_admin() -> tuple[str, str]:
     import secrets
 
     from models.db import session_scope
-    from server.console import accounts
+    from patchflow import accounts
 
     password = secrets.token_urlsafe(12)
     with session_scope() as session:
@@ -316,7 +328,6 @@ def start_service(port: int, prefect_port: int) -> tuple[Any, DemoService]:
     import sys
 
     from patchflow import childproc, config, tls
-    from patchflow.errors import UserError
 
     username, password = create_demo_admin()
     home = config.home()
@@ -357,3 +368,90 @@ def stop_service(proc: Any, timeout: float = 60.0) -> int:
         except subprocess.TimeoutExpired:
             childproc.kill_group(proc.pid)
     return int(proc.wait())
+
+
+# --- the command ----------------------------------------------------------------------------
+
+
+def demo(
+    serve: bool = typer.Option(False, "--serve", help="Then keep the console and the Prefect UI "
+                               "running on the demo's data until Ctrl+C (loopback only)"),
+    port: int = typer.Option(6201, "--port", min=1, max=65535,
+                             help="With --serve: the console's HTTPS port"),
+    prefect_port: int = typer.Option(4200, "--prefect-port", min=1, max=65535,
+                                     help="With --serve: the Prefect UI's port"),
+) -> None:
+    """Run the whole workflow on a fresh demo home: sync, enrol, scan, install, rescan, report.
+    With --serve, then look at it in the web console and the Prefect UI."""
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+    if serve:  # before the demo's half minute, not after
+        from deployments.prefect_server import port_is_free
+
+        for name, number in (("--port", port), ("--prefect-port", prefect_port)):
+            if not port_is_free("127.0.0.1", number):
+                raise UserError(f"port {number} is in use on 127.0.0.1: choose another with "
+                                f"{name}")
+    from patchflow.install.outcome import plural
+
+    started = time.monotonic()
+    console.rule("patchflow demo")
+    try:
+        result = run_demo(lambda line: console.print(f"• {line}", highlight=False))
+    except (KeyboardInterrupt, UserError):
+        raise
+    except Exception as exc:  # the demo's promise is one line, never a traceback
+        import traceback
+
+        log = demo_home() / "demo-error.log"
+        log.write_text(traceback.format_exc(), encoding="utf-8")
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"demo failed: {first} (details in {log})") from None
+    print_table("Demo summary", ["Step", "Outcome"], result.steps)
+    sev = result.dashboard.get("missing_by_severity", {})
+    print_table("Missing patches by severity (after the install)",
+                ["Severity", "Patches", "Endpoint pairs"],
+                [[name, v["patches"], v["pairs"]] for name, v in sev.items()])
+    overview = result.dashboard.get("scan_overview", {})
+    console.print("scan overview: " + ", ".join(f"{k} {v}" for k, v in overview.items()))
+    exploited = result.dashboard.get("exploited", {})
+    console.print(f"exploited in the wild (CISA KEV, MSRC, Mozilla): "
+                  f"{plural(exploited.get('patches', 0), 'patch', 'patches')} missing on "
+                  f"{plural(exploited.get('pairs', 0), 'endpoint pair')}, "
+                  f"{plural(result.dashboard.get('overdue_kev', 0), 'pair')} past their KEV "
+                  "due date")
+    console.print("HTML reports:")
+    for path in result.reports:
+        console.print(f"  {path}", highlight=False)
+    console.print(f"demo home: {result.home}  ({time.monotonic() - started:.0f} s)")
+    if not result.ok:
+        raise typer.Exit(1)
+    if serve:
+        _serve_demo(port, prefect_port)
+    else:
+        print("To look at it in the web console and the Prefect UI:\n"
+              "  make demo-serve    (or: patchflow demo --serve)", flush=True)
+
+
+def _serve_demo(port: int, prefect_port: int) -> None:
+    console.print("starting the console and the Prefect UI on the demo home…", highlight=False)
+    proc, service = start_service(port, prefect_port)
+    try:
+        # Plain lines, never wrapped: the password and the URLs must survive a copy.
+        print(f"Console:    {service.console_url}\n"
+              f"            user {service.username}, password {service.password} (shown once; "
+              "the next demo run wipes it)\n"
+              f"            self-signed certificate, SHA-256 {service.fingerprint}\n"
+              f"Prefect UI: {service.prefect_url}\n"
+              f"server log: {service.log}\n"
+              "Press Ctrl+C to stop.", flush=True)
+        code = proc.wait()
+    except KeyboardInterrupt:
+        code = stop_service(proc)
+        console.print("stopped", highlight=False)
+        if code not in (0, -2, 130):
+            raise typer.Exit(1) from None
+        return
+    finally:
+        stop_service(proc)
+    if code != 0:
+        raise UserError(f"the demo server stopped by itself (exit {code}; see {service.log})")

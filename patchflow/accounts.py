@@ -1,14 +1,16 @@
-"""Console administrators: add, list, remove, change a password, check a login.
+"""Console administrators: add, list, remove, change a password, check a login. The web console
+(server/console/) and the CLI (`patchflow admin add|passwd|list|remove`, the demo) both manage
+them through here.
 
 Passwords are kept only as a slow salted hash (Argon2id, patchflow.crypto); a hash made by an
 older version (scrypt) still logs in and is replaced by an Argon2id one at that login. A login
 for a user that does not exist still pays for one hash, so the response time does not tell an
 attacker which user names exist.
 
-Each administrator has a session epoch signed into their console cookies (server.console.
-security): a password change draws a new one, so every session opened with the old password
-ends; a removed administrator's sessions end with the row, and one added again under the same
-name gets a new epoch, never the old sessions.
+Each administrator has a session epoch the console signs into their cookies
+(server/console/security.py): a password change draws a new one, so every session opened with
+the old password ends; a removed administrator's sessions end with the row, and one added
+again under the same name gets a new epoch, never the old sessions.
 """
 
 from __future__ import annotations
