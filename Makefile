@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# pytest-xdist workers, one test file each at a time: most tests wait on servers, browsers and
+# subprocesses, so three share two cores well. Each worker has its own MariaDB database, Prefect
+# test server and ports (tests/conftest.py). `make test TEST_WORKERS=0` runs in one process.
+TEST_WORKERS ?= 3
 
 .PHONY: demo demo-serve test bench lint clean
 
@@ -23,8 +27,9 @@ demo-serve: $(STAMP)
 test: $(STAMP)
 	@command -v cabextract >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq cabextract >/dev/null; } || echo "note: cabextract is not installed (needs root): the wsusscn2.cab tests skip"
 	@test -x /usr/bin/chromium || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } || echo "note: chromium is not installed (needs root): the browser tests skip"
+	@test -x /usr/sbin/sshd || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq openssh-server >/dev/null; } || echo "note: openssh-server is not installed (needs root): the shared-storage (sftp) tests skip"
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import typer
 
 from cli.common import console, print_table
+from patchflow import upstreams
 from patchflow.errors import UserError
 
 
@@ -51,7 +52,8 @@ def init(
         "--proxy-user", help="Proxy user; the password comes from PATCHFLOW_PROXY_PASSWORD "
         "and is stored encrypted")] = None,
     upstream: Annotated[str | None, typer.Option(
-        "--upstream", help="microsoft | wsus (for the local patch server)")] = None,
+        "--upstream",
+        help=f"{upstreams.forms(wizard=True)} (for the local patch server)")] = None,
     wsus_url: Annotated[str | None, typer.Option(
         "--wsus-url", help="WSUS server URL for --upstream wsus")] = None,
     import_backup: Annotated[Path | None, typer.Option(
@@ -225,7 +227,7 @@ def _run_wizard(plan: Any) -> bool:
 
 
 def _questions(plan: Any) -> bool:
-    from patchflow import config, setup, upstreams
+    from patchflow import config, setup
 
     console.rule("patchflow setup")
     console.print("Press Enter to take the value in brackets. Nothing is written until you "
@@ -264,8 +266,8 @@ def _questions(plan: Any) -> bool:
         plan.proxy_host = plan.proxy_port = plan.proxy_user = plan.proxy_password = None
 
     offered = upstreams.choices(wizard=True)
-    plan.upstream = _choose("Upstream: Microsoft or your WSUS server", [c.key for c in offered],
-                            plan.upstream or offered[0].key)
+    plan.upstream = _choose("Upstream: " + " or ".join(c.label for c in offered),
+                            [c.key for c in offered], plan.upstream or offered[0].key)
     choice = setup.wizard_upstream(plan.upstream)
     if choice is not None and "wsus_url" in choice.settings:
         plan.wsus_url = _ask("WSUS server URL", plan.wsus_url or "https://wsus:8531",

@@ -8,6 +8,7 @@ import typer
 
 from cli.common import console, db_session, plain, print_json, print_table, split_csv
 from patchflow import servers as svc
+from patchflow import upstreams
 
 server_app = typer.Typer(help="Patch servers: where endpoints scan against and download from.")
 
@@ -35,7 +36,7 @@ def _options(
         password = os.environ.get("PATCHFLOW_PROXY_PASSWORD")
         if password is None:
             password = typer.prompt(f"Proxy password for {proxy_user}", hide_input=True)
-    return svc.ServerOptions(
+    opts = svc.ServerOptions(
         host=host,
         port=port,
         upstream=upstream,
@@ -47,17 +48,25 @@ def _options(
         proxy_user=proxy_user,
         proxy_password=password,
         upstream_server=upstream_server,
-        upstream_token=upstream_token or (os.environ.get("PATCHFLOW_UPSTREAM_TOKEN")
-                                          if (upstream or "").startswith("https://") else None),
+        upstream_token=upstream_token or None,
         upstream_fingerprint=upstream_fingerprint,
     )
+    _from_environment(opts)
+    return opts
+
+
+def _from_environment(opts: svc.ServerOptions) -> None:
+    """The secrets the chosen upstream lets come from the environment (`ps` shows a command
+    line), when the option was not given."""
+    choice = upstreams.choice_of(opts.upstream) if opts.upstream else None
+    for name, variable in choice.env if choice else ():
+        if not getattr(opts, name):
+            setattr(opts, name, os.environ.get(variable))
 
 
 HOST = typer.Option(None, "--host", help="Public host name or IP endpoints use")
 PORT = typer.Option(None, "--port", help="SSL port (default 6201)")
-UPSTREAM = typer.Option(
-    None, "--upstream", help="microsoft | wsus | server:NAME | https://host:port (another "
-    "patchflow instance)")
+UPSTREAM = typer.Option(None, "--upstream", help=upstreams.forms(hints=True))
 UP_SERVER = typer.Option(None, "--upstream-server",
                          help="For https:// upstreams: its patch server (default: its first)")
 UP_TOKEN = typer.Option(None, "--upstream-token", help="For https:// upstreams: a replication "

@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import sys
 import threading
 import time
 import zoneinfo
@@ -52,11 +53,27 @@ logger = logging.getLogger("patchflow.serve")
 DEFAULT_REFRESH_SECONDS = 10.0
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to the sys.stderr of the moment, not the one at start: a service whose stderr is
+    replaced (a Windows service wrapper, a test's capture) never logs into a closed file."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def configure_logging() -> None:
     """One line per event, in Prefect's format, so the service log reads as one stream."""
     root = logging.getLogger("patchflow")
     if not root.handlers:
-        handler = logging.StreamHandler()
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter(
             "%(asctime)s.%(msecs)03d | %(levelname)-7s | %(name)s - %(message)s", "%H:%M:%S"))
         root.addHandler(handler)

@@ -66,6 +66,17 @@ def content_dir() -> Path:
     return Path(configured).expanduser().resolve() if configured else home() / "content"
 
 
+def storage_url() -> str | None:
+    """`[storage] url` (PATCHFLOW_STORAGE_URL first): the shared storage for content and
+    reports (patchflow/storage.py); None, the default, keeps both in local folders."""
+    value = os.environ.get("PATCHFLOW_STORAGE_URL") or setting("storage", "url")
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f"[storage] url in patchflow.toml must be text, not {value!r}")
+    return value
+
+
 def write_config(values: dict[str, dict[str, Any]]) -> Path:
     """Merge `values` into patchflow.toml (a None value removes its key). tomli-w writes it, so
     any text (a newline, quotes, backslashes) reads back as written; the file is replaced

@@ -9,6 +9,15 @@ folder). So a stored file is hash-checked again before it is used the first time
 and whenever its size or modification time changed since the last check; a file that no longer
 matches its name is moved to `content/quarantine/` (kept for inspection, never offered again)
 and the caller gets a ContentTampered error naming it.
+
+With a shared storage (`[storage] url`, patchflow/storage.py) the storage holds the store every
+node uses, at `<storage>/content/sha256/ab/abcdef…`, and the local folder is this node's
+verified copy of what it served or fetched. A file is stored locally first (hash-checked as
+above), then uploaded under a temporary name and renamed into place on the storage. A file
+this node does not have yet is read from the storage into the local folder while it is
+hashed, and kept only when it matches its name: a file changed on the storage is moved to the
+storage's `content/quarantine/` and refused like a local one, and what is served or run is
+always the bytes that were hashed, however the storage changes afterwards.
 """
 
 from __future__ import annotations
@@ -19,13 +28,16 @@ import os
 import re
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 import requests
 
 from patchflow import config
 from patchflow.http import TIMEOUT, describe_error
+from patchflow.storage import Storage, StorageError, configured
 
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 CHUNK = 1 << 16  # small enough that an interrupted read loses little
@@ -46,6 +58,7 @@ class ContentTampered(ContentError):
 _verified: dict[Path, tuple[int, ...]] = {}
 _verify_locks: dict[Path, threading.Lock] = {}
 _verify_guard = threading.Lock()
+_pull_locks: dict[str, threading.Lock] = {}
 
 
 def _signature(path: Path) -> tuple[int, ...] | None:
@@ -70,8 +83,23 @@ def validate_sha256(sha256: str) -> str:
 
 
 class ContentStore:
-    def __init__(self, root: Path | None = None) -> None:
+    def __init__(self, root: Path | None = None,
+                 storage: Storage | Literal["config"] | None = "config") -> None:
+        """`storage` "config" uses `[storage] url` (none when unset). It connects on first
+        use, so a store made where a storage error cannot be reported yet does not fail."""
         self.root = root or config.content_dir()
+        self._storage = storage
+
+    @property
+    def storage(self) -> Storage | None:
+        """The shared storage, None without one; ContentError (one line) when the setting
+        is bad or the storage cannot be reached."""
+        if self._storage == "config":
+            try:
+                self._storage = configured()
+            except StorageError as exc:
+                raise ContentError(str(exc)) from None
+        return self._storage
 
     def path_for(self, sha256: str) -> Path:
         sha = validate_sha256(sha256)
@@ -79,10 +107,11 @@ class ContentStore:
 
     def has(self, sha256: str) -> bool:
         """Whether a good copy is stored: a copy that fails its hash check is quarantined and
-        counts as absent, so the callers that fetch on demand fetch it again."""
+        counts as absent, so the callers that fetch on demand fetch it again. So does a file
+        on a storage that cannot be reached now: storing it again then says why it failed."""
         try:
             return self.verified_path(sha256) is not None
-        except ContentTampered:
+        except ContentError:
             return False
 
     @property
@@ -92,7 +121,17 @@ class ContentStore:
     def verified_path(self, sha256: str) -> Path | None:
         """The stored file after checking its hash (once per process, and again whenever its
         size or mtime changed); None when it is not stored. Raises ContentTampered after
-        moving a file that does not match its name to the quarantine folder."""
+        moving a file that does not match its name to the quarantine folder. With a shared
+        storage, a file not held here is read from there (and hash-checked) first."""
+        if self.storage is None:
+            return self._verified_local(sha256)
+        try:
+            local = self._verified_local(sha256)
+        except ContentTampered:
+            local = None  # this node's copy went bad: the storage's is read again
+        return local if local is not None else self._pull(validate_sha256(sha256))
+
+    def _verified_local(self, sha256: str) -> Path | None:
         path = self.path_for(sha256)
         signature = _signature(path)
         if signature is None or not path.is_file():
@@ -137,14 +176,88 @@ class ContentStore:
         part.write_bytes(data)
         return self._commit(part, sha)
 
-    def _commit(self, part: Path, sha: str) -> Path:
+    def _commit(self, part: Path, sha: str, push: bool = True) -> Path:
+        shared = self.storage if push else None  # an unreachable one fails before the rename
         final = self.path_for(sha)
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(part, final)
         signature = _signature(final)
         if signature is not None:  # just hashed while it was written
             _verified[final] = signature
+        if shared is not None:
+            self._push(final, sha)
         return final
+
+    # --- the shared storage -------------------------------------------------------------
+
+    @staticmethod
+    def _key(sha: str) -> str:
+        return f"content/sha256/{sha[:2]}/{sha}"
+
+    def _push(self, local: Path, sha: str) -> None:
+        """Upload a verified file unless the storage has it; a stored copy of another size is
+        quarantined there and replaced. When the upload fails the local copy goes too: a
+        file counts as stored only once every node can read it, so the next attempt uploads
+        it again rather than finding it here and never sharing it."""
+        storage = self.storage
+        assert storage is not None
+        key = self._key(sha)
+        try:
+            size = storage.size(key)
+            if size == local.stat().st_size:
+                return
+            if size is not None:
+                self._quarantine_remote(sha)
+            storage.put_file(local, key, replace=False)
+        except (StorageError, ContentError) as exc:
+            _verified.pop(local, None)
+            local.unlink(missing_ok=True)
+            raise ContentError(str(exc)) from None
+
+    def _quarantine_remote(self, sha: str) -> str:
+        assert self.storage is not None
+        target = f"content/quarantine/{sha}.{time.strftime('%Y%m%dT%H%M%S')}"
+        with contextlib.suppress(FileNotFoundError):  # another node moved it first
+            self.storage.move(self._key(sha), target)
+        return self.storage.where(target)
+
+    def _pull(self, sha: str) -> Path | None:
+        """Copy the storage's file here while hashing it; None when the storage has none.
+        Raises ContentTampered (after quarantining it on the storage) when it does not hash
+        to its name."""
+        assert self.storage is not None
+        key = self._key(sha)
+        with _verify_guard:
+            lock = _pull_locks.setdefault(sha, threading.Lock())
+        with lock:
+            try:
+                local = self._verified_local(sha)
+            except ContentTampered:
+                local = None
+            if local is not None:  # another thread pulled it meanwhile
+                return local
+            part = self.root / "tmp" / f"{sha}.{uuid.uuid4().hex}.pull"
+            part.parent.mkdir(parents=True, exist_ok=True)
+            digest = hashlib.sha256()
+            try:
+                try:
+                    with part.open("wb") as out:
+                        for block in self.storage.read_chunks(key, CHUNK):
+                            out.write(block)
+                            digest.update(block)
+                except FileNotFoundError:
+                    return None
+                actual = digest.hexdigest()
+                if actual != sha:
+                    moved = self._quarantine_remote(sha)
+                    raise ContentTampered(
+                        f"content file {sha} on the storage failed its SHA-256 check (it "
+                        f"hashes to {actual}): moved to {moved}, not served")
+                return self._commit(part, sha, push=False)
+            except StorageError as exc:
+                raise ContentError(str(exc)) from None
+            finally:
+                part.unlink(missing_ok=True)
 
     def download(
         self,

@@ -19,12 +19,12 @@ from sqlalchemy import select
 from models import PatchInstaller, PatchServer, ServerPatch
 from models.db import session_scope
 from patchflow import servers as server_svc
-from patchflow.content import ContentError, ContentStore, validate_sha256
+from patchflow.content import ContentError, ContentStore, ContentTampered, validate_sha256
 from patchflow.crypto import SecretError
 from patchflow.errors import NotFoundError
 from patchflow.http import make_session
-from patchflow.upstream_client import Upstream
-from patchflow.wsus_client import wsus_verify
+from patchflow.upstreams.replica_client import Upstream
+from patchflow.upstreams.wsus_client import wsus_verify
 from sources.records import SourceError
 
 _locks: dict[str, threading.Lock] = {}
@@ -40,11 +40,13 @@ def ensure_content(sha256: str, database_url: str | None = None,
     """
     sha = validate_sha256(sha256)
     store = store or ContentStore()
-    if store.has(sha):
-        return store.path_for(sha)
+    found = _stored(store, sha)
+    if found is not None:
+        return found
     with _lock(sha):
-        if store.has(sha):
-            return store.path_for(sha)
+        found = _stored(store, sha)
+        if found is not None:
+            return found
         sources = _sources(sha, database_url, server_name)
         if not sources:
             raise NotFoundError(f"no patch in the catalog has a file with SHA-256 {sha}")
@@ -55,6 +57,15 @@ def ensure_content(sha256: str, database_url: str | None = None,
             except (ContentError, SourceError) as exc:
                 errors.append(str(exc))
         raise ContentError(f"cannot fetch {sha[:12]}…: {errors[0]}")
+
+
+def _stored(store: ContentStore, sha: str) -> Path | None:
+    """The verified file (read from the shared storage when there is one); None when it must
+    be fetched: not stored, or a stored copy failed its hash check and was quarantined."""
+    try:
+        return store.verified_path(sha)
+    except ContentTampered:
+        return None
 
 
 def _lock(sha: str) -> threading.Lock:

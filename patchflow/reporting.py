@@ -17,11 +17,12 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pandas as pd
 
 from models.db import session_scope
-from patchflow import config, mail
+from patchflow import config, mail, storage
 from patchflow.errors import UserError
 from patchflow.missing_query import MissingFilters
 from patchflow.report_data import last_report_at, load_endpoints, load_installed, load_outcomes
@@ -83,9 +84,16 @@ def run_kind(kinds: list[str]) -> str:
     return "all" if set(kinds) == set(KINDS) else ",".join(kinds)
 
 
+def report_key(run_dir: Path) -> str:
+    """Where a run's files are on the shared storage (`[storage] url`): reports/<folder name>."""
+    return f"reports/{run_dir.name}"
+
+
 def output_dir(out: str | Path | None, generated_at: dt.datetime) -> Path:
     """The run's folder: `out`, or PATCHFLOW_HOME/reports/<UTC timestamp>; created and checked
-    writable here, so a bad --out fails before any work with one line."""
+    writable here, so a bad --out fails before any work with one line. So does a shared
+    storage that is misconfigured or cannot be reached: the files are copied there."""
+    storage.configured()
     if out is None:
         base = config.home() / "reports"
         stamp = generated_at.astimezone(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -204,6 +212,9 @@ def write_files(
         files.sort(key=lambda f: not f[0].endswith(".html"))
         (run_dir / "index.html").write_text(render_index(reports, opts, files), encoding="utf-8")
         files.insert(0, ("index.html", None))
+    shared = storage.configured()
+    if shared is not None:  # every node's console serves them from there
+        shared.put_tree(run_dir, report_key(run_dir))
     return files
 
 
@@ -272,5 +283,15 @@ def summary_markdown(
     lines.append("## Files")
     for name, rows in files:
         count = f" ({rows:,} rows)" if rows is not None else ""
-        lines.append(f"- [{name}]({(run_dir / name).as_uri()}){count}")
+        lines.append(f"- [{name}]({file_link(run_dir, name, opts)}){count}")
     return "\n".join(lines) + "\n"
+
+
+def file_link(run_dir: Path, name: str, opts: HtmlOptions) -> str:
+    """Through the console when `[console] url` is set, so the link opens in any browser
+    that can reach the console (and the files may be on the shared storage); a file:// link
+    on this machine otherwise."""
+    if opts.console_url:
+        return (f"{opts.console_url.rstrip('/')}/reports/folder/{quote(run_dir.name)}/files/"
+                f"{quote(name)}")
+    return (run_dir / name).as_uri()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,13 +21,9 @@ from sqlalchemy.orm import Session
 
 from models import Patch, PatchServer, ServerPatch, SyncDocument
 from models.enums import Category, SyncStatus
-from patchflow import crypto
+from patchflow import crypto, upstreams
 from patchflow.errors import NotFoundError, UserError
-from sources import winget
 
-DEFAULT_MSRC_SOURCE = "https://api.msrc.microsoft.com/cvrf/v3.0/"
-DEFAULT_WINGET_SOURCE = "https://cdn.winget.microsoft.com/cache"
-DEFAULT_WINGET_PACKAGES = winget.DEFAULT_PACKAGES
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,253}[A-Za-z0-9])?$|^\[?[0-9A-Fa-f:]+\]?$")
@@ -34,9 +31,14 @@ _TIME = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 _LANG = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 
 
-def _option(description: str) -> Any:
-    """A ServerOptions field with the description the admin API documents it with."""
+def _option(description: str | Callable[[], str]) -> Any:
+    """A ServerOptions field with the description the admin API documents it with (a function
+    when it is read from the connectors, which are loaded on first use)."""
     return field(default=None, metadata={"description": description})
+
+
+def _upstream_forms() -> str:
+    return upstreams.forms()
 
 
 @dataclass
@@ -48,7 +50,7 @@ class ServerOptions:
 
     host: str | None = None
     port: int | None = None
-    upstream: str | None = _option("microsoft | wsus | server:NAME | https://host:port")
+    upstream: str | None = _option(_upstream_forms)
     wsus_url: str | None = None
     msrc_source: str | None = None
     winget_source: str | None = None
@@ -132,13 +134,6 @@ def validate_source(value: str, what: str, allow_none: bool = False) -> str | No
     return str(path.resolve())
 
 
-def _validate_upstream(upstream: str, session: Session, own_name: str) -> str:
-    """Checked by the connector the value names (patchflow/upstreams/)."""
-    from patchflow import upstreams
-
-    return upstreams.validate(upstream, session, own_name)
-
-
 def normalize_fingerprint(value: str) -> str:
     """A SHA-256 certificate fingerprint as `AB:CD:...` (what `patchflow tls fingerprint`
     prints); accepts that form, bare hex, and a `SHA256:` prefix."""
@@ -154,19 +149,6 @@ def normalize_fingerprint(value: str) -> str:
     return ":".join(digits[i : i + 2] for i in range(0, 64, 2))
 
 
-def _replication_source(server: PatchServer) -> tuple[str | None, str | None]:
-    return server.upstream, server.upstream_server
-
-
-def _apply_upstream_settings(server: PatchServer, opts: ServerOptions) -> None:
-    """The settings that belong to a kind of upstream (the MSRC source, the WSUS URL, a
-    replica's token and pinned certificate, the winget packages) are taken and checked by its
-    connector, then the server's upstream refuses what it lacks."""
-    from patchflow import upstreams
-
-    upstreams.apply(server, opts)
-
-
 def get_server(session: Session, name: str) -> PatchServer:
     server = session.scalar(select(PatchServer).filter_by(name=name))
     if server is None:
@@ -179,12 +161,10 @@ def _apply(session: Session, server: PatchServer, opts: ServerOptions) -> None:
         server.host = _validate_host(opts.host)
     if opts.port is not None:
         server.port = _validate_port(opts.port)
-    before = _replication_source(server)
-    if opts.upstream is not None:
-        server.upstream = _validate_upstream(opts.upstream, session, server.name)
-    _apply_upstream_settings(server, opts)
-    if _replication_source(server) != before:
-        server.replication_revision = 0  # another upstream: its revisions mean nothing here
+    # The upstream and the settings that belong to a kind of upstream (the MSRC source, the
+    # WSUS URL, a replica's token and pinned certificate, the winget packages) are checked by
+    # the connectors (patchflow/upstreams/), which also start over when the upstream changes.
+    upstreams.apply(server, opts, session)
     _apply_proxy(server, opts)
 
 
@@ -220,13 +200,11 @@ def add_server(session: Session, name: str, opts: ServerOptions) -> PatchServer:
         host="",
         port=6201,
         upstream="microsoft",
-        msrc_source=DEFAULT_MSRC_SOURCE,
-        winget_source=DEFAULT_WINGET_SOURCE,
-        winget_packages=json.dumps(list(DEFAULT_WINGET_PACKAGES)),
         sync_status=SyncStatus.NEVER,
         sync_stop_requested=False,
         replication_revision=0,
     )
+    upstreams.defaults(server)
     _apply(session, server, opts)
     session.add(server)
     session.flush()
@@ -258,8 +236,6 @@ def delete_server(session: Session, name: str, reassign_to: str | None = None) -
     server = get_server(session, name)
     if server.sync_status == SyncStatus.RUNNING:
         raise UserError(f"patch server {name!r} is syncing: stop the sync first")
-    from patchflow import upstreams
-
     users = [s.name for s in session.scalars(select(PatchServer))
              if upstreams.syncs_from(s, name)]
     if users:
@@ -326,9 +302,9 @@ def set_filters(
             setattr(server, column, json.dumps(value) if value else None)
     if filters_of(server) != before:
         # Documents already synced were filtered the old way: the next sync re-reads them all
-        # (a replica pages through its upstream from the start again).
+        # (and each connector reads its upstream from the start again).
         session.execute(delete(SyncDocument).where(SyncDocument.server_id == server.id))
-        server.replication_revision = 0
+        upstreams.reset(server)
     session.flush()
     return server
 

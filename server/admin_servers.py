@@ -23,8 +23,14 @@ def _option_fields() -> dict[str, Any]:
     """ServerOptions' fields as pydantic field definitions: same names, types, defaults and
     descriptions, so the body accepts exactly what the service takes."""
     hints = get_type_hints(svc.ServerOptions)
-    return {f.name: (hints[f.name], Field(f.default, description=f.metadata.get("description")))
+    return {f.name: (hints[f.name], Field(f.default, description=_description(f)))
             for f in dataclasses.fields(svc.ServerOptions)}
+
+
+def _description(option: dataclasses.Field[Any]) -> str | None:
+    """A field's description; the `--upstream` forms come from the connectors' registry."""
+    text = option.metadata.get("description")
+    return text() if callable(text) else text
 
 
 _ServerFields: type[BaseModel] = create_model("_ServerFields", **_option_fields())

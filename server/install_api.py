@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from models.db import session_scope
 from patchflow import install as svc
-from patchflow.content import ContentStore, ContentTampered
+from patchflow.content import ContentError, ContentStore, ContentTampered
 from patchflow.errors import NotFoundError
 from patchflow.install.jobs import fail_items_for_content
 from patchflow.install.launch import launch
@@ -189,18 +189,22 @@ def cancel_job(session: SessionDep, job_id: JobId, who: Admin) -> dict[str, Any]
                         401: {"model": Error, "description": "Not an enrolled agent"},
                         404: {"model": Error, "description": "Not in the content store"},
                         409: {"model": Error,
-                              "description": "The stored file failed its hash check"}})
+                              "description": "The stored file failed its hash check"},
+                        503: {"model": Error,
+                              "description": "The shared storage cannot be reached"}})
 async def content_file(
     request: Request,
     credentials: Annotated[AgentCredentials, Depends(agent_credentials)],
     sha256: str = PathParam(pattern=r"^[0-9a-f]{64}$", description="lowercase hex"),
 ) -> FileResponse:
     await run_in_threadpool(credentials.verify)
-    try:  # hashing a large file takes a while: not on the event loop
+    try:  # hashing a large file (or reading it from the shared storage) takes a while
         path = await run_in_threadpool(ContentStore().verified_path, sha256)
     except ContentTampered as exc:
         await run_in_threadpool(_fail_tampered, _url(request), sha256, str(exc))
         raise HTTPException(status_code=409, detail=str(exc)) from None
+    except ContentError as exc:  # the shared storage is away: a server fault, not a bad file
+        raise HTTPException(status_code=503, detail=str(exc)) from None
     if path is None:
         raise NotFoundError(f"content {sha256} is not in this server's content store")
     return FileResponse(path, media_type="application/octet-stream",

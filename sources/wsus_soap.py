@@ -1,6 +1,6 @@
 """The SOAP messages of [MS-WSUSSS] (WSUS server-to-server sync), downstream side: building the
 requests and reading the answers. Pure functions over bytes; HTTP lives in
-patchflow.wsus_client.
+patchflow.upstreams.wsus_client.
 
 Operations used, in the order the specification's section 3.2.4 prescribes: GetAuthConfig,
 GetAuthorizationCookie (DSS authorization service), GetCookie, GetConfigData,

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import Iterator
@@ -139,6 +140,17 @@ def sqlite_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("PATCHFLOW_DATABASE_URL", url)
     _prepare(url)
     return path
+
+
+@pytest.fixture(autouse=True)
+def _patchflow_logger() -> Iterator[None]:
+    """A test that runs `serve` in-process configures the "patchflow" logger (its own handler,
+    no propagation); the next test in the same process starts with the logger as it was."""
+    logger = logging.getLogger("patchflow")
+    handlers, propagate, level = list(logger.handlers), logger.propagate, logger.level
+    yield
+    logger.handlers[:] = handlers
+    logger.propagate, logger.level = propagate, level
 
 
 @pytest.fixture(scope="session")

@@ -101,7 +101,8 @@ def test_unchanged_inventory_is_answered_without_writing(api: Api, http: httpx.C
                                        "programs": 4, "updates": 2, "unchanged": True}
     # At most the one-row refresh of inventory_at/last_seen (once a second): no row of the
     # inventory is deleted or inserted.
-    assert all(w.upper().startswith("UPDATE ENDPOINTS SET") for w in statements.writes())
+    writes = statements.writes()
+    assert all(w.upper().startswith("UPDATE ENDPOINTS SET") for w in writes), writes
     assert len(statements.writes()) <= 3
     assert _program_rows(api) == stored  # the very same rows, not rewritten
 

@@ -69,6 +69,54 @@ def test_a_connector_refuses_what_its_upstream_lacks() -> None:
     assert upstreams.content_upstream(_server("https://hq.example:6201")) is None  # no token
 
 
+def test_help_texts_and_the_console_form_follow_the_registry() -> None:
+    assert upstreams.forms(hints=True) == ("microsoft | wsus | server:NAME | https://host:port "
+                                           "(another patchflow instance)")
+    assert upstreams.forms(wizard=True) == "microsoft | wsus"
+    server, remote = upstreams.choice_of("server:hq"), upstreams.choice_of("https://hq:6201")
+    assert server is not None and server.param is not None
+    assert (server.param.field, server.with_param("hq")) == ("upstream_server_name", "server:hq")
+    assert server.param_of("server:hq") == "hq"
+    assert remote is not None and remote.param is not None
+    assert (remote.param.field, remote.with_param("https://hq:6201")) == (
+        "upstream_url", "https://hq:6201")
+    assert remote.param_of("https://hq:6201") == "https://hq:6201"
+    assert "upstream_token" in remote.settings
+
+
+def test_the_cli_takes_a_replication_token_from_the_environment_for_https_only(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from cli.servers import _options
+
+    monkeypatch.setenv("PATCHFLOW_UPSTREAM_TOKEN", "pfr_env")
+    unset = (None,) * 6  # --wsus-url ... --proxy-user
+
+    def token(upstream: str | None, flag: str | None = None) -> str | None:
+        return _options(None, None, upstream, *unset, upstream_token=flag).upstream_token
+
+    assert token("https://hq:6201") == "pfr_env"
+    assert token("https://hq:6201", "pfr_flag") == "pfr_flag"
+    assert token("wsus") is None
+    assert token(None) is None
+    assert token("wsus", "") is None  # an empty flag is no flag
+
+
+def test_a_replica_starts_over_when_its_upstream_changes() -> None:
+    from patchflow.servers import ServerOptions
+
+    server = _server("https://hq.example:6201")
+    server.upstream_token_enc, server.upstream_fingerprint = "stored", "AB:CD"
+    server.replication_revision = 7
+    upstreams.apply(server, ServerOptions(host="h2"), None)  # type: ignore[arg-type]
+    assert server.replication_revision == 7
+    upstreams.apply(server, ServerOptions(upstream="https://other.example:6201"),
+                    None)  # type: ignore[arg-type]
+    assert server.replication_revision == 0
+    server.replication_revision = 3
+    upstreams.reset(server)  # the filters changed
+    assert server.replication_revision == 0
+
+
 def test_msrc_plan_skips_months_whose_release_date_is_unchanged() -> None:
     base = "https://msrc.example/cvrf/v3.0/"
     entries = [

@@ -21,6 +21,16 @@ Log = logging.Logger | logging.LoggerAdapter  # type: ignore[type-arg]
 
 
 @dataclass(frozen=True)
+class Param:
+    """What follows a choice's prefix, as the console's form asks for it."""
+
+    field: str  # the form field holding it
+    missing: str  # the message when that field is empty
+    error_field: str = "upstream"  # the field the message is shown at
+    whole: bool = False  # the field holds the whole value (a URL), prefix included
+
+
+@dataclass(frozen=True)
 class Choice:
     """One way to write `--upstream`: the console's radio button and the wizard's answer."""
 
@@ -29,11 +39,27 @@ class Choice:
     form: str  # how it is written after --upstream, for error messages
     wizard: bool = False  # offered by `patchflow init` for the local patch server
     prefix: str = ""  # the value starts with this and carries a parameter ("server:NAME")
-    settings: tuple[str, ...] = ()  # ServerOptions fields this choice needs (the wizard asks)
+    # ServerOptions fields that belong to this choice: the wizard asks for them, the console
+    # reads them only with this choice.
+    settings: tuple[str, ...] = ()
     summary: str = ""  # the wizard's confirmation line; {field} is replaced by its value
+    hint: str = ""  # after the form in `--upstream`'s help ("another patchflow instance")
+    # (ServerOptions field, environment variable): a secret the CLI takes from the environment
+    # when the option is not given with this choice, so it stays off the command line.
+    env: tuple[tuple[str, str], ...] = ()
+    param: Param | None = None  # with a prefix: the console's field for what follows it
 
     def matches(self, upstream: str) -> bool:
         return upstream.startswith(self.prefix) if self.prefix else upstream == self.key
+
+    def with_param(self, given: str) -> str:
+        """The setting the console's parameter field stands for."""
+        return given if self.param is not None and self.param.whole else self.prefix + given
+
+    def param_of(self, upstream: str) -> str:
+        """What the console's parameter field shows for a setting made with this choice."""
+        return upstream if self.param is not None and self.param.whole else \
+            upstream[len(self.prefix):]
 
 
 @dataclass
@@ -66,6 +92,17 @@ class Connector(Protocol):
 
     def check(self, server: PatchServer) -> None:
         """Settings this kind needs, once all of a change is applied (UserError otherwise)."""
+
+    def defaults(self, server: PatchServer) -> None:
+        """The settings only this kind has, as a new patch server starts with them."""
+
+    def origin(self, server: PatchServer) -> Any:
+        """What the position this kind keeps in its upstream is relative to (compared before
+        and after a change of settings: a different value calls `reset`)."""
+
+    def reset(self, server: PatchServer) -> None:
+        """Forget the position kept in the upstream, so the next sync reads it from the start
+        (its origin changed, or the server's filters did)."""
 
     def selected(self, server: PatchServer) -> bool:
         """Whether this connector syncs this patch server (companions excepted)."""
@@ -114,6 +151,15 @@ class ConnectorBase:
         return None
 
     def check(self, server: PatchServer) -> None:
+        return None
+
+    def defaults(self, server: PatchServer) -> None:
+        return None
+
+    def origin(self, server: PatchServer) -> Any:
+        return None
+
+    def reset(self, server: PatchServer) -> None:
         return None
 
     def selected(self, server: PatchServer) -> bool:

@@ -28,6 +28,7 @@ from sources import msrc, wsusscn2
 from sources.records import ParsedDocument, SourceError
 
 SOURCE = "msrc"
+DEFAULT_SOURCE = "https://api.msrc.microsoft.com/cvrf/v3.0/"
 
 
 @dataclass
@@ -108,6 +109,9 @@ class MsrcConnector(ConnectorBase):
     plans_ahead = True
     batch_size = 24
 
+    def defaults(self, server: PatchServer) -> None:
+        server.msrc_source = DEFAULT_SOURCE
+
     def apply(self, server: PatchServer, opts: Any) -> None:
         """`--msrc-source`, shared with the offline catalog (wsusscn2) connector."""
         if opts.msrc_source is not None:
@@ -125,7 +129,7 @@ class MsrcConnector(ConnectorBase):
     def _refs(self, server_id: int) -> list[DocRef]:
         with session_scope() as session:
             server = syncing.server_row(session, server_id)
-            source = server.msrc_source or server_svc.DEFAULT_MSRC_SOURCE
+            source = server.msrc_source or DEFAULT_SOURCE
             http = syncing.http_for(server) if online(source) else None
             known = {
                 row.doc_key: row.release_date

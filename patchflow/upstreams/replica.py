@@ -21,12 +21,11 @@ from models import PatchServer
 from models.db import session_scope
 from models.enums import SyncStatus
 from patchflow import config, crypto, syncing
-from patchflow import replication as upstream_side
 from patchflow.crypto import SecretError
 from patchflow.errors import UserError
 from patchflow.replica_store import apply_local_page, apply_page
-from patchflow.upstream_client import Upstream
-from patchflow.upstreams.base import Choice, ConnectorBase, Log
+from patchflow.upstreams.base import Choice, ConnectorBase, Log, Param
+from patchflow.upstreams.replica_client import Upstream
 from sources.records import SourceError
 from sources.replica import parse_page
 
@@ -45,6 +44,10 @@ class ReplicaResult:
 
 
 def page_size() -> int:
+    # The serving side (and the fleet package it uses) is imported when a replica syncs, not
+    # whenever the registry is read (every CLI start reads the `--upstream` choices).
+    from patchflow import replication as upstream_side
+
     value = config.setting("replication", "page_size", upstream_side.DEFAULT_PAGE)
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= \
             upstream_side.MAX_PAGE:
@@ -62,9 +65,16 @@ class ReplicaConnector(ConnectorBase):
     kind = "replica"
     label = "replication"
     task_name = "replicate"
-    choices = (Choice("server", "Another patch server here", "server:NAME", prefix=SERVER_PREFIX),
+    choices = (Choice("server", "Another patch server here", "server:NAME", prefix=SERVER_PREFIX,
+                      param=Param("upstream_server_name",
+                                  "choose the patch server to sync from")),
                Choice("remote", "Another patchflow server", "https://host:port",
-                      prefix=REMOTE_PREFIX))
+                      prefix=REMOTE_PREFIX, hint="another patchflow instance",
+                      settings=("upstream_server", "upstream_token", "upstream_fingerprint"),
+                      env=(("upstream_token", "PATCHFLOW_UPSTREAM_TOKEN"),),
+                      param=Param("upstream_url",
+                                  "give the other patchflow server's https://host:port",
+                                  error_field="upstream_url", whole=True)))
     brings_third_party = True
 
     def validate(self, upstream: str, session: Session, own_name: str) -> str:
@@ -104,6 +114,14 @@ class ReplicaConnector(ConnectorBase):
                 "create` on the upstream) and --upstream-fingerprint (from `patchflow tls "
                 "fingerprint` there)"
             )
+
+    def origin(self, server: PatchServer) -> tuple[str | None, str | None]:
+        """Revisions are the upstream patch server's: another upstream (or another of its
+        patch servers) numbers them differently."""
+        return server.upstream, server.upstream_server
+
+    def reset(self, server: PatchServer) -> None:
+        server.replication_revision = 0
 
     def content_upstream(self, server: PatchServer) -> Upstream | None:
         """Another instance serves this server's content too (a local patch server shares
@@ -177,6 +195,8 @@ def _pull_pages(server_id: int, upstream: Upstream, http: requests.Session, limi
 
 def _pull_local(server_id: int, name: str, limit: int, result: ReplicaResult) -> None:
     """The same pages as the API serves, read and applied in one transaction each."""
+    from patchflow import replication as upstream_side
+
     while True:
         syncing.progress(server_id, _where(f"patch server {name}", result))
         ask = plan(result.revision, limit)

@@ -24,6 +24,7 @@ from sources import winget
 from sources.records import ParsedDocument, SourceError
 
 SOURCE = "winget"
+DEFAULT_SOURCE = "https://cdn.winget.microsoft.com/cache"
 
 
 def plan(source: str, packages: list[str]) -> list[str]:
@@ -59,6 +60,10 @@ class WingetConnector(ConnectorBase):
     task_name = "sync-winget-batch"
     companion = True
 
+    def defaults(self, server: PatchServer) -> None:
+        server.winget_source = DEFAULT_SOURCE
+        server.winget_packages = json.dumps(list(winget.DEFAULT_PACKAGES))
+
     def apply(self, server: PatchServer, opts: Any) -> None:
         """`--winget-source` (a URL, a winget-pkgs mirror folder or none) and the packages."""
         if opts.winget_source is not None:
@@ -79,7 +84,7 @@ class WingetConnector(ConnectorBase):
         result = syncing.BatchResult()
         with session_scope() as session:
             server = syncing.server_row(session, server_id)
-            source = server.winget_source or server_svc.DEFAULT_WINGET_SOURCE
+            source = server.winget_source or DEFAULT_SOURCE
             packages = plan(source, json.loads(server.winget_packages or "[]"))
             filters, http = syncing.filters_of(server), syncing.http_for(server)
         if not packages:

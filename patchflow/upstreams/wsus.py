@@ -30,7 +30,7 @@ from patchflow import syncing
 from patchflow.catalog_store import store_document
 from patchflow.errors import UserError
 from patchflow.upstreams.base import Choice, ConnectorBase, Log
-from patchflow.wsus_client import WsusClient, decompress_blob, wsus_verify
+from patchflow.upstreams.wsus_client import WsusClient, decompress_blob, wsus_verify
 from sources import wsus_soap as soap
 from sources.filters import Filters
 from sources.records import ParsedDocument, SourceError

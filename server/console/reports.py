@@ -4,25 +4,29 @@ the browser and its CSV files downloaded.
 Generating runs the Prefect `report` flow with the arguments `patchflow report` gives it, after
 the same input checks, so a report made here and one made on the command line are the same
 files. Report files are served only from the folder their run recorded, and only .html and
-.csv: a path in the URL cannot reach anything else in PATCHFLOW_HOME.
+.csv: a path in the URL cannot reach anything else in PATCHFLOW_HOME. With a shared storage
+(`[storage] url`) they are streamed from there instead, so the console on any node opens the
+reports a worker on another node wrote.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import posixpath
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi import Path as PathParam
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, StreamingResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from models import ReportRun
 from models.enums import Category, EulaStatus, RestartRequired, Severity
 from patchflow import fleet, reporting
+from patchflow import storage as shared_storage
 from patchflow.errors import NotFoundError, UserError
 from patchflow.missing_query import MissingFilters
 from server.console import runs
@@ -111,11 +115,22 @@ def start_report(session: Session, kinds: list[str], filters: MissingFilters,
 
 def report_rows(session: Session, limit: int = 50) -> list[dict[str, Any]]:
     rows = []
+    try:
+        shared = shared_storage.configured()
+    except shared_storage.StorageError:
+        shared = None  # the list still shows; opening a file says what is wrong
     for run in session.scalars(select(ReportRun).order_by(ReportRun.id.desc()).limit(limit)):
         folder = Path(run.path) if run.path else None
-        files = sorted(p.name for p in folder.iterdir()
-                       if p.is_file() and p.suffix in _FILE_TYPES) if folder and \
-            folder.is_dir() else []
+        if folder is not None and shared is not None:
+            try:
+                names = shared.files(reporting.report_key(folder))
+            except shared_storage.StorageError:
+                names = []
+            files = [n for n in names if posixpath.splitext(n)[1] in _FILE_TYPES]
+        else:
+            files = sorted(p.name for p in folder.iterdir()
+                           if p.is_file() and p.suffix in _FILE_TYPES) if folder and \
+                folder.is_dir() else []
         try:
             described = MissingFilters.from_json(json.loads(run.filters or "{}")).describe()
         except (UserError, ValueError, TypeError):
@@ -181,11 +196,7 @@ def generate(request: Request) -> Response:
                     "it is written.")
 
 
-def _run_folder(session: Session, run_id: int) -> Path:
-    run = session.get(ReportRun, run_id)
-    if run is None or not run.path:
-        raise NotFoundError(f"no report run {run_id}")
-    folder = Path(run.path)
+def _local_folder(run_id: int, folder: Path) -> Path:
     if not folder.is_dir():
         raise NotFoundError(f"the files of report run {run_id} are gone ({folder})")
     return folder.resolve()
@@ -209,10 +220,66 @@ def _is_report_file(folder: Path, rel: str) -> bool:
         return False
 
 
+def _is_report_key(rel: str) -> bool:
+    """The same rule for a file on the shared storage, checked on the name alone: a relative
+    path without '..', '.' or empty parts (nothing outside the run's folder), .html or .csv."""
+    parts = rel.split("/")
+    return ("\x00" not in rel and "\\" not in rel and len(rel) <= 1024
+            and all(p not in ("", ".", "..") for p in parts)
+            and posixpath.splitext(rel)[1] in _FILE_TYPES)
+
+
+def _from_storage(shared: shared_storage.Storage, folder: Path, rel: str, what: str,
+                  download: bool) -> Response:
+    if not _is_report_key(rel):
+        raise NotFoundError(f"no file {rel[:200]!r} in {what}")
+    key = f"{reporting.report_key(folder)}/{rel}"
+    try:
+        chunks = shared.read_chunks(key)
+        first = next(chunks, b"")  # a missing file is a 404 before the answer starts
+    except FileNotFoundError:
+        raise NotFoundError(f"no file {rel[:200]!r} in {what}") from None
+
+    def body() -> Any:
+        yield first
+        yield from chunks
+
+    name = posixpath.basename(rel)
+    suffix = posixpath.splitext(rel)[1]
+    headers = {"Content-Security-Policy": REPORT_CSP, "Cache-Control": "private, no-store"}
+    if suffix == ".csv" or download:
+        headers["Content-Disposition"] = f'attachment; filename="{name}"'
+    return StreamingResponse(body(), media_type=_FILE_TYPES[suffix], headers=headers)
+
+
+@router.get("/reports/folder/{name}/files/{rel:path}")
+def report_file_by_folder(request: Request, name: str, rel: str,
+                          download: bool = False) -> Response:
+    """The links in a report run's Prefect summary: the run id is not known yet when it is
+    written, its folder name is."""
+    if not name or "/" in name or name in (".", "..") or "\x00" in name or len(name) > 255:
+        raise NotFoundError(f"no report folder {name[:200]!r}")
+    with db(request) as session:
+        found = session.scalars(
+            select(ReportRun).where(ReportRun.path.endswith(name, autoescape=True))
+            .order_by(ReportRun.id.desc()).limit(20)).all()
+    run = next((r for r in found if Path(r.path).name == name), None)
+    if run is None:
+        raise NotFoundError(f"no report folder {name[:200]!r}")
+    return report_file(request, run.id, rel, download)
+
+
 @router.get("/reports/{run_id}/files/{rel:path}")
 def report_file(request: Request, run_id: RunId, rel: str, download: bool = False) -> Response:
     with db(request) as session:
-        folder = _run_folder(session, run_id)
+        run = session.get(ReportRun, run_id)
+        if run is None or not run.path:
+            raise NotFoundError(f"no report run {run_id}")
+        recorded = Path(run.path)
+    shared = shared_storage.configured()
+    if shared is not None:
+        return _from_storage(shared, recorded, rel, f"report run {run_id}", download)
+    folder = _local_folder(run_id, recorded)
     if not _is_report_file(folder, rel):
         raise NotFoundError(f"no file {rel[:200]!r} in report run {run_id}")
     path = (folder / rel).resolve()

@@ -80,32 +80,41 @@ def _port(form: Form, errors: dict[str, str]) -> int | None:
     return int(text)
 
 
+def _chosen(form: Form) -> upstreams.Choice | None:
+    """The upstream radio button picked, if any."""
+    return next((c for c in upstreams.choices() if c.key == form.get("upstream")), None)
+
+
 def _upstream(form: Form, errors: dict[str, str]) -> str | None:
     """The upstream setting the radio buttons and their fields stand for."""
-    choice = form.get("upstream")
-    plain = {c.key for c in upstreams.choices() if not c.prefix}
-    if choice in plain:
-        return choice
-    if choice == "server":
-        other = form.get("upstream_server_name")
-        if not other:
-            errors["upstream"] = "choose the patch server to sync from"
-            return None
-        return f"server:{other}"
-    if choice == "remote":
-        url = form.get("upstream_url")
-        if not url:
-            errors["upstream_url"] = "give the other patchflow server's https://host:port"
-            return None
-        return url
-    return None
+    choice = _chosen(form)
+    if choice is None:
+        return None
+    if not choice.prefix:
+        return choice.key
+    if choice.param is None:
+        return None
+    given = form.get(choice.param.field)
+    if not given:
+        errors[choice.param.error_field] = choice.param.missing
+        return None
+    return choice.with_param(given)
 
 
 def edit_options(form: Form, errors: dict[str, str]) -> svc.ServerOptions:
     """Form fields → ServerOptions; an empty field keeps the stored value, except the proxy,
-    whose empty URL and user clear it (an admin removes a proxy by emptying the fields)."""
+    whose empty URL and user clear it (an admin removes a proxy by emptying the fields). The
+    fields of an upstream not chosen are not read: a connector refuses its settings on a
+    server that does not sync from it."""
     packages = [p for p in re.split(r"[\s,]+", form.get("winget_packages")) if p]
-    remote = form.get("upstream") == "remote"
+    chosen = _chosen(form)
+    takes = set(chosen.settings) if chosen else set()
+    of_a_kind = {  # ServerOptions field: its form value
+        "wsus_url": form.optional("wsus_url"),
+        "upstream_server": form.get("upstream_remote"),
+        "upstream_token": form.raw("upstream_token") or None,
+        "upstream_fingerprint": form.optional("upstream_fingerprint"),
+    }
     password: str | None = None
     if form.flag("clear_proxy_password"):
         password = ""
@@ -115,16 +124,13 @@ def edit_options(form: Form, errors: dict[str, str]) -> svc.ServerOptions:
         host=form.optional("host"),
         port=_port(form, errors),
         upstream=_upstream(form, errors),
-        wsus_url=form.optional("wsus_url"),
         msrc_source=form.optional("msrc_source"),
         winget_source=form.optional("winget_source"),
         winget_packages=packages or None,
         proxy=form.get("proxy") if "proxy" in form.values else None,
         proxy_user=form.get("proxy_user") if "proxy_user" in form.values else None,
         proxy_password=password,
-        upstream_server=form.get("upstream_remote") if remote else None,
-        upstream_token=(form.raw("upstream_token") or None) if remote else None,
-        upstream_fingerprint=form.optional("upstream_fingerprint") if remote else None,
+        **{name: value if name in takes else None for name, value in of_a_kind.items()},
     )
 
 
@@ -196,6 +202,9 @@ def _edit_context(session: Session, name: str) -> dict[str, Any]:
     upstream = server["upstream"] or "microsoft"
     choice = upstreams.choice_of(upstream)
     kind = choice.key if choice else upstream
+    # Each choice's field for what follows its prefix: the stored one's value, others empty.
+    params = {c.param.field: c.param_of(upstream) if c == choice else ""
+              for c in upstreams.choices() if c.param is not None}
     known = [(n, source) for n, source in session.execute(
         select(Product.name, Product.source).order_by(Product.source, Product.name))]
     filters = server["filters"]
@@ -206,8 +215,7 @@ def _edit_context(session: Session, name: str) -> dict[str, Any]:
         "server": server,
         "others": others,
         "upstream_kind": kind,
-        "upstream_other": upstream.split(":", 1)[1] if kind == "server" else "",
-        "upstream_url": upstream if kind == "remote" else "",
+        "params": params,
         "upstreams": UPSTREAMS,
         "categories": [c.value for c in Category],
         "languages": sorted(set(LANGUAGES) | set(filters["languages"] or [])),
