@@ -2,7 +2,7 @@
 environment variable PATCHFLOW_FAULT_POINT is set.
 
 Here, in the agent, because the agent is the lower layer: the simulated platform calls it and
-may import nothing of the server, while the server's `patchflow.faults` re-exports it, so both
+may import nothing of the server, while the server's `patchflow.ops.faults` re-exports it, so both
 sides share one implementation (the points are listed there).
 """
 

@@ -1,6 +1,6 @@
 """The inventory contract shared by the agent and the server: field names, enumerations, limits
 and the host-name and KB rules. Standard library only, so the agent's distribution carries it
-without the server's packages; the server's pydantic model (patchflow/inventory.py) is built
+without the server's packages; the server's pydantic model (patchflow/fleet/inventory.py) is built
 from these same values, so the two cannot drift apart.
 
 `check` is the agent's pre-flight look at a document it is about to send (a simulated inventory

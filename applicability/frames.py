@@ -1,8 +1,8 @@
 """The frame contract between the database loader and the scan engine.
 
-The engine never touches the database: the scan store (patchflow/scan_store.py, `frames_for`)
-reads one batch of endpoints and the catalog into these frames, and `write_results` writes back
-what `scan` returns. Keeping the contract in one
+The engine never touches the database: the scan store (patchflow/scanning/scan_store.py,
+`frames_for`) reads one batch of endpoints and the catalog into these frames, and `write_results`
+writes back what `scan` returns. Keeping the contract in one
 place, with dtypes, lets both sides be tested apart and makes a wrong column fail loudly here
 instead of as a silent non-match deep in a merge.
 

@@ -63,9 +63,9 @@ def _setup(url: str, endpoints: int, programs: int) -> None:
     from flows.sync import sync as sync_flow
     from models.db import session_scope
     from models.migrate import upgrade
-    from patchflow import servers
+    from patchflow.catalog import servers
     from patchflow.sample_catalog import MSRC_DIR, PACKAGES, WINGET_DIR
-    from patchflow.scan_store import load_catalog
+    from patchflow.scanning.scan_store import load_catalog
 
     upgrade(url)
     opts = servers.ServerOptions(host="bench.example", msrc_source=str(MSRC_DIR),
@@ -89,9 +89,9 @@ def _seed_policy(endpoints: int) -> list[int]:
 
     from models import Endpoint, Group, MissingPatch, Patch, PatchInstaller, PatchServer, Policy
     from models.db import session_scope
-    from patchflow import approvals
-    from patchflow.content import ContentStore
+    from patchflow.catalog.content import ContentStore
     from patchflow.cycle.rings import add_ring
+    from patchflow.install import approvals
 
     sha = hashlib.sha256(PAYLOAD).hexdigest()
     ContentStore().put_bytes(PAYLOAD, sha)
@@ -136,7 +136,7 @@ def _seed_policy(endpoints: int) -> list[int]:
 def _scan_direct() -> None:
     from prefect.logging import disable_run_logger
 
-    from patchflow.scanning import BATCH_SIZE, batches
+    from patchflow.scanning.service import BATCH_SIZE, batches
     from tasks import scan as t
 
     with disable_run_logger():
@@ -275,7 +275,7 @@ def run_one(endpoints: int, programs: int, database_url: str | None) -> dict[str
         os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
         os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = "WARNING"
         home.mkdir(parents=True)
-        from patchflow import prefect_env
+        from patchflow.ops import prefect_env
 
         prefect_env.configure()
         from prefect import flow

@@ -54,8 +54,8 @@ def sync_feeds(vuln: Path) -> dict[str, float | int]:
 
 def read_missing(enrich: bool) -> tuple[float, int]:
     from models.db import session_scope
-    from patchflow.missing_query import load_missing
-    from patchflow.vuln_query import enrich_missing
+    from patchflow.catalog.vuln_query import enrich_missing
+    from patchflow.scanning.missing_query import load_missing
 
     start = time.perf_counter()
     with session_scope() as session:
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         os.environ["PREFECT_HOME"] = str(work / "prefect")
         os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
-        from patchflow import prefect_env
+        from patchflow.ops import prefect_env
 
         prefect_env.configure()
         msrc_dir, winget_root, packages, described = _inputs(args.fixtures, work)

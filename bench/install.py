@@ -193,7 +193,7 @@ def seed(count: int) -> tuple[list[dict[str, str]], int]:
     from models.base import utcnow
     from models.db import session_scope
     from patchflow import crypto
-    from patchflow.content import ContentStore
+    from patchflow.catalog.content import ContentStore
 
     sha = hashlib.sha256(PAYLOAD).hexdigest()
     ContentStore().put_bytes(PAYLOAD, sha)
@@ -298,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
             f"sqlite:///{work / 'home' / 'patchflow.db'}"
         os.environ["PREFECT_HOME"] = str(work / "prefect")
         os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
-        from patchflow import prefect_env
+        from patchflow.ops import prefect_env
 
         prefect_env.configure()
         from cli.main import main as cli

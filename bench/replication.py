@@ -87,7 +87,7 @@ def _home(path: Path, db_url: str | None = None) -> Iterator[str]:
 
 def _init(home: Path, db_url: str | None = None) -> None:
     from models.migrate import upgrade
-    from patchflow import tls
+    from patchflow.ops import tls
 
     with _home(home, db_url) as url:
         home.mkdir(parents=True, exist_ok=True)
@@ -98,8 +98,8 @@ def _init(home: Path, db_url: str | None = None) -> None:
 
 def _seed(home: Path, count: int) -> tuple[float, str]:
     from models.db import session_scope
-    from patchflow import replication, servers
-    from patchflow.catalog_store import store_document
+    from patchflow.catalog import replication, servers
+    from patchflow.catalog.catalog_store import store_document
     from sources.filters import Filters
     from sources.records import ParsedDocument
 
@@ -159,7 +159,7 @@ def _serve(home: Path) -> Iterator[str]:
 def _baseline(home: Path, page: int) -> tuple[float, int]:
     """A's own read of every page from its database (best of two)."""
     from models.db import session_scope
-    from patchflow import replication
+    from patchflow.catalog import replication
 
     best, rows = float("inf"), 0
     with _home(home) as url:
@@ -181,7 +181,8 @@ def _baseline(home: Path, page: int) -> tuple[float, int]:
 def _replicate(home: Path, db_url: str | None, upstream: str, token: str, fingerprint: str,
                page: int) -> tuple[float, int, str | None]:
     from models.db import session_scope
-    from patchflow import config, servers
+    from patchflow import config
+    from patchflow.catalog import servers
     from patchflow.upstreams import replica
 
     _init(home, db_url)
@@ -219,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         figures["baseline_s"] = round(base, 3)
         print(f"baseline: upstream reads the same {rows} patches from its database in "
               f"{base:.2f} s ({rows / base:,.0f} patches/s)")
-        from patchflow import tls
+        from patchflow.ops import tls
 
         fingerprint = tls.fingerprint(a / "tls" / "server.crt")
         ok = True

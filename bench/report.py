@@ -152,9 +152,15 @@ def measure(home: Path, page_rows: int) -> dict[str, Any]:
     """Runs in a fresh process: time the dashboard and each report, then the to_csv baseline."""
     _env(home)
     from models.db import session_scope
-    from patchflow.missing_query import MissingFilters
-    from patchflow.report_data import load_dashboard
-    from patchflow.reporting import KINDS, build_reports, html_options, load_frames, write_files
+    from patchflow.reporting.report_data import load_dashboard
+    from patchflow.reporting.service import (
+        KINDS,
+        build_reports,
+        html_options,
+        load_frames,
+        write_files,
+    )
+    from patchflow.scanning.missing_query import MissingFilters
     from reports.csv import CSV_OPTIONS
 
     out: dict[str, Any] = {}

@@ -117,9 +117,10 @@ class Timers:
 
 @contextlib.contextmanager
 def _split_timers(timers: Timers) -> Iterator[None]:
-    """Time the three steps of patchflow.scanning.scan_batch without changing them, and the
+    """Time the three steps of patchflow.scanning.service.scan_batch without changing them, and the
     engine's one-off catalog preparation (`Catalog.prepared`, built by the first batch)."""
-    from patchflow import scan_store, scanning
+    from patchflow.scanning import scan_store
+    from patchflow.scanning import service as scanning
 
     patched = [(scanning, "frames_for", "read"), (scanning, "run_engine", "engine"),
                (scanning, "_write", "write"), (scan_store, "prepare", "prepare")]
@@ -194,8 +195,8 @@ def setup(home: str, url: str, msrc_dir: str, winget_root: str, packages: list[s
     """Runs in a child process; returns its figures (no frames cross the process boundary)."""
     from models.db import dispose_all, session_scope
     from models.migrate import upgrade
-    from patchflow import servers
-    from patchflow.scan_store import load_catalog
+    from patchflow.catalog import servers
+    from patchflow.scanning.scan_store import load_catalog
 
     Path(home).mkdir(parents=True, exist_ok=True)
     _use_home(Path(home), url)
@@ -326,7 +327,7 @@ def insert_fleet(fleet: Any) -> dict[str, int]:
     from models import Endpoint, InstalledProgram, InstalledUpdate
     from models.base import utcnow
     from models.db import get_engine
-    from patchflow.inventory import normalize_kb
+    from patchflow.fleet.inventory import normalize_kb
 
     now = utcnow()
     eps = fleet.endpoints.assign(
@@ -392,7 +393,7 @@ def warm_up(endpoints: int = 20) -> float:
     from applicability.engine import scan as engine_scan
     from models import Endpoint
     from models.db import session_scope
-    from patchflow.scan_store import frames_for, load_catalog
+    from patchflow.scanning.scan_store import frames_for, load_catalog
 
     start = time.perf_counter()
     with session_scope() as session:
@@ -403,7 +404,7 @@ def warm_up(endpoints: int = 20) -> float:
 
 def direct_scan(batch_size: int, profile: bool = False) -> dict[str, Any]:
     """The scan flow's body through the task functions' `.fn`: no Prefect engine."""
-    from patchflow.scanning import batches
+    from patchflow.scanning.service import batches
     from tasks import scan as t
 
     timers = Timers()
@@ -433,7 +434,7 @@ def flow_child(home: str, url: str, batch_size: int) -> dict[str, Any]:
     """Runs in a fresh child process (its own Prefect settings and temporary API server, which
     it stops before returning): a no-op flow starts the server, then the real scan flow runs."""
     _use_home(Path(home), url)
-    from patchflow import prefect_env
+    from patchflow.ops import prefect_env
 
     prefect_env.configure()
     from prefect import flow
@@ -469,7 +470,7 @@ def reference_check(catalog: Any, ids: list[int], sample: int) -> dict[str, Any]
     from applicability.reference import Reference, scan_reference
     from models import MissingPatch
     from models.db import session_scope
-    from patchflow.scan_store import frames_for
+    from patchflow.scanning.scan_store import frames_for
 
     step = max(1, len(ids) // sample)
     chosen = ids[::step][:sample]
@@ -675,7 +676,7 @@ def _table(runs: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from patchflow.scanning import BATCH_SIZE
+    from patchflow.scanning.service import BATCH_SIZE
 
     parser = argparse.ArgumentParser(prog="python -m bench.scan",
                                      description=__doc__.split("\n")[0])
@@ -704,7 +705,7 @@ def main(argv: list[str] | None = None) -> int:
             os.environ["PATCHFLOW_HOME"] = str(work / "home")
             os.environ["PREFECT_HOME"] = str(work / "prefect")  # children start their own
             os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
-            from patchflow import prefect_env
+            from patchflow.ops import prefect_env
 
             prefect_env.configure()
             inputs = _inputs(args.fixtures, work)

@@ -9,7 +9,7 @@ What is measured, on a fresh patchflow home each time:
 - store, first run: the product's sync path without Prefect: plan_upstream and
   sync_upstream_batch for msrc (in batches of the connector's batch_size, as the flow does)
   and winget, called through the tasks' `.fn`, against a patch server added with
-  patchflow.servers.add_server, into SQLite and into a fresh MariaDB database
+  patchflow.catalog.servers.add_server, into SQLite and into a fresh MariaDB database
   (mysql+pymysql://root@127.0.0.1:3306, dropped afterwards).
   `.fn` skips Prefect's task engine but not get_run_logger(), which needs a run context, so the
   tasks' logger is swapped for a stdlib logger while they run.
@@ -170,7 +170,7 @@ def _home(work: Path, name: str, url: str) -> Iterator[None]:
 
 def _add_server(mirror: Path, winget_root: Path, packages: list[str]) -> int:
     from models.db import session_scope
-    from patchflow import servers
+    from patchflow.catalog import servers
 
     opts = servers.ServerOptions(host="bench.example", msrc_source=str(mirror),
                                  winget_source=str(winget_root), winget_packages=packages)
@@ -197,7 +197,7 @@ def _plain_logger() -> Iterator[None]:
 def _split_timers() -> Iterator[dict[str, float]]:
     """Wall time spent parsing and storing inside the sync tasks (wrappers, not a profiler,
     so the split is not skewed by profiling overhead on Python-heavy code)."""
-    from patchflow import syncing
+    from patchflow.catalog import syncing
     from sources import msrc, winget
 
     spent = {"parse": 0.0, "store": 0.0, "status": 0.0}
@@ -406,7 +406,7 @@ def _run(args: argparse.Namespace) -> int:
         os.environ["PATCHFLOW_HOME"] = str(work / "home")
         os.environ["PREFECT_HOME"] = str(work / "prefect")
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-        from patchflow import prefect_env
+        from patchflow.ops import prefect_env
 
         prefect_env.configure()
         logging.getLogger("bench.sync").setLevel(logging.WARNING)

@@ -1,13 +1,14 @@
 """`patchflow approve|unapprove|decline|undecline`, `patchflow approvals list` and
-`patchflow rules …`: thin wrappers over patchflow.approvals and patchflow.approval_rules."""
+`patchflow rules …`: thin wrappers over patchflow.install.approvals and
+patchflow.install.approval_rules."""
 
 from __future__ import annotations
 
 import typer
 
 from cli.common import console, db_session, plain, print_json, print_table, split_csv
-from patchflow import audit
 from patchflow.errors import UserError
+from patchflow.ops import audit
 
 approvals_app = typer.Typer(help="Patch approvals and declines.", no_args_is_help=True)
 rules_app = typer.Typer(help="Automatic approval rules.", no_args_is_help=True)
@@ -32,7 +33,7 @@ def approve(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Approve a patch for groups (and their subgroups)."""
-    from patchflow.approvals import approve as approve_
+    from patchflow.install.approvals import approve as approve_
 
     with db_session() as session:
         out = approve_(session, patch, split_csv(groups), audit.cli_actor(), deadline)
@@ -49,7 +50,7 @@ def unapprove(
     groups: str = typer.Option(..., "--groups", help="G1,G2"),
 ) -> None:
     """Withdraw a manual approval for groups."""
-    from patchflow.approvals import unapprove as unapprove_
+    from patchflow.install.approvals import unapprove as unapprove_
 
     with db_session() as session:
         out = unapprove_(session, patch, split_csv(groups), audit.cli_actor())
@@ -65,8 +66,8 @@ def decline(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Decline a patch: it is no longer offered nor counted as missing."""
-    from patchflow.approvals import decline as decline_
-    from patchflow.approvals import decline_superseded
+    from patchflow.install.approvals import decline as decline_
+    from patchflow.install.approvals import decline_superseded
 
     if bool(patch) == superseded:
         raise UserError("give a PATCH or --superseded (one of them)")
@@ -85,7 +86,7 @@ def decline(
 
 def undecline(patch: str = typer.Argument(..., help=PATCH_HELP)) -> None:
     """Offer a declined patch again."""
-    from patchflow.approvals import undecline as undecline_
+    from patchflow.install.approvals import undecline as undecline_
 
     with db_session() as session:
         out = undecline_(session, patch, audit.cli_actor())
@@ -98,7 +99,7 @@ def list_(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Manual approvals (and, without --group, declines): who, when, why."""
-    from patchflow.approvals import list_approvals
+    from patchflow.install.approvals import list_approvals
 
     with db_session() as session:
         rows = list_approvals(session, group)
@@ -129,7 +130,7 @@ def rules_add(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Add an automatic approval rule."""
-    from patchflow.approval_rules import add_rule
+    from patchflow.install.approval_rules import add_rule
 
     with db_session() as session:
         out = add_rule(session, name, split_csv(groups), audit.cli_actor(),
@@ -146,7 +147,7 @@ def rules_add(
 @rules_app.command("list")
 def rules_list(as_json: bool = typer.Option(False, "--json")) -> None:
     """The automatic approval rules."""
-    from patchflow.approval_rules import list_rules
+    from patchflow.install.approval_rules import list_rules
 
     with db_session() as session:
         rows = list_rules(session)
@@ -160,7 +161,7 @@ def rules_list(as_json: bool = typer.Option(False, "--json")) -> None:
 @rules_app.command("delete")
 def rules_delete(name: str = typer.Argument(...)) -> None:
     """Delete a rule (what it approved before is not installed by later cycles)."""
-    from patchflow.approval_rules import delete_rule
+    from patchflow.install.approval_rules import delete_rule
 
     with db_session() as session:
         delete_rule(session, name, audit.cli_actor())
@@ -173,7 +174,7 @@ def rules_preview(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """What the rule would approve now, and why."""
-    from patchflow.approval_rules import preview_rule
+    from patchflow.install.approval_rules import preview_rule
 
     with db_session() as session:
         out = preview_rule(session, name)

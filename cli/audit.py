@@ -23,7 +23,7 @@ def audit_list(
     as_json: bool = typer.Option(False, "--json", help="JSON output"),
 ) -> None:
     """List the audit log."""
-    from patchflow import audit
+    from patchflow.ops import audit
 
     with db_session() as session:
         rows = audit.list_events(session, limit=limit, actor=actor, action=action)

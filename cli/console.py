@@ -12,8 +12,8 @@ import sys
 import typer
 
 from cli.common import console, db_session, print_json, print_table
-from patchflow import audit
 from patchflow.errors import UserError
+from patchflow.ops import audit
 
 
 def register(app: typer.Typer) -> None:
@@ -47,7 +47,7 @@ def admin_add(
     password_stdin: bool = PASSWORD_STDIN,
 ) -> None:
     """Add a web console administrator (the password is stored as a slow salted hash)."""
-    from patchflow import accounts
+    from patchflow.ops import accounts
 
     accounts.validate_username(username)
     password = _password(username, password_stdin)
@@ -63,7 +63,7 @@ def admin_passwd(
     password_stdin: bool = PASSWORD_STDIN,
 ) -> None:
     """Change an administrator's password; every console session of theirs ends."""
-    from patchflow import accounts
+    from patchflow.ops import accounts
 
     with db_session() as session:
         accounts.get_admin(session, username)  # a typo fails before the prompt
@@ -76,7 +76,7 @@ def admin_passwd(
 
 def admin_list(as_json: bool = typer.Option(False, "--json", help="JSON output")) -> None:
     """List the web console's administrators."""
-    from patchflow import accounts
+    from patchflow.ops import accounts
 
     with db_session() as session:
         rows = accounts.list_admins(session)
@@ -89,7 +89,7 @@ def admin_list(as_json: bool = typer.Option(False, "--json", help="JSON output")
 def admin_remove(username: str = typer.Argument(..., help="The administrator to remove")) -> None:
     """Remove an administrator; their console sessions end for good (adding the name again
     makes a new account that none of them opens)."""
-    from patchflow import accounts
+    from patchflow.ops import accounts
 
     with db_session() as session:
         accounts.remove_admin(session, username)

@@ -15,7 +15,7 @@ from typing import Any
 import typer
 
 from cli.common import console, db_session, plain, print_json, print_table, split_csv
-from patchflow import audit
+from patchflow.ops import audit
 
 cycle_app = typer.Typer(help="The patch cycle: sync, scan, approve, install, verify, report.",
                         no_args_is_help=True)

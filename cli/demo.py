@@ -7,7 +7,7 @@ a real installation's data. It runs the real parts: the HTTPS server on loopback
 agents enrolled with the pinned certificate, and the Prefect sync, scan, install and report
 flows on an embedded Prefect server. Being an entry point that drives the agent, the server
 and the flows together, it lives with the CLI; the simulated fleet it enrolls is data, in
-patchflow/demo_fleet.py.
+patchflow/fleet/demo_fleet.py.
 
 Everything heavy is imported inside the functions: Prefect reads PREFECT_HOME once, at import,
 and the demo sets it first (and every other command loads this module at start-up).
@@ -60,7 +60,7 @@ def prepare_home() -> Path:
     os.environ.pop("PATCHFLOW_DATABASE_URL", None)
     os.environ["PREFECT_HOME"] = str(home / "prefect")
     (home / "prefect").mkdir()
-    from patchflow import prefect_env
+    from patchflow.ops import prefect_env
 
     prefect_env.use_own_temporary_server()
     return home
@@ -85,7 +85,7 @@ def fill_content_store() -> int:
 
     from models import PatchInstaller
     from models.db import session_scope
-    from patchflow.content import ContentStore
+    from patchflow.catalog.content import ContentStore
     from patchflow.sample_catalog import payload
 
     store = ContentStore()
@@ -170,14 +170,16 @@ def run_demo(say: Callable[[str], None]) -> DemoResult:
     from models import Endpoint
     from models.db import dispose_all, session_scope
     from models.migrate import upgrade
-    from patchflow import config, crypto, fleet, servers, setup, tls, vulnfeeds
-    from patchflow.demo_fleet import demo_fleet
+    from patchflow import config, crypto, fleet
+    from patchflow.catalog import servers, vulnfeeds
+    from patchflow.fleet.demo_fleet import demo_fleet
     from patchflow.install.eula import accept_eula
     from patchflow.install.jobs import start_from_selection
     from patchflow.install.selection import select_pairs
-    from patchflow.report_data import load_dashboard
+    from patchflow.ops import setup, tls
+    from patchflow.reporting.report_data import load_dashboard
     from patchflow.sample_catalog import DEMO_MSRC_DIR, DEMO_VULN_DIR, DEMO_WINGET_DIR, PACKAGES
-    from patchflow.scanning import RESCANS
+    from patchflow.scanning.service import RESCANS
     from server.app import create_app
     from server.run import BackgroundServer
 
@@ -295,7 +297,7 @@ def create_demo_admin() -> tuple[str, str]:
     import secrets
 
     from models.db import session_scope
-    from patchflow import accounts
+    from patchflow.ops import accounts
 
     password = secrets.token_urlsafe(12)
     with session_scope() as session:
@@ -327,7 +329,8 @@ def start_service(port: int, prefect_port: int) -> tuple[Any, DemoService]:
     import subprocess
     import sys
 
-    from patchflow import childproc, config, tls
+    from patchflow import config
+    from patchflow.ops import childproc, tls
 
     username, password = create_demo_admin()
     home = config.home()
@@ -359,7 +362,7 @@ def stop_service(proc: Any, timeout: float = 60.0) -> int:
     import signal
     import subprocess
 
-    from patchflow import childproc
+    from patchflow.ops import childproc
 
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)

@@ -75,7 +75,7 @@ def endpoints_show(
 ) -> None:
     """Show one endpoint (and a re-enrolment of it waiting for approval, if any)."""
     from patchflow import fleet
-    from patchflow.ms_products import endpoint_ms_products
+    from patchflow.catalog.ms_products import endpoint_ms_products
 
     with db_session() as session:
         rows = fleet.describe_endpoint(session, hostname)
@@ -118,7 +118,7 @@ def endpoints_import(
     """Store inventories without an agent. Each file is all or nothing: a bad document rejects
     its file (with the failing field named) and the other files still import."""
     from patchflow import fleet
-    from patchflow.inventory import validate_documents
+    from patchflow.fleet.inventory import validate_documents
 
     failures: list[str] = []
     for path in files:
@@ -136,7 +136,7 @@ def endpoints_import(
             if as_json:
                 print_json_line({"file": str(path), "imported": 0, "error": str(exc)})
             continue
-        from patchflow.scanning import register_inventory_hook
+        from patchflow.scanning.service import register_inventory_hook
 
         register_inventory_hook()  # imported endpoints are rescanned before the command ends
         fleet.run_inventory_hooks(ids)

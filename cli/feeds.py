@@ -16,7 +16,7 @@ import typer
 
 from cli.common import console, db_session, plain, print_json, print_table
 from models.enums import SyncStatus
-from patchflow import vulnfeeds
+from patchflow.catalog import vulnfeeds
 from patchflow.errors import UserError
 
 feeds_app = typer.Typer(no_args_is_help=True, help="Vulnerability feeds: KEV, Mozilla, NVD.")
@@ -87,8 +87,8 @@ def sync(names: list[str] = typer.Argument(None, help="kev, mozilla, nvd (defaul
 
 
 def _stop(wanted: list[str]) -> None:
-    """Stop the flow runs syncing the (named) feeds: patchflow.flowruns.stop_flow_run."""
-    from patchflow.flowruns import stop_flow_run
+    """Stop the flow runs syncing the (named) feeds: patchflow.ops.flowruns.stop_flow_run."""
+    from patchflow.ops.flowruns import stop_flow_run
 
     with db_session() as session:
         running = [(r.name, r.flow_run_id) for r in vulnfeeds.running(session)

@@ -69,8 +69,8 @@ def init(
 ) -> None:
     """Create PATCHFLOW_HOME, write patchflow.toml and upgrade the database. Safe to run twice.
     In a terminal without options it is a setup wizard."""
-    import patchflow.tls  # noqa: F401  registers the TLS certificate init hook
-    from patchflow import setup
+    import patchflow.ops.tls  # noqa: F401  registers the TLS certificate init hook
+    from patchflow.ops import setup
 
     given = [database_url, host, port, cert, key, content_dir, proxy, proxy_user, upstream,
              wsus_url, import_backup, config_file]
@@ -227,7 +227,8 @@ def _run_wizard(plan: Any) -> bool:
 
 
 def _questions(plan: Any) -> bool:
-    from patchflow import config, setup
+    from patchflow import config
+    from patchflow.ops import setup
 
     console.rule("patchflow setup")
     console.print("Press Enter to take the value in brackets. Nothing is written until you "

@@ -10,8 +10,8 @@ from typing import Any
 import typer
 
 from cli.common import console, db_session, plain, print_json, print_table, split_csv
-from patchflow import audit
 from patchflow.errors import UserError
+from patchflow.ops import audit
 
 install_app = typer.Typer(help="Select missing patches and install them.", no_args_is_help=True)
 eula_app = typer.Typer(help="Patch EULAs: read, accept.", no_args_is_help=True)
@@ -48,7 +48,7 @@ def list_(
 ) -> None:
     """Missing patches, one row each: endpoints affected and how many are selected."""
     from patchflow.install import install_list
-    from patchflow.missing_query import MissingFilters
+    from patchflow.scanning.missing_query import MissingFilters
 
     filters = MissingFilters(
         group=group, subgroups=subgroups, severity=tuple(split_csv(severity) or ()),

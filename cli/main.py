@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from patchflow import prefect_env
+from patchflow.ops import prefect_env
 from patchflow.untrusted import strip_controls
 
 app = typer.Typer(
@@ -53,7 +53,7 @@ def _root(
         if value:
             os.environ[name] = value
     # Flows the command runs report to this home's `patchflow serve` Prefect server when one
-    # runs, not to a temporary server of their own (patchflow/prefect_env.py); entered here,
+    # runs, not to a temporary server of their own (patchflow/ops/prefect_env.py); entered here,
     # once --home is known, and left when the command ends.
     ctx.with_resource(prefect_env.cli_prefect_api())
 

@@ -27,7 +27,7 @@ def backup(
     """Back up the whole patch database (and optionally the content store) to one archive."""
     from models.db import get_engine
     from patchflow import config
-    from patchflow.backup import PASSPHRASE_ENV, create_backup, passphrase_from
+    from patchflow.ops.backup import PASSPHRASE_ENV, create_backup, passphrase_from
 
     passphrase = None
     if encrypt:
@@ -61,7 +61,7 @@ def restore(
 ) -> None:
     """Restore a backup into this home's database (SQLite or MariaDB, either direction)."""
     from patchflow import config
-    from patchflow.backup import restore_archive
+    from patchflow.ops.backup import restore_archive
 
     passphrase = _restore_passphrase(archive, passphrase_file)
     counts = restore_archive(config.database_url(), archive, passphrase, force=force)
@@ -75,8 +75,8 @@ def _restore_passphrase(archive: Path, passphrase_file: Path | None) -> str | No
     """File, then environment, then (in a terminal) a hidden prompt; None for a plain archive."""
     import sys
 
-    from patchflow.backup import passphrase_from
-    from patchflow.backup_crypto import is_encrypted
+    from patchflow.ops.backup import passphrase_from
+    from patchflow.ops.backup_crypto import is_encrypted
 
     if not is_encrypted(archive):
         return None

@@ -13,7 +13,7 @@ from cli.common import (
     print_table,
     split_csv,
 )
-from patchflow.catalog_query import PatchFilters, find_patch, list_patches, patch_detail
+from patchflow.catalog.catalog_query import PatchFilters, find_patch, list_patches, patch_detail
 from patchflow.errors import UserError
 
 patches_app = typer.Typer(help="The patch catalog.")
@@ -61,7 +61,7 @@ def show(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Show one patch with its products, CVEs and installers."""
-    from patchflow.vuln_query import patch_vulnerabilities
+    from patchflow.catalog.vuln_query import patch_vulnerabilities
 
     with db_session() as session:
         patch = find_patch(session, ref)

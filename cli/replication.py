@@ -24,7 +24,7 @@ def create(
     as_json: bool = typer.Option(False, "--json", help="JSON output"),
 ) -> None:
     """Create a replication token; printed once, stored only as a hash."""
-    from patchflow import replication
+    from patchflow.catalog import replication
 
     with db_session() as session:
         token = replication.create_token(session, name)
@@ -40,7 +40,7 @@ def create(
 @token_app.command("list")
 def list_(as_json: bool = typer.Option(False, "--json", help="JSON output")) -> None:
     """Replication tokens (never the tokens themselves)."""
-    from patchflow import replication
+    from patchflow.catalog import replication
 
     with db_session() as session:
         rows = replication.list_tokens(session)
@@ -55,7 +55,7 @@ def list_(as_json: bool = typer.Option(False, "--json", help="JSON output")) -> 
 @token_app.command("revoke")
 def revoke(token_id: int) -> None:
     """Revoke a replication token: the next request with it is refused (403)."""
-    from patchflow import replication
+    from patchflow.catalog import replication
 
     with db_session() as session:
         replication.revoke_token(session, token_id)

@@ -53,9 +53,9 @@ def report(
     as_json: bool = typer.Option(False, "--json", help="Print the run summary as JSON"),
 ) -> None:
     """Build reports (HTML and CSV) through the Prefect `report` flow, optionally mail them."""
-    from patchflow import mail
-    from patchflow.missing_query import MissingFilters
-    from patchflow.reporting import html_options, output_dir, parse_formats, parse_kinds
+    from patchflow.reporting import mail
+    from patchflow.reporting.service import html_options, output_dir, parse_formats, parse_kinds
+    from patchflow.scanning.missing_query import MissingFilters
 
     kinds = parse_kinds(kind)
     format_list = parse_formats(formats)
@@ -104,7 +104,7 @@ def dashboard(
 ) -> None:
     """Missing patches by severity and the scan overview (fast: SQL aggregates only)."""
     from patchflow import config
-    from patchflow.report_data import load_dashboard
+    from patchflow.reporting.report_data import load_dashboard
 
     with db_session() as session:
         data = load_dashboard(session)
@@ -152,7 +152,7 @@ def mail_set(
     ),
 ) -> None:
     """Store the SMTP settings (the password encrypted) in the patch database."""
-    from patchflow import mail
+    from patchflow.reporting import mail
 
     password = None
     if user:
@@ -178,7 +178,7 @@ def _show(shown: dict[str, object]) -> None:
 @mail_app.command("show")
 def mail_show(as_json: bool = typer.Option(False, "--json", help="JSON output")) -> None:
     """Show the SMTP settings (never the password)."""
-    from patchflow import mail
+    from patchflow.reporting import mail
 
     with db_session() as session:
         settings = mail.load_settings(session, decrypt=False)
@@ -193,7 +193,7 @@ def mail_show(as_json: bool = typer.Option(False, "--json", help="JSON output"))
 @mail_app.command("test")
 def mail_test(to: str = typer.Option(..., "--to", help="Recipient(s), comma-separated")) -> None:
     """Send a short test message through the configured relay."""
-    from patchflow import mail
+    from patchflow.reporting import mail
 
     recipients = mail.parse_addresses(to)
     if not recipients:

@@ -36,7 +36,7 @@ def scan(
                             .values(stop_requested=True))
             flow_runs = [s.flow_run_id for s in running if s.flow_run_id]
         if os.environ.get("PREFECT_API_URL"):
-            from patchflow.flowruns import cancel_flow_run
+            from patchflow.ops.flowruns import cancel_flow_run
 
             for run_id in flow_runs:
                 cancel_flow_run(run_id)
@@ -45,7 +45,7 @@ def scan(
         else:
             console.print(f"stop requested for {len(running)} running scan(s)")
         return
-    from patchflow.scanning import Selection, select_endpoints
+    from patchflow.scanning.service import Selection, select_endpoints
 
     selection = Selection(split_csv(endpoints), group, policy, all_)
     if not any([endpoints, group, policy, all_]):
@@ -97,8 +97,8 @@ def missing(
         return
     if as_json and as_csv:
         raise UserError("choose one of --json and --csv")
-    from patchflow.missing_query import MissingFilters
-    from patchflow.vuln_query import load_rated_missing
+    from patchflow.catalog.vuln_query import load_rated_missing
+    from patchflow.scanning.missing_query import MissingFilters
 
     if sort not in (None, "risk"):
         raise UserError(f"--sort {sort!r}: only 'risk' is supported")
@@ -127,7 +127,7 @@ def missing(
 
 
 def _explain(host: str, patch_ref: str) -> None:
-    from patchflow.scanning import explain_pair
+    from patchflow.scanning.service import explain_pair
 
     with db_session() as session:
         lines = explain_pair(session, host, patch_ref)

@@ -65,7 +65,7 @@ def schedule(
 ) -> None:
     """Show or set the weekly report schedule; `patchflow serve` applies a change within
     seconds (deployment `patchflow-report/reports@<instance>`)."""
-    from patchflow import report_schedule
+    from patchflow.reporting import report_schedule
 
     if clear and (weekday or at or kind or email):
         raise UserError("--clear cannot be combined with --weekday, --at, --kind or --email")
@@ -80,7 +80,7 @@ def schedule(
                 raise UserError("a report schedule needs --weekday and --at")
             recipients = None
             if email is not None:
-                from patchflow import mail
+                from patchflow.reporting import mail
 
                 recipients = mail.parse_addresses(email)
                 if recipients and mail.load_settings(session, decrypt=False) is None:

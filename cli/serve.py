@@ -31,7 +31,7 @@ def serve(
     interrupted. Without PREFECT_API_URL a local Prefect server (with its UI) runs alongside."""
     from deployments.serve import serve as run_service
     from patchflow import config
-    from patchflow.setup import DEFAULT_SSL_PORT
+    from patchflow.ops.setup import DEFAULT_SSL_PORT
 
     port = port or int(config.setting("server", "port", DEFAULT_SSL_PORT))
     if not 1 <= port <= 65535:

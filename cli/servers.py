@@ -7,8 +7,8 @@ import os
 import typer
 
 from cli.common import console, db_session, plain, print_json, print_table, split_csv
-from patchflow import servers as svc
 from patchflow import upstreams
+from patchflow.catalog import servers as svc
 
 server_app = typer.Typer(help="Patch servers: where endpoints scan against and download from.")
 
@@ -166,7 +166,7 @@ def delete(
         from patchflow.errors import UserError
 
         raise UserError(f"deleting patch server {name!r} needs --yes")
-    from patchflow import audit
+    from patchflow.ops import audit
 
     with db_session() as session:
         svc.delete_server(session, name)

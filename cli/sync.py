@@ -10,7 +10,7 @@ import typer
 
 from cli.common import console, db_session, plain, print_json
 from models.enums import SyncStatus
-from patchflow import servers as svc
+from patchflow.catalog import servers as svc
 from patchflow.errors import UserError
 
 
@@ -64,7 +64,7 @@ def _cancel_flow_run(flow_run_id: str | None) -> None:
     """Runs started by a deployment are cancelled through Prefect; in-process runs see the flag."""
     if not flow_run_id or not os.environ.get("PREFECT_API_URL"):
         return
-    from patchflow.flowruns import cancel_flow_run
+    from patchflow.ops.flowruns import cancel_flow_run
 
     cancel_flow_run(flow_run_id)
 

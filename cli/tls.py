@@ -20,7 +20,7 @@ def tls_fingerprint(
     as_json: bool = typer.Option(False, "--json", help="JSON output"),
 ) -> None:
     """Print the server certificate's SHA-256 fingerprint (give it to `patchflow-agent enroll`)."""
-    from patchflow import tls
+    from patchflow.ops import tls
 
     cert, _key = tls.cert_paths()
     if as_json:

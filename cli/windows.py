@@ -7,7 +7,7 @@ from __future__ import annotations
 import typer
 
 from cli.common import console, db_session, plain, print_json, print_table
-from patchflow import audit
+from patchflow.ops import audit
 
 window_app = typer.Typer(help="A policy's maintenance windows (installs and restarts only "
                          "inside one).", no_args_is_help=True)

@@ -39,8 +39,9 @@ from sqlalchemy.orm import Session
 
 from deployments.schedules import daily_rrule, scan_rrule, sync_rrule
 from models import PatchServer, Policy
-from patchflow import config, report_schedule
+from patchflow import config
 from patchflow.config import ConfigError
+from patchflow.reporting import report_schedule
 
 # Deployments that `patchflow serve` owns carry this tag: only those are ever deleted by it.
 SERVED_TAG = "patchflow-serve"

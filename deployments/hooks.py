@@ -19,7 +19,7 @@ from models import CycleRun, PatchServer, Policy, Scan
 from models.base import utcnow
 from models.db import session_scope
 from models.enums import SyncStatus
-from patchflow.scanning import restore_stuck_states
+from patchflow.scanning.service import restore_stuck_states
 
 logger = logging.getLogger("patchflow.deployments")
 
@@ -48,8 +48,8 @@ def _end_sync(flow_run_id: str, status: str, message: str) -> None:
 
 
 def _end_feeds(flow_run_id: str, status: str, message: str) -> None:
-    """Every vulnerability feed this flow run left Running (patchflow.vulnfeeds.end_run)."""
-    from patchflow import vulnfeeds
+    """Every vulnerability feed this flow run left Running (patchflow.catalog.vulnfeeds.end_run)."""
+    from patchflow.catalog import vulnfeeds
 
     with session_scope() as session:
         vulnfeeds.end_run(session, flow_run_id, status, message)
@@ -82,7 +82,7 @@ def feeds_cancelled(flow: Any, flow_run: Any, state: Any) -> None:
 
 def feeds_crashed(flow: Any, flow_run: Any, state: Any) -> None:
     """Interrupted (Ctrl+C, SIGTERM, the process killed): Stopped, like a stop request; what
-    earlier documents stored stays (patchflow.vulnfeeds)."""
+    earlier documents stored stays (patchflow.catalog.vulnfeeds)."""
     _guarded("feeds sync interrupted", _end_feeds, str(flow_run.id), SyncStatus.STOPPED,
              f"interrupted: {getattr(state, 'message', None) or 'the sync process ended'}; "
              "what was stored before stays")

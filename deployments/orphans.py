@@ -6,9 +6,9 @@ sync status, a scan, an install job) stay "running". Every patchflow flow record
 that runs it (`record_process`, an on_running hook: "host:pid" in the run's
 infrastructure_pid, the format of Prefect's own process workers). At the next start of
 `patchflow serve`, `reap()` sets each Running run whose process of this host is gone
-(`childproc.ended`, also used for scans by patchflow.scanning) to Crashed through the Prefect
-API, and closes the patchflow records of runs that ended that way: syncs and scans failed with
-a message, install jobs annotated (their lease is void, so `serve` resumes them).
+(`childproc.ended`, also used for scans by patchflow.scanning.service) to Crashed through the
+Prefect API, and closes the patchflow records of runs that ended that way: syncs and scans failed
+with a message, install jobs annotated (their lease is void, so `serve` resumes them).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from deployments.hooks import _end_feeds, _end_scan, _end_sync
 from models import FeedStatus, InstallJob, PatchServer, Scan
 from models.db import session_scope
 from models.enums import SyncStatus
-from patchflow import childproc
+from patchflow.ops import childproc
 
 logger = logging.getLogger("patchflow.orphans")
 

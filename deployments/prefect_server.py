@@ -12,7 +12,7 @@ schedules) and then stops the server.
 If patchflow itself is killed (SIGKILL) the server must not outlive it, or the next `serve`
 finds the port taken: on Linux the kernel sends it SIGTERM when patchflow dies, and the pid
 file PATCHFLOW_HOME/run/prefect-server.json lets the next start kill a server left over anyway
-(its parent gone, its command line still `prefect server start`); see patchflow/childproc.py.
+(its parent gone, its command line still `prefect server start`); see patchflow/ops/childproc.py.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ import sys
 from pathlib import Path
 from types import TracebackType
 
-from patchflow import childproc, prefect_env
 from patchflow.errors import UserError
+from patchflow.ops import childproc, prefect_env
 
 DEFAULT_PORT = 4200
 

@@ -26,8 +26,9 @@ from types import FrameType
 from deployments.build import schedule_timezone
 from deployments.prefect_server import DEFAULT_PORT, LocalPrefectServer
 from deployments.service import DEFAULT_REFRESH_SECONDS, SchedulerThread, configure_logging
-from patchflow import config, prefect_env
+from patchflow import config
 from patchflow.errors import UserError
+from patchflow.ops import prefect_env
 
 logger = logging.getLogger("patchflow.serve")
 

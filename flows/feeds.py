@@ -7,7 +7,7 @@ that is cancelled or interrupted (Ctrl+C, SIGTERM, its process killed) leaves it
 Stopped: the state hooks below, and for a process that died without a word, the start-up
 reaper of `patchflow serve` (deployments/orphans.py), as for a patch server's sync.
 `feeds sync --stop` cancels a deployment run, or interrupts a CLI run on this machine (its
-process is recorded by `record_process`), through patchflow.flowruns.stop_flow_run.
+process is recorded by `record_process`), through patchflow.ops.flowruns.stop_flow_run.
 
 The flow runs from the CLI (`feeds sync`), daily from the `patchflow-feeds-sync/feeds@…`
 deployment (deployments/build.py), and from a patch cycle before its scan when the feeds are
@@ -24,7 +24,7 @@ from prefect.runtime import flow_run
 
 from deployments import hooks
 from deployments.orphans import record_process
-from patchflow import vulnfeeds
+from patchflow.catalog import vulnfeeds
 from patchflow.upstreams import FEEDS
 from patchflow.upstreams.feed import FeedResult, failed
 from sources.records import one_line

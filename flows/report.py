@@ -16,8 +16,8 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from deployments.orphans import record_process
-from patchflow import reporting
-from patchflow.missing_query import MissingFilters
+from patchflow.reporting import service as reporting
+from patchflow.scanning.missing_query import MissingFilters
 from tasks import report as t
 
 

@@ -9,7 +9,7 @@ from prefect.runtime import flow_run
 
 from deployments.orphans import record_process
 from flows import task_runners
-from patchflow.scanning import BATCH_SIZE, batches
+from patchflow.scanning.service import BATCH_SIZE, batches
 from tasks import scan as t
 
 

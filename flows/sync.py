@@ -15,7 +15,8 @@ from prefect.runtime import flow_run
 
 from deployments.orphans import record_process
 from models.enums import SyncStatus
-from patchflow import syncing, upstreams
+from patchflow import upstreams
+from patchflow.catalog import syncing
 from tasks import sync as t
 
 

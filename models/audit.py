@@ -1,7 +1,7 @@
 """The audit log: who did what, when, through which door (console, CLI, API).
 
 One row per administrative act (a login, an install started, a deletion, a settings change),
-written by patchflow.audit.record in the same transaction as the act, so the log never shows
+written by patchflow.ops.audit.record in the same transaction as the act, so the log never shows
 something that was rolled back. Rows are only ever added.
 """
 

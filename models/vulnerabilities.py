@@ -87,7 +87,7 @@ class FeedStatus(Base):
 
 class CpeMapping(Base):
     """An administrator's winget PackageIdentifier -> CPE vendor:product (overrides the
-    built-in defaults in patchflow.vulnfeeds)."""
+    built-in defaults in patchflow.catalog.vulnfeeds)."""
 
     __tablename__ = "cpe_mappings"
 

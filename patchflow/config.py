@@ -68,7 +68,7 @@ def content_dir() -> Path:
 
 def storage_url() -> str | None:
     """`[storage] url` (PATCHFLOW_STORAGE_URL first): the shared storage for content and
-    reports (patchflow/storage.py); None, the default, keeps both in local folders."""
+    reports (patchflow/catalog/storage.py); None, the default, keeps both in local folders."""
     value = os.environ.get("PATCHFLOW_STORAGE_URL") or setting("storage", "url")
     if value is None or value == "":
         return None

@@ -21,7 +21,8 @@ import pandas as pd
 from patchflow.untrusted import csv_cell
 from reports.frames import Report
 
-# Passed to DataFrame.to_csv by whoever writes the file (patchflow.reporting, the benchmark).
+# Passed to DataFrame.to_csv by whoever writes the file (patchflow.reporting.service, the
+# benchmark).
 CSV_OPTIONS: dict[str, Any] = {"index": False, "encoding": "utf-8", "lineterminator": "\n"}
 
 

@@ -18,14 +18,14 @@ CATEGORIES: tuple[str, ...] = tuple(c.value for c in Category)
 RESTARTS: tuple[str, ...] = tuple(r.value for r in RestartRequired)
 SCANNED_STATES: frozenset[str] = frozenset({ScanState.MISSING_PATCHES, ScanState.UP_TO_DATE})
 
-# One row per (endpoint, patch). The contract of patchflow.missing_query.load_missing.
+# One row per (endpoint, patch). The contract of patchflow.scanning.missing_query.load_missing.
 MISSING_COLUMNS: tuple[str, ...] = (
     "endpoint", "endpoint_id", "group", "group_id", "patch_id", "kb", "package_id", "title",
     "product", "severity", "category", "restart_required", "eula_status", "installed_version",
     "available_version", "reason", "release_date", "detected_at",
 )
-# The rated rows the reports read (patchflow.vuln_query.load_rated_missing): the pair's CVEs,
-# highest CVSS, exploited in the wild, earliest CISA KEV due date.
+# The rated rows the reports read (patchflow.catalog.vuln_query.load_rated_missing): the pair's
+# CVEs, highest CVSS, exploited in the wild, earliest CISA KEV due date.
 VULN_COLUMNS: tuple[str, ...] = ("cves", "cvss", "exploited", "kev_due_date")
 RATED_MISSING_COLUMNS: tuple[str, ...] = (*MISSING_COLUMNS, *VULN_COLUMNS)
 # One row per (endpoint, patch) found installed, by a patchflow job or by an inventory.

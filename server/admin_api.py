@@ -12,8 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from patchflow import fleet
 from patchflow.errors import UserError
+from patchflow.fleet.inventory import validate_documents
 from patchflow.fleet.tokens import NAME_PATTERN
-from patchflow.inventory import validate_documents
 from server.auth import admin_name, settings_of
 from server.deps import SessionDep
 from server.errors import InvalidDocument, responses

@@ -1,4 +1,5 @@
-"""Admin API for patch servers: the same rules as `patchflow server ...`, via patchflow.servers."""
+"""Admin API for patch servers: the same rules as `patchflow server ...`, via
+patchflow.catalog.servers."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any, get_type_hints
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from patchflow import servers as svc
+from patchflow.catalog import servers as svc
 from server.auth import admin_name
 from server.deps import SessionDep
 from server.errors import responses

@@ -21,7 +21,7 @@ from models.base import utcnow
 from models.db import get_engine
 from patchflow import fleet
 from patchflow.errors import UserError
-from patchflow.inventory import Hostname, Inventory
+from patchflow.fleet.inventory import Hostname, Inventory
 from server.auth import AgentCredentials, agent_credentials, client_ip, settings_of
 from server.errors import Error, InvalidDocument, error_response, explain_invalid, responses
 from server.params import HOSTNAME_PATTERN, ExitCode, JobId

@@ -10,8 +10,8 @@ from typing import Any
 from fastapi import APIRouter, FastAPI
 
 from patchflow import __version__
-from patchflow.inventory import Inventory
-from patchflow.scanning import register_inventory_hook, unregister_inventory_hook
+from patchflow.fleet.inventory import Inventory
+from patchflow.scanning.service import register_inventory_hook, unregister_inventory_hook
 from server import (
     admin_api,
     admin_servers,

@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from patchflow.errors import NotFoundError, UserError
 from patchflow.fleet import Conflict, Forbidden, Unauthorized
-from patchflow.inventory import describe_errors
+from patchflow.fleet.inventory import describe_errors
 
 log = logging.getLogger("patchflow.server")
 

@@ -14,11 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from models.db import session_scope
 from patchflow import install as svc
-from patchflow.content import ContentError, ContentStore, ContentTampered
+from patchflow.catalog.content import ContentError, ContentStore, ContentTampered
 from patchflow.errors import NotFoundError
 from patchflow.install.jobs import fail_items_for_content
 from patchflow.install.launch import launch
-from patchflow.missing_query import MissingFilters
+from patchflow.scanning.missing_query import MissingFilters
 from server.auth import AgentCredentials, admin_name, agent_credentials, settings_of
 from server.deps import SessionDep
 from server.errors import Error, responses

@@ -1,7 +1,7 @@
 """The replication API another patchflow instance pages through (a branch office, an
 air-gapped site, the next level of a hierarchy). Authenticated with a replication token from
-`patchflow server token create`; every route calls patchflow.replication or
-patchflow.content_source, like the CLI does."""
+`patchflow server token create`; every route calls patchflow.catalog.replication or
+patchflow.catalog.content_source, like the CLI does."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from fastapi.responses import FileResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from models.db import get_engine
-from patchflow import replication
-from patchflow.content import ContentError
-from patchflow.content_source import ensure_content
+from patchflow.catalog import replication
+from patchflow.catalog.content import ContentError
+from patchflow.catalog.content_source import ensure_content
 from server.auth import settings_of
 from server.deps import SessionDep
 from server.params import MAX_DB_ID

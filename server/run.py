@@ -14,8 +14,8 @@ from types import TracebackType
 import uvicorn
 from fastapi import FastAPI
 
-from patchflow import tls
 from patchflow.errors import UserError
+from patchflow.ops import tls
 
 
 def certificate_pair() -> tuple[Path, Path]:

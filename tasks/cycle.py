@@ -23,7 +23,7 @@ from models import PatchServer
 from models.base import utcnow
 from models.db import session_scope
 from models.enums import SyncStatus
-from patchflow import config, mail
+from patchflow import config
 from patchflow.cycle import notify, report, runs
 from patchflow.cycle.plan import build_plan, get_policy
 from patchflow.cycle.verify import flag_still_missing, inventory_status
@@ -31,6 +31,7 @@ from patchflow.errors import UserError
 from patchflow.fleet.transactions import write_transaction
 from patchflow.install.jobs import create_job
 from patchflow.install.settings import InstallSettings
+from patchflow.reporting import mail
 from tasks.retry import io_retries
 
 # `[cycle]` settings: key → (default, lowest, highest).

@@ -1,5 +1,5 @@
 """Vulnerability feed tasks: thin Prefect tasks over the feed connectors (patchflow.upstreams,
-FEEDS) and the feed storage (patchflow.vulnfeeds).
+FEEDS) and the feed storage (patchflow.catalog.vulnfeeds).
 
 Every task opens its own database session. A feed is read in batches, one task run each; a
 document that fails (unreadable, truncated, hostile) is counted with a one-line reason and the
@@ -15,7 +15,7 @@ from typing import Any
 from prefect import get_run_logger, task
 
 from models.db import session_scope
-from patchflow import vulnfeeds
+from patchflow.catalog import vulnfeeds
 from patchflow.upstreams import FEEDS
 from patchflow.upstreams.base import Plan
 from patchflow.upstreams.feed import FeedBatch, FeedResult
@@ -79,7 +79,7 @@ def finish(name: str, result: FeedResult) -> None:
     "Link third-party patches to the CVEs they fix (database)."))
 def link_patches() -> int:
     """Third-party patches and the CVEs each fixes, after the feeds changed."""
-    from patchflow.vuln_query import relink_patches
+    from patchflow.catalog.vuln_query import relink_patches
 
     with session_scope() as session:
         return relink_patches(session)

@@ -1,9 +1,9 @@
 """Prefect tasks of the `patchflow-report` flow: load frames, build reports, write, mail,
 publish, record.
 
-Thin wrappers over the reporting service (patchflow/reporting.py), which holds the logic so that
-the CLI's input checks, the benchmark and tests run it without a Prefect server. Each task opens
-its own database session and passes whole DataFrames on, never a session or a secret: the SMTP
+Thin wrappers over the reporting service (patchflow/reporting/service.py), which holds the logic so
+that the CLI's input checks, the benchmark and tests run it without a Prefect server. Each task
+opens its own database session and passes whole DataFrames on, never a session or a secret: the SMTP
 password is decrypted inside the mail task only. Caching is off: the inputs are large frames
 (hashing 400,000 rows would cost more than the work) and the database changes under them. What
 is Prefect's own stays here: publishing artifacts and the mail task's quiet retries.
@@ -21,11 +21,11 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from models.db import session_scope
-from patchflow import reporting
 from patchflow.errors import UserError
-from patchflow.missing_query import MissingFilters
-from patchflow.report_data import record_run
-from patchflow.reporting import ReportFrames
+from patchflow.reporting import service as reporting
+from patchflow.reporting.report_data import record_run
+from patchflow.reporting.service import ReportFrames
+from patchflow.scanning.missing_query import MissingFilters
 from reports.frames import Report
 from reports.html import HtmlOptions
 from tasks.retry import io_retries

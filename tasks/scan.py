@@ -12,8 +12,8 @@ from sqlalchemy import select
 from models import Scan
 from models.db import session_scope
 from models.enums import ScanState
-from patchflow import scanning
-from patchflow.scan_store import BatchCounts, Catalog, load_catalog, mark
+from patchflow.scanning import service as scanning
+from patchflow.scanning.scan_store import BatchCounts, Catalog, load_catalog, mark
 from tasks.retry import io_retries
 
 

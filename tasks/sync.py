@@ -1,4 +1,4 @@
-"""Sync tasks: thin Prefect wrappers over the sync service (patchflow/syncing.py) and the
+"""Sync tasks: thin Prefect wrappers over the sync service (patchflow/catalog/syncing.py) and the
 upstream connectors (patchflow/upstreams/).
 
 Each task opens its own database sessions (inside the service) and works on a batch: a
@@ -15,7 +15,8 @@ from typing import Any
 from prefect import Task, get_run_logger, task
 
 from models.db import session_scope
-from patchflow import syncing, upstreams
+from patchflow import upstreams
+from patchflow.catalog import syncing
 from tasks.retry import io_retries
 
 

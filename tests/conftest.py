@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -143,9 +144,21 @@ def sqlite_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _patchflow_logger() -> Iterator[None]:
-    """A test that runs `serve` in-process configures the "patchflow" logger (its own handler,
-    no propagation); the next test in the same process starts with the logger as it was."""
+def _logging_state() -> Iterator[None]:
+    """Logging set up by one test must not leak into the next one run in the same process:
+    - a test that runs `serve` in-process configures the "patchflow" logger (its own handler,
+      no propagation): it is put back as it was;
+    - a handler made during an earlier test (Prefect's console handler on the root logger, a
+      StreamHandler) may hold that test's captured stderr, closed since: it is pointed at the
+      current one, so a warning from a background thread is logged, not a "Logging error"."""
+    for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
+        for handler in getattr(logger, "handlers", ()):
+            stream = getattr(handler, "stream", None)
+            if stream is not None and getattr(stream, "closed", False):
+                handler.setStream(sys.stderr)
+                console = getattr(handler, "console", None)
+                if console is not None:
+                    console.file = sys.stderr
     logger = logging.getLogger("patchflow")
     handlers, propagate, level = list(logger.handlers), logger.propagate, logger.level
     yield

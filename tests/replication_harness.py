@@ -52,7 +52,7 @@ class Instance:
 
     @property
     def fingerprint(self) -> str:
-        from patchflow import tls
+        from patchflow.ops import tls
 
         return tls.fingerprint(self.cert)
 
@@ -131,7 +131,7 @@ def make_instance(base: Path, name: str, db_url: str | None = None) -> Instance:
 
 def add_local_server(instance: Instance, name: str = "local") -> None:
     from models.db import session_scope
-    from patchflow import servers
+    from patchflow.catalog import servers
 
     with instance.active(), session_scope(instance.db_url) as session:
         servers.add_server(session, name, servers.ServerOptions(
@@ -142,8 +142,8 @@ def seed(instance: Instance, records: list[PatchRecord], server: str = "local",
          chunk: int = 2000) -> None:
     """Store records as a sync would, in chunks (one transaction each)."""
     from models.db import session_scope
-    from patchflow import servers
-    from patchflow.catalog_store import store_document
+    from patchflow.catalog import servers
+    from patchflow.catalog.catalog_store import store_document
     from sources.filters import Filters
     from sources.records import ParsedDocument
 
@@ -216,8 +216,10 @@ class FakeUpstream:
     @contextmanager
     def running(self) -> Iterator[FakeUpstream]:
         import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from http.server import BaseHTTPRequestHandler
         from urllib.parse import parse_qs, urlsplit
+
+        from tests.httpserver import LoopbackServer
 
         owner = self
 
@@ -240,7 +242,7 @@ class FakeUpstream:
                 if cut is not None:
                     self.close_connection = True
 
-        httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        httpd = LoopbackServer(("127.0.0.1", 0), Handler)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(self._cert, self._key)
         httpd.socket = context.wrap_socket(httpd.socket, server_side=True)

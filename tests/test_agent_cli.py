@@ -24,7 +24,7 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
 @pytest.fixture(scope="module")
 def impostor(api: Api, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The same app and database behind a different certificate, as a man in the middle."""
-    from patchflow import tls
+    from patchflow.ops import tls
     from server.app import create_app
     from server.run import BackgroundServer
     from server.settings import ServerSettings

@@ -47,7 +47,7 @@ def test_the_server_model_and_the_agent_check_share_the_contract() -> None:
     """The pydantic model is built from agent.schema, and the agent's pre-flight check words
     a refusal as the server does."""
     from agent.schema import check
-    from patchflow.inventory import validate_documents
+    from patchflow.fleet.inventory import validate_documents
 
     doc = base_inventory("WS-0001", 2)
     check(doc)

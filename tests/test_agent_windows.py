@@ -14,7 +14,7 @@ import pytest
 from agent.platforms.windows import parsers
 from agent.platforms.windows.collector import UNINSTALL_32, WindowsCollector
 from agent.platforms.windows.readers import HKLM, CannedRunner, DictRegistry
-from patchflow.inventory import validate_documents
+from patchflow.fleet.inventory import validate_documents
 from tests.conftest import shared_fixtures
 
 HERE = Path(__file__).resolve().parent / "fixtures" / "agent"

@@ -11,7 +11,7 @@ from agent.platforms.windows.collector import WindowsCollector
 from agent.platforms.windows.readers import CannedRunner, DictRegistry
 from applicability.frames import make_frame
 from applicability.msapps import map_inventory
-from patchflow.inventory import validate_documents
+from patchflow.fleet.inventory import validate_documents
 
 HERE = Path(__file__).resolve().parent / "fixtures" / "agent"
 HKLM = "HKEY_LOCAL_MACHINE"

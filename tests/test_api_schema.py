@@ -40,7 +40,7 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
 def identities(api: Api) -> dict[str, dict[str, str]]:
     """Real credentials for each kind of caller, and a little data for routes to find."""
     from models.db import session_scope
-    from patchflow import replication
+    from patchflow.catalog import replication
 
     admin = {"Authorization": f"Bearer {api.admin_token()}"}
     with session_scope(api.db_url) as session:
@@ -162,7 +162,7 @@ def test_the_agent_check_knows_the_fields_the_model_has() -> None:
     """agent/schema.py lists the field names itself (no pydantic on the agent): a field added to
     the model alone would make the agent's pre-flight check refuse documents the server takes."""
     from agent import schema
-    from patchflow import inventory
+    from patchflow.fleet import inventory
 
     for model, fields in ((inventory.Inventory, schema.TOP_FIELDS),
                           (inventory.OsInfo, schema.OS_FIELDS),
@@ -174,7 +174,7 @@ def test_the_agent_check_knows_the_fields_the_model_has() -> None:
 
 def test_documented_body_examples_are_accepted() -> None:
     """The examples in /openapi.json are bodies the server takes, not decoration."""
-    from patchflow.inventory import Inventory
+    from patchflow.fleet.inventory import Inventory
     from server import admin_api, agent_api, install_api
     from server.app import _INVENTORY_EXAMPLE
 

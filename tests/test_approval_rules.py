@@ -14,7 +14,7 @@ from sqlalchemy import update
 
 from models import Patch, PatchCve, Vulnerability
 from models.db import session_scope
-from patchflow.approval_policy import (
+from patchflow.install.approval_policy import (
     NO_VULN_DATA,
     ManualApproval,
     PatchFacts,

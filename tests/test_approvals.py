@@ -17,7 +17,7 @@ from models import AuditEvent, InstallSelection, MissingPatch, Patch
 from models.db import session_scope
 from patchflow.install.auto import create_auto_jobs
 from patchflow.install.settings import InstallSettings
-from patchflow.report_data import load_dashboard
+from patchflow.reporting.report_data import load_dashboard
 from tests.fixtures.install.world import World, build
 
 ZIP = "7zip.7zip@25.01"
@@ -94,8 +94,8 @@ def test_declined_patch_is_not_offered_nor_counted(world: World, cli: Any) -> No
     assert declined == {"7zip.7zip"} and len(rows) == 9
     after = load_dashboard_now()
     assert after["missing_by_severity"]["Unspecified"]["pairs"] == 3
-    from patchflow.missing_query import MissingFilters
-    from patchflow.reporting import load_frames  # what every report is built from
+    from patchflow.reporting.service import load_frames  # what every report is built from
+    from patchflow.scanning.missing_query import MissingFilters
 
     frames = load_frames(MissingFilters(), ["missing", "compliance"])
     assert frames.missing is not None and "7zip.7zip" not in set(frames.missing["package_id"])

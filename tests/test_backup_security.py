@@ -26,8 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from patchflow import backup_crypto
 from patchflow.errors import UserError
+from patchflow.ops import backup_crypto
 from tests.conftest import ROOT, _prepare
 from tests.faults.harness import snapshot
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from patchflow import childproc
+from patchflow.ops import childproc
 from tests.faults.harness import query
 from tests.httpserver import serve_files
 from tests.polling import free_port, wait_for
@@ -168,8 +168,8 @@ def _pid_file(path: Path, pid: int, parent: int) -> None:
 
 def test_a_leftover_server_is_killed_at_the_next_start(sqlite_home: Path) -> None:
     from deployments.prefect_server import LocalPrefectServer
-    from patchflow import prefect_env
     from patchflow.errors import UserError
+    from patchflow.ops import prefect_env
 
     local = LocalPrefectServer(free_port(), sqlite_home / "logs" / "p.log")
     temp_file = sqlite_home / "run" / "prefect-temp-1.json"
@@ -210,7 +210,7 @@ def test_a_child_started_with_the_parent_death_signal_dies_with_its_parent(
     pid_path = tmp_path / "child.pid"
     script = (
         "import subprocess, sys, time\n"
-        "from patchflow import childproc\n"
+        "from patchflow.ops import childproc\n"
         "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)'],\n"
         "                         start_new_session=True, preexec_fn=childproc.die_with_parent())\n"
         f"open({str(pid_path)!r}, 'w').write(str(child.pid))\n"
@@ -231,7 +231,7 @@ def test_a_child_started_with_the_parent_death_signal_dies_with_its_parent(
 
 def test_work_of_a_dead_process_of_this_host_is_closed_and_no_other(home: Path) -> None:
     """One check (`childproc.ended`) for both records of which process runs some work: a
-    scan's message (patchflow.scanning, any scan) and a flow run's `host:pid`
+    scan's message (patchflow.scanning.service, any scan) and a flow run's `host:pid`
     (deployments/orphans.py). A process of this host that is gone, also one killed but not
     yet reaped by its parent, ends its work; a live one, another machine's, or a record that
     names none do not."""
@@ -240,7 +240,7 @@ def test_work_of_a_dead_process_of_this_host_is_closed_and_no_other(home: Path) 
     from deployments.orphans import dead_process
     from models import Scan
     from models.db import session_scope
-    from patchflow.scanning import close_dead_scans
+    from patchflow.scanning.service import close_dead_scans
 
     host = socket.gethostname()
     dead = _dead_pid()

@@ -91,7 +91,7 @@ def test_proxy_password_is_encrypted_never_printed(
     assert stored and "s3cr3t" not in stored
 
     from models.db import session_scope
-    from patchflow import servers
+    from patchflow.catalog import servers
 
     with session_scope() as session:
         proxies = servers.proxies_of(servers.get_server(session, "px"))

@@ -53,8 +53,8 @@ def world(tmp_path_factory: pytest.TempPathFactory, prefect: None) -> Iterator[d
     from models import Endpoint, InstallJob, InstallJobItem, PatchServer
     from models.base import utcnow
     from models.db import session_scope
-    from patchflow import accounts
     from patchflow.install import create_job, launch
+    from patchflow.ops import accounts
     from tests.fixtures.install import world as install_world
 
     launched: list[int] = []

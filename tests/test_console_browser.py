@@ -59,8 +59,9 @@ def world(tmp_path_factory: pytest.TempPathFactory, prefect: None) -> Iterator[d
     """Server (SQLite), a loopback vendor for installers, an administrator, the install flow
     run in-process (the console starts it through the same launcher as the admin API)."""
     from models.db import session_scope
-    from patchflow import accounts, config, fleet
+    from patchflow import config, fleet
     from patchflow.install import launch
+    from patchflow.ops import accounts
 
     folder = tmp_path_factory.mktemp("console")
     with running_api("sqlite", folder) as api, serve_files() as vendor:

@@ -47,7 +47,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, prefect: None) -> Iterator[d
     from models import Group, PatchServer
     from models.base import utcnow
     from models.db import session_scope
-    from patchflow import accounts
+    from patchflow.ops import accounts
     from tests.fixtures.install import world as install_world
 
     folder = tmp_path_factory.mktemp("console-cycle")

@@ -15,12 +15,13 @@ from sqlalchemy import select, update
 
 from models import Endpoint, Group, InstallJob, InstallJobItem, MissingPatch, Policy
 from models.db import session_scope
-from patchflow import audit, backup_files, endpoint_view, group_admin
-from patchflow import servers as server_svc
+from patchflow.catalog import servers as server_svc
 from patchflow.errors import NotFoundError, UserError
+from patchflow.fleet import endpoint_view, group_admin
 from patchflow.install import create_job
 from patchflow.install.outcome import job_outcome
 from patchflow.install.retry import retry_failed
+from patchflow.ops import audit, backup_files
 from server.console import wording
 from tests.fixtures.install.world import World, build
 

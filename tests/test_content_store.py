@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from patchflow.content import ContentError, ContentStore
+from patchflow.catalog.content import ContentError, ContentStore
 from tests.httpserver import serve_files
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB

@@ -13,8 +13,8 @@ import pytest
 
 from models import Endpoint, InstallJob, InstallJobItem, Patch
 from models.db import session_scope
-from patchflow import content as content_mod
-from patchflow.content import ContentStore, ContentTampered
+from patchflow.catalog import content as content_mod
+from patchflow.catalog.content import ContentStore, ContentTampered
 from tests.fixtures.agent.harness import Api, running_api
 
 DATA = b"MZ genuine installer bytes " * 1000

@@ -173,7 +173,8 @@ def test_every_flow_is_prefixed_and_served_under_its_full_name() -> None:
 
 def test_report_kinds_match_the_report_flow() -> None:
     """One kinds table: the schedule stores exactly the kinds the report flow accepts."""
-    from patchflow import report_schedule, reporting
+    from patchflow.reporting import report_schedule
+    from patchflow.reporting import service as reporting
 
     assert report_schedule.KINDS is reporting.KINDS
     assert report_schedule.parse_kinds("all") == reporting.parse_kinds("all") == \
@@ -311,8 +312,8 @@ def test_state_hooks_mark_cancelled_and_crashed_runs(cli: Any, home: Path) -> No
     from models import Endpoint, PatchServer, Policy, Scan
     from models.db import session_scope
     from patchflow import fleet
-    from patchflow.inventory import validate_documents
-    from patchflow.scanning import create_scan
+    from patchflow.fleet.inventory import validate_documents
+    from patchflow.scanning.service import create_scan
     from tests.test_serve import _inventory
 
     assert cli("init").code == 0

@@ -102,7 +102,7 @@ def test_a_stop_after_the_first_batch_leaves_later_batches_unscanned(
     from flows.scan import scan
     from models import Endpoint, Scan
     from models.db import session_scope
-    from patchflow import scanning
+    from patchflow.scanning import service as scanning
 
     _prepare(cli, tmp_path)
     with session_scope() as session:

@@ -44,7 +44,7 @@ def wide_tables(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def http(api: Api) -> Iterator[httpx.Client]:
     from patchflow import fleet
-    from patchflow.scanning import RESCANS
+    from patchflow.scanning.service import RESCANS
 
     # Uploads are rescanned in the background a moment later (and `endpoints import` adds a
     # hook in this process): both must be done before the next test empties the tables, or a
@@ -155,8 +155,8 @@ def test_enrolling_an_existing_name_never_touches_the_endpoint(
 
     # Pending re-enrolments are not scanned, counted or listed under their internal name.
     from models.db import session_scope
-    from patchflow.report_data import load_endpoints, state_counts
-    from patchflow.scanning import Selection, select_endpoints
+    from patchflow.reporting.report_data import load_endpoints, state_counts
+    from patchflow.scanning.service import Selection, select_endpoints
 
     with session_scope(api.db_url) as session:
         everything = select_endpoints(session, Selection(all=True))

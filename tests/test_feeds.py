@@ -12,14 +12,14 @@ import tarfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from tests.conftest import shared_fixtures
-from tests.httpserver import authenticated_proxy, serve_files
+from tests.httpserver import LoopbackServer, authenticated_proxy, serve_files
 from tests.report_seed import sql_rows
 
 pytestmark = pytest.mark.usefixtures("prefect")
@@ -169,7 +169,7 @@ def serve_nvd(api: NvdApi) -> Iterator[str]:
             self.end_headers()
             self.wfile.write(body)
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = LoopbackServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

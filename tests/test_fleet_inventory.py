@@ -11,7 +11,7 @@ import pytest
 from patchflow.config import ConfigError
 from patchflow.errors import UserError
 from patchflow.fleet import internal_networks, is_roaming, parse_duration
-from patchflow.inventory import normalize_kb, validate_documents
+from patchflow.fleet.inventory import normalize_kb, validate_documents
 from tests.fixtures.agent.harness import base_inventory
 
 

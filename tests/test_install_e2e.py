@@ -234,12 +234,12 @@ def test_scheduled_scan_auto_installs_on_non_roaming_endpoints(
 
 
 def test_admin_api_and_agent_content_route(api: Api, fleet: Callable[..., SimAgent]) -> None:
-    from patchflow.content import ContentStore
+    from patchflow.catalog.content import ContentStore
     from patchflow.install import launch
 
     ws = fleet(inventory("WS-API", 5800, ["KB5890010"], []))
     ws.runner.upload_inventory()
-    from patchflow.scanning import scan_now
+    from patchflow.scanning.service import scan_now
 
     with sa.create_engine(api.db_url).connect() as conn:
         scan_now([conn.execute(sa.text("SELECT id FROM endpoints")).scalar_one()])

@@ -19,11 +19,11 @@ import sqlalchemy as sa
 from models import MissingPatch
 from models.db import session_scope
 from patchflow import install as svc
-from patchflow.catalog_store import offer, upsert_patches
-from patchflow.content import ContentStore
+from patchflow.catalog.catalog_store import offer, upsert_patches
+from patchflow.catalog.content import ContentStore
 from patchflow.install import agent_jobs, dispatch
 from patchflow.install.settings import InstallSettings
-from patchflow.scanning import RESCANS
+from patchflow.scanning.service import RESCANS
 from sources.winget import parse_manifest_files
 from tests.fixtures.agent.harness import Api, running_api, wait_rescanned
 from tests.fixtures.install.agents import SimAgent, inventory, program

@@ -25,7 +25,7 @@ from patchflow.errors import NotFoundError, UserError
 from patchflow.install import agent_jobs, dispatch
 from patchflow.install.auto import create_auto_jobs
 from patchflow.install.settings import InstallSettings
-from patchflow.missing_query import MissingFilters
+from patchflow.scanning.missing_query import MissingFilters
 from tests.fixtures.install.world import PAYLOADS, World, build, sha
 from tests.httpserver import serve_files
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from patchflow.prefect_env import TEMPORARY_NOTICE
+from patchflow.ops.prefect_env import TEMPORARY_NOTICE
 from patchflow.sample_catalog import MSRC_DIR, PACKAGES, WINGET_DIR
 from tests.faults.harness import query
 from tests.polling import free_port, wait_for
@@ -113,7 +113,7 @@ def test_without_a_server_the_temporary_one_is_said_in_one_line(tmp_path: Path) 
 
 
 def test_a_stale_pid_file_is_not_taken_for_a_server(sqlite_home: Path) -> None:
-    from patchflow import childproc, prefect_env
+    from patchflow.ops import childproc, prefect_env
 
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:

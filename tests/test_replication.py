@@ -55,7 +55,7 @@ def upstream(tmp_path_factory: pytest.TempPathFactory, vendor) -> Iterator[Insta
 
 def _token(instance: Instance, name: str = "replica") -> str:
     from models.db import session_scope
-    from patchflow import replication
+    from patchflow.catalog import replication
 
     with instance.active(), session_scope(instance.db_url) as session:
         return replication.create_token(session, name)
@@ -64,7 +64,7 @@ def _token(instance: Instance, name: str = "replica") -> str:
 def _accept(instance: Instance, key: str) -> None:
     from models import Patch
     from models.db import session_scope
-    from patchflow import replication
+    from patchflow.catalog import replication
 
     with instance.active(), session_scope(instance.db_url) as session:
         pid = session.scalar(sa.select(Patch.id).where(Patch.ukey == key))
@@ -170,8 +170,8 @@ def test_two_levels_incremental_with_own_filters(cli, home: Path, db_url: str,
 
 def test_three_levels_and_content_on_demand(cli, sqlite_home: Path, tmp_path: Path,
                                             vendor) -> None:
-    from patchflow.content import ContentStore
-    from patchflow.content_source import fetch_content
+    from patchflow.catalog.content import ContentStore
+    from patchflow.catalog.content_source import fetch_content
 
     upstream = make_instance(tmp_path, "a")
     add_local_server(upstream)
@@ -265,7 +265,7 @@ def test_bad_token_and_wrong_certificate_are_refused(cli, sqlite_home: Path, tmp
     for options, reason in cases:
         if options[:2] == ("--upstream-token", "revoked"):
             from models.db import session_scope
-            from patchflow import replication
+            from patchflow.catalog import replication
 
             token = _token(upstream, "soon revoked")
             with upstream.active(), session_scope(upstream.db_url) as session:
@@ -285,8 +285,8 @@ def test_bad_token_and_wrong_certificate_are_refused(cli, sqlite_home: Path, tmp
 def test_upstream_server_on_the_same_instance(cli, home: Path, db_url: str) -> None:
     """`--upstream server:NAME`: the catalog is shared, only the offer is replicated."""
     from models.db import session_scope
-    from patchflow import servers
-    from patchflow.catalog_store import store_document
+    from patchflow.catalog import servers
+    from patchflow.catalog.catalog_store import store_document
     from sources.filters import Filters
     from sources.records import ParsedDocument
 

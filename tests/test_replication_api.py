@@ -26,8 +26,8 @@ def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 def seeded(api: Api) -> Iterator[tuple[Api, str, object]]:
     """Two patch servers (local: 40 patches, lab: 5) and a vendor site; returns a token."""
     from models.db import session_scope
-    from patchflow import replication, servers
-    from patchflow.catalog_store import store_document
+    from patchflow.catalog import replication, servers
+    from patchflow.catalog.catalog_store import store_document
     from sources.filters import Filters
     from sources.records import ParsedDocument
 
@@ -102,7 +102,7 @@ def test_pages_in_revision_order(seeded) -> None:
 def test_accepting_a_eula_reoffers_the_patch(seeded) -> None:
     from models import Patch
     from models.db import session_scope
-    from patchflow import replication
+    from patchflow.catalog import replication
 
     api, token, _vendor = seeded
     with session_scope(api.db_url) as session:
@@ -117,7 +117,7 @@ def test_accepting_a_eula_reoffers_the_patch(seeded) -> None:
 
 
 def test_content_by_hash_is_fetched_on_demand(seeded) -> None:
-    from patchflow.content import ContentStore
+    from patchflow.catalog.content import ContentStore
 
     api, token, vendor = seeded
     sha = hashlib.sha256(payload(3)).hexdigest()

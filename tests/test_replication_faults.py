@@ -18,7 +18,7 @@ pytestmark = pytest.mark.usefixtures("prefect")
 def test_bad_answers_fail_the_sync_and_apply_nothing_of_the_bad_page(
     cli, sqlite_home: Path, tmp_path: Path
 ) -> None:
-    from patchflow import tls
+    from patchflow.ops import tls
 
     cert, key = tmp_path / "fake.crt", tmp_path / "fake.key"
     tls.generate_self_signed("localhost", cert, key)

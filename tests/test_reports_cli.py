@@ -75,7 +75,7 @@ def test_dashboard_never_starts_prefect(sqlite_home: Path) -> None:
     assert json.loads(whole_cli.stdout)["endpoints"] == 0
     module_only = _run_python(
         "import sys, typer\n"
-        "from patchflow import prefect_env\n"
+        "from patchflow.ops import prefect_env\n"
         "prefect_env.configure()\n"
         "import cli.reports\n"
         "app = typer.Typer()\n"

@@ -11,13 +11,13 @@ import pandas as pd
 import pytest
 
 from models.db import session_scope
-from patchflow.missing_query import MissingFilters, load_missing
-from patchflow.report_data import (
+from patchflow.reporting.report_data import (
     load_dashboard,
     load_endpoints,
     load_installed,
     load_outcomes,
 )
+from patchflow.scanning.missing_query import MissingFilters, load_missing
 from reports.compliance import build_compliance
 from reports.frames import SEVERITIES
 from reports.installed import build_installed

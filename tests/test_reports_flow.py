@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from models.db import session_scope
-from patchflow.missing_query import MissingFilters, load_missing
+from patchflow.scanning.missing_query import MissingFilters, load_missing
 from tests.report_seed import seed_home, sql_rows
 from tests.test_reports_output import check_links
 

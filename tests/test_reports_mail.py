@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from patchflow import mail
+from patchflow.reporting import mail
 from tests.report_seed import seed_home, sql_rows, sql_scalar
 
 PASSWORD = "p@ss wörd-42"

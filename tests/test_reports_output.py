@@ -1,7 +1,7 @@
 """HTML and CSV output: links resolve, rows are all there, escaping holds, dates are ISO.
 
-These run the writer the flow's task uses (patchflow.reporting.write_files) without Prefect, on
-SQLite; the flow itself is exercised in test_reports_flow.py.
+These run the writer the flow's task uses (patchflow.reporting.service.write_files) without
+Prefect, on SQLite; the flow itself is exercised in test_reports_flow.py.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ import pytest
 
 from models.db import session_scope
 from patchflow import config
-from patchflow.missing_query import MissingFilters
-from patchflow.report_data import load_dashboard
-from patchflow.reporting import KINDS, build_reports, html_options, load_frames, write_files
-from patchflow.vuln_query import load_rated_missing
+from patchflow.catalog.vuln_query import load_rated_missing
+from patchflow.reporting.report_data import load_dashboard
+from patchflow.reporting.service import KINDS, build_reports, html_options, load_frames, write_files
+from patchflow.scanning.missing_query import MissingFilters
 from reports.html import HtmlOptions, render_dashboard, render_email
 from tests.report_seed import seed_home
 

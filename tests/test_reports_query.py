@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from patchflow.errors import NotFoundError, UserError
-from patchflow.missing_query import MissingFilters, load_missing
+from patchflow.scanning.missing_query import MissingFilters, load_missing
 from reports.frames import MISSING_COLUMNS
 from tests.report_seed import seed_home, sql_rows, sql_scalar
 

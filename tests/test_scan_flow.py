@@ -111,7 +111,7 @@ def test_new_inventory_rescans_that_endpoint(cli, home: Path, tmp_path: Path) ->
     updated["updates"] = [{"kb": "KB5900110", "installed_on": "2026-10-15"}]
     path = tmp_path / "ws01.json"
     path.write_text(json.dumps(updated))
-    from patchflow.scanning import register_inventory_hook
+    from patchflow.scanning.service import register_inventory_hook
 
     register_inventory_hook()
     assert cli("endpoints", "import", str(path)).code == 0

@@ -12,7 +12,7 @@ from sqlalchemy import insert, text
 from models import Endpoint, InstalledProgram, InstalledUpdate
 from models.base import utcnow
 from models.db import session_scope
-from patchflow import scan_store
+from patchflow.scanning import scan_store
 
 # Values a DB driver or a JSON encoder could get wrong: quotes, backslashes, control
 # characters, non-ASCII (4-byte UTF-8 too), empty strings, NULLs, JSON look-alikes.

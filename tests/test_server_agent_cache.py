@@ -51,7 +51,7 @@ class Statements:
             self.seen.append(" ".join(statement.split())[:120])
 
     def __enter__(self) -> Statements:
-        from patchflow.scanning import RESCANS
+        from patchflow.scanning.service import RESCANS
 
         # The rescan an earlier upload queued runs in the background: let it finish first.
         assert RESCANS.wait_idle(30)
@@ -272,7 +272,7 @@ def test_batched_inventory_writes_store_each_upload_and_isolate_a_bad_one(
     from models.db import get_engine, session_scope
     from patchflow import fleet
     from patchflow.fleet.inventories import InventoryBatcher
-    from patchflow.inventory import Inventory
+    from patchflow.fleet.inventory import Inventory
 
     names = [f"ws-batch-{n}" for n in range(6)]
     for name in names:

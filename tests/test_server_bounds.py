@@ -123,7 +123,7 @@ def test_console_ids_and_report_paths(api: Api, cli, monkeypatch: pytest.MonkeyP
 
 def test_replication_revision_is_bounded(api: Api) -> None:
     from models.db import session_scope
-    from patchflow import replication
+    from patchflow.catalog import replication
 
     with session_scope(api.db_url) as session:
         token = replication.create_token(session, "branch")

@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from models.db import session_scope
-from patchflow import servers
+from patchflow.catalog import servers
 from patchflow.errors import UserError
 
 SECRET = "s3cr3t-P@ss"

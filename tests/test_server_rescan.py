@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from models.db import session_scope
-from patchflow import servers
-from patchflow.catalog_store import store_document
+from patchflow.catalog import servers
+from patchflow.catalog.catalog_store import store_document
 from patchflow.sample_catalog import MSRC_DIR
-from patchflow.scanning import RESCANS
+from patchflow.scanning.service import RESCANS
 from sources import msrc
 from sources.filters import Filters
 from tests.fixtures.agent.harness import Api, base_inventory, running_api

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_init_generates_a_certificate_for_the_host_once(cli, sqlite_home: Path) -> None:
-    from patchflow import tls
+    from patchflow.ops import tls
 
     result = cli("init", "--host", "patch.corp.example")
     assert result.code == 0, result.err
@@ -38,7 +38,7 @@ def test_init_generates_a_certificate_for_the_host_once(cli, sqlite_home: Path) 
 
 
 def test_a_configured_certificate_is_used_instead(cli, sqlite_home: Path, tmp_path: Path) -> None:
-    from patchflow import tls
+    from patchflow.ops import tls
 
     own_cert, own_key = tmp_path / "own.crt", tmp_path / "own.key"
     tls.generate_self_signed("own.example", own_cert, own_key)

@@ -18,10 +18,10 @@ import pytest
 
 from models import ReportRun
 from models.db import session_scope
-from patchflow import content as content_mod
-from patchflow.content import ContentError, ContentStore
-from patchflow.missing_query import MissingFilters
-from patchflow.reporting import (
+from patchflow.catalog import content as content_mod
+from patchflow.catalog.content import ContentError, ContentStore
+from patchflow.catalog.storage import StorageError, configured, open_storage
+from patchflow.reporting.service import (
     build_reports,
     html_options,
     load_frames,
@@ -30,7 +30,7 @@ from patchflow.reporting import (
     summary_markdown,
     write_files,
 )
-from patchflow.storage import StorageError, configured, open_storage
+from patchflow.scanning.missing_query import MissingFilters
 from tests.fixtures.agent.harness import Api, running_api
 from tests.fixtures.console import add_admin, log_in
 from tests.polling import free_port

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.usefixtures("prefect")
 
 @pytest.fixture
 def tls_pair(tmp_path: Path) -> tuple[Path, Path]:
-    from patchflow import tls
+    from patchflow.ops import tls
 
     cert, key = tmp_path / "wsus.crt", tmp_path / "wsus.key"
     tls.generate_self_signed("localhost", cert, key)
@@ -92,7 +92,7 @@ def test_sync_from_a_wsus_server(cli, home: Path, wsus: FakeWsus, tls_pair) -> N
     assert preview["installers"] == []  # encrypted: not offered as an installer
 
     # Content comes from the WSUS content service, checked by SHA-256.
-    from patchflow.content_source import fetch_content
+    from patchflow.catalog.content_source import fetch_content
 
     assert fetch_content(msu["sha256"], "local").read_bytes() == payload(11)
 

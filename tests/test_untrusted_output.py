@@ -137,8 +137,14 @@ def test_csv_cells_are_formula_safe(cli, sqlite_home: Path, tmp_path: Path) -> N
     assert r.code == 0, r.err
     assert "'" + FORMULA in {row["title"] for row in csv.DictReader(io.StringIO(r.out))}
 
-    from patchflow.missing_query import MissingFilters
-    from patchflow.reporting import KINDS, build_reports, html_options, load_frames, write_files
+    from patchflow.reporting.service import (
+        KINDS,
+        build_reports,
+        html_options,
+        load_frames,
+        write_files,
+    )
+    from patchflow.scanning.missing_query import MissingFilters
 
     filters = MissingFilters().normalized()
     reports = build_reports(load_frames(filters, list(KINDS)), list(KINDS))

@@ -102,7 +102,7 @@ def test_the_cli_takes_a_replication_token_from_the_environment_for_https_only(
 
 
 def test_a_replica_starts_over_when_its_upstream_changes() -> None:
-    from patchflow.servers import ServerOptions
+    from patchflow.catalog.servers import ServerOptions
 
     server = _server("https://hq.example:6201")
     server.upstream_token_enc, server.upstream_fingerprint = "stored", "AB:CD"
@@ -156,7 +156,7 @@ def test_the_sync_lists_a_mirror_with_the_sources_rule(tmp_path: Path) -> None:
 
 
 def test_feed_connectors_are_registered_with_their_official_sources() -> None:
-    from patchflow import vulnfeeds
+    from patchflow.catalog import vulnfeeds
 
     assert vulnfeeds.feed_names() == ("kev", "mozilla", "nvd")
     assert upstreams.FEEDS["kev"].default_source.startswith("https://www.cisa.gov/")

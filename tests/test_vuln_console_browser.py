@@ -141,7 +141,7 @@ def test_exploited_patches_from_dashboard_to_patch_page(
 
     # A feed sync in progress is listed under "Running now"; once it ends, it is not.
     from models.db import session_scope
-    from patchflow import vulnfeeds
+    from patchflow.catalog import vulnfeeds
 
     with session_scope(api.db_url) as session:
         vulnfeeds.begin(session, "nvd", "run-in-progress")

@@ -16,13 +16,14 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 
+from tests.httpserver import LoopbackServer
 from tests.report_seed import sql_rows
 from tests.test_feeds_scan import _prepare
 
@@ -97,12 +98,12 @@ def test_reports_carry_cves_cvss_exploited_and_overdue_kev(
     assert "Overdue KEV pairs" in compliance
 
     # The console's report form passes the Exploited filter on: only exploited pairs.
-    from patchflow.missing_query import MissingFilters
+    from patchflow.scanning.missing_query import MissingFilters
 
     filters = MissingFilters(exploited=True)
     assert filters.describe() == "exploited in the wild"
     assert MissingFilters.from_json(filters.to_json()).exploited is True
-    from patchflow.reporting import build_reports, load_frames
+    from patchflow.reporting.service import build_reports, load_frames
 
     frames = load_frames(filters, ["missing"])
     assert frames.missing is not None and len(frames.missing) == board["exploited"]["pairs"]
@@ -149,7 +150,7 @@ def _stalling_source() -> Iterator[tuple[str, threading.Event]]:
         def log_message(self, *args: object) -> None:
             pass
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Stall)
+    httpd = LoopbackServer(("127.0.0.1", 0), Stall)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
         yield f"http://127.0.0.1:{httpd.server_address[1]}/kev.json", hit
@@ -203,7 +204,7 @@ def test_stopped_feed_sync_ends_stopped(cli, home: Path, db_url: str) -> None:
 
     # Stuck Running (the run is over, nobody recorded it): --stop marks it.
     from models.db import session_scope
-    from patchflow import vulnfeeds
+    from patchflow.catalog import vulnfeeds
 
     (run_id,) = sql_rows(db_url, "SELECT flow_run_id FROM feed_status WHERE name = 'kev'")[0]
     with session_scope(db_url) as session:
@@ -220,7 +221,7 @@ def test_cancel_hook_and_reaper_end_only_their_runs_feeds(cli, home: Path) -> No
     vulnfeeds.end_run) ends the feeds that run left Running, and no other."""
     from deployments import hooks
     from models.db import session_scope
-    from patchflow import vulnfeeds
+    from patchflow.catalog import vulnfeeds
 
     assert cli("init").code == 0
     with session_scope() as session:
@@ -292,7 +293,7 @@ def test_cycle_syncs_feeds_older_than_a_day_before_its_scan(
     # A feed never synced is not downloaded by a cycle; a failed one is tried again.
     assert cli("feeds", "set", "nvd", "--source", "none").code == 0
     from models.db import session_scope
-    from patchflow import vulnfeeds
+    from patchflow.catalog import vulnfeeds
 
     with session_scope(db_url) as session:
         vulnfeeds.finish(session, "mozilla", "Failed", "boom")

@@ -19,13 +19,14 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from xml.sax.saxutils import escape
 
 import defusedxml.ElementTree as DefusedET
 
 from tests.cabfile import write_cab
+from tests.httpserver import LoopbackServer
 
 UPD = "http://schemas.microsoft.com/msus/2002/12/Update"
 SOAP_ENV = ('<?xml version="1.0" encoding="utf-8"?><soap:Envelope '
@@ -334,7 +335,7 @@ class FakeWsus:
                 data = content.get(self.path)
                 self._send(200 if data else 404, data or b"")
 
-        httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        httpd = LoopbackServer(("127.0.0.1", 0), Handler)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(cert, key)
         httpd.socket = context.wrap_socket(httpd.socket, server_side=True)

@@ -12,9 +12,9 @@ import time
 from uuid import UUID
 
 from models.db import session_scope
-from patchflow import audit
 from patchflow.cycle import runs
 from patchflow.errors import UserError
+from patchflow.ops import audit
 
 # How long an answer waits for a run marked Paused to be paused by Prefect too.
 SETTLE_S = 15.0

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from html import escape
 
-from patchflow import config, mail
+from patchflow import config
+from patchflow.reporting import mail
 
 
 def recipients() -> list[str]:

@@ -1,8 +1,8 @@
 """The install plan of one cycle: which patch goes to which endpoints of the policy, and why.
 
-The plan is the policy's approved set (patchflow.approval_policy) applied to what the last scan
-found missing on the policy's endpoints. Endpoints not offered installs are left out with a note
-(roaming ones, as for automatic install: an administrator installs on them deliberately), and
+The plan is the policy's approved set (patchflow.install.approval_policy) applied to what the last
+scan found missing on the policy's endpoints. Endpoints not offered installs are left out with a
+note (roaming ones, as for automatic install: an administrator installs on them deliberately), and
 so are patches whose EULA nobody accepted (a cycle cannot accept a licence for anyone).
 """
 
@@ -17,13 +17,13 @@ from sqlalchemy.orm import Session
 
 from models import Endpoint, MissingPatch, Policy
 from models.base import utcnow
-from patchflow.approval_policy import approved_set
-from patchflow.approval_rules import load_facts, load_manual, load_specs
 from patchflow.cycle import rings
 from patchflow.errors import UserError
 from patchflow.fleet.tree import Tree
+from patchflow.install.approval_policy import approved_set
+from patchflow.install.approval_rules import load_facts, load_manual, load_specs
 from patchflow.install.eula import patch_label, unaccepted
-from patchflow.missing_query import declined_set, not_declined
+from patchflow.scanning.missing_query import declined_set, not_declined
 
 RING = "all"  # the one ring of a policy without rings: every endpoint of the policy
 

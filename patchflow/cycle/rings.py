@@ -19,9 +19,9 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from models import Group, PolicyRing
-from patchflow import audit
 from patchflow.errors import NotFoundError, UserError
-from patchflow.groups import groups_by_names
+from patchflow.fleet.groups import groups_by_names
+from patchflow.ops import audit
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 

@@ -19,9 +19,10 @@ from sqlalchemy.orm import Session
 
 from models import CycleRun
 from models.base import utcnow
-from patchflow import audit, config
+from patchflow import config
 from patchflow.cycle.plan import get_policy
 from patchflow.errors import NotFoundError, UserError
+from patchflow.ops import audit
 
 PENDING, RUNNING, COMPLETED, FAILED = "Pending", "Running", "Completed", "Failed"
 PAUSED = "Paused"  # waiting at a manual gate for `patchflow cycle resume`

@@ -9,6 +9,10 @@ and answers from the in-process cache (`agent_cache`) whenever it can.
 Two hooks keep the fleet from importing the services built on it: `INVENTORY_HOOKS` (called with
 endpoint ids after an inventory is committed; the scanning service registers its rescan there) and
 `JOB_HANDLERS` (what the agent API's job routes call; the install engine by default).
+
+Not re-exported, imported as modules: `inventory` (the server's inventory model), `groups` (the
+subtree lookups behind "include subgroups"), `group_admin` (the console's edits of the tree),
+`endpoint_view` (one endpoint's page) and `demo_fleet` (the demo's simulated endpoints).
 """
 
 from patchflow.fleet.agent_cache import CachedAgent, forget_agents, work_changed

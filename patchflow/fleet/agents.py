@@ -22,8 +22,8 @@ from patchflow.fleet.agent_cache import CACHE_SECONDS, CachedAgent, agents_of
 from patchflow.fleet.endpoints import pending_for
 from patchflow.fleet.errors import Conflict, Forbidden, Unauthorized
 from patchflow.fleet.identity import pending_name
+from patchflow.fleet.inventory import normalize_hostname
 from patchflow.fleet.network import Network, is_roaming
-from patchflow.inventory import normalize_hostname
 
 # last_seen is rewritten at most this often from polls: at 50,000 agents polling every minute,
 # writing it on every poll would be ~800 writes/s for a column nobody reads to the second.

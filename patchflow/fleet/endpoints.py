@@ -9,9 +9,9 @@ from sqlalchemy.orm import Session, aliased
 
 from models import Endpoint, InstalledProgram, InstalledUpdate
 from patchflow.errors import NotFoundError
+from patchflow.fleet.groups import descendant_ids, group_by_name
+from patchflow.fleet.inventory import normalize_hostname
 from patchflow.fleet.tree import Tree, policy_names
-from patchflow.groups import descendant_ids, group_by_name
-from patchflow.inventory import normalize_hostname
 
 
 def get_endpoint(session: Session, hostname: str) -> Endpoint:

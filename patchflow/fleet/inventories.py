@@ -25,10 +25,10 @@ from models.base import utcnow
 from models.db import get_engine
 from patchflow.errors import UserError
 from patchflow.fleet.agent_cache import CachedAgent, agents_of
+from patchflow.fleet.groups import group_by_name
+from patchflow.fleet.inventory import Inventory
 from patchflow.fleet.network import Network, is_roaming
 from patchflow.fleet.transactions import write_transaction
-from patchflow.groups import group_by_name
-from patchflow.inventory import Inventory
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ from sqlalchemy.orm import Session
 from models import Group, PatchServer, Policy
 from models.base import utcnow
 from patchflow.errors import NotFoundError, UserError
+from patchflow.fleet.groups import group_by_name
 from patchflow.fleet.tokens import validate_name
 from patchflow.fleet.tree import policy_names
-from patchflow.groups import group_by_name
 
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 _TIME = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")

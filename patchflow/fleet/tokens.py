@@ -15,7 +15,7 @@ from models.base import utcnow
 from patchflow import crypto
 from patchflow.errors import NotFoundError, UserError
 from patchflow.fleet.errors import Forbidden, Unauthorized
-from patchflow.groups import group_by_name
+from patchflow.fleet.groups import group_by_name
 
 _DURATION = re.compile(r"^(\d+)\s*([mhdw])$")
 _DURATION_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}

@@ -11,8 +11,8 @@ from sqlalchemy.orm import Session
 
 from models import Endpoint, Group, Policy
 from patchflow.errors import UserError
+from patchflow.fleet.groups import group_by_name
 from patchflow.fleet.tokens import validate_name
-from patchflow.groups import group_by_name
 
 
 def check_new_group_name(session: Session, name: str) -> None:

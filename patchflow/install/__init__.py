@@ -6,6 +6,8 @@ Modules, by who calls them:
 - agent_jobs: the agent API's job poll and result routes (via patchflow.fleet.jobs).
 - auto: jobs created by scheduled scans of auto-install policies.
 - states, installers: the pure rules (state machine, exit codes, which installer).
+- approvals, approval_rules, approval_policy: what may be installed (approvals and declines,
+  automatic rules, a policy's approved set), read by selection, auto and the patch cycle.
 
 Every function takes or opens its own session and leaves entry points (CLI, API, flow) thin,
 so a rule holds whichever door a request came through.

@@ -22,7 +22,7 @@ from patchflow.install.eula import patch_label, unaccepted
 from patchflow.install.items import chunks
 from patchflow.install.jobs import create_job
 from patchflow.install.settings import InstallSettings
-from patchflow.missing_query import not_declined
+from patchflow.scanning.missing_query import not_declined
 
 
 @dataclass

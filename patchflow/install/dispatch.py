@@ -39,8 +39,8 @@ from models import (
 )
 from models.base import utcnow
 from models.db import session_scope
-from patchflow import faults
-from patchflow.content import ContentError, ContentStore
+from patchflow.catalog.content import ContentError, ContentStore
+from patchflow.catalog.servers import proxies_of
 from patchflow.cycle import window_store
 from patchflow.fleet.transactions import write_transaction
 from patchflow.fleet.tree import Tree
@@ -49,7 +49,7 @@ from patchflow.install import states as st
 from patchflow.install.installers import WUA, Choice, Installers, choose
 from patchflow.install.items import ITEMS, add_events, chunks, event, move_many, transition
 from patchflow.install.jobs import get_job, state_counts, summary_text
-from patchflow.servers import proxies_of
+from patchflow.ops import faults
 
 CONTENT_PREFIX = "/content/sha256/"
 

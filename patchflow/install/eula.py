@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from models import EulaAcceptance, Patch
 from models.base import utcnow
 from models.enums import EulaStatus
-from patchflow.catalog_query import find_patch
+from patchflow.catalog.catalog_query import find_patch
 from patchflow.errors import UserError
 
 

@@ -23,7 +23,7 @@ from patchflow.install.items import ITEMS, add_events, chunks, event, move_many
 from patchflow.install.outcome import job_outcome
 from patchflow.install.selection import pairs_for, refuse_declined
 from patchflow.install.settings import InstallSettings
-from patchflow.missing_query import not_declined
+from patchflow.scanning.missing_query import not_declined
 
 STATE_ORDER = [st.PENDING, st.DISPATCHED, st.DOWNLOADING, st.INSTALLING, st.SUCCEEDED,
                st.FAILED, st.REBOOT_PENDING, st.CANCELLED]

@@ -26,8 +26,8 @@ from sqlalchemy import and_, or_, select, update
 from models import InstallJob
 from models.base import utcnow
 from models.db import session_scope
-from patchflow.childproc import ended
 from patchflow.errors import NotFoundError
+from patchflow.ops.childproc import ended
 
 LEASE_SECONDS = 90.0
 logger = logging.getLogger("patchflow.install")

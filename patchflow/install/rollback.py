@@ -37,7 +37,7 @@ from models import (
     PolicyRing,
 )
 from models.base import utcnow
-from patchflow.catalog_query import find_patch
+from patchflow.catalog.catalog_query import find_patch
 from patchflow.errors import NotFoundError, UserError
 from patchflow.fleet.endpoints import get_endpoint
 from patchflow.install import states as st

@@ -17,12 +17,12 @@ from sqlalchemy.orm import Session
 
 from models import Endpoint, Group, InstallSelection, MissingPatch, Patch, PatchDecline
 from models.base import utcnow
-from patchflow.catalog_query import find_patch, patch_detail
+from patchflow.catalog.catalog_query import find_patch, patch_detail
+from patchflow.catalog.vuln_query import load_rated_missing, patch_rollup
 from patchflow.errors import NotFoundError, UserError
 from patchflow.fleet.endpoints import get_endpoint
 from patchflow.install.eula import eula_info, patch_label, unaccepted
-from patchflow.missing_query import MissingFilters
-from patchflow.vuln_query import load_rated_missing, patch_rollup
+from patchflow.scanning.missing_query import MissingFilters
 from reports.frames import severity_rank
 
 LIST_COLUMNS = ["patch_id", "patch", "kb", "package_id", "title", "severity", "category",
@@ -54,7 +54,7 @@ def install_list(session: Session, filters: MissingFilters | None = None) -> lis
     """One row per missing patch: its attributes, how many endpoints miss it (within the
     filters) and how many of those are selected. Built on load_missing, so the counts agree
     with `patchflow missing` and the reports to the row. Severity and the vulnerability
-    columns are the rated pairs' (patchflow.vuln_query.patch_rollup), so the Severity and
+    columns are the rated pairs' (patchflow.catalog.vuln_query.patch_rollup), so the Severity and
     Exploited filters select what `patchflow missing` selects."""
     frame = load_rated_missing(session, filters or MissingFilters())
     if frame.empty:

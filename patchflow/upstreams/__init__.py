@@ -2,9 +2,9 @@
 base.py (a patch server's upstreams) or of feed.py (the vulnerability feeds), and the
 registries that map kinds to them.
 
-Server validation (patchflow.servers), the init wizard (patchflow.setup), the console's upstream
-choices and the sync flow read this registry; nothing outside a connector asks which upstream a
-server has. Adding an upstream is one module, its tests and one line in
+Server validation (patchflow.catalog.servers), the init wizard (patchflow.ops.setup), the console's
+upstream choices and the sync flow read this registry; nothing outside a connector asks which
+upstream a server has. Adding an upstream is one module, its tests and one line in
 `_connector_registry` (`_feed_registry` for a feed).
 
 The registries are built on first use rather than on import: the connectors use the sync

@@ -4,7 +4,7 @@ A connector knows one kind of upstream: which `--upstream` values pick it and ho
 checked, whether it runs for a given patch server, how to list what changed since what the
 server holds (`plan_refs`, whose decision is a pure `plan` function in the connector's module),
 and how to fetch, parse (with `sources/`) and store a batch of it through the sync service
-(patchflow/syncing.py). Tasks and flows call connectors only through this protocol.
+(patchflow/catalog/syncing.py). Tasks and flows call connectors only through this protocol.
 """
 
 from __future__ import annotations
@@ -178,6 +178,6 @@ class ConnectorBase:
         return Plan()
 
     def summarise(self, results: list[dict[str, Any]]) -> tuple[str, str]:
-        from patchflow.syncing import summary
+        from patchflow.catalog.syncing import summary
 
         return summary(results)

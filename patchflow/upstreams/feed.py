@@ -102,7 +102,7 @@ def feed_http(retries: int = 4) -> requests.Session:
 
     from models import PatchServer
     from models.db import session_scope
-    from patchflow.servers import proxies_of
+    from patchflow.catalog.servers import proxies_of
 
     proxies = None
     name = proxy_server_name()

@@ -1,6 +1,6 @@
 """CISA's Known Exploited Vulnerabilities catalog: one document (JSON, or .json.gz), from a URL
 or a file. A successful parse replaces every KEV row in one transaction; a failed one changes
-nothing (patchflow.vulnfeeds.replace_kev)."""
+nothing (patchflow.catalog.vulnfeeds.replace_kev)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from models.db import session_scope
-from patchflow import vulnfeeds
+from patchflow.catalog import vulnfeeds
 from patchflow.upstreams.feed import (
     FeedBase,
     FeedBatch,

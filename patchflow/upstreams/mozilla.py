@@ -4,7 +4,7 @@ a folder of mfsa*.yml files, or one file.
 
 Advisories are parsed in batches and stored together at the end, in one transaction: a CVE's
 Mozilla rating is the highest over all its advisories, and an advisory that failed keeps what
-it gave last time (patchflow.vulnfeeds.store_documents).
+it gave last time (patchflow.catalog.vulnfeeds.store_documents).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from models.db import session_scope
-from patchflow import vulnfeeds
+from patchflow.catalog import vulnfeeds
 from patchflow.upstreams.feed import (
     FeedBase,
     FeedBatch,

@@ -19,8 +19,8 @@ from sqlalchemy import select
 
 from models import PatchServer, SyncDocument
 from models.db import session_scope
-from patchflow import servers as server_svc
-from patchflow import syncing, vulnfeeds
+from patchflow.catalog import servers as server_svc
+from patchflow.catalog import syncing, vulnfeeds
 from patchflow.errors import UserError
 from patchflow.http import describe_error
 from patchflow.upstreams.base import Choice, ConnectorBase, Log, Plan

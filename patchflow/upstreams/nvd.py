@@ -22,7 +22,7 @@ import requests
 from models.base import utcnow
 from models.db import session_scope
 from models.enums import SyncStatus
-from patchflow import vulnfeeds
+from patchflow.catalog import vulnfeeds
 from patchflow.http import describe_error
 from patchflow.upstreams.feed import (
     FeedBase,

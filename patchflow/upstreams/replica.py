@@ -20,10 +20,11 @@ from sqlalchemy.orm import Session
 from models import PatchServer
 from models.db import session_scope
 from models.enums import SyncStatus
-from patchflow import config, crypto, syncing
+from patchflow import config, crypto
+from patchflow.catalog import syncing
+from patchflow.catalog.replica_store import apply_local_page, apply_page
 from patchflow.crypto import SecretError
 from patchflow.errors import UserError
-from patchflow.replica_store import apply_local_page, apply_page
 from patchflow.upstreams.base import Choice, ConnectorBase, Log, Param
 from patchflow.upstreams.replica_client import Upstream
 from sources.records import SourceError
@@ -46,7 +47,7 @@ class ReplicaResult:
 def page_size() -> int:
     # The serving side (and the fleet package it uses) is imported when a replica syncs, not
     # whenever the registry is read (every CLI start reads the `--upstream` choices).
-    from patchflow import replication as upstream_side
+    from patchflow.catalog import replication as upstream_side
 
     value = config.setting("replication", "page_size", upstream_side.DEFAULT_PAGE)
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= \
@@ -78,7 +79,7 @@ class ReplicaConnector(ConnectorBase):
     brings_third_party = True
 
     def validate(self, upstream: str, session: Session, own_name: str) -> str:
-        from patchflow.servers import validate_url
+        from patchflow.catalog.servers import validate_url
 
         if upstream.startswith(SERVER_PREFIX):
             other = upstream.split(":", 1)[1]
@@ -92,7 +93,7 @@ class ReplicaConnector(ConnectorBase):
     def apply(self, server: PatchServer, opts: Any) -> None:
         """The remote upstream's patch server, replication token (stored encrypted) and
         pinned certificate fingerprint: given only with, and required by, https://."""
-        from patchflow.servers import normalize_fingerprint, validate_name
+        from patchflow.catalog.servers import normalize_fingerprint, validate_name
 
         if opts.upstream_server is not None:
             server.upstream_server = validate_name(opts.upstream_server) \
@@ -195,7 +196,7 @@ def _pull_pages(server_id: int, upstream: Upstream, http: requests.Session, limi
 
 def _pull_local(server_id: int, name: str, limit: int, result: ReplicaResult) -> None:
     """The same pages as the API serves, read and applied in one transaction each."""
-    from patchflow import replication as upstream_side
+    from patchflow.catalog import replication as upstream_side
 
     while True:
         syncing.progress(server_id, _where(f"patch server {name}", result))

@@ -18,8 +18,8 @@ from requests.adapters import HTTPAdapter
 
 from models import PatchServer
 from patchflow import crypto
-from patchflow import servers as server_svc
-from patchflow.content import ContentError, ContentStore
+from patchflow.catalog import servers as server_svc
+from patchflow.catalog.content import ContentError, ContentStore
 from patchflow.http import describe_error, make_session
 from sources.records import SourceError
 

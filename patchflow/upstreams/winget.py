@@ -16,8 +16,8 @@ import requests
 
 from models import PatchServer
 from models.db import session_scope
-from patchflow import servers as server_svc
-from patchflow import syncing
+from patchflow.catalog import servers as server_svc
+from patchflow.catalog import syncing
 from patchflow.errors import UserError
 from patchflow.upstreams.base import ConnectorBase, Log
 from sources import winget

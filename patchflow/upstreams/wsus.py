@@ -25,9 +25,9 @@ from sqlalchemy.orm import Session
 from models import PatchServer, SyncDocument
 from models.base import utcnow
 from models.db import session_scope
-from patchflow import servers as server_svc
-from patchflow import syncing
-from patchflow.catalog_store import store_document
+from patchflow.catalog import servers as server_svc
+from patchflow.catalog import syncing
+from patchflow.catalog.catalog_store import store_document
 from patchflow.errors import UserError
 from patchflow.upstreams.base import Choice, ConnectorBase, Log
 from patchflow.upstreams.wsus_client import WsusClient, decompress_blob, wsus_verify

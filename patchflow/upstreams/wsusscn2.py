@@ -15,8 +15,9 @@ from typing import Any
 
 from models import PatchServer
 from models.db import session_scope
-from patchflow import config, syncing
-from patchflow.catalog_store import record_document
+from patchflow import config
+from patchflow.catalog import syncing
+from patchflow.catalog.catalog_store import record_document
 from patchflow.upstreams.base import ConnectorBase, Log
 from patchflow.upstreams.msrc import uses_offline_catalog
 from sources import wsusscn2

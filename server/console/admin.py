@@ -1,7 +1,7 @@
 """Administration: the console's administrators (add, remove, change a password), the audit
 log, and backups (server/console/backups.py).
 
-Accounts go through patchflow.accounts, the functions behind `patchflow admin ...`; a
+Accounts go through patchflow.ops.accounts, the functions behind `patchflow admin ...`; a
 password change ends every session of that administrator (their session epoch changes), so
 changing your own password logs you out here too. Every change is recorded in the audit log,
 which this page and `patchflow audit list` read.
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from patchflow import accounts, audit
 from patchflow.errors import UserError
+from patchflow.ops import accounts, audit
 from server.console.core import (
     ConsoleRoute,
     Form,

@@ -1,9 +1,9 @@
 """Approvals and declines, and the automatic approval rules: who approved which patch for which
 groups, which patches nobody is offered, and what each rule would approve now.
 
-Every action calls the patchflow.approvals / patchflow.approval_rules function behind
-`patchflow approve|unapprove|decline|undecline` and `patchflow rules add|delete|preview`, with
-the console as the audit source; the services write the audit line in the same transaction.
+Every action calls the patchflow.install.approvals / patchflow.install.approval_rules function
+behind `patchflow approve|unapprove|decline|undecline` and `patchflow rules add|delete|preview`,
+with the console as the audit source; the services write the audit line in the same transaction.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 
 from models.enums import Category, Severity
-from patchflow import approval_rules, approvals, fleet
-from patchflow.catalog_query import find_patch
+from patchflow import fleet
+from patchflow.catalog.catalog_query import find_patch
 from patchflow.errors import UserError
+from patchflow.install import approval_rules, approvals
 from server.console import wording
 from server.console.core import (
     ConsoleRoute,

@@ -1,7 +1,7 @@
 """Backup and restore from the browser: create a backup and download it, upload one, and
 restore one after a confirmation that says what it replaces.
 
-Everything goes through patchflow.backup_files, which calls patchflow.backup like `patchflow
+Everything goes through patchflow.ops.backup_files, which calls patchflow.ops.backup like `patchflow
 backup` and `patchflow restore --force` do, so an upload is checked (format, schema, every
 member's SHA-256, safe names) before it is kept and again before it is restored, and a
 restore writes in one transaction. Backups live in PATCHFLOW_HOME/backups.
@@ -12,8 +12,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse
 
-from patchflow import audit, backup_files
 from patchflow.errors import UserError
+from patchflow.ops import audit, backup_files
 from server.console.core import (
     ConsoleRoute,
     database_url,

@@ -29,9 +29,9 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from sqlalchemy.orm import Session
 
 from models.db import session_scope
-from patchflow import accounts
 from patchflow.errors import NotFoundError, UserError
 from patchflow.fleet import Conflict, Forbidden, Unauthorized
+from patchflow.ops import accounts
 from patchflow.untrusted import http_url
 from server.auth import settings_of
 from server.console import security, wording

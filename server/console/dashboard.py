@@ -2,9 +2,9 @@
 KEV pairs, last sync per patch server, and what is running now (syncs, scans, install jobs,
 reports).
 
-The figures are `patchflow dashboard --json`'s (patchflow.report_data.load_dashboard) and the
-bar geometry is the report dashboard's (reports.dashboard.charts), so the console, the CLI and
-the mailed dashboard page always show the same numbers.
+The figures are `patchflow dashboard --json`'s (patchflow.reporting.report_data.load_dashboard)
+and the bar geometry is the report dashboard's (reports.dashboard.charts), so the console, the CLI
+and the mailed dashboard page always show the same numbers.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from sqlalchemy.orm import Session
 
 from models import FeedStatus, Scan
 from models.enums import SyncStatus
-from patchflow import servers as server_svc
-from patchflow.report_data import load_dashboard
+from patchflow.catalog import servers as server_svc
+from patchflow.reporting.report_data import load_dashboard
 from reports.dashboard import charts
 from server.console import runs
 from server.console.core import ConsoleRoute, db, render

@@ -19,8 +19,10 @@ from sqlalchemy.orm import Session
 from models import MissingPatch
 from models.base import utcnow
 from models.enums import ScanState
-from patchflow import audit, endpoint_view, fleet
+from patchflow import fleet
 from patchflow.errors import UserError
+from patchflow.fleet import endpoint_view
+from patchflow.ops import audit
 from server.console import runs
 from server.console.core import (
     ConsoleRoute,

@@ -2,15 +2,17 @@
 Endpoints page into a group.
 
 Adding is patchflow.fleet.add_group (`patchflow groups add`); rename, parent and delete are
-patchflow.group_admin. Every change is written to the audit log in the same transaction.
+patchflow.fleet.group_admin. Every change is written to the audit log in the same transaction.
 """
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from patchflow import audit, fleet, group_admin
+from patchflow import fleet
 from patchflow.errors import UserError
+from patchflow.fleet import group_admin
+from patchflow.ops import audit
 from server.console.core import ConsoleRoute, act, db, form_of, redirect, render, user_of
 from server.console.endpoints import group_tree
 from server.console.wording import plural

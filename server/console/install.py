@@ -20,11 +20,12 @@ from sqlalchemy.orm import Session
 
 from models import Endpoint, MissingPatch
 from models.enums import Category, EulaStatus, RestartRequired, Severity
-from patchflow import audit, fleet
+from patchflow import fleet
 from patchflow import install as inst
 from patchflow.errors import UserError
-from patchflow.groups import group_ids
-from patchflow.missing_query import MissingFilters
+from patchflow.fleet.groups import group_ids
+from patchflow.ops import audit
+from patchflow.scanning.missing_query import MissingFilters
 from server.console.core import (
     ConsoleRoute,
     act,
@@ -187,8 +188,8 @@ def patch_vulns(session: Session, patch_id: int) -> dict[str, Any]:
     """`patches show --json`'s vulnerabilities of the patch, and its pairs' ratings as
     `missing --json` gives them (severity, exploited: the worst over its missing pairs)."""
     from models import Patch
-    from patchflow.missing_query import load_missing
-    from patchflow.vuln_query import enrich_missing, patch_rollup, patch_vulnerabilities
+    from patchflow.catalog.vuln_query import enrich_missing, patch_rollup, patch_vulnerabilities
+    from patchflow.scanning.missing_query import load_missing
 
     patch = session.get(Patch, patch_id)
     if patch is None:

@@ -14,11 +14,11 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
-from patchflow import audit
 from patchflow import install as inst
 from patchflow.errors import UserError
 from patchflow.install.outcome import plural
 from patchflow.install.retry import retry_failed
+from patchflow.ops import audit
 from server.console.core import (
     ConsoleRoute,
     act,

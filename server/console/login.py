@@ -6,8 +6,8 @@ from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, RedirectResponse
 
-from patchflow import accounts, audit
 from patchflow.errors import NotFoundError
+from patchflow.ops import accounts, audit
 from server.auth import client_ip, settings_of
 from server.console import security
 from server.console.core import (

@@ -11,9 +11,10 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from sqlalchemy.orm import Session
 
-from patchflow import audit, fleet
-from patchflow import servers as server_svc
+from patchflow import fleet
+from patchflow.catalog import servers as server_svc
 from patchflow.errors import UserError
+from patchflow.ops import audit
 from server.console.core import (
     ConsoleRoute,
     Form,

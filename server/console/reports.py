@@ -25,10 +25,11 @@ from sqlalchemy.orm import Session
 
 from models import ReportRun
 from models.enums import Category, EulaStatus, RestartRequired, Severity
-from patchflow import fleet, reporting
-from patchflow import storage as shared_storage
+from patchflow import fleet
+from patchflow.catalog import storage as shared_storage
 from patchflow.errors import NotFoundError, UserError
-from patchflow.missing_query import MissingFilters
+from patchflow.reporting import service as reporting
+from patchflow.scanning.missing_query import MissingFilters
 from server.console import runs
 from server.console.core import (
     ConsoleRoute,
@@ -91,7 +92,7 @@ def choices() -> dict[str, Any]:
 def start_report(session: Session, kinds: list[str], filters: MissingFilters,
                  formats: list[str], who: str) -> runs.Run:
     """`patchflow report` from the console: every input checked before the flow starts."""
-    from patchflow.reporting import html_options, output_dir, parse_formats, parse_kinds
+    from patchflow.reporting.service import html_options, output_dir, parse_formats, parse_kinds
 
     kind_list = parse_kinds(kinds or None)
     format_list = parse_formats(formats or None)

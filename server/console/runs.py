@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from models import Scan
 from models.base import utcnow
 from models.enums import SyncStatus
-from patchflow import servers as server_svc
+from patchflow.catalog import servers as server_svc
 from patchflow.errors import UserError
 
 log = logging.getLogger("patchflow.console")
@@ -116,7 +116,7 @@ def _cancel_elsewhere(flow_run_ids: list[str]) -> None:
     """Cancel flow runs a deployment started (as the CLI does); in-process runs see the flag."""
     if not flow_run_ids or not os.environ.get("PREFECT_API_URL"):
         return
-    from patchflow.flowruns import cancel_flow_run
+    from patchflow.ops.flowruns import cancel_flow_run
 
     for run_id in flow_run_ids:
         try:
@@ -164,7 +164,7 @@ def syncing(name: str) -> bool:
 
 def start_scan(session: Session, hostnames: list[str], who: str) -> Run:
     """`patchflow scan --endpoints H1,H2` from the console."""
-    from patchflow.scanning import Selection, select_endpoints
+    from patchflow.scanning.service import Selection, select_endpoints
 
     if not hostnames:
         raise UserError("select at least one endpoint to scan")

@@ -113,7 +113,7 @@ class ConsoleSession:
     username: str
     sid: str
     expires: dt.datetime
-    # The user's session epoch when the session was opened (patchflow.accounts): a
+    # The user's session epoch when the session was opened (patchflow.ops.accounts): a
     # password change or the user's removal makes it stale, and the session with it.
     epoch: str = ""
 

@@ -1,6 +1,6 @@
 """Patch Management: the patch servers list, Add and Edit, filters, schedule, sync, delete.
 
-Each action calls the patchflow.servers function the admin API route and `patchflow server
+Each action calls the patchflow.catalog.servers function the admin API route and `patchflow server
 ...` call, so a rule (a port range, a proxy URL shape, the proxy password kept encrypted) is
 enforced in one place; this module only turns form fields into those calls and the one-line
 errors back into messages next to the field they are about.
@@ -18,9 +18,10 @@ from sqlalchemy.orm import Session
 
 from models import Product
 from models.enums import Category, SyncStatus
-from patchflow import audit, upstreams
-from patchflow import servers as svc
+from patchflow import upstreams
+from patchflow.catalog import servers as svc
 from patchflow.errors import UserError
+from patchflow.ops import audit
 from server.console import runs
 from server.console.core import (
     ConsoleRoute,

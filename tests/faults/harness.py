@@ -1,5 +1,5 @@
 """Run the real `patchflow` and `patchflow-agent` commands in subprocesses, with or without a
-crash point (patchflow/faults.py), and read the database they leave behind.
+crash point (patchflow/ops/faults.py), and read the database they leave behind.
 
 A killed command must have died from SIGKILL at its point (exit -9), not from a bug that
 happened to stop it; `killed()` checks that, so a test cannot pass by crashing elsewhere."""

@@ -47,7 +47,7 @@ def _content_sane(content: Path) -> list[str]:
 
 def test_backup_killed_mid_write(cli, commands: Commands, home: Path, db_url: str,
                                  tmp_path: Path) -> None:
-    from patchflow.backup import read_manifest
+    from patchflow.ops.backup import read_manifest
 
     _populate(cli, home, tmp_path)
     archive = tmp_path / "nightly.exp"

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 
-SCRIPT = ("from patchflow import faults\n"
+SCRIPT = ("from patchflow.ops import faults\n"
           "for n in range(1, 4):\n"
           "    print(n, flush=True)\n"
           "    faults.point('demo.point')\n"

@@ -35,8 +35,8 @@ from models import (
     Vulnerability,
     VulnerabilityRange,
 )
-from patchflow import vulnfeeds
-from patchflow.missing_query import MissingFilters, load_missing, not_declined
+from patchflow.catalog import vulnfeeds
+from patchflow.scanning.missing_query import MissingFilters, load_missing, not_declined
 from reports.frames import SEVERITIES, severity_rank
 from sources.versions import version_key
 from sources.vulnrecords import AffectedRange, VulnFacts

@@ -19,8 +19,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from patchflow import config, setup
+from patchflow import config
 from patchflow.errors import UserError
+from patchflow.ops import setup
 
 CERT_NAME = "server.crt"
 KEY_NAME = "server.key"

@@ -29,7 +29,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from patchflow import childproc, config
+from patchflow import config
+from patchflow.ops import childproc
 
 
 def configure() -> None:

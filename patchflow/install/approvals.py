@@ -5,7 +5,7 @@ An approval is per group (and covers the group's subgroups when a cycle resolves
 decline is global. Both record who and when, and both go to the audit log in the act's own
 transaction. Declining a patch also drops it from the install selection, so a declined patch
 cannot slip into the next `install start`. The one SQL condition every view, count and job
-filters on is `patchflow.missing_query.not_declined()`.
+filters on is `patchflow.scanning.missing_query.not_declined()`.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from sqlalchemy.orm import Session
 
 from models import Group, InstallSelection, Patch, PatchApproval, PatchDecline
 from models.base import utcnow
-from patchflow import audit
-from patchflow.catalog_query import find_patch
+from patchflow.catalog.catalog_query import find_patch
 from patchflow.errors import UserError
-from patchflow.groups import group_by_name, groups_by_names
-from patchflow.missing_query import parse_date
+from patchflow.fleet.groups import group_by_name, groups_by_names
+from patchflow.ops import audit
+from patchflow.scanning.missing_query import parse_date
 
 
 def label(patch: Patch) -> str:

@@ -4,7 +4,7 @@ A policy's approved set = the manual approvals for its groups + what its groups'
 approval rules match − declined patches. Every approved patch carries the reasons it is in
 the set ("rule 'critical-security': Critical, Security Updates", "approved by alice on …"),
 because the plan, the cycle's artifacts and `rules preview` all show them. The database side
-(patchflow.approval_rules) only loads these records.
+(patchflow.install.approval_rules) only loads these records.
 """
 
 from __future__ import annotations

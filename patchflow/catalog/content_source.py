@@ -18,8 +18,8 @@ from sqlalchemy import select
 
 from models import PatchInstaller, PatchServer, ServerPatch
 from models.db import session_scope
-from patchflow import servers as server_svc
-from patchflow.content import ContentError, ContentStore, ContentTampered, validate_sha256
+from patchflow.catalog import servers as server_svc
+from patchflow.catalog.content import ContentError, ContentStore, ContentTampered, validate_sha256
 from patchflow.crypto import SecretError
 from patchflow.errors import NotFoundError
 from patchflow.http import make_session

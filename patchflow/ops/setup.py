@@ -20,7 +20,7 @@ from models import PatchServer
 from patchflow import config, upstreams
 from patchflow.errors import UserError
 
-# Steps `init` runs that live in modules setup must not import (patchflow.tls adds the HTTPS
+# Steps `init` runs that live in modules setup must not import (patchflow.ops.tls adds the HTTPS
 # certificate); each returns lines to print.
 INIT_HOOKS: list[Callable[[], list[str]]] = []
 
@@ -187,7 +187,7 @@ class SetupPlan:
                  f"schema: up to date (revision {after})" if before == after
                  else f"schema: upgraded {before or 'empty'} → {after}"]
         if self.import_backup:
-            from patchflow.backup import passphrase_from, plain_archive, restore_backup
+            from patchflow.ops.backup import passphrase_from, plain_archive, restore_backup
 
             archive = Path(self.import_backup).expanduser()
             with plain_archive(archive, passphrase_from(None), home) as plain:
@@ -203,7 +203,7 @@ class SetupPlan:
 
     def _save_server(self) -> str:
         from models.db import session_scope
-        from patchflow import servers
+        from patchflow.catalog import servers
 
         opts = servers.ServerOptions(
             host=self.host or _current_host(),
@@ -306,7 +306,7 @@ def check_backup(path: str, target_url: str) -> None:
     """The archive is complete and of this schema, and the target database holds no data:
     all known before the first byte is written."""
     from models.migrate import head_revision
-    from patchflow.backup import passphrase_from, plain_archive, read_manifest
+    from patchflow.ops.backup import passphrase_from, plain_archive, read_manifest
 
     archive = Path(path).expanduser()
     # An encrypted archive is opened with PATCHFLOW_BACKUP_PASSPHRASE: a wrong one fails here.

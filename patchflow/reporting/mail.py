@@ -23,8 +23,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from patchflow import crypto, settings_store
+from patchflow import crypto
 from patchflow.errors import UserError
+from patchflow.ops import settings_store
 
 PREFIX = "smtp."
 SECURITY = ("starttls", "ssl", "none")

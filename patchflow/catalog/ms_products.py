@@ -16,7 +16,7 @@ from applicability.frames import make_frame
 from applicability.msapps import map_inventory
 from applicability.osmap import msrc_product
 from models import Endpoint
-from patchflow.scan_store import ms_facts_frame, read_programs
+from patchflow.scanning.scan_store import ms_facts_frame, read_programs
 
 
 def endpoint_ms_products(session: Session, endpoint: Endpoint) -> list[dict[str, Any]]:

@@ -3,8 +3,8 @@
 
 Settings edited from every door (CLI, admin API, console) live in the database rather than in
 patchflow.toml, so they travel with a backup and apply without a restart. Each owner
-(patchflow.mail, patchflow.report_schedule) validates its values; this module only reads, writes
-and clears its group of rows.
+(patchflow.reporting.mail, patchflow.reporting.report_schedule) validates its values; this module
+only reads, writes and clears its group of rows.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ from models import (
 )
 from models.base import utcnow
 from patchflow import crypto
-from patchflow.catalog_store import offer
+from patchflow.catalog.catalog_store import offer
 from patchflow.errors import NotFoundError, UserError
 from patchflow.fleet.errors import Forbidden, Unauthorized
 from patchflow.fleet.tokens import validate_name

@@ -28,7 +28,8 @@ from models import (
     ReportRun,
 )
 from models.enums import ItemState, ScanState
-from patchflow.missing_query import (
+from patchflow.catalog.vuln_query import dashboard_ratings
+from patchflow.scanning.missing_query import (
     MissingFilters,
     apply_scope,
     attach_attrs,
@@ -41,7 +42,6 @@ from patchflow.missing_query import (
     raw,
     to_utc,
 )
-from patchflow.vuln_query import dashboard_ratings
 from reports.dashboard import build_dashboard
 from reports.frames import ENDPOINT_COLUMNS, INSTALLED_COLUMNS, OUTCOME_COLUMNS, empty
 from reports.installed import SOURCE_JOB, SOURCE_SCAN
@@ -187,7 +187,7 @@ def load_endpoints(session: Session, filters: MissingFilters | None = None) -> p
 
 def severity_counts(session: Session, third_party: pd.DataFrame) -> pd.DataFrame:
     """(severity, patches, pairs): Microsoft patches by their catalog severity in one GROUP BY,
-    plus `third_party` (patchflow.vuln_query.dashboard_ratings: rated per pair, as `missing`
+    plus `third_party` (patchflow.catalog.vuln_query.dashboard_ratings: rated per pair, as `missing`
     shows them).
 
     Pairs are first counted per patch on the missing_patches index, then joined to the small

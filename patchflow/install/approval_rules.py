@@ -1,4 +1,5 @@
-"""Automatic approval rules in the database, and the records patchflow.approval_policy needs.
+"""Automatic approval rules in the database, and the records
+patchflow.install.approval_policy needs.
 
 `rules add/list/delete/preview` live here, plus the loaders that turn catalog rows, approvals
 and vulnerability data into the pure records the approval policy works on. `exploited_ids` is
@@ -30,12 +31,18 @@ from models import (
     Vulnerability,
 )
 from models.base import utcnow
-from patchflow import audit
-from patchflow.approval_policy import NO_VULN_DATA, ManualApproval, PatchFacts, RuleSpec, match
-from patchflow.approvals import label
 from patchflow.errors import NotFoundError, UserError
-from patchflow.groups import descendant_ids, groups_by_names
-from patchflow.missing_query import MissingFilters, declined_set
+from patchflow.fleet.groups import descendant_ids, groups_by_names
+from patchflow.install.approval_policy import (
+    NO_VULN_DATA,
+    ManualApproval,
+    PatchFacts,
+    RuleSpec,
+    match,
+)
+from patchflow.install.approvals import label
+from patchflow.ops import audit
+from patchflow.scanning.missing_query import MissingFilters, declined_set
 from sources.filters import package_name
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")

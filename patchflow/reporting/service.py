@@ -22,11 +22,18 @@ from urllib.parse import quote
 import pandas as pd
 
 from models.db import session_scope
-from patchflow import config, mail, storage
+from patchflow import config
+from patchflow.catalog import storage
+from patchflow.catalog.vuln_query import load_rated_missing
 from patchflow.errors import UserError
-from patchflow.missing_query import MissingFilters
-from patchflow.report_data import last_report_at, load_endpoints, load_installed, load_outcomes
-from patchflow.vuln_query import load_rated_missing
+from patchflow.reporting import mail
+from patchflow.reporting.report_data import (
+    last_report_at,
+    load_endpoints,
+    load_installed,
+    load_outcomes,
+)
+from patchflow.scanning.missing_query import MissingFilters
 from reports.compliance import build_compliance
 from reports.csv import CSV_OPTIONS, csv_tables
 from reports.frames import RATED_MISSING_COLUMNS, Report

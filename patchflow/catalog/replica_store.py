@@ -12,7 +12,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from models import EulaAcceptance, Patch, PatchServer, ServerPatch
-from patchflow.catalog_store import StoreResult, offer, store_document
+from patchflow.catalog.catalog_store import StoreResult, offer, store_document
 from sources.filters import Filters, passes
 from sources.records import ParsedDocument, SourceError
 from sources.replica import Acceptance, ReplicaPage

@@ -28,11 +28,11 @@ from models import (
 )
 from models.base import utcnow
 from patchflow import config
+from patchflow.catalog.vuln_query import load_rated_missing
 from patchflow.fleet.agents import TOUCH_INTERVAL
 from patchflow.fleet.endpoints import describe_endpoint, get_endpoint
 from patchflow.fleet.tree import Tree
-from patchflow.missing_query import MissingFilters, not_declined
-from patchflow.vuln_query import load_rated_missing
+from patchflow.scanning.missing_query import MissingFilters, not_declined
 
 DEFAULT_POLL_SECONDS = 60.0
 HISTORY = 50
@@ -128,7 +128,7 @@ def endpoint_detail(session: Session, hostname: str, now: dt.datetime | None = N
     endpoint = get_endpoint(session, hostname)
     row = describe_endpoint(session, endpoint.hostname)[0]
     poll = poll_seconds()
-    # Rated pairs (patchflow.vuln_query): a third-party patch's severity is this endpoint's.
+    # Rated pairs (patchflow.catalog.vuln_query): a third-party patch's severity is this endpoint's.
     missing = load_rated_missing(session, MissingFilters(endpoint=endpoint.hostname))
     kbs = session.execute(select(InstalledUpdate.kb, InstalledUpdate.installed_on)
                           .where(InstalledUpdate.endpoint_id == endpoint.id)

@@ -11,8 +11,8 @@ from sqlalchemy.orm import Session, selectinload
 
 from models import Patch, ServerPatch
 from models.enums import Category, Severity
+from patchflow.catalog.servers import get_server
 from patchflow.errors import NotFoundError, UserError
-from patchflow.servers import get_server
 from sources.filters import Filters, package_name, product_allowed
 
 _KB = re.compile(r"^(?:KB)?(\d{4,8})$", re.IGNORECASE)

@@ -17,8 +17,8 @@ from sqlalchemy.orm import Session
 from models import Endpoint, Group
 from patchflow.errors import UserError
 from patchflow.fleet.endpoints import get_endpoint
+from patchflow.fleet.groups import descendant_ids, group_by_name
 from patchflow.fleet.tree import check_new_group_name
-from patchflow.groups import descendant_ids, group_by_name
 
 
 def rename_group(session: Session, name: str, new_name: str) -> Group:

@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session
 from models import Endpoint, EulaAcceptance, Group, MissingPatch, Patch, PatchDecline
 from models.enums import Category, EulaStatus, RestartRequired, Severity
 from patchflow.errors import UserError
-from patchflow.groups import group_ids
+from patchflow.fleet.groups import group_ids
 from reports.frames import MISSING_COLUMNS, SEVERITIES, empty, severity_rank
 
 EULA_CHOICES = {
@@ -63,7 +63,7 @@ class MissingFilters:
     since: dt.date | None = None
     until: dt.date | None = None
     # Only pairs with a CVE exploited in the wild. A property of the rated pair, so only
-    # patchflow.vuln_query.load_rated_missing applies it (load_missing refuses it).
+    # patchflow.catalog.vuln_query.load_rated_missing applies it (load_missing refuses it).
     exploited: bool = False
     # Resolved by `resolve()`: the group ids (with subgroups) the group filter stands for.
     group_ids: tuple[int, ...] | None = field(default=None, compare=False)
@@ -187,7 +187,7 @@ def eula_status_expr() -> ColumnElement[str]:
 
 
 def declined_ids() -> Select[tuple[int]]:
-    """Every declined patch id (patchflow.approvals), as a subquery."""
+    """Every declined patch id (patchflow.install.approvals), as a subquery."""
     return select(PatchDecline.patch_id)
 
 
@@ -247,13 +247,13 @@ def load_missing(session: Session, filters: MissingFilters | None = None,
 
     Sorted by endpoint name, then severity (Critical first), release date (newest first) and
     patch id, so two calls on the same data return the same rows in the same order.
-    Declined patches (patchflow.approvals) are left out, here once for every view; with
+    Declined patches (patchflow.install.approvals) are left out, here once for every view; with
     `include_declined` they stay, and a `declined` column says which they are.
     """
     filters = (filters or MissingFilters()).resolve(session)
     if filters.exploited:
         raise ValueError("the exploited filter needs the rated pairs: use "
-                         "patchflow.vuln_query.load_rated_missing")
+                         "patchflow.catalog.vuln_query.load_rated_missing")
     stmt = select(
         MissingPatch.endpoint_id,
         MissingPatch.patch_id,

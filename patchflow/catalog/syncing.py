@@ -21,11 +21,11 @@ from models import PatchServer
 from models.base import utcnow
 from models.db import session_scope
 from models.enums import SyncStatus
-from patchflow import faults
-from patchflow import servers as server_svc
-from patchflow.catalog_store import document_unchanged, record_document, store_document
-from patchflow.content_source import missing_content, prefetch
+from patchflow.catalog import servers as server_svc
+from patchflow.catalog.catalog_store import document_unchanged, record_document, store_document
+from patchflow.catalog.content_source import missing_content, prefetch
 from patchflow.http import make_session
+from patchflow.ops import faults
 from sources.filters import Filters
 from sources.records import ParsedDocument, SourceError
 

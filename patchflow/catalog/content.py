@@ -10,8 +10,8 @@ and whenever its size or modification time changed since the last check; a file 
 matches its name is moved to `content/quarantine/` (kept for inspection, never offered again)
 and the caller gets a ContentTampered error naming it.
 
-With a shared storage (`[storage] url`, patchflow/storage.py) the storage holds the store every
-node uses, at `<storage>/content/sha256/ab/abcdef…`, and the local folder is this node's
+With a shared storage (`[storage] url`, patchflow/catalog/storage.py) the storage holds the store
+every node uses, at `<storage>/content/sha256/ab/abcdef…`, and the local folder is this node's
 verified copy of what it served or fetched. A file is stored locally first (hash-checked as
 above), then uploaded under a temporary name and renamed into place on the storage. A file
 this node does not have yet is read from the storage into the local folder while it is
@@ -36,8 +36,8 @@ from typing import Literal
 import requests
 
 from patchflow import config
+from patchflow.catalog.storage import Storage, StorageError, configured
 from patchflow.http import TIMEOUT, describe_error
-from patchflow.storage import Storage, StorageError, configured
 
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 CHUNK = 1 << 16  # small enough that an interrupted read loses little

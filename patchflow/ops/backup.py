@@ -41,9 +41,10 @@ from sqlalchemy.types import Date, DateTime, LargeBinary
 from models import Base
 from models.db import get_engine
 from models.migrate import current_revision, head_revision, upgrade
-from patchflow import __version__, backup_crypto, config, faults
-from patchflow.content import file_sha256
+from patchflow import __version__, config
+from patchflow.catalog.content import file_sha256
 from patchflow.errors import UserError
+from patchflow.ops import backup_crypto, faults
 
 FORMAT = "patchflow-backup/1"
 CHUNK = 5000

@@ -27,15 +27,21 @@ from models import Endpoint, MissingPatch, Patch, Policy, Scan
 from models.base import utcnow
 from models.db import session_scope
 from models.enums import ScanState
-from patchflow import childproc
-from patchflow.catalog_query import find_patch
+from patchflow.catalog.catalog_query import find_patch
+from patchflow.catalog.vuln_query import load_intel, rate
 from patchflow.errors import UserError
 from patchflow.fleet.endpoints import get_endpoint
+from patchflow.fleet.groups import group_ids
 from patchflow.fleet.tree import Tree
-from patchflow.groups import group_ids
-from patchflow.scan_store import BatchCounts, Catalog, catalog_version, frames_for, load_catalog
-from patchflow.scan_store import write_results as _write
-from patchflow.vuln_query import load_intel, rate
+from patchflow.ops import childproc
+from patchflow.scanning.scan_store import (
+    BatchCounts,
+    Catalog,
+    catalog_version,
+    frames_for,
+    load_catalog,
+)
+from patchflow.scanning.scan_store import write_results as _write
 
 log = logging.getLogger(__name__)
 BATCH_SIZE = 2000

@@ -52,8 +52,8 @@ from models import (
 )
 from models.base import utcnow
 from models.enums import ScanState
-from patchflow import faults
 from patchflow.fleet.tree import Tree
+from patchflow.ops import faults
 from sources.records import InstallerRecord, PatchRecord
 
 _prepare_lock = threading.Lock()

@@ -1,6 +1,6 @@
 """Backups kept on the server, for the console: PATCHFLOW_HOME/backups/NAME.exp.
 
-Creating one, checking an uploaded one and restoring one all call patchflow.backup, the
+Creating one, checking an uploaded one and restoring one all call patchflow.ops.backup, the
 functions behind `patchflow backup` and `patchflow restore`, so the console checks exactly what
 the CLI checks (format, schema revision, every member's SHA-256, safe member names, the
 passphrase of an encrypted archive) before the database is touched. Only names this module
@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from models.db import get_engine
-from patchflow import backup, backup_crypto, config
+from patchflow import config
 from patchflow.errors import NotFoundError, UserError
+from patchflow.ops import backup, backup_crypto
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,120}\.exp$")
 

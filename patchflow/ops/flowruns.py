@@ -45,7 +45,7 @@ def stop_flow_run(flow_run_id: str) -> str:
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
 
-    from patchflow import childproc
+    from patchflow.ops import childproc
 
     with get_client(sync_client=True) as client:
         try:

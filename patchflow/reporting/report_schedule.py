@@ -14,9 +14,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from patchflow import settings_store
 from patchflow.errors import UserError
-from patchflow.reporting import KINDS
+from patchflow.ops import settings_store
+from patchflow.reporting.service import KINDS
 
 PREFIX = "schedule.report."
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
