@@ -20,8 +20,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED_FIXTURES = ROOT.parent / "shared" / "fixtures"
+from tests.support.paths import REPO, SHARED_FIXTURES
+
+ROOT = REPO
 MARIADB_ROOT_URL = os.environ.get(
     "PATCHFLOW_TEST_MARIADB", "mysql+pymysql://root@127.0.0.1:3306"
 )
@@ -155,7 +156,7 @@ def _logging_state() -> Iterator[None]:
         for handler in getattr(logger, "handlers", ()):
             stream = getattr(handler, "stream", None)
             if stream is not None and getattr(stream, "closed", False):
-                handler.setStream(sys.stderr)
+                handler.stream = sys.stderr  # not setStream: it flushes the closed one
                 console = getattr(handler, "console", None)
                 if console is not None:
                     console.file = sys.stderr

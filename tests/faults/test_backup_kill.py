@@ -16,7 +16,7 @@ import pytest
 
 from patchflow.sample_catalog import MSRC_DIR, PACKAGES, WINGET_DIR
 from tests.faults.harness import Commands, counts, snapshot
-from tests.test_scan_flow import FLEET
+from tests.flows.test_scan_flow import FLEET
 
 PAYLOAD = b"installer bytes kept in the content store"
 SHA = hashlib.sha256(PAYLOAD).hexdigest()

@@ -11,7 +11,7 @@ import pytest
 
 from patchflow.sample_catalog import MSRC_DIR, PACKAGES, WINGET_DIR
 from tests.faults.harness import Commands, query
-from tests.test_scan_flow import FLEET
+from tests.flows.test_scan_flow import FLEET
 
 pytestmark = pytest.mark.slow
 RESULTS = "SELECT endpoint_id, patch_id, reason, scan_id FROM missing_patches ORDER BY 1, 2"
