@@ -7,7 +7,6 @@ it is two GROUP BY queries and a little pandas, meant to answer in well under a 
 
 from __future__ import annotations
 
-import datetime as dt
 import getpass
 import os
 from pathlib import Path
@@ -54,32 +53,27 @@ def report(
 ) -> None:
     """Build reports (HTML and CSV) through the Prefect `report` flow, optionally mail them."""
     from patchflow.reporting import mail
-    from patchflow.reporting.service import html_options, output_dir, parse_formats, parse_kinds
+    from patchflow.reporting.service import preflight
     from patchflow.scanning.missing_query import MissingFilters
 
-    kinds = parse_kinds(kind)
-    format_list = parse_formats(formats)
     filters = MissingFilters(
         endpoint=endpoint, group=group, subgroups=subgroups,
         severity=tuple(split_csv(severity) or ()), category=tuple(split_csv(category) or ()),
         restart=tuple(split_csv(restart) or ()), eula=eula, since=since, until=until,
-    ).normalized()
+    )
     recipients = mail.parse_addresses(email)
     with db_session() as session:
-        filters.resolve(session)  # an unknown group fails here, before Prefect starts
         if recipients and mail.load_settings(session, decrypt=False) is None:
             raise UserError("SMTP is not configured: run `patchflow mail set` first")
-    generated_at = dt.datetime.now(dt.UTC)
-    html_options(generated_at, filters, page_rows, set())  # a bad [console] url fails here
-    run_dir = output_dir(out, generated_at)
+        request = preflight(session, kind, formats, filters, out, page_rows)
 
     from flows.report import report_flow
 
     result = report_flow(
-        kinds=kinds,
-        filters=filters.to_json(),
-        formats=format_list,
-        out_dir=str(run_dir),
+        kinds=request.kinds,
+        filters=request.filters.to_json(),
+        formats=request.formats,
+        out_dir=str(request.run_dir),
         email=recipients or None,
         created_by=_user(),
         page_rows=page_rows,

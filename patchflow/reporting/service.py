@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pandas as pd
+from sqlalchemy.orm import Session
 
 from models.db import session_scope
 from patchflow import config
@@ -137,6 +138,29 @@ def html_options(
         page_rows=page_rows,
         csv_files=frozenset(csv_files),
     )
+
+
+@dataclass(frozen=True)
+class ReportRequest:
+    """A report run, every input checked: what the report flow is started with."""
+
+    kinds: list[str]
+    formats: list[str]
+    filters: MissingFilters
+    run_dir: Path
+
+
+def preflight(session: Session, kinds: str | list[str] | None, formats: str | list[str] | None,
+              filters: MissingFilters, out: str | Path | None, page_rows: int) -> ReportRequest:
+    """Everything a report run can be refused for, checked before Prefect starts, whichever
+    door asked (CLI, console): kinds, formats, the filters' group, `[console] url`, the output
+    folder and the shared storage. Each failure is one line (UserError)."""
+    kind_list, format_list = parse_kinds(kinds), parse_formats(formats)
+    filters = filters.normalized()
+    filters.resolve(session)
+    generated_at = dt.datetime.now(dt.UTC)
+    html_options(generated_at, filters, page_rows, set())
+    return ReportRequest(kind_list, format_list, filters, output_dir(out, generated_at))
 
 
 @dataclass

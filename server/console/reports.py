@@ -11,7 +11,6 @@ reports a worker on another node wrote.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import posixpath
 from pathlib import Path
@@ -92,26 +91,18 @@ def choices() -> dict[str, Any]:
 def start_report(session: Session, kinds: list[str], filters: MissingFilters,
                  formats: list[str], who: str) -> runs.Run:
     """`patchflow report` from the console: every input checked before the flow starts."""
-    from patchflow.reporting.service import html_options, output_dir, parse_formats, parse_kinds
-
-    kind_list = parse_kinds(kinds or None)
-    format_list = parse_formats(formats or None)
-    filters = filters.normalized()
-    filters.resolve(session)  # an unknown group fails here, at once
-    generated_at = dt.datetime.now(dt.UTC)
-    html_options(generated_at, filters, 1000, set())  # a bad [console] url fails here
-    run_dir = output_dir(None, generated_at)
+    request = reporting.preflight(session, kinds or None, formats or None, filters, None, 1000)
     runs.quiet_prefect()
     from flows.report import report_flow
 
     def work() -> dict[str, Any]:
-        result: dict[str, Any] = report_flow(kinds=kind_list, filters=filters.to_json(),
-                                             formats=format_list, out_dir=str(run_dir),
-                                             created_by=who)
+        result: dict[str, Any] = report_flow(
+            kinds=request.kinds, filters=request.filters.to_json(), formats=request.formats,
+            out_dir=str(request.run_dir), created_by=who)
         return result
 
-    label = f"the report ({', '.join(kind_list)}; {filters.describe()})"
-    return runs.launch(f"report:{run_dir.name}", label, who, work)
+    label = f"the report ({', '.join(request.kinds)}; {request.filters.describe()})"
+    return runs.launch(f"report:{request.run_dir.name}", label, who, work)
 
 
 def report_rows(session: Session, limit: int = 50) -> list[dict[str, Any]]:
