@@ -85,3 +85,16 @@ def test_typer_is_within_the_pinned_range() -> None:
     assert typer_req.specifier, "typer has no upper bound"
     assert any(s.operator == "<" for s in typer_req.specifier)
     assert typer_req.specifier.contains(typer.__version__)
+
+
+def test_a_missing_command_module_fails_loudly() -> None:
+    """A command group whose module is missing is a packaging bug: the CLI must not start
+    without it (it used to skip it silently, and its commands just vanished from --help)."""
+    code = ("import cli.main as m\n"
+            "m.COMMAND_MODULES = (*m.COMMAND_MODULES, 'nosuch')\n"
+            "raise SystemExit(m.main(['--help']))\n")
+    run = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode != 0
+    assert "No module named 'cli.nosuch'" in run.stderr
+    assert "Usage" not in run.stdout
