@@ -6,10 +6,8 @@ import json
 import os
 
 import typer
-from sqlalchemy import select, update
 
 from cli.common import console, db_session, print_csv, print_json, print_table, split_csv
-from models import Scan
 from patchflow.errors import UserError
 
 
@@ -28,22 +26,15 @@ def scan(
 ) -> None:
     """Scan endpoints for missing patches (runs the Prefect scan flow)."""
     if stop:
-        with db_session() as session:
-            running = list(session.scalars(select(Scan).where(Scan.status == "running")))
-            if not running:
-                raise UserError("no scan is running")
-            session.execute(update(Scan).where(Scan.status == "running")
-                            .values(stop_requested=True))
-            flow_runs = [s.flow_run_id for s in running if s.flow_run_id]
-        if os.environ.get("PREFECT_API_URL"):
-            from patchflow.ops.flowruns import cancel_flow_run
+        from patchflow.ops import stopping
 
-            for run_id in flow_runs:
-                cancel_flow_run(run_id)
+        with db_session() as session:
+            count, flow_runs = stopping.stop_scans(session)
+        stopping.cancel_elsewhere(flow_runs)
         if as_json:
-            print_json({"stop_requested": len(running)})
+            print_json({"stop_requested": count})
         else:
-            console.print(f"stop requested for {len(running)} running scan(s)")
+            console.print(f"stop requested for {count} running scan(s)")
         return
     from patchflow.scanning.service import Selection, select_endpoints
 

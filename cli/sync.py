@@ -31,19 +31,17 @@ def sync(
     as_json: bool = typer.Option(False, "--json", help="Print the outcome as one JSON object"),
 ) -> None:
     """Sync a patch server from its upstream (or stop a running sync)."""
+    from patchflow.ops import stopping
+
     with db_session() as session:
-        server = svc.get_server(session, name)
         if stop:
-            if server.sync_status != SyncStatus.RUNNING:
-                raise UserError(f"patch server {name!r} is not syncing")
-            server.sync_stop_requested = True
-            flow_run_id = server.sync_flow_run_id
-        elif server.sync_status == SyncStatus.RUNNING and not force:
+            flow_run_id = stopping.stop_sync(session, name)
+        elif svc.get_server(session, name).sync_status == SyncStatus.RUNNING and not force:
             raise UserError(
                 f"patch server {name!r} is already syncing (use --stop, or --force after a crash)"
             )
     if stop:
-        _cancel_flow_run(flow_run_id)
+        stopping.cancel_elsewhere([flow_run_id])
         if as_json:
             print_json({"server": name, "stop_requested": True})
         else:
@@ -58,15 +56,6 @@ def sync(
         console.print(f"sync of {name}: [bold]{plain(status)}[/bold]: {plain(message)}")
     if status != SyncStatus.SUCCESSFUL:
         raise typer.Exit(1)
-
-
-def _cancel_flow_run(flow_run_id: str | None) -> None:
-    """Runs started by a deployment are cancelled through Prefect; in-process runs see the flag."""
-    if not flow_run_id or not os.environ.get("PREFECT_API_URL"):
-        return
-    from patchflow.ops.flowruns import cancel_flow_run
-
-    cancel_flow_run(flow_run_id)
 
 
 def _run_with_progress(name: str, prefetch: bool = False,

@@ -22,14 +22,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from models import Scan
 from models.base import utcnow
 from models.enums import SyncStatus
 from patchflow.catalog import servers as server_svc
 from patchflow.errors import UserError
+from patchflow.ops import stopping
 
 log = logging.getLogger("patchflow.console")
 
@@ -112,19 +111,6 @@ def quiet_prefect() -> None:
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
 
 
-def _cancel_elsewhere(flow_run_ids: list[str]) -> None:
-    """Cancel flow runs a deployment started (as the CLI does); in-process runs see the flag."""
-    if not flow_run_ids or not os.environ.get("PREFECT_API_URL"):
-        return
-    from patchflow.ops.flowruns import cancel_flow_run
-
-    for run_id in flow_run_ids:
-        try:
-            cancel_flow_run(run_id)
-        except Exception as exc:  # the flag is set; cancelling is the extra push
-            log.warning("could not cancel flow run %s: %s", run_id, exc)
-
-
 # --- sync ------------------------------------------------------------------------------------
 
 
@@ -141,17 +127,9 @@ def start_sync(session: Session, name: str, who: str) -> Run:
 
 def stop_sync(session: Session, name: str) -> None:
     """`patchflow sync NAME --stop`: the flow stops at the next document."""
-    server = server_svc.get_server(session, name)
-    if server.sync_status != SyncStatus.RUNNING:
-        if is_running(f"sync:{name}"):
-            # The flow clears the flag when it marks the server Running: a stop now would be lost.
-            raise UserError(f"the sync of {name} is still starting: stop it in a moment")
-        raise UserError(f"patch server {name!r} is not syncing")
-    server.sync_stop_requested = True
-    flow_run_id = server.sync_flow_run_id
-    session.flush()
-    if flow_run_id and not is_running(f"sync:{name}"):
-        _cancel_elsewhere([flow_run_id])
+    flow_run_id = stopping.stop_sync(session, name, starting=is_running(f"sync:{name}"))
+    if not is_running(f"sync:{name}"):
+        stopping.cancel_elsewhere([flow_run_id])
 
 
 def syncing(name: str) -> bool:
@@ -180,12 +158,7 @@ def start_scan(session: Session, hostnames: list[str], who: str) -> Run:
 
 def stop_scans(session: Session) -> int:
     """`patchflow scan --stop`: every running scan stops before its next batch."""
-    running = list(session.scalars(select(Scan).where(Scan.status == "running")))
-    if not running:
-        raise UserError("no scan is running")
-    session.execute(update(Scan).where(Scan.status == "running").values(stop_requested=True))
-    session.flush()
-    ours = any(r.running for r in runs("scan:"))
-    if not ours:
-        _cancel_elsewhere([s.flow_run_id for s in running if s.flow_run_id])
-    return len(running)
+    count, flow_runs = stopping.stop_scans(session)
+    if not any(r.running for r in runs("scan:")):
+        stopping.cancel_elsewhere(flow_runs)
+    return count
