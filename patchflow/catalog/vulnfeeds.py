@@ -261,7 +261,15 @@ def store_documents(
         session.add(_row(facts))
 
 
-def count_source(session: Session, source: str) -> int:
+def store_and_count(
+    session: Session,
+    source: str,
+    documents: dict[str, tuple[list[VulnFacts], list[AffectedRange]]],
+    keep_higher_ratings: bool,
+) -> int:
+    """store_documents, then the feed's CVE count (its `feeds list` records)."""
+    store_documents(session, source, documents, keep_higher_ratings)
+    session.flush()
     return session.scalar(
         select(func.count()).select_from(Vulnerability).where(Vulnerability.source == source)
     ) or 0

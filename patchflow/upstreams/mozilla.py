@@ -128,9 +128,8 @@ class MozillaConnector(FeedBase):
         if not docs and errors:
             return failed(f"no advisory could be read ({errors[0]})")
         with session_scope() as session:
-            vulnfeeds.store_documents(session, self.kind, docs, keep_higher_ratings=bool(errors))
-            session.flush()
-            records = vulnfeeds.count_source(session, self.kind)
+            records = vulnfeeds.store_and_count(session, self.kind, docs,
+                                                keep_higher_ratings=bool(errors))
         return outcome(f"{len(docs)} advisories, {records} CVEs", records, errors)
 
 

@@ -78,7 +78,8 @@ def rate_limit_wait(response: requests.Response | None, api_key: str | None, att
 def fetch_page(http: requests.Session, url: str, start: int, api_key: str | None,
                span: tuple[dt.datetime, ...], cpe: str, log: Log) -> bytes:
     """One page, with 403s (rate limit) waited out up to RATE_LIMIT_RETRIES times."""
-    for attempt in range(RATE_LIMIT_RETRIES + 1):
+    attempt = 0
+    while True:
         try:
             return nvd.fetch_page(http, url, start, api_key, span or None,  # type: ignore[arg-type]
                                   match=f"cpe:2.3:a:{cpe}")
@@ -89,7 +90,7 @@ def fetch_page(http: requests.Session, url: str, start: int, api_key: str | None
             wait = rate_limit_wait(response, api_key, attempt)
             log.warning("NVD answered 403 (rate limit) for %s: retrying in %.0f s", cpe, wait)
             time.sleep(wait)
-    raise AssertionError("unreachable")
+            attempt += 1
 
 
 class NvdConnector(FeedBase):
@@ -172,9 +173,7 @@ class NvdConnector(FeedBase):
 
     def _store(self, docs: dict[str, Any]) -> int:
         with session_scope() as session:
-            vulnfeeds.store_documents(session, self.kind, docs, keep_higher_ratings=False)
-            session.flush()
-            return vulnfeeds.count_source(session, self.kind)
+            return vulnfeeds.store_and_count(session, self.kind, docs, keep_higher_ratings=False)
 
     def summarise(self, source: str, plan: Plan, batches: list[FeedBatch]) -> FeedResult:
         read_count = sum(b.read for b in batches)

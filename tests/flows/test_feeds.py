@@ -9,7 +9,6 @@ import io
 import json
 import shutil
 import tarfile
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler
@@ -19,7 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from tests.conftest import shared_fixtures
-from tests.support.httpserver import LoopbackServer, authenticated_proxy, serve_files
+from tests.support.httpserver import authenticated_proxy, serve_files, serving
 from tests.support.report_seed import sql_rows
 
 pytestmark = pytest.mark.usefixtures("prefect")
@@ -169,14 +168,8 @@ def serve_nvd(api: NvdApi) -> Iterator[str]:
             self.end_headers()
             self.wfile.write(body)
 
-    server = LoopbackServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/rest/json/cves/2.0"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(Handler) as url:
+        yield f"{url}/rest/json/cves/2.0"
 
 
 def _archive(folder: Path) -> bytes:

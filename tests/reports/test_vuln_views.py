@@ -24,7 +24,7 @@ import pandas as pd
 import pytest
 
 from tests.flows.test_feeds_scan import _prepare
-from tests.support.httpserver import LoopbackServer
+from tests.support.httpserver import serving
 from tests.support.paths import REPO
 from tests.support.report_seed import sql_rows
 
@@ -151,13 +151,11 @@ def _stalling_source() -> Iterator[tuple[str, threading.Event]]:
         def log_message(self, *args: object) -> None:
             pass
 
-    httpd = LoopbackServer(("127.0.0.1", 0), Stall)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/kev.json", hit
-    finally:
-        release.set()
-        httpd.shutdown()
+    with serving(Stall) as url:
+        try:
+            yield f"{url}/kev.json", hit
+        finally:
+            release.set()
 
 
 def test_stopped_feed_sync_ends_stopped(cli, home: Path, db_url: str) -> None:

@@ -5,11 +5,13 @@ Used by the content store and sync tests: they must talk to a real server, not a
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 
 class LoopbackServer(ThreadingHTTPServer):
@@ -24,6 +26,26 @@ class LoopbackServer(ThreadingHTTPServer):
 
         if not isinstance(sys.exc_info()[1], ConnectionError):
             super().handle_error(request, client_address)  # type: ignore[arg-type]
+
+
+@contextmanager
+def serving(handler: type[BaseHTTPRequestHandler],
+            tls: tuple[str | Path, str | Path] | None = None) -> Iterator[str]:
+    """A LoopbackServer answering with `handler` in a daemon thread until the block ends (HTTPS
+    with the certificate and key files `tls`); yields its base URL."""
+    httpd = LoopbackServer(("127.0.0.1", 0), handler)
+    scheme = "http"
+    if tls is not None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*tls)
+        httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+        scheme = "https"
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"{scheme}://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
 
 
 class FileServer:
@@ -88,15 +110,8 @@ class FileServer:
 @contextmanager
 def serve_files() -> Iterator[FileServer]:
     state = FileServer()
-    httpd = LoopbackServer(("127.0.0.1", 0), state.handler())
-    state.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(state.handler()) as state.url:
         yield state
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
 
 
 @contextmanager
@@ -133,12 +148,6 @@ def authenticated_proxy(user: str, password: str) -> Iterator[dict[str, object]]
             self.end_headers()
             self.wfile.write(body)
 
-    httpd = LoopbackServer(("127.0.0.1", 0), Proxy)
-    state["url"] = f"http://127.0.0.1:{httpd.server_address[1]}"
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(Proxy) as url:
+        state["url"] = url
         yield state
-    finally:
-        httpd.shutdown()
-        httpd.server_close()

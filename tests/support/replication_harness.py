@@ -216,11 +216,10 @@ class FakeUpstream:
 
     @contextmanager
     def running(self) -> Iterator[FakeUpstream]:
-        import threading
         from http.server import BaseHTTPRequestHandler
         from urllib.parse import parse_qs, urlsplit
 
-        from tests.support.httpserver import LoopbackServer
+        from tests.support.httpserver import serving
 
         owner = self
 
@@ -243,18 +242,8 @@ class FakeUpstream:
                 if cut is not None:
                     self.close_connection = True
 
-        httpd = LoopbackServer(("127.0.0.1", 0), Handler)
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(self._cert, self._key)
-        httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
-        self.url = f"https://127.0.0.1:{httpd.server_address[1]}"
-        thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-        thread.start()
-        try:
+        with serving(Handler, (self._cert, self._key)) as self.url:
             yield self
-        finally:
-            httpd.shutdown()
-            httpd.server_close()
 
 
 def page_body(records: list[PatchRecord], since: int, latest: int) -> tuple[int, bytes]:

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import ssl
 import tempfile
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,7 +24,7 @@ from xml.sax.saxutils import escape
 import defusedxml.ElementTree as DefusedET
 
 from tests.support.cabfile import write_cab
-from tests.support.httpserver import LoopbackServer
+from tests.support.httpserver import serving
 
 UPD = "http://schemas.microsoft.com/msus/2002/12/Update"
 SOAP_ENV = ('<?xml version="1.0" encoding="utf-8"?><soap:Envelope '
@@ -335,15 +333,5 @@ class FakeWsus:
                 data = content.get(self.path)
                 self._send(200 if data else 404, data or b"")
 
-        httpd = LoopbackServer(("127.0.0.1", 0), Handler)
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(cert, key)
-        httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
-        self.url = f"https://127.0.0.1:{httpd.server_address[1]}"
-        thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-        thread.start()
-        try:
+        with serving(Handler, (cert, key)) as self.url:
             yield self
-        finally:
-            httpd.shutdown()
-            httpd.server_close()
