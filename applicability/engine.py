@@ -10,11 +10,12 @@ aside.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
 
+from applicability.basis import touched_keys
 from applicability.frames import (
     AMBIGUOUS_COLUMNS,
     BATCH_FRAMES,
@@ -47,6 +48,8 @@ class ScanResult:
                Server... (`msapps`) and third-party applications (`thirdparty`).
     ambiguous  endpoint_id, program, package_ids (comma-separated), reason: installed programs
                that could not be tied to one package/arch or have no version; never guessed.
+    touched    endpoint_id, key: the catalog keys each endpoint's result depends on
+               (`applicability.basis`), so a rescan can skip what a sync did not change.
     unmapped   endpoint_id, reason: endpoints whose OS has no MSRC product name, or one the
                catalog has no row for, so no Microsoft patch could be evaluated for them (they
                are not "up to date", they are unknown); and Microsoft products beyond the OS
@@ -57,6 +60,8 @@ class ScanResult:
     missing: pd.DataFrame
     ambiguous: pd.DataFrame
     unmapped: pd.DataFrame
+    touched: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(
+        {"endpoint_id": pd.Series(dtype="int64"), "key": pd.Series(dtype=object)}))
 
 
 def _typed(df: pd.DataFrame, spec: dict[str, str], order: list[str]) -> pd.DataFrame:
@@ -90,7 +95,7 @@ def scan(frames: ScanFrames, prepared: PreparedCatalog | None = None) -> ScanRes
     inventory = ms_inventory(f, mapped, prepared)
     kbs = installed_kbs_with_programs(f)
     msp = missing_apps_ms(inventory, kbs, f.availability, prepared)
-    apps, amb = missing_apps(f.programs, f.availability, prepared)
+    apps, amb, matches = missing_apps(f.programs, f.availability, prepared)
     missing = pd.concat([d for d in (ms, msp, apps) if not d.empty] or [ms], ignore_index=True)
     no_rows = mapped["product"].notna() & ~mapped["pkey"].isin(prepared.products)
     mapped.loc[no_rows, "unmapped_reason"] = "no catalog rows for " + mapped.loc[no_rows, "product"]
@@ -101,6 +106,7 @@ def scan(frames: ScanFrames, prepared: PreparedCatalog | None = None) -> ScanRes
         missing=_typed(missing, MISSING_COLUMNS, ["endpoint_id", "patch_id"]),
         ambiguous=_typed(amb, AMBIGUOUS_COLUMNS, list(AMBIGUOUS_COLUMNS)),
         unmapped=_typed(unmapped, UNMAPPED_COLUMNS, ["endpoint_id", "reason"]),
+        touched=touched_keys(mapped, inventory, matches),
     )
 
 

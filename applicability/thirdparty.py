@@ -223,8 +223,10 @@ def missing_apps(
     programs: pd.DataFrame,
     availability: pd.DataFrame,
     prepared: PreparedCatalog,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(missing rows, ambiguous rows) for the third-party side.
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(missing rows, ambiguous rows, matches) for the third-party side; matches are the
+    (endpoint_id, package_id) pairs some program matched, ambiguous ones included: what the
+    endpoint's result depends on (`applicability.basis`).
 
     The app index, and the matching keys of names, codes and programs already seen in earlier
     batches, come from `prepared` (built once per run).
@@ -240,7 +242,7 @@ def missing_apps(
         | programs["upgrade_code"].isin(known_codes)
     ].reset_index(drop=True)
     if p.empty:
-        return empty_frame(MISSING_COLUMNS), empty_frame(AMBIGUOUS_COLUMNS)
+        return empty_frame(MISSING_COLUMNS), empty_frame(AMBIGUOUS_COLUMNS), _NO_MATCHES
     sig_cols = ["name", "publisher", "product_code", "upgrade_code", "arch"]
     p["sig"] = _signature_ids(p, sig_cols)
     sigs = p.drop_duplicates("sig")
@@ -253,6 +255,9 @@ def missing_apps(
     p["package_ids"] = pd.Series([matches[s].package_ids for s in sig_list], index=p.index,
                                  dtype=object)
     p["n_pkg"] = [len(matches[s].package_ids) for s in sig_list]
+    matched = pd.DataFrame(
+        [(e, pkg) for e, s in zip(p["endpoint_id"].tolist(), sig_list, strict=True)
+         for pkg in matches[s].package_ids], columns=["endpoint_id", "package_id"])
     p["march"] = pd.Series([matches[s].arch for s in sig_list], index=p.index)
     p = p.drop(columns="arch")
 
@@ -350,7 +355,11 @@ def missing_apps(
             "reason": amb["reason"].astype("str"),
         }
     ).drop_duplicates()
-    return out.reset_index(drop=True), amb_out.reset_index(drop=True)
+    return out.reset_index(drop=True), amb_out.reset_index(drop=True), matched
+
+
+_NO_MATCHES = pd.DataFrame({"endpoint_id": pd.Series(dtype="int64"),
+                            "package_id": pd.Series(dtype=object)})
 
 
 def _lists(df: pd.DataFrame, cols: list[str]) -> list[list[Any]]:

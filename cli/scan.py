@@ -22,9 +22,12 @@ def scan(
     policy: str = typer.Option(None, "--policy", help="Endpoints under this policy"),
     all_: bool = typer.Option(False, "--all", help="Every endpoint"),
     stop: bool = typer.Option(False, "--stop", help="Stop the running scan(s)"),
+    full: bool = typer.Option(False, "--full", help="Evaluate every endpoint, even those "
+                              "whose inventory, patch server and products did not change"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Scan endpoints for missing patches (runs the Prefect scan flow)."""
+    """Scan endpoints for missing patches (runs the Prefect scan flow). Endpoints nothing
+    changed for since their last scan keep their results unless --full is given."""
     if stop:
         from patchflow.ops import stopping
 
@@ -47,12 +50,13 @@ def scan(
     from flows.scan import scan as scan_flow
 
     with console.status("scanning…"):
-        summary = scan_flow({k: v for k, v in vars(selection).items() if v})
+        summary = scan_flow({k: v for k, v in vars(selection).items() if v}, full=full)
     if as_json:
         print_json(summary)
         return
     console.print(
-        f"scan {summary['scan_id']} {summary['status']}: {summary['scanned']} endpoints scanned, "
+        f"scan {summary['scan_id']} {summary['status']}: {summary['scanned']} endpoints scanned "
+        f"({summary['unchanged']} unchanged since their last scan), "
         f"{summary['missing_endpoints']} with missing patches, {summary['up_to_date']} up to "
         f"date, {summary['failed']} failed; {summary['pairs']} missing (endpoint, patch) pairs"
     )

@@ -33,12 +33,14 @@ from models.cycle import (
 )
 from models.fleet import Endpoint, Group, InstalledProgram, InstalledUpdate, Policy
 from models.operations import (
+    CatalogState,
     InstallItemEvent,
     InstallJob,
     InstallJobItem,
     InstallSelection,
     MissingPatch,
     Scan,
+    ScanProfile,
 )
 from models.vulnerabilities import (
     CpeMapping,
@@ -55,6 +57,7 @@ __all__ = [
     "AuditEvent",
     "AuthFailure",
     "Base",
+    "CatalogState",
     "ContentObject",
     "CpeMapping",
     "CycleRun",
@@ -84,6 +87,7 @@ __all__ = [
     "Product",
     "ReportRun",
     "Scan",
+    "ScanProfile",
     "ServerPatch",
     "Setting",
     "Supersedence",

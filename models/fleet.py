@@ -89,6 +89,14 @@ class Endpoint(Base):
     # .inventory_digest); an upload naming it is answered "unchanged" without parsing or
     # writing. NULL: unknown (a file import, or stored before migration 0012).
     inventory_sha256: Mapped[str | None] = mapped_column(String(64))
+    # What the last result was computed from, for incremental scans (applicability.basis):
+    # the inventory's revision (counted up whenever its content is stored, never by an
+    # unchanged upload), the revision the scan read, the interned (server, touched keys)
+    # profile and the catalog's per-key digests. NULL: scan it in full.
+    inventory_rev: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    scanned_inventory_rev: Mapped[int | None] = mapped_column(Integer)
+    scan_profile_id: Mapped[int | None] = mapped_column(Integer)
+    scan_catalog_id: Mapped[int | None] = mapped_column(Integer)
 
 
 class InstalledProgram(Base):

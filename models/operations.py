@@ -5,9 +5,34 @@ from __future__ import annotations
 import datetime as dt
 
 from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.dialects.mysql import LONGTEXT
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, UTCDateTime, utcnow
+
+
+class ScanProfile(Base):
+    """One (patch server, touched catalog keys) combination results were computed from; many
+    endpoints share one (applicability.basis.Profile)."""
+
+    __tablename__ = "scan_profiles"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    server_id: Mapped[int | None] = mapped_column(Integer)
+    keys: Mapped[str] = mapped_column(Text)  # JSON list
+
+
+class CatalogState(Base):
+    """A catalog's per-key digests (applicability.basis.CatalogDigests), one row per distinct
+    catalog a scan ran against."""
+
+    __tablename__ = "catalog_states"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64), unique=True)
+    digests: Mapped[str] = mapped_column(Text().with_variant(LONGTEXT(), "mysql"))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class Scan(Base):
@@ -25,6 +50,8 @@ class Scan(Base):
     endpoints_up_to_date: Mapped[int] = mapped_column(Integer, default=0)
     endpoints_failed: Mapped[int] = mapped_column(Integer, default=0)
     missing_pairs: Mapped[int] = mapped_column(Integer, default=0)
+    # Of endpoints_done, those an incremental scan kept (nothing they depend on changed).
+    endpoints_unchanged: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     flow_run_id: Mapped[str | None] = mapped_column(String(64))
     stop_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     message: Mapped[str | None] = mapped_column(Text)

@@ -3,7 +3,9 @@ one-way hashes for credentials we only verify (agent secrets, API tokens, admin 
 Argon2id).
 
 The encryption key lives in PATCHFLOW_HOME/secret.key (mode 0600), apart from the database, so a
-leaked database dump alone does not reveal proxy or SMTP passwords.
+leaked database dump alone does not reveal proxy or SMTP passwords. PATCHFLOW_SECRET_KEY (the
+text of a home's secret.key), when set, is used instead and never written to disk: a Prefect
+worker or Dask worker on another machine then needs only its environment, not a copied file.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from patchflow import config
 
 KEY_NAME = "secret.key"
+KEY_ENV = "PATCHFLOW_SECRET_KEY"
 # Argon2id with OWASP's first recommended setting (46 MiB, 1 pass, 1 lane: about 0.1 s and
 # 46 MiB per login, so a burst of logins cannot exhaust a small server). The parameters are
 # written into every hash, so raising them later leaves old hashes verifiable, and
@@ -39,16 +42,35 @@ def _key_path() -> Path:
     return config.home() / KEY_NAME
 
 
+def _key_source() -> str:
+    """What holds the key, for error messages: the variable's name, never its value."""
+    return KEY_ENV if os.environ.get(KEY_ENV, "").strip() else str(_key_path())
+
+
 def _fernet(create: bool = True) -> Fernet:
+    from_env = os.environ.get(KEY_ENV, "").strip()
+    if from_env:
+        return _parse_key(from_env.encode("utf-8", "replace"), KEY_ENV)
     path = _key_path()
     if not path.exists():
         if not create:
-            raise SecretError(f"{path} is missing: encrypted settings cannot be read")
+            raise SecretError(f"{path} is missing (and {KEY_ENV} is not set): "
+                              "encrypted settings cannot be read")
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as handle:
             handle.write(Fernet.generate_key())
-    return Fernet(path.read_bytes().strip())
+    return _parse_key(path.read_bytes().strip(), str(path))
+
+
+def _parse_key(raw: bytes, source: str) -> Fernet:
+    """A malformed key is a one-line error naming where it came from; the value itself is never
+    echoed, since a nearly-right key is still a secret."""
+    try:
+        return Fernet(raw)
+    except ValueError:  # binascii.Error is a ValueError too
+        raise SecretError(f"{source} is not a Fernet key (44 characters of URL-safe base64: "
+                          f"the content of a home's {KEY_NAME})") from None
 
 
 def encrypt(plain: str) -> str:
@@ -59,7 +81,8 @@ def decrypt(token: str) -> str:
     try:
         return _fernet(create=False).decrypt(token.encode()).decode()
     except InvalidToken:
-        raise SecretError("an encrypted setting does not match this home's secret.key") from None
+        raise SecretError(
+            f"an encrypted setting does not match the key in {_key_source()}") from None
 
 
 def new_token(nbytes: int = 32) -> str:

@@ -12,6 +12,7 @@ from sqlalchemy import select
 from models import Scan
 from models.db import session_scope
 from models.enums import ScanState
+from patchflow.scanning import basis_store
 from patchflow.scanning import service as scanning
 from patchflow.scanning.scan_store import BatchCounts, Catalog, load_catalog, mark
 from tasks.retry import io_retries
@@ -58,15 +59,28 @@ def scan_batch(scan_id: int, endpoint_ids: list[int], catalog: Catalog) -> dict[
     return {"stopped": False, **asdict(counts)}
 
 
+@task(name="plan-scan", **io_retries(
+    "Incremental scan: keep the results of the endpoints nothing changed for (inventory, "
+    "patch server, the catalog rows of their products) and return the others (database)."))
+def plan_scan(scan_id: int, endpoint_ids: list[int], catalog: Catalog) -> dict[str, Any]:
+    with session_scope() as session:
+        plan = basis_store.plan(session, endpoint_ids, catalog)
+        kept = basis_store.keep_results(
+            session, scan_id, basis_store.catalog_state_id(session, catalog), plan.unchanged)
+    return {"rescan": plan.rescan, "kept": asdict(kept)}
+
+
 @task(name="finish-scan", **io_retries(
     "Add up the batches and close the scan record (database)."))
-def finish_scan(scan_id: int, results: list[dict[str, Any]]) -> dict[str, Any]:
-    total = BatchCounts()
+def finish_scan(scan_id: int, results: list[dict[str, Any]],
+                kept: dict[str, int] | None = None) -> dict[str, Any]:
+    total = BatchCounts(**(kept or {}))
     for r in results:
         total.add(BatchCounts(**{k: v for k, v in r.items() if k != "stopped"}))
     stopped = any(r["stopped"] for r in results)
     status = "stopped" if stopped else "completed"
+    unchanged = (kept or {}).get("scanned", 0)
     with session_scope() as session:
         scanning.finish_scan(session, scan_id, total, status,
-                             "stopped by request" if stopped else None)
-    return {"scan_id": scan_id, "status": status, **asdict(total)}
+                             "stopped by request" if stopped else None, unchanged)
+    return {"scan_id": scan_id, "status": status, "unchanged": unchanged, **asdict(total)}

@@ -106,6 +106,9 @@ _PROGRAMS = cast(Table, InstalledProgram.__table__)
 _UPDATES = cast(Table, InstalledUpdate.__table__)
 # Built once: constructing these statements per upload showed up in profiles.
 _UPDATE_ENDPOINT = update(_ENDPOINTS).where(_ENDPOINTS.c.id == bindparam("endpoint"))
+# Storing content counts the revision up (here only, never on an unchanged upload): an
+# incremental scan rescans an endpoint whose revision is not the one its last scan read.
+_STORE_ENDPOINT = _UPDATE_ENDPOINT.values(inventory_rev=_ENDPOINTS.c.inventory_rev + 1)
 _DELETE_PROGRAMS = delete(_PROGRAMS).where(_PROGRAMS.c.endpoint_id == bindparam("endpoint"))
 _DELETE_UPDATES = delete(_UPDATES).where(_UPDATES.c.endpoint_id == bindparam("endpoint"))
 
@@ -171,7 +174,7 @@ def store_many(session: Session, uploads: Sequence[Upload]) -> None:
     ids = sorted(latest)  # one lock order for every batch: no deadlock between two of them
     for endpoint_id in ids:
         doc, sighting, digest = latest[endpoint_id]
-        session.execute(_UPDATE_ENDPOINT,
+        session.execute(_STORE_ENDPOINT,
                         {"endpoint": endpoint_id, **_endpoint_values(doc, sighting, digest, now)})
     if len(ids) == 1:
         session.execute(_DELETE_PROGRAMS, {"endpoint": ids[0]})

@@ -34,6 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from applicability.basis import CatalogDigests, catalog_digests
 from applicability.catalog import app_catalog_from_records
 from applicability.engine import ScanResult, prepare
 from applicability.frames import ScanFrames, make_frame
@@ -85,8 +86,18 @@ class Catalog:
                     self.__dict__["_prepared"] = found
         return found
 
+    @property
+    def digests(self) -> CatalogDigests:
+        """Per-key digests for incremental scans (applicability.basis), a cache like
+        `prepared`."""
+        found = self.__dict__.get("_digests")
+        if found is None:
+            found = catalog_digests(self.ms_catalog, self.app_catalog, self.server_patches)
+            self.__dict__["_digests"] = found
+        return found
+
     def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "_prepared"}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_prepared", "_digests")}
 
 
 def catalog_version(session: Session) -> tuple[Any, ...]:
@@ -181,22 +192,23 @@ def _fetch(session: Session, stmt: Select[Any] | TextClause) -> list[tuple[Any, 
             cursor.close()
 
 
-def _read_frame(session: Session, stmt: Select[Any], columns: list[str]) -> pd.DataFrame:
+def read_frame(session: Session, stmt: Select[Any], columns: list[str]) -> pd.DataFrame:
     return pd.DataFrame.from_records(_fetch(session, stmt), columns=columns)
 
 
 def load_inventory(session: Session, endpoint_ids: list[int]) -> dict[str, pd.DataFrame]:
-    endpoints = _read_frame(
+    endpoints = read_frame(
         session,
         select(Endpoint.id, Endpoint.hostname, Endpoint.os_name, Endpoint.os_display_version,
                Endpoint.os_build, Endpoint.os_ubr, Endpoint.os_arch, Endpoint.hotpatch,
-               Endpoint.installation_type, Endpoint.group_id, Endpoint.ms_facts)
+               Endpoint.installation_type, Endpoint.group_id, Endpoint.ms_facts,
+               Endpoint.inventory_rev)
         .where(Endpoint.id.in_(endpoint_ids), Endpoint.os_build.is_not(None)),
         ["endpoint_id", "hostname", "os_name", "display_version", "build", "ubr", "arch",
-         "hotpatch", "installation_type", "group_id", "ms_facts"])
+         "hotpatch", "installation_type", "group_id", "ms_facts", "inventory_rev"])
     if len(endpoints):  # the driver's 0/1 (SQLite, MariaDB), as SQLAlchemy's Boolean gives it
         endpoints["hotpatch"] = endpoints["hotpatch"].astype(bool)
-    kbs = _read_frame(
+    kbs = read_frame(
         session,
         select(InstalledUpdate.endpoint_id, InstalledUpdate.kb)
         .where(InstalledUpdate.endpoint_id.in_(endpoint_ids)),
@@ -228,7 +240,7 @@ def read_programs(session: Session, endpoint_ids: list[int]) -> pd.DataFrame:
         if packed is not None:
             return packed
     stmt = select(*(table.c[c] for c in columns)).where(table.c.endpoint_id.in_(endpoint_ids))
-    return _read_frame(session, stmt.order_by(table.c.endpoint_id, table.c.id), columns)
+    return read_frame(session, stmt.order_by(table.c.endpoint_id, table.c.id), columns)
 
 
 _PACK_LIMIT = 1 << 30  # group_concat_max_len for the packed read (a session variable)
@@ -309,18 +321,41 @@ def availability(session: Session, endpoints: pd.DataFrame) -> pd.DataFrame:
     return make_frame("availability", rows)
 
 
+@dataclass
+class BatchBasis:
+    """What a batch's results are computed from besides the frames (for incremental scans):
+    each endpoint's patch server and the inventory revision read with its inventory."""
+
+    servers: dict[int, int | None]
+    inventory_rev: dict[int, int]
+
+
 def frames_for(session: Session, endpoint_ids: list[int], catalog: Catalog) -> ScanFrames:
+    return read_batch(session, endpoint_ids, catalog)[0]
+
+
+def read_batch(session: Session, endpoint_ids: list[int], catalog: Catalog
+               ) -> tuple[ScanFrames, BatchBasis]:
     inv = load_inventory(session, endpoint_ids)
-    return ScanFrames(
-        endpoints=make_frame("endpoints", inv["endpoints"].drop(columns=["group_id"])),
+    eps = inv["endpoints"]
+    available = availability(session, eps)
+    servers = dict.fromkeys(eps["endpoint_id"].astype(int).tolist())
+    servers.update(zip(available["endpoint_id"].tolist(), available["server_id"].tolist(),
+                       strict=True))
+    basis = BatchBasis(servers, dict(zip(eps["endpoint_id"].astype(int).tolist(),
+                                         eps["inventory_rev"].astype(int).tolist(),
+                                         strict=True)))
+    frames = ScanFrames(
+        endpoints=make_frame("endpoints", eps.drop(columns=["group_id", "inventory_rev"])),
         installed_kbs=make_frame("installed_kbs", inv["installed_kbs"]),
         programs=make_frame("programs", inv["programs"]),
         ms_catalog=catalog.ms_catalog,
         app_catalog=catalog.app_catalog,
-        availability=availability(session, inv["endpoints"]),
+        availability=available,
         server_patches=catalog.server_patches,
         ms_facts=inv["ms_facts"],
     )
+    return frames, basis
 
 
 @dataclass

@@ -34,12 +34,14 @@ from patchflow.fleet.endpoints import get_endpoint
 from patchflow.fleet.groups import group_ids
 from patchflow.fleet.tree import Tree
 from patchflow.ops import childproc
+from patchflow.scanning import basis_store
 from patchflow.scanning.scan_store import (
     BatchCounts,
     Catalog,
     catalog_version,
     frames_for,
     load_catalog,
+    read_batch,
 )
 from patchflow.scanning.scan_store import write_results as _write
 
@@ -146,9 +148,10 @@ def create_scan(session: Session, trigger: str, scope: str, total: int,
 
 
 def finish_scan(session: Session, scan_id: int, counts: BatchCounts, status: str,
-                message: str | None = None) -> None:
+                message: str | None = None, unchanged: int = 0) -> None:
     session.execute(update(Scan).where(Scan.id == scan_id).values(
         status=status, finished_at=utcnow(), endpoints_done=counts.scanned + counts.failed,
+        endpoints_unchanged=unchanged,
         endpoints_missing=counts.missing_endpoints, endpoints_up_to_date=counts.up_to_date,
         endpoints_failed=counts.failed, missing_pairs=counts.pairs, message=message))
 
@@ -157,9 +160,12 @@ def scan_batch(scan_id: int | None, endpoint_ids: list[int], catalog: Catalog) -
     """Scan one batch and write its results in one transaction; the catalog's preparation is
     built by the first batch (or taken from the cache) and shared by the others."""
     with session_scope() as session:
-        frames = frames_for(session, endpoint_ids, catalog)
+        frames, basis = read_batch(session, endpoint_ids, catalog)
         result = run_engine(frames, catalog.prepared)
-        return _write(session, scan_id, endpoint_ids, frames, result)
+        counts = _write(session, scan_id, endpoint_ids, frames, result)
+        basis_store.record(session, basis_store.catalog_state_id(session, catalog), basis,
+                           result.touched)
+        return counts
 
 
 _cache_lock = threading.Lock()

@@ -34,6 +34,7 @@ def scan_rows(session: Session, limit: int = 5) -> list[dict[str, Any]]:
     return [{"id": s.id, "trigger": s.trigger, "scope": s.scope, "status": s.status,
              "started_at": s.started_at, "finished_at": s.finished_at,
              "done": s.endpoints_done, "total": s.endpoints_total,
+             "unchanged": s.endpoints_unchanged,
              "missing": s.endpoints_missing, "up_to_date": s.endpoints_up_to_date,
              "failed": s.endpoints_failed, "pairs": s.missing_pairs} for s in scans]
 

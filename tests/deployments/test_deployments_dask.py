@@ -44,7 +44,7 @@ def _within(seconds: float, fn: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 def _counts(summary: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in summary.items() if k not in ("scan_id", "install_jobs")}
+    return {k: v for k, v in summary.items() if k not in ("scan_id", "install_jobs", "unchanged")}
 
 
 def test_scan_on_a_dask_cluster_matches_the_default_run(cli: Any, sqlite_home: Path,
@@ -64,8 +64,9 @@ def test_scan_on_a_dask_cluster_matches_the_default_run(cli: Any, sqlite_home: P
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                       dashboard_address=None) as cluster, Client(cluster) as client:
         with get_task_stream(client=client) as stream:
+            # full: an incremental scan would keep these results and run no batch at all.
             by_parameter = _within(180, scan, {"all": True}, batch_size=1,
-                                   task_runner=cluster.scheduler_address)
+                                   task_runner=cluster.scheduler_address, full=True)
         assert _counts(by_parameter) == _counts(baseline)
         assert _missing(cli) == expected
         # One Dask task per batch of one endpoint, run by the cluster's worker processes.
@@ -75,7 +76,7 @@ def test_scan_on_a_dask_cluster_matches_the_default_run(cli: Any, sqlite_home: P
 
         config.write_config({"prefect": {"task_runner": "dask",
                                          "dask_address": cluster.scheduler_address}})
-        by_config = _within(180, scan, {"all": True}, batch_size=2)
+        by_config = _within(180, scan, {"all": True}, batch_size=2, full=True)
         assert _counts(by_config) == _counts(baseline)
         assert _missing(cli) == expected
 
@@ -118,7 +119,7 @@ def test_a_stop_after_the_first_batch_leaves_later_batches_unscanned(
         return counts
 
     monkeypatch.setattr(scanning, "scan_batch", first_then_stop)
-    summary = scan({"all": True}, batch_size=1, task_runner=runner)
+    summary = scan({"all": True}, batch_size=1, task_runner=runner, full=True)
     assert summary["status"] == "stopped" and summary["scanned"] == 1
     assert len(scanned) == 1  # batches 2-4 never ran
     with session_scope() as session:

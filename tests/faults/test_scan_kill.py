@@ -36,7 +36,7 @@ def test_scan_killed_mid_batch_write(cli, commands: Commands, db_url: str,
     before = query(db_url, RESULTS)
     assert before and {s for s, _ in clean.values()} >= {"Missing Patches", "Up-to-Date"}
 
-    commands.killed("scan", "--all", fault="scan.batch_write")
+    commands.killed("scan", "--all", "--full", fault="scan.batch_write")
     # The batch's delete and inserts were rolled back together: every old result is there,
     # written by the earlier scans, none by the killed one.
     assert query(db_url, RESULTS) == before
@@ -58,7 +58,7 @@ def test_scan_killed_mid_batch_write(cli, commands: Commands, db_url: str,
                                 i=dead_id)
     assert status == "failed" and "ended without finishing" in message, message
     assert cli("scan", "--stop").code == 2  # "no scan is running": none is
-    full = cli("scan", "--all", "--json")
+    full = cli("scan", "--all", "--full", "--json")
     assert full.code == 0, full.err
     summary = json.loads(full.out)
     assert summary["status"] == "completed" and summary["scanned"] == len(FLEET)
