@@ -84,18 +84,10 @@ def free_port() -> int:
 def _served(home: Path, runs: int) -> list[dict[str, float]]:
     import httpx
 
-    from deployments.prefect_server import LocalPrefectServer
+    from deployments.prefect_server import start_for_home
 
     env = _home(home)
-    saved = dict(os.environ)
-    os.environ.update({"PATCHFLOW_HOME": str(home), "PREFECT_HOME": str(home / "prefect")})
-    os.environ.pop("PREFECT_API_URL", None)
-    try:
-        server = LocalPrefectServer(free_port(), home / "logs" / "prefect-server.log")
-        server.start()
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    server = start_for_home(home, free_port())
     try:
         deadline = time.monotonic() + 180
         while True:

@@ -138,3 +138,17 @@ class LocalPrefectServer:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
+
+
+def start_for_home(home: Path, port: int) -> LocalPrefectServer:
+    """The local server `patchflow serve` runs for `home` (its PREFECT_HOME, log and pid file),
+    started from a process whose own environment names another home or none: tests and
+    benchmarks that play `serve` beside the commands they run."""
+    saved = dict(os.environ)
+    os.environ.update({"PATCHFLOW_HOME": str(home), "PREFECT_HOME": str(home / "prefect")})
+    os.environ.pop("PREFECT_API_URL", None)
+    try:
+        return LocalPrefectServer(port, home / "logs" / "prefect-server.log").start()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)

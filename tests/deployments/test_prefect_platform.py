@@ -54,19 +54,11 @@ def _setup_home(home: Path) -> dict[str, str]:
 def served_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
     """A home with a local folder patch server and its Prefect server started exactly as
     `patchflow serve` starts it (LocalPrefectServer, pid file under run/)."""
-    from deployments.prefect_server import LocalPrefectServer
+    from deployments.prefect_server import start_for_home
 
     home = tmp_path_factory.mktemp("served") / "home"
     _setup_home(home)
-    saved = dict(os.environ)
-    os.environ.update({"PATCHFLOW_HOME": str(home), "PREFECT_HOME": str(home / "prefect")})
-    os.environ.pop("PREFECT_API_URL", None)
-    try:
-        server = LocalPrefectServer(free_port(), home / "logs" / "prefect-server.log")
-        server.start()
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    server = start_for_home(home, free_port())
     try:
         def healthy() -> bool:
             assert server.exited() is None, server.log_tail(20)
