@@ -13,9 +13,10 @@ a sync the scan store can tell, per endpoint, whether any key it touches changed
   changes this product's digest too.
 - `available[server|key]`: the patch ids of the key the server offers (its filters).
 - `universe`: what decides which packages a program matches: the third-party identity tables
-  (normalised names and codes, publishers, architectures of every package), and the engine's
-  own source. When it changes (a package release with a new ProductCode, which most MSI
-  releases bring; a new patchflow release), no old result is kept. Which MSRC products an
+  (normalised names and codes, publishers, architectures of every package), the engine's
+  own source and the caller's salt (patchflow's version). When it changes (a package release
+  with a new ProductCode, which most MSI releases bring; a changed rule; a new patchflow
+  version), no old result is kept. Which MSRC products an
   endpoint maps to does not depend on the catalog: a product that gains its first rows
   changes its own `rows` digest, so only its endpoints are rescanned.
 
@@ -100,8 +101,9 @@ class CatalogDigests:
 
 
 def catalog_digests(ms_catalog: pd.DataFrame, app_catalog: pd.DataFrame,
-                    server_patches: pd.DataFrame) -> CatalogDigests:
-    """The per-key digests of one catalog (the frames of `applicability.frames`)."""
+                    server_patches: pd.DataFrame, salt: str = "") -> CatalogDigests:
+    """The per-key digests of one catalog (the frames of `applicability.frames`). `salt` goes
+    into the universe: the caller's own version, whose change must rescan everyone too."""
     ms_cols = list(ms_catalog.columns)
     by_patch: dict[int, list[list[Any]]] = defaultdict(list)
     products: dict[str, set[int]] = defaultdict(set)
@@ -135,7 +137,7 @@ def catalog_digests(ms_catalog: pd.DataFrame, app_catalog: pd.DataFrame,
             hit = sorted(ids & patches)
             if hit:
                 available[f"{server}|{key}"] = _digest(hit)
-    universe = _digest([engine_fingerprint(), _identity(app_catalog)])
+    universe = _digest([engine_fingerprint(), salt, _identity(app_catalog)])
     return CatalogDigests(universe, rows, available)
 
 

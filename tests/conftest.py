@@ -152,19 +152,27 @@ def _logging_state() -> Iterator[None]:
     - a handler made during an earlier test (Prefect's console handler on the root logger, a
       StreamHandler) may hold that test's captured stderr, closed since: it is pointed at the
       current one, so a warning from a background thread is logged, not a "Logging error"."""
-    for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
-        for handler in getattr(logger, "handlers", ()):
-            stream = getattr(handler, "stream", None)
-            if stream is not None and getattr(stream, "closed", False):
-                handler.stream = sys.stderr  # not setStream: it flushes the closed one
-                console = getattr(handler, "console", None)
-                if console is not None:
-                    console.file = sys.stderr
+    _repair_log_streams()
     logger = logging.getLogger("patchflow")
     handlers, propagate, level = list(logger.handlers), logger.propagate, logger.level
     yield
     logger.handlers[:] = handlers
     logger.propagate, logger.level = propagate, level
+
+
+def _repair_log_streams() -> None:
+    """Point every handler (and a Prefect console handler's rich Console, which keeps its own
+    file) that writes to a closed stream at the current stderr."""
+    def closed(stream: object) -> bool:
+        return stream is not None and bool(getattr(stream, "closed", False))
+
+    for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
+        for handler in getattr(logger, "handlers", ()):
+            if closed(getattr(handler, "stream", None)):
+                handler.stream = sys.stderr  # not setStream: it flushes the closed one
+            console = getattr(handler, "console", None)
+            if console is not None and closed(getattr(console, "_file", None)):
+                console.file = sys.stderr
 
 
 @pytest.fixture(scope="session")
@@ -190,6 +198,7 @@ def cli(capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
 
     def run(*args: str, input: str | None = None) -> CliResult:
         capsys.readouterr()
+        _repair_log_streams()  # a background thread may log while the command runs
         code = main(list(args))
         captured = capsys.readouterr()
         return CliResult(code, captured.out, captured.err)

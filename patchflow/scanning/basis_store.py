@@ -149,16 +149,12 @@ def plan(session: Session, endpoint_ids: list[int], catalog: Catalog) -> Plan:
 
     An endpoint is rescanned unless all of these hold: its last scan completed (Missing
     Patches or Up-to-Date) and recorded its basis; its inventory content is the one that scan
-    read; it scans against the same patch server; and no catalog key it touches changed
-    (applicability.basis.changed, which also covers a new rule set or a new product)."""
+    read; it scans against the same patch server; and nothing it depends on in the catalog
+    changed (applicability.basis.changed: the rows of the products and packages it touches,
+    their availability on its server, the matching tables, the rules and patchflow's version)."""
     if not endpoint_ids:
         return Plan([])
-    wanted = set(endpoint_ids)
-    rows = read_frame(session, select(
-        Endpoint.id, Endpoint.group_id, Endpoint.scan_state, Endpoint.inventory_rev,
-        Endpoint.scanned_inventory_rev, Endpoint.scan_profile_id, Endpoint.scan_catalog_id),
-        ["endpoint_id", "group_id", "state", "rev", "read_rev", "profile", "catalog"])
-    rows = rows[rows["endpoint_id"].isin(wanted)].reset_index(drop=True)
+    rows = _basis_rows(session, endpoint_ids)
     servers = dict(availability(session, rows)[["endpoint_id", "server_id"]]
                    .itertuples(index=False, name=None))
     profile_of = _load_profiles(session, rows["profile"])
@@ -184,6 +180,23 @@ def plan(session: Session, endpoint_ids: list[int], catalog: Catalog) -> Plan:
     found = set(rows["endpoint_id"].astype(int))
     rescan.extend(e for e in endpoint_ids if e not in found)  # vanished: the batch says so
     return Plan(sorted(rescan), sorted(unchanged))
+
+
+_BASIS_COLUMNS = ["endpoint_id", "group_id", "state", "rev", "read_rev", "profile", "catalog"]
+
+
+def _basis_rows(session: Session, endpoint_ids: list[int]) -> pd.DataFrame:
+    """The selection's endpoints with what their last scan read: by id lists for a small
+    selection, one pass over the table (filtered here) for a large one."""
+    stmt = select(Endpoint.id, Endpoint.group_id, Endpoint.scan_state, Endpoint.inventory_rev,
+                  Endpoint.scanned_inventory_rev, Endpoint.scan_profile_id,
+                  Endpoint.scan_catalog_id)
+    if len(endpoint_ids) <= 10 * _CHUNK:
+        parts = [read_frame(session, stmt.where(Endpoint.id.in_(chunk)), _BASIS_COLUMNS)
+                 for chunk in _chunks(endpoint_ids)]
+        return pd.concat(parts, ignore_index=True)
+    rows = read_frame(session, stmt, _BASIS_COLUMNS)
+    return rows[rows["endpoint_id"].isin(set(endpoint_ids))].reset_index(drop=True)
 
 
 def _known(value: Any) -> bool:

@@ -53,6 +53,7 @@ from models import (
 )
 from models.base import utcnow
 from models.enums import ScanState
+from patchflow import __version__
 from patchflow.fleet.tree import Tree
 from patchflow.ops import faults
 from sources.records import InstallerRecord, PatchRecord
@@ -92,7 +93,10 @@ class Catalog:
         `prepared`."""
         found = self.__dict__.get("_digests")
         if found is None:
-            found = catalog_digests(self.ms_catalog, self.app_catalog, self.server_patches)
+            # patchflow's version salts it: a release that writes results differently
+            # rescans every endpoint once, like a change to the rules does.
+            found = catalog_digests(self.ms_catalog, self.app_catalog, self.server_patches,
+                                    salt=f"patchflow {__version__}")
             self.__dict__["_digests"] = found
         return found
 

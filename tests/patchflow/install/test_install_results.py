@@ -50,8 +50,14 @@ def world(api: Api) -> Iterator[World]:
     for data in PAYLOADS.values():
         store.put_bytes(data, sha(data))
     yield made
-    time.sleep(RESCANS.delay + 0.2)  # an upload's rescan is queued just after its response
-    RESCANS.wait_idle(30)
+    _settle()
+
+
+def _settle() -> None:
+    """Let the uploads' background rescans finish (a rescan is queued just after an upload's
+    response and writes the endpoint's missing rows)."""
+    time.sleep(RESCANS.delay + 0.2)
+    assert RESCANS.wait_idle(30)
 
 
 def _endpoint_id(api: Api, hostname: str) -> int:
@@ -62,6 +68,7 @@ def _endpoint_id(api: Api, hostname: str) -> int:
 
 def _offer(api: Api, endpoint_id: int, patch_id: int, reason: str) -> int:
     """A job of one item for this endpoint, resolved and offered to its agent; the item id."""
+    _settle()  # else a rescan may write the pair between the check and the insert below
     with session_scope(api.db_url) as session:
         if session.get(MissingPatch, (endpoint_id, patch_id)) is None:
             session.add(MissingPatch(endpoint_id=endpoint_id, patch_id=patch_id, reason=reason))
