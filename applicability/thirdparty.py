@@ -242,7 +242,9 @@ def missing_apps(
         | programs["upgrade_code"].isin(known_codes)
     ].reset_index(drop=True)
     if p.empty:
-        return empty_frame(MISSING_COLUMNS), empty_frame(AMBIGUOUS_COLUMNS), _NO_MATCHES
+        return (empty_frame(MISSING_COLUMNS), empty_frame(AMBIGUOUS_COLUMNS),
+                pd.DataFrame({"endpoint_id": pd.Series(dtype="int64"),
+                              "package_id": pd.Series(dtype=object)}))
     sig_cols = ["name", "publisher", "product_code", "upgrade_code", "arch"]
     p["sig"] = _signature_ids(p, sig_cols)
     sigs = p.drop_duplicates("sig")
@@ -356,10 +358,6 @@ def missing_apps(
         }
     ).drop_duplicates()
     return out.reset_index(drop=True), amb_out.reset_index(drop=True), matched
-
-
-_NO_MATCHES = pd.DataFrame({"endpoint_id": pd.Series(dtype="int64"),
-                            "package_id": pd.Series(dtype=object)})
 
 
 def _lists(df: pd.DataFrame, cols: list[str]) -> list[list[Any]]:

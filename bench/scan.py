@@ -485,16 +485,14 @@ def _withdraw(patch_ids: list[int]) -> int:
             ServerPatch.patch_id.in_(patch_ids))).rowcount
 
 
-def _offer(rows: list[tuple[int, int, int]]) -> None:
-    """What a sync does when the server offers patches again (server_id, patch_id, revision)."""
-    from sqlalchemy import insert
-
-    from models import ServerPatch
+def _offer(by_server: dict[int, list[int]]) -> None:
+    """The server offers patches again, through the sync's own `catalog_store.offer`."""
     from models.db import session_scope
+    from patchflow.catalog.catalog_store import offer
 
     with session_scope() as session:
-        session.execute(insert(ServerPatch), [
-            {"server_id": s, "patch_id": p, "revision": r} for s, p, r in rows])
+        for server_id, patch_ids in by_server.items():
+            offer(session, server_id, patch_ids)
 
 
 def _change_sets() -> tuple[list[int], list[int]]:
@@ -527,44 +525,52 @@ def incremental_runs(label: str, batch_size: int, first: dict[str, Any]) -> dict
     from models.db import session_scope
 
     n = first["summary"]["scanned"]
-    out: dict[str, Any] = {}
     same = direct_scan(batch_size, full=False)
-    out["unchanged"] = {"wall": same["wall"], "kept": same["summary"]["unchanged"],
-                        "full": first["wall"]}
+    out: dict[str, Any] = {"unchanged": {"wall": same["wall"], "full": first["wall"],
+                                         "kept": same["summary"]["unchanged"]}}
     print(f"[{label}] incremental rescan, nothing changed: {same['wall']:.2f} s "
           f"({same['summary']['unchanged']:,} of {n:,} endpoints kept; plan "
           f"{same['split'].get('plan', 0):.2f} s) = {same['wall'] / first['wall']:.3f}x the "
           f"full scan")
     product, month = _change_sets()
-    with session_scope() as session:
-        offered = [tuple(r) for r in session.execute(select(
-            ServerPatch.server_id, ServerPatch.patch_id, ServerPatch.revision).where(
-                ServerPatch.patch_id.in_(product + month)))]
     assert product and month, "the catalog has no Windows Server 2019 or 2024 MSRC rows"
-    for name, ids in (("one product's patch withdrawn", product),
-                      ("a month added", month)):
-        if name == "a month added":  # the state before the month: scanned in full first
-            _withdraw(ids)
-            direct_scan(batch_size, full=True)
-            _offer([r for r in offered if r[1] in set(ids)])
-        else:
-            _withdraw(ids)
-        inc = direct_scan(batch_size, full=False)
-        digest = _results_digest()
-        full = direct_scan(batch_size, full=True)
-        equal = digest == _results_digest()
-        assert equal, f"{name}: the incremental scan's results differ from a full scan's"
-        for key in ("scanned", "missing_endpoints", "up_to_date", "failed", "pairs"):
-            assert inc["summary"][key] == full["summary"][key], (name, key)
-        ratio = inc["wall"] / full["wall"]
-        out[name] = {"wall": inc["wall"], "full": full["wall"], "ratio": ratio,
-                     "kept": inc["summary"]["unchanged"], "patches": len(ids)}
-        print(f"[{label}] incremental rescan, {name} ({len(ids)} patches): {inc['wall']:.2f} s, "
-              f"{n - inc['summary']['unchanged']:,} of {n:,} endpoints evaluated (plan "
-              f"{inc['split'].get('plan', 0):.2f} s) vs full scan {full['wall']:.2f} s = "
-              f"{ratio:.3f}x; results identical to the full scan (missing rows, states, "
-              f"messages: one SHA-256)")
+    with session_scope() as session:
+        month_offer: dict[int, list[int]] = {}
+        for server_id, patch_id in session.execute(select(
+                ServerPatch.server_id, ServerPatch.patch_id).where(
+                    ServerPatch.patch_id.in_(month))):
+            month_offer.setdefault(server_id, []).append(patch_id)
+
+    _withdraw(product)
+    name = "one product's patch withdrawn"
+    out[name] = _against_full(label, name, n, len(product), batch_size)
+    _withdraw(month)
+    direct_scan(batch_size, full=True)  # the state before the month, scanned in full
+    _offer(month_offer)
+    name = "a month added"
+    out[name] = _against_full(label, name, n, len(month), batch_size)
     return out
+
+
+def _against_full(label: str, name: str, n: int, patches: int, batch_size: int
+                  ) -> dict[str, Any]:
+    """An incremental rescan, then a full scan of the same state: their times, and their
+    results identical (asserted)."""
+    inc = direct_scan(batch_size, full=False)
+    digest = _results_digest()
+    full = direct_scan(batch_size, full=True)
+    assert digest == _results_digest(), \
+        f"{name}: the incremental scan's results differ from a full scan's"
+    for key in ("scanned", "missing_endpoints", "up_to_date", "failed", "pairs"):
+        assert inc["summary"][key] == full["summary"][key], (name, key)
+    ratio = inc["wall"] / full["wall"]
+    print(f"[{label}] incremental rescan, {name} ({patches} patches): {inc['wall']:.2f} s, "
+          f"{n - inc['summary']['unchanged']:,} of {n:,} endpoints evaluated (plan "
+          f"{inc['split'].get('plan', 0):.2f} s) vs full scan {full['wall']:.2f} s = "
+          f"{ratio:.3f}x; results identical to the full scan (missing rows, states, "
+          f"messages: one SHA-256)")
+    return {"wall": inc["wall"], "full": full["wall"], "ratio": ratio,
+            "kept": inc["summary"]["unchanged"], "patches": patches}
 
 
 def flow_child(home: str, url: str, batch_size: int) -> dict[str, Any]:

@@ -74,12 +74,15 @@ def plan_scan(scan_id: int, endpoint_ids: list[int], catalog: Catalog) -> dict[s
     "Add up the batches and close the scan record (database)."))
 def finish_scan(scan_id: int, results: list[dict[str, Any]],
                 kept: dict[str, int] | None = None) -> dict[str, Any]:
-    total = BatchCounts(**(kept or {}))
+    """kept: plan-scan's counts of the endpoints an incremental scan kept (they count as
+    scanned, and as `unchanged`)."""
+    kept = kept or {}
+    total = BatchCounts(**kept)
     for r in results:
         total.add(BatchCounts(**{k: v for k, v in r.items() if k != "stopped"}))
     stopped = any(r["stopped"] for r in results)
     status = "stopped" if stopped else "completed"
-    unchanged = (kept or {}).get("scanned", 0)
+    unchanged = kept.get("scanned", 0)
     with session_scope() as session:
         scanning.finish_scan(session, scan_id, total, status,
                              "stopped by request" if stopped else None, unchanged)

@@ -12,9 +12,8 @@ databases, and bench.scan at 100,000 endpoints).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import pandas as pd
 from sqlalchemy import delete, func, insert, select, update
@@ -26,19 +25,8 @@ from applicability.basis import CatalogDigests, Profile, changed, profiles
 from models import CatalogState, Endpoint, MissingPatch, ScanProfile
 from models.base import utcnow
 from models.enums import ScanState
-from patchflow.scanning.scan_store import (
-    BatchBasis,
-    BatchCounts,
-    Catalog,
-    availability,
-    read_frame,
-)
-
-_CHUNK = 500  # ids per IN list / CASE update, as in scan_store
-
-
-def _chunks(ids: Sequence[int], size: int = _CHUNK) -> Iterable[Sequence[int]]:
-    return (ids[i : i + size] for i in range(0, len(ids), size))
+from patchflow.scanning.missing_query import chunks, fetch_endpoints
+from patchflow.scanning.scan_store import BatchBasis, BatchCounts, Catalog, availability
 
 
 def catalog_state_id(session: Session, catalog: Catalog) -> int:
@@ -73,7 +61,7 @@ def _prune(session: Session, new_state: int) -> None:
                                 (ScanProfile, Endpoint.scan_profile_id, set())):
         used = set(session.scalars(select(column).where(column.is_not(None)).distinct()))
         unused = sorted(set(session.scalars(select(model.id))) - used - keep)
-        for chunk in _chunks(unused, 5000):
+        for chunk in chunks(unused, 5000):
             session.execute(delete(model).where(model.id.in_(chunk)))
 
 
@@ -81,7 +69,7 @@ def _profile_ids(session: Session, wanted: dict[str, Profile]) -> dict[str, int]
     """digest -> id for every profile given, inserting the new ones."""
     ids: dict[str, int] = {}
     digests = sorted(wanted)
-    for chunk in _chunks(digests):
+    for chunk in chunks(digests):
         ids.update(session.execute(select(ScanProfile.digest, ScanProfile.id)
                                    .where(ScanProfile.digest.in_(chunk))).tuples().all())
     new = [d for d in digests if d not in ids]
@@ -98,7 +86,7 @@ def _profile_ids(session: Session, wanted: dict[str, Profile]) -> dict[str, int]
                         session.execute(insert(ScanProfile), [row])
                 except IntegrityError:
                     pass
-        for chunk in _chunks(new):
+        for chunk in chunks(new):
             ids.update(session.execute(select(ScanProfile.digest, ScanProfile.id)
                                        .where(ScanProfile.digest.in_(chunk))).tuples().all())
     return ids
@@ -114,7 +102,7 @@ def record(session: Session, catalog_id: int, basis: BatchBasis,
     digest_of = {p: p.digest for p in set(by_endpoint.values())}
     ids = _profile_ids(session, {d: p for p, d in digest_of.items()})
     profile_id = {e: ids[digest_of[p]] for e, p in by_endpoint.items()}
-    for chunk in _chunks(scanned, 2000):
+    for chunk in chunks(scanned, 2000):
         session.execute(sql_text(_basis_update(chunk, profile_id, basis.inventory_rev,
                                                catalog_id)))
 
@@ -165,8 +153,8 @@ def plan(session: Session, endpoint_ids: list[int], catalog: Catalog) -> Plan:
     for eid, state, rev, read_rev, pid, cid in rows[
             ["endpoint_id", "state", "rev", "read_rev", "profile", "catalog"]
     ].itertuples(index=False, name=None):
-        keep = (state in _KEPT_STATES and _known(pid) and _known(cid) and _known(read_rev)
-                and int(rev) == int(read_rev))
+        keep = (state in _KEPT_STATES and pd.notna(pid) and pd.notna(cid)
+                and pd.notna(read_rev) and int(rev) == int(read_rev))
         if keep:
             profile, then = profile_of.get(int(pid)), states.get(int(cid))
             keep = (profile is not None and then is not None
@@ -182,31 +170,20 @@ def plan(session: Session, endpoint_ids: list[int], catalog: Catalog) -> Plan:
     return Plan(sorted(rescan), sorted(unchanged))
 
 
-_BASIS_COLUMNS = ["endpoint_id", "group_id", "state", "rev", "read_rev", "profile", "catalog"]
-
-
 def _basis_rows(session: Session, endpoint_ids: list[int]) -> pd.DataFrame:
-    """The selection's endpoints with what their last scan read: by id lists for a small
-    selection, one pass over the table (filtered here) for a large one."""
-    stmt = select(Endpoint.id, Endpoint.group_id, Endpoint.scan_state, Endpoint.inventory_rev,
-                  Endpoint.scanned_inventory_rev, Endpoint.scan_profile_id,
-                  Endpoint.scan_catalog_id)
-    if len(endpoint_ids) <= 10 * _CHUNK:
-        parts = [read_frame(session, stmt.where(Endpoint.id.in_(chunk)), _BASIS_COLUMNS)
-                 for chunk in _chunks(endpoint_ids)]
-        return pd.concat(parts, ignore_index=True)
-    rows = read_frame(session, stmt, _BASIS_COLUMNS)
-    return rows[rows["endpoint_id"].isin(set(endpoint_ids))].reset_index(drop=True)
-
-
-def _known(value: Any) -> bool:
-    return value is not None and not (isinstance(value, float) and value != value)
+    """The selection's endpoints with what their last scan read."""
+    stmt = select(Endpoint.id.label("endpoint_id"), Endpoint.group_id,
+                  Endpoint.scan_state.label("state"), Endpoint.inventory_rev.label("rev"),
+                  Endpoint.scanned_inventory_rev.label("read_rev"),
+                  Endpoint.scan_profile_id.label("profile"),
+                  Endpoint.scan_catalog_id.label("catalog"))
+    return fetch_endpoints(session, stmt, endpoint_ids)
 
 
 def _load_profiles(session: Session, ids: pd.Series) -> dict[int, Profile]:
-    wanted = sorted({int(i) for i in ids if _known(i)})
+    wanted = sorted({int(i) for i in ids.dropna()})
     out: dict[int, Profile] = {}
-    for chunk in _chunks(wanted):
+    for chunk in chunks(wanted):
         for pid, server, keys in session.execute(
                 select(ScanProfile.id, ScanProfile.server_id, ScanProfile.keys)
                 .where(ScanProfile.id.in_(chunk))):
@@ -215,7 +192,7 @@ def _load_profiles(session: Session, ids: pd.Series) -> dict[int, Profile]:
 
 
 def _load_states(session: Session, ids: pd.Series) -> dict[int, CatalogDigests]:
-    wanted = sorted({int(i) for i in ids if _known(i)})
+    wanted = sorted({int(i) for i in ids.dropna()})
     return {cid: CatalogDigests.from_json(text) for cid, text in session.execute(
         select(CatalogState.id, CatalogState.digests).where(CatalogState.id.in_(wanted)))}
 
@@ -226,7 +203,7 @@ def keep_results(session: Session, scan_id: int, catalog_id: int, unchanged: lis
     current catalog) and count them the way the batches count theirs."""
     counts = BatchCounts()
     now = utcnow()
-    for chunk in _chunks(unchanged, 5000):
+    for chunk in chunks(unchanged, 5000):
         session.execute(update(Endpoint).where(Endpoint.id.in_(chunk)).values(
             last_scan_id=scan_id, scan_state_at=now, scan_catalog_id=catalog_id))
         states = dict(session.execute(

@@ -13,9 +13,9 @@ shared by all its rows instead of being decoded once per row.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -330,14 +330,31 @@ def fetch_frame(session: Session, stmt: Any) -> pd.DataFrame:
     return pd.DataFrame.from_records(rows, columns=keys)
 
 
+T = TypeVar("T")
 # Past this many ids, one scan of the table beats chunked IN lists (measured on 50,000 rows).
 WHOLE_TABLE_ABOVE = 2000
 
 
-def _chunks(ids: list[int], size: int = 5000) -> Iterable[list[int]]:
+def chunks(ids: Sequence[T], size: int = 5000) -> Iterable[Sequence[T]]:
     # SQLite allows 32,766 bound parameters; MariaDB copes better with moderate IN lists.
     for i in range(0, len(ids), size):
         yield ids[i : i + size]
+
+
+def fetch_endpoints(session: Session, stmt: Any, ids: list[int] | None) -> pd.DataFrame:
+    """`stmt` (a SELECT from endpoints whose first column is the id labelled endpoint_id) for
+    the given endpoints (None = all): chunked IN lists for a few, one pass over the table
+    filtered here for many."""
+    if ids is None or len(ids) > WHOLE_TABLE_ABOVE:
+        frame = fetch_frame(session, stmt)
+        if ids is not None:
+            frame = frame[frame["endpoint_id"].isin(ids)].reset_index(drop=True)
+        return frame
+    return pd.concat(
+        [fetch_frame(session, stmt.where(Endpoint.id.in_(chunk))) for chunk in chunks(ids)]
+        or [fetch_frame(session, stmt.where(false()))],
+        ignore_index=True,
+    )
 
 
 def load_endpoint_attrs(session: Session, ids: list[int] | None = None) -> pd.DataFrame:
@@ -350,16 +367,7 @@ def load_endpoint_attrs(session: Session, ids: list[int] | None = None) -> pd.Da
         Endpoint.scan_state,
     ).outerjoin(Group, Group.id == Endpoint.group_id).where(
         Endpoint.replaces_endpoint_id.is_(None))  # re-enrolments awaiting approval: not counted
-    if ids is None or len(ids) > WHOLE_TABLE_ABOVE:
-        frame = fetch_frame(session, base)
-        if ids is not None:
-            frame = frame[frame["endpoint_id"].isin(ids)].reset_index(drop=True)
-    else:
-        frame = pd.concat(
-            [fetch_frame(session, base.where(Endpoint.id.in_(chunk))) for chunk in _chunks(ids)]
-            or [fetch_frame(session, base.where(false()))],
-            ignore_index=True,
-        )
+    frame = fetch_endpoints(session, base, ids)
     frame["group_id"] = frame["group_id"].astype("Int64")
     return frame
 
@@ -378,7 +386,7 @@ def load_patch_attrs(session: Session, ids: list[int]) -> pd.DataFrame:
         Patch.release_date,
     ).outerjoin(EulaAcceptance, EulaAcceptance.patch_id == Patch.id)
     frame = pd.concat(
-        [fetch_frame(session, base.where(Patch.id.in_(chunk))) for chunk in _chunks(ids)]
+        [fetch_frame(session, base.where(Patch.id.in_(chunk))) for chunk in chunks(ids)]
         or [fetch_frame(session, base.where(false()))],
         ignore_index=True,
     )

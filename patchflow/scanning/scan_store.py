@@ -196,12 +196,12 @@ def _fetch(session: Session, stmt: Select[Any] | TextClause) -> list[tuple[Any, 
             cursor.close()
 
 
-def read_frame(session: Session, stmt: Select[Any], columns: list[str]) -> pd.DataFrame:
+def _read_frame(session: Session, stmt: Select[Any], columns: list[str]) -> pd.DataFrame:
     return pd.DataFrame.from_records(_fetch(session, stmt), columns=columns)
 
 
 def load_inventory(session: Session, endpoint_ids: list[int]) -> dict[str, pd.DataFrame]:
-    endpoints = read_frame(
+    endpoints = _read_frame(
         session,
         select(Endpoint.id, Endpoint.hostname, Endpoint.os_name, Endpoint.os_display_version,
                Endpoint.os_build, Endpoint.os_ubr, Endpoint.os_arch, Endpoint.hotpatch,
@@ -212,7 +212,7 @@ def load_inventory(session: Session, endpoint_ids: list[int]) -> dict[str, pd.Da
          "hotpatch", "installation_type", "group_id", "ms_facts", "inventory_rev"])
     if len(endpoints):  # the driver's 0/1 (SQLite, MariaDB), as SQLAlchemy's Boolean gives it
         endpoints["hotpatch"] = endpoints["hotpatch"].astype(bool)
-    kbs = read_frame(
+    kbs = _read_frame(
         session,
         select(InstalledUpdate.endpoint_id, InstalledUpdate.kb)
         .where(InstalledUpdate.endpoint_id.in_(endpoint_ids)),
@@ -244,7 +244,7 @@ def read_programs(session: Session, endpoint_ids: list[int]) -> pd.DataFrame:
         if packed is not None:
             return packed
     stmt = select(*(table.c[c] for c in columns)).where(table.c.endpoint_id.in_(endpoint_ids))
-    return read_frame(session, stmt.order_by(table.c.endpoint_id, table.c.id), columns)
+    return _read_frame(session, stmt.order_by(table.c.endpoint_id, table.c.id), columns)
 
 
 _PACK_LIMIT = 1 << 30  # group_concat_max_len for the packed read (a session variable)

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from tests.fixtures.agent.harness import Api
+from tests.fixtures.agent.harness import Api, wait_rescanned
 from tests.fixtures.install.agents import SimAgent, inventory, program, synced_server
 from tests.fixtures.install.loopback import background_rescans, sim_fleet
 
@@ -239,6 +239,9 @@ def test_admin_api_and_agent_content_route(api: Api, fleet: Callable[..., SimAge
 
     ws = fleet(inventory("WS-API", 5800, ["KB5890010"], []))
     ws.runner.upload_inventory()
+    # The upload's own background rescan first: two scans of one endpoint at once may
+    # deadlock on MariaDB (a flow's scan task retries that; this direct call would not).
+    wait_rescanned(api, "WS-API")
     from patchflow.scanning.service import scan_now
 
     with sa.create_engine(api.db_url).connect() as conn:
