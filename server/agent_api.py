@@ -17,7 +17,6 @@ from pydantic import (
     WithJsonSchema,
 )
 
-from models.base import utcnow
 from models.db import get_engine
 from patchflow import fleet
 from patchflow.errors import UserError
@@ -138,7 +137,7 @@ def _store_upload(
             "administrator (patchflow endpoints approve-reenroll); inventory not stored")
     sighting = fleet.Sighting(credentials.ip, settings.internal)
     assert credentials.agent_id is not None  # verify() refused a missing one
-    entry = fleet.load_agent(engine, credentials.agent_id) if wanted else None
+    entry = fleet.load_agent(engine, credentials.agent_id, digest=True) if wanted else None
     if entry is not None:
         with fleet.db_slot(settings.database_url):
             ack = fleet.unchanged_inventory(engine, credentials.agent_id, entry, wanted,
@@ -183,26 +182,15 @@ def _body_error(exc: ValidationError) -> UserError:
 async def upload_inventory(
     request: Request, credentials: Credentials, background: BackgroundTasks
 ) -> Response:
+    # An unchanged inventory that memory alone answers never gets here (server.agent_fast_path).
     body = await request.body()
     wanted = fleet.requested_digest(request.headers.get("if-none-match"))
-    if wanted is not None:
-        # Unchanged and everything needed in memory: answered on the event loop, no thread.
-        entry = _cached(credentials)
-        ack = fleet.unchanged_ack(entry, wanted, utcnow()) if entry is not None else None
-        if ack is not None:
-            return JSONResponse(ack)
     ack, agent = await run_in_threadpool(_store_upload, body, credentials, wanted)
     if not ack.get("unchanged"):
         # After the commit and after the response: a slow or failing rescan never fails an
         # upload. An unchanged inventory has nothing new to scan.
         background.add_task(fleet.run_inventory_hooks, [agent.endpoint_id])
     return JSONResponse(ack)
-
-
-def _cached(credentials: AgentCredentials) -> fleet.CachedAgent | None:
-    """The agent from memory when that alone answers (see fleet.cached_agent); never queries."""
-    return fleet.cached_agent(get_engine(credentials.settings.database_url),
-                              credentials.agent_id, credentials.secret, credentials.ip)
 
 
 def _poll(credentials: AgentCredentials) -> bytes:
@@ -215,13 +203,8 @@ def _poll(credentials: AgentCredentials) -> bytes:
 @router.get("/jobs", response_model=list[dict[str, Any]], summary="Jobs waiting for this agent",
             responses=AGENT_ERRORS)
 async def jobs(credentials: Credentials) -> Response:
-    # The hot path at fleet scale. An agent known in memory whose endpoint the work index says
-    # is idle is answered on the event loop: no query, no thread hop.
-    entry = _cached(credentials)
-    if entry is not None and fleet.known_idle(credentials.settings.database_url,
-                                              entry.endpoint_id):
-        return Response(b"[]", media_type="application/json")
-    # Otherwise one thread hop, no response-model round trip.
+    # An idle agent known in memory never gets here (server.agent_fast_path). Otherwise one
+    # thread hop, no response-model round trip.
     return Response(await run_in_threadpool(_poll, credentials), media_type="application/json")
 
 

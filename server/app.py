@@ -22,6 +22,7 @@ from server import (
     install_api,
     replication_api,
 )
+from server.agent_fast_path import AgentFastPath
 from server.limits import BodyLimitMiddleware
 from server.params import HOSTNAME_PATTERN
 from server.ratelimit import FailureLimiter
@@ -69,6 +70,8 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     errors.install(app)
     for router in ROUTERS:
         app.include_router(router)
+    # Added first, so it runs inside the body limit: bodies are read and bounded before it.
+    app.add_middleware(AgentFastPath, settings=settings)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     _document_inventory(app)
     return app

@@ -10,36 +10,51 @@ keep up with a hundred thousand agents. Two caches, one set per process:
 - `WorkIndex`: the set of endpoints with dispatched items of running jobs, read in one query
   for the whole fleet, so a poll for any other endpoint is answered without a query.
 
-Both are trusted for at most `CACHE_SECONDS`. A change made in this process through a Session
-(revoking, approving or rejecting a re-enrolment, dispatching, cancelling or resuming a job) is
-seen at once: the Session listeners below drop what it affects after the commit. A change made
-by another process (the CLI, a second `serve --workers` worker, a Prefect flow run) is seen
-within `CACHE_SECONDS`.
+A change made in this process through a Session (revoking, approving or rejecting a
+re-enrolment, dispatching, cancelling or resuming a job) is seen at once: the Session listeners
+below drop what it affects after the commit. A change made by another process (the CLI, a second
+`serve --workers` worker, a Prefect flow run) is seen within `CACHE_SECONDS`:
+
+- credentials: the same listeners write a new random *credentials generation* (a `settings`
+  row) in the transaction that changes them, and each process reads that one row at most every
+  `CACHE_SECONDS`, dropping every entry when it changed. An entry is therefore good for as long
+  as no credentials changed anywhere, not for a few seconds: an agent polling once a minute is
+  still answered from memory, which per-entry expiry could never do at fleet cadence;
+- the stored inventory's digest (another worker may have stored a newer inventory): trusted for
+  `CACHE_SECONDS` after the entry was read (`digest_fresh`);
+- the work index: re-read for the whole fleet at most every `CACHE_SECONDS`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import Delete, Engine, Update, event, inspect
+from sqlalchemy import Connection, Delete, Engine, Table, Update, event, insert, inspect, select
+from sqlalchemy import update as sql_update
+from sqlalchemy.dialects.mysql import insert as mysql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import ORMExecuteState, Session
 
-from models import Endpoint, InstallJob, InstallJobItem
+from models import Endpoint, InstallJob, InstallJobItem, Setting
 from models.enums import ItemState
 
 # How long another process's revocation, approval or dispatch may go unseen here.
 CACHE_SECONDS = 3.0
-MAX_AGENTS = 500_000  # entries beyond this: the expired ones are dropped
+MAX_AGENTS = 500_000  # entries beyond this: the older half is dropped
 # Endpoint columns whose change must reach the credentials cache.
 AUTH_COLUMNS = frozenset({"agent_id", "secret_hash", "revoked", "hostname",
                           "replaces_endpoint_id"})
 WORK_TABLES = frozenset({"install_job_items", "install_jobs"})
 DISPATCHED = ItemState.DISPATCHED.value
+GENERATION_KEY = "agent_cache.credentials_generation"
+_SETTINGS = cast(Table, Setting.__table__)
+_READ_GENERATION = select(_SETTINGS.c.value).where(_SETTINGS.c.key == GENERATION_KEY)
 _T = TypeVar("_T")
 
 
@@ -63,24 +78,44 @@ class AgentCache:
     def __init__(self) -> None:
         self._agents: dict[str, CachedAgent] = {}
         self._lock = threading.Lock()
+        self._generation: str | None = None
+        self._confirmed = float("-inf")  # time.monotonic() of the last generation read
+        # Counts the times every entry was dropped: a row read before a drop is not put after it.
+        self.epoch = 0
 
     def get(self, agent_id: str) -> CachedAgent | None:
-        entry = self._agents.get(agent_id)
-        if entry is None or time.monotonic() - entry.loaded > CACHE_SECONDS:
+        """The entry, while the credentials generation was confirmed within CACHE_SECONDS."""
+        if time.monotonic() - self._confirmed > CACHE_SECONDS:
             return None
-        return entry
+        return self._agents.get(agent_id)
 
-    def put(self, agent_id: str, entry: CachedAgent) -> None:
+    def confirm(self, engine: Engine) -> None:
+        """Read the credentials generation when due: one small query per CACHE_SECONDS for the
+        whole fleet. When another process changed credentials, every entry goes."""
+        if time.monotonic() - self._confirmed <= CACHE_SECONDS:
+            return
+        started = time.monotonic()
+        with engine.connect() as conn:
+            generation = conn.execute(_READ_GENERATION).scalar()
         with self._lock:
+            if generation != self._generation:
+                self._drop()
+                self._generation = generation
+            self._confirmed = max(self._confirmed, started)
+
+    def put(self, agent_id: str, entry: CachedAgent, epoch: int) -> None:
+        """`epoch`: `self.epoch` before the row was read."""
+        with self._lock:
+            if epoch != self.epoch:
+                return
             if len(self._agents) >= MAX_AGENTS:
-                now = time.monotonic()
-                self._agents = {k: v for k, v in self._agents.items()
-                                if now - v.loaded <= CACHE_SECONDS}
+                kept = sorted(self._agents.items(), key=lambda item: item[1].loaded)
+                self._agents = dict(kept[len(kept) // 2:])
             self._agents[agent_id] = entry
 
     def update(self, agent_id: str, **changes: Any) -> None:
         """Record what this process itself just wrote (a touch, a stored inventory); the entry
-        keeps its load time, so the database is still re-read within CACHE_SECONDS."""
+        keeps its load time, so the digest is still re-read within CACHE_SECONDS."""
         with self._lock:
             entry = self._agents.get(agent_id)
             if entry is not None:
@@ -88,7 +123,32 @@ class AgentCache:
 
     def forget(self) -> None:
         with self._lock:
-            self._agents.clear()
+            self._drop()
+
+    def _drop(self) -> None:
+        self._agents = {}
+        self.epoch += 1
+
+
+def digest_fresh(entry: CachedAgent) -> bool:
+    """Whether the entry's inventory digest may answer an unchanged upload: another worker may
+    have stored a newer inventory since the entry was read."""
+    return time.monotonic() - entry.loaded <= CACHE_SECONDS
+
+
+def bump_generation(conn: Connection) -> None:
+    """Make every process's credential cache re-read: run in the transaction that changes
+    credentials (or replaces the data), so the change and the new generation commit together."""
+    generation = secrets.token_hex(8)
+    if conn.dialect.name == "mysql":
+        conn.execute(mysql_insert(_SETTINGS).values(key=GENERATION_KEY, value=generation)
+                     .on_duplicate_key_update(value=generation))
+    elif conn.dialect.name == "sqlite":
+        conn.execute(sqlite_insert(_SETTINGS).values(key=GENERATION_KEY, value=generation)
+                     .on_conflict_do_update(index_elements=["key"], set_={"value": generation}))
+    elif conn.execute(sql_update(_SETTINGS).where(_SETTINGS.c.key == GENERATION_KEY)
+                      .values(value=generation)).rowcount == 0:
+        conn.execute(insert(_SETTINGS).values(key=GENERATION_KEY, value=generation))
 
 
 class WorkIndex:
@@ -207,7 +267,7 @@ def _on_execute(state: ORMExecuteState) -> None:
           # A file import clears the stored digest. An agent upload sets one: the process
           # that stored it updates its own entry, so that is no reason to drop every agent.
           or ("inventory_sha256" in values and values["inventory_sha256"] is None)):
-        state.session.info[_AUTH_FLAG] = True
+        _credentials_changed(state.session)
 
 
 @event.listens_for(Session, "after_flush")
@@ -220,7 +280,14 @@ def _on_flush(session: Session, _context: Any) -> None:
             attrs = inspect(obj).attrs
             if obj in session.deleted or any(
                     attrs[c].history.has_changes() for c in (*AUTH_COLUMNS, "inventory_sha256")):
-                session.info[_AUTH_FLAG] = True
+                _credentials_changed(session)
+
+
+def _credentials_changed(session: Session) -> None:
+    """Once per transaction: a new generation for the other processes, a drop for this one."""
+    if not session.info.get(_AUTH_FLAG):
+        session.info[_AUTH_FLAG] = True
+        bump_generation(session.connection())
 
 
 @event.listens_for(Session, "after_commit")

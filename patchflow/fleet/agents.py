@@ -18,7 +18,7 @@ from models import Endpoint, EnrollmentToken
 from models.base import utcnow
 from patchflow import crypto
 from patchflow.errors import UserError
-from patchflow.fleet.agent_cache import CACHE_SECONDS, CachedAgent, agents_of
+from patchflow.fleet.agent_cache import CACHE_SECONDS, CachedAgent, agents_of, digest_fresh
 from patchflow.fleet.endpoints import pending_for
 from patchflow.fleet.errors import Conflict, Forbidden, Unauthorized
 from patchflow.fleet.identity import pending_name
@@ -163,7 +163,7 @@ def cached_agent(engine: Engine, agent_id: str | None, secret: str | None,
                  ip: str | None = None) -> CachedAgent | None:
     """The agent from memory, when that alone answers: credentials cached, secret right, not
     revoked, no last_seen write due. None means "ask `authenticate_agent`" (it never queries;
-    the async routes call it before paying for a worker thread)."""
+    server.agent_fast_path calls it on the event loop, before routing)."""
     if not agent_id or not secret or len(agent_id) > 64:
         return None
     entry = agents_of(engine).get(agent_id)
@@ -173,12 +173,16 @@ def cached_agent(engine: Engine, agent_id: str | None, secret: str | None,
     return entry
 
 
-def load_agent(engine: Engine, agent_id: str) -> CachedAgent | None:
-    """The credentials row, from memory or one indexed query (then kept for CACHE_SECONDS)."""
+def load_agent(engine: Engine, agent_id: str, digest: bool = False) -> CachedAgent | None:
+    """The credentials row, from memory or one indexed query (kept until credentials change
+    anywhere; see agent_cache). `digest`: the caller needs the stored inventory's digest, so an
+    entry read more than CACHE_SECONDS ago is read again."""
     cache = agents_of(engine)
+    cache.confirm(engine)
     entry = cache.get(agent_id)
-    if entry is not None:
+    if entry is not None and (not digest or digest_fresh(entry)):
         return entry
+    epoch = cache.epoch
     with engine.connect() as conn:
         row = conn.execute(_CREDENTIALS, {"agent": agent_id}).first()
     if row is None:
@@ -189,9 +193,9 @@ def load_agent(engine: Engine, agent_id: str) -> CachedAgent | None:
         last_seen=row.last_seen, last_ip=row.last_ip, inventory_sha256=row.inventory_sha256,
         inventory_at=row.inventory_at, reported_hostname=row.reported_hostname,
         # Aged by a random part of CACHE_SECONDS: agents that started together do not all
-        # re-read at the same instant (a burst of queries is the p99 tail).
+        # re-read their digest at the same instant (a burst of queries is the p99 tail).
         loaded=time.monotonic() - random.uniform(0, CACHE_SECONDS / 2))
-    cache.put(agent_id, entry)
+    cache.put(agent_id, entry, epoch)
     return entry
 
 
@@ -206,9 +210,9 @@ def authenticate_agent(
 
     The secret is compared as a hash with hmac.compare_digest on every request, cached or not,
     and an unknown agent id still pays for one comparison, so timing tells an attacker nothing
-    about which part was wrong. The row comes from the in-process cache (agent_cache) when it
-    was read less than CACHE_SECONDS ago: a revocation made in this process applies at once,
-    one made elsewhere (the CLI, another worker) within CACHE_SECONDS.
+    about which part was wrong. The row comes from the in-process cache (agent_cache): a
+    revocation made in this process applies at once, one made elsewhere (the CLI, another
+    worker) within CACHE_SECONDS.
     """
     agent_id = _check(agent_id, secret)
     assert secret is not None

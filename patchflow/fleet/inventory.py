@@ -48,6 +48,10 @@ FUTURE_SLACK = dt.timedelta(days=1)
 def _optional_date(value: Any) -> Any:
     """The registry writes InstallDate as YYYYMMDD; accept that as well as ISO, '' as unknown.
     A number is refused: pydantic would read it as seconds since 1970."""
+    if type(value) is str and len(value) == 10 and value[4] == "-" and value[7] == "-":
+        # The agent's form, checked first (this runs for every program and KB): with two
+        # dashes inside, neither pattern below can match, so pydantic parses it as before.
+        return value
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     if isinstance(value, str):

@@ -44,6 +44,7 @@ from models.migrate import current_revision, head_revision, upgrade
 from patchflow import __version__, config
 from patchflow.catalog.content import file_sha256
 from patchflow.errors import UserError
+from patchflow.fleet.agent_cache import bump_generation
 from patchflow.ops import backup_crypto, faults
 
 FORMAT = "patchflow-backup/1"
@@ -361,6 +362,8 @@ def _replace_data(engine: Engine, archive_path: Path, manifest: dict[str, Any],
                 conn.execute(insert(table), batch)
                 counts[name] += len(batch)
             faults.point("restore.mid_tables")  # test hook: some tables in, not committed
+        # Every server's credential cache re-reads: the restored agents are not the cached ones.
+        bump_generation(conn)
         if engine.dialect.name == "mysql":
             conn.execute(text("SET FOREIGN_KEY_CHECKS=1"))
         for name, target in targets.items():

@@ -104,8 +104,12 @@ def counts(db_url: str, tables: list[str] | None = None) -> dict[str, int]:
 
 
 def snapshot(db_url: str) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of every table, in primary-key order, timestamps to the second."""
+    """Every row of every table, in primary-key order, timestamps to the second. Without the
+    credentials generation: a signal to other processes' caches, not data (a restore writes a
+    new one on purpose)."""
     import datetime as dt
+
+    from patchflow.fleet.agent_cache import GENERATION_KEY
 
     def norm(value: Any) -> Any:
         return value.replace(tzinfo=None, microsecond=0) if isinstance(value, dt.datetime) \
@@ -115,7 +119,8 @@ def snapshot(db_url: str) -> dict[str, list[tuple[Any, ...]]]:
     try:
         with engine.connect() as conn:
             return {t.name: [tuple(norm(v) for v in row) for row in conn.execute(
-                sa.select(t).order_by(*t.primary_key.columns)).all()]
+                sa.select(t).order_by(*t.primary_key.columns)).all()
+                if not (t.name == "settings" and row[0] == GENERATION_KEY)]
                 for t in Base.metadata.sorted_tables}
     finally:
         engine.dispose()

@@ -240,7 +240,7 @@ def test_work_dispatched_by_another_process_shows_within_seconds(
 
 def test_revocation_takes_effect_through_the_cache(api: Api, http: httpx.Client, cli: Any) -> None:
     from models.db import get_engine
-    from patchflow.fleet.agent_cache import CACHE_SECONDS
+    from patchflow.fleet.agent_cache import CACHE_SECONDS, bump_generation
 
     here = api.enroll(http, "ws-here")
     elsewhere = api.enroll(http, "ws-elsewhere")
@@ -255,12 +255,59 @@ def test_revocation_takes_effect_through_the_cache(api: Api, http: httpx.Client,
     assert http.get("/api/v1/agent/jobs", headers=here).status_code == 403
     assert http.put("/api/v1/agent/inventory", headers=_conditional(here, doc),
                     json=doc).status_code == 403
-    # From another process (raw SQL here): within CACHE_SECONDS.
+    # The revocation wrote a new credentials generation for the other processes...
+    generation = _generation(api)
+    assert generation is not None
+    # ...and one from another process (raw SQL here, with the bump patchflow's listeners add to
+    # such a transaction) takes effect within CACHE_SECONDS.
     with get_engine(api.db_url).begin() as conn:
         conn.execute(sa.text("UPDATE endpoints SET revoked = :r WHERE hostname = 'WS-ELSEWHERE'"),
                      {"r": True})
+        bump_generation(conn)
+    assert _generation(api) != generation
     time.sleep(CACHE_SECONDS + 0.2)
     assert http.get("/api/v1/agent/jobs", headers=elsewhere).status_code == 403
+
+
+def _generation(api: Api) -> str | None:
+    from models import Setting
+    from models.db import get_engine
+    from patchflow.fleet.agent_cache import GENERATION_KEY
+
+    with get_engine(api.db_url).connect() as conn:
+        return conn.execute(sa.select(Setting.value)
+                            .where(Setting.key == GENERATION_KEY)).scalar()
+
+
+def test_an_agent_polling_less_often_than_the_cache_lifetime_is_answered_from_memory(
+    api: Api, http: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At fleet cadence (a poll a minute) every poll comes long after CACHE_SECONDS: the
+    credentials stay in memory while no credentials changed, so the only query is the one
+    generation read per CACHE_SECONDS, whatever the number of agents."""
+    from models.db import get_engine
+    from patchflow.fleet import agent_cache
+
+    monkeypatch.setattr(agent_cache, "CACHE_SECONDS", 1.5)
+    agents = [api.enroll(http, f"ws-slow-{n}") for n in range(3)]
+    for headers in agents:
+        assert http.get("/api/v1/agent/jobs", headers=headers).json() == []
+    time.sleep(1.7)  # every entry older than CACHE_SECONDS, the generation due again
+    with Statements(api) as statements:
+        for headers in agents:
+            assert http.get("/api/v1/agent/jobs", headers=headers).json() == []
+    credential_reads = [s for s in statements.seen if "endpoints.agent_id" in s]
+    assert credential_reads == [], statements.seen
+    assert any("settings" in s for s in statements.seen), statements.seen
+    # A credential change in between (here: a revocation by another process) is still seen.
+    with get_engine(api.db_url).begin() as conn:
+        conn.execute(sa.text("UPDATE endpoints SET revoked = :r WHERE hostname = 'WS-SLOW-0'"),
+                     {"r": True})
+        agent_cache.bump_generation(conn)
+    time.sleep(1.7)
+    assert http.get("/api/v1/agent/jobs", headers=agents[0]).status_code == 403
+    assert http.get("/api/v1/agent/jobs", headers=agents[1]).json() == []
+
 
 
 def test_batched_inventory_writes_store_each_upload_and_isolate_a_bad_one(
@@ -308,3 +355,29 @@ def test_batched_inventory_writes_store_each_upload_and_isolate_a_bad_one(
     assert {name: counts[name.upper()] for name in names} == {
         name: 2 + n for n, name in enumerate(names)}
     assert kbs == 2 * len(names)
+
+
+def test_the_memory_answers_read_credentials_as_the_routes_do(
+    api: Api, http: httpx.Client
+) -> None:
+    """server.agent_fast_path reads the headers itself, before routing: a header the routes
+    refuse must not be taken there, on a poll or an unchanged upload of an agent in memory."""
+    headers = api.enroll(http, "ws-headers")
+    doc = base_inventory("ws-headers", 2)
+    assert http.put("/api/v1/agent/inventory", headers=_conditional(headers, doc),
+                    json=doc).status_code == 200
+    for _ in range(2):  # the second of each is answered from memory
+        assert http.get("/api/v1/agent/jobs", headers=headers).json() == []
+        answer = http.put("/api/v1/agent/inventory", headers=_conditional(headers, doc), json=doc)
+        assert answer.status_code == 200 and answer.json()["unchanged"] is True
+    secret = headers["Authorization"].removeprefix("Bearer ")
+    assert http.get("/api/v1/agent/jobs", headers={
+        **headers, "Authorization": f"bearer {secret}"}).json() == []  # the scheme's case
+    refused = [{"Authorization": f"Basic {secret}"}, {"Authorization": secret},
+               {"Authorization": "Bearer"}, {"X-Agent-Id": ""},
+               {"X-Agent-Id": headers["X-Agent-Id"] + "x"}]
+    for change in refused:
+        bad = {**headers, **change}
+        assert http.get("/api/v1/agent/jobs", headers=bad).status_code == 401, change
+        assert http.put("/api/v1/agent/inventory", headers=_conditional(bad, doc),
+                        json=doc).status_code == 401, change

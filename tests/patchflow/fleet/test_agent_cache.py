@@ -1,0 +1,86 @@
+"""The credentials cache's cross-process rule on SQLite and MariaDB: entries stay while the
+credentials generation is unchanged, all go when another process changed it, and a row read
+before such a change is never put back after it."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import sqlalchemy as sa
+
+from patchflow.fleet import agent_cache
+from patchflow.fleet.agent_cache import AgentCache, CachedAgent, bump_generation
+
+
+def _entry(endpoint_id: int) -> CachedAgent:
+    return CachedAgent(endpoint_id=endpoint_id, hostname=f"WS-{endpoint_id}", secret_hash="h",
+                       revoked=False, pending=False, last_seen=None, last_ip=None,
+                       inventory_sha256=None, inventory_at=None, reported_hostname=None)
+
+
+@pytest.fixture
+def engine(db_url: str) -> sa.Engine:
+    from models.db import get_engine
+
+    return get_engine(db_url)
+
+
+def test_entries_live_until_the_generation_changes(
+    engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(agent_cache, "CACHE_SECONDS", 0.0)  # every get needs a confirm first
+    cache = AgentCache()
+    assert cache.get("a") is None  # never confirmed: nothing is trusted
+    cache.confirm(engine)
+    cache.put("a", _entry(1), cache.epoch)
+    monkeypatch.setattr(agent_cache, "CACHE_SECONDS", 60.0)
+    assert cache.get("a") == _entry(1)
+    monkeypatch.setattr(agent_cache, "CACHE_SECONDS", 0.0)
+    cache.confirm(engine)  # same generation: the entry stays, however old
+    monkeypatch.setattr(agent_cache, "CACHE_SECONDS", 60.0)
+    assert cache.get("a") == _entry(1)
+
+    with engine.begin() as conn:  # another process changes credentials
+        bump_generation(conn)
+    assert cache.get("a") == _entry(1)  # not seen before the next confirm...
+    monkeypatch.setattr(agent_cache, "CACHE_SECONDS", 0.0)
+    cache.confirm(engine)
+    monkeypatch.setattr(agent_cache, "CACHE_SECONDS", 60.0)
+    assert cache.get("a") is None  # ...and everything goes at it
+
+
+def test_a_row_read_before_a_drop_is_not_put_after_it() -> None:
+    cache = AgentCache()
+    before = cache.epoch
+    cache.forget()  # a commit here revoked someone while a thread was reading its row
+    cache.put("a", _entry(1), before)
+    cache.put("b", _entry(2), cache.epoch)
+    assert cache._agents == {"b": _entry(2)}
+
+
+def test_a_generation_bump_commits_or_rolls_back_with_its_transaction(engine: sa.Engine) -> None:
+    from models import Setting
+
+    read = sa.select(Setting.value).where(Setting.key == agent_cache.GENERATION_KEY)
+    with engine.begin() as conn:
+        bump_generation(conn)
+    with engine.connect() as conn:
+        first = conn.execute(read).scalar_one()
+    with engine.connect() as conn, conn.begin() as tx:
+        bump_generation(conn)
+        assert conn.execute(read).scalar_one() != first
+        tx.rollback()
+    with engine.begin() as conn:
+        assert conn.execute(read).scalar_one() == first
+        bump_generation(conn)  # an existing row is replaced, never a second one
+        assert len(conn.execute(read).all()) == 1
+
+
+def test_the_oldest_half_goes_past_the_size_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(agent_cache, "MAX_AGENTS", 4)
+    cache = AgentCache()
+    for n in range(4):
+        cache.put(str(n), dataclasses.replace(_entry(n), loaded=float(n)), cache.epoch)
+    cache.put("new", _entry(9), cache.epoch)
+    assert sorted(cache._agents) == ["2", "3", "new"]
