@@ -29,7 +29,6 @@ import contextlib
 import io
 import json
 import os
-import socket
 import ssl
 import statistics
 import subprocess
@@ -41,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.common import mariadb_database
+from bench.common import free_port, mariadb_database
 
 ROOT = Path(__file__).resolve().parents[1]
 INVENTORY_PATH = "/api/v1/agent/inventory"
@@ -106,12 +105,6 @@ def inventory(hostname: str, programs: int) -> dict[str, Any]:
         "pending_reboot": False,
         "collected_at": "2026-11-29T10:00:00Z",
     }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # --- a thin HTTP/1.1 client ---------------------------------------------------------------------

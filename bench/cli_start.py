@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from bench.common import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_START_S = 2.0
@@ -73,12 +74,6 @@ def _flow_run(api: str, db_url: str) -> dict[str, Any]:
         run_id = conn.execute(text("SELECT sync_flow_run_id FROM patch_servers")).scalar_one()
     engine.dispose()
     return httpx.get(f"{api}/flow_runs/{run_id}", timeout=10).json()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _served(home: Path, runs: int) -> list[dict[str, float]]:

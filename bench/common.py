@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import uuid
 from collections.abc import Iterator
 
@@ -35,3 +36,9 @@ def mariadb_database(prefix: str = "patchflow_bench") -> Iterator[str | None]:
         with engine.connect() as conn:
             conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
         engine.dispose()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

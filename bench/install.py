@@ -26,7 +26,6 @@ import hashlib
 import json
 import os
 import random
-import socket
 import ssl
 import subprocess
 import sys
@@ -37,6 +36,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from bench.common import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 PAYLOAD = b"patchflow bench installer\n" * 2048  # 52 KB
@@ -176,12 +177,6 @@ async def run_fleet(port: int, cert: Path, agents: list[dict[str, str]], poll: f
 
 
 # --- setup --------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def seed(count: int) -> tuple[list[dict[str, str]], int]:

@@ -23,7 +23,6 @@ import hashlib
 import json
 import logging
 import os
-import socket
 import ssl
 import subprocess
 import sys
@@ -33,7 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.common import mariadb_database
+from bench.common import free_port, mariadb_database
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_SECONDS = 20.0
@@ -119,15 +118,9 @@ def _seed(home: Path, count: int) -> tuple[float, str]:
     return time.perf_counter() - started, token
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.contextmanager
 def _serve(home: Path) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PATCHFLOW_HOME": str(home),
            "PATCHFLOW_DATABASE_URL": f"sqlite:///{home / 'patchflow.db'}"}
     log = (home / "serve.log").open("wb")

@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 
 from tests.support.paths import REPO
+from tests.support.polling import free_port
 
 ROOT = REPO
 
@@ -104,15 +105,9 @@ def test_the_bundled_data_is_real_and_small() -> None:
     assert out[2] == "- InstallerUrl: https://downloads.patchflow.invalid/P.Q-1.0-2-a.exe"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_demo_serve_keeps_the_console_and_prefect_ui_up_until_ctrl_c(tmp_path: Path) -> None:
     home = tmp_path / "demo-home"
-    port, pport = _free_port(), _free_port()
+    port, pport = free_port(), free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "cli.main", "demo", "--serve", "--port", str(port),
          "--prefect-port", str(pport)], cwd=tmp_path, env=_env(home),

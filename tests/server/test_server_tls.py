@@ -4,7 +4,6 @@ serve` as users run it: a subprocess answering HTTPS on a loopback port."""
 from __future__ import annotations
 
 import os
-import socket
 import ssl
 import stat
 import subprocess
@@ -16,6 +15,7 @@ import httpx
 import pytest
 
 from tests.support.paths import REPO
+from tests.support.polling import free_port
 
 ROOT = REPO
 
@@ -61,17 +61,11 @@ def test_serve_and_fingerprint_without_a_certificate_fail_in_one_line(
         assert len(result.err.strip().splitlines()) == 1
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_patchflow_serve_answers_over_https_with_two_workers(
     cli, sqlite_home: Path, tmp_path: Path
 ) -> None:
     assert cli("init", "--host", "localhost").code == 0
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "serve.log"
     env = {**os.environ, "PATCHFLOW_HOME": str(sqlite_home)}
     with log.open("wb") as out:

@@ -8,7 +8,6 @@ import email
 import email.policy
 import ipaddress
 import json
-import socket
 import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from typing import Any
 import pytest
 
 from patchflow.reporting import mail
+from tests.support.polling import free_port
 from tests.support.report_seed import seed_home, sql_rows, sql_scalar
 
 PASSWORD = "p@ss wörd-42"
@@ -31,17 +31,11 @@ class Smtp:
     logins: list[str] = field(default_factory=list)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _server(tls: ssl.SSLContext | None = None) -> Iterator[Smtp]:
     from aiosmtpd.controller import Controller
     from aiosmtpd.smtp import AuthResult, LoginPassword
 
-    state = Smtp(_free_port())
+    state = Smtp(free_port())
 
     class Handler:
         async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
@@ -241,7 +235,7 @@ def test_mail_failure_keeps_the_report(cli, sqlite_home: Path, prefect, tmp_path
     _rebind_prefect_console()
     seed_home()
     monkeypatch.setenv("PATCHFLOW_SMTP_PASSWORD", PASSWORD)
-    _set(cli, _free_port())
+    _set(cli, free_port())
     out = tmp_path / "out"
     r = cli("report", "--kind", "missing", "--out", str(out), "--email", "a@corp.example")
     assert r.code == 2
