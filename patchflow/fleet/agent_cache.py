@@ -35,8 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Connection, Delete, Engine, Table, Update, event, insert, inspect, select
-from sqlalchemy import update as sql_update
+from sqlalchemy import Connection, Delete, Engine, Table, Update, event, inspect, select
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import ORMExecuteState, Session
@@ -140,15 +139,14 @@ def bump_generation(conn: Connection) -> None:
     """Make every process's credential cache re-read: run in the transaction that changes
     credentials (or replaces the data), so the change and the new generation commit together."""
     generation = secrets.token_hex(8)
+    # An upsert: two processes writing the first generation at once must not collide
+    # (models.db accepts only these two databases).
     if conn.dialect.name == "mysql":
         conn.execute(mysql_insert(_SETTINGS).values(key=GENERATION_KEY, value=generation)
                      .on_duplicate_key_update(value=generation))
-    elif conn.dialect.name == "sqlite":
+    else:
         conn.execute(sqlite_insert(_SETTINGS).values(key=GENERATION_KEY, value=generation)
                      .on_conflict_do_update(index_elements=["key"], set_={"value": generation}))
-    elif conn.execute(sql_update(_SETTINGS).where(_SETTINGS.c.key == GENERATION_KEY)
-                      .values(value=generation)).rowcount == 0:
-        conn.execute(insert(_SETTINGS).values(key=GENERATION_KEY, value=generation))
 
 
 class WorkIndex:
