@@ -44,8 +44,10 @@ def catalog_state_id(session: Session, catalog: Catalog) -> int:
                     created_at=utcnow()))
         except IntegrityError:  # another batch interned it first
             pass
+        # A locking read: under REPEATABLE READ a plain one would not see the row another
+        # process committed after this transaction's first read (MariaDB, `serve --workers`).
         found = session.scalar(select(CatalogState.id).where(
-            CatalogState.fingerprint == digests.fingerprint))
+            CatalogState.fingerprint == digests.fingerprint).with_for_update(read=True))
         if found is not None:
             _prune(session, int(found))
     if found is None:
@@ -86,9 +88,10 @@ def _profile_ids(session: Session, wanted: dict[str, Profile]) -> dict[str, int]
                         session.execute(insert(ScanProfile), [row])
                 except IntegrityError:
                     pass
-        for chunk in chunks(new):
+        for chunk in chunks(new):  # a locking read, as in catalog_state_id
             ids.update(session.execute(select(ScanProfile.digest, ScanProfile.id)
-                                       .where(ScanProfile.digest.in_(chunk))).tuples().all())
+                                       .where(ScanProfile.digest.in_(chunk))
+                                       .with_for_update(read=True)).tuples().all())
     return ids
 
 

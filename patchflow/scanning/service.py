@@ -190,7 +190,15 @@ def scan_now(endpoint_ids: list[int], trigger: str = "inventory") -> BatchCounts
         catalog = cached_catalog(session)
         scan_id = create_scan(session, trigger, f"{len(endpoint_ids)} endpoints",
                               len(endpoint_ids))
-    counts = scan_batch(scan_id, endpoint_ids, catalog)
+    try:
+        counts = scan_batch(scan_id, endpoint_ids, catalog)
+    except Exception as exc:
+        # The batch rolled back whole; the scan must not say "running" for ever (the caller
+        # logs the error: the background queue, an install's rescan).
+        with session_scope() as session:
+            finish_scan(session, scan_id, BatchCounts(), "failed",
+                        " ".join(str(exc).split())[:500] or type(exc).__name__)
+        raise
     with session_scope() as session:
         finish_scan(session, scan_id, counts, "completed")
     return counts
