@@ -77,23 +77,12 @@ def _flow_run(api: str, db_url: str) -> dict[str, Any]:
 
 
 def _served(home: Path, runs: int) -> list[dict[str, float]]:
-    import httpx
-
     from deployments.prefect_server import start_for_home
 
     env = _home(home)
     server = start_for_home(home, free_port())
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                if httpx.get(server.api_url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or server.exited() is not None:
-                raise SystemExit("the local Prefect server did not start")
-            time.sleep(0.5)
+        server.wait_healthy()
         out = []
         for _ in range(runs):
             done, took, launched = _cli(env, "sync", "local")

@@ -22,6 +22,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import TracebackType
 
@@ -99,6 +100,23 @@ class LocalPrefectServer:
     def exited(self) -> int | None:
         """The exit code when the server process has ended, else None."""
         return None if self._proc is None else self._proc.poll()
+
+    def wait_healthy(self, timeout: float = 180.0) -> None:
+        """Until the API answers its health check; a one-line error with the log's tail when the
+        process ends or `timeout` seconds pass first."""
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if httpx.get(self.api_url + "/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if self.exited() is not None or time.monotonic() > deadline:
+                raise UserError(f"the Prefect server on port {self.port} did not start: "
+                                + " | ".join(self.log_tail().splitlines()))
+            time.sleep(0.5)
 
     def log_tail(self, lines: int = 5) -> str:
         try:

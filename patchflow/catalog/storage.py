@@ -25,7 +25,7 @@ from typing import IO, Any, TypeVar
 from urllib.parse import urlsplit
 
 from patchflow import config
-from patchflow.errors import UserError
+from patchflow.errors import UserError, one_line
 
 # Protocols whose login takes a password argument named `password`.
 _PASSWORD_PROTOCOLS = frozenset({"sftp", "ssh", "ftp", "smb", "webdav"})
@@ -49,11 +49,6 @@ def _failures() -> tuple[type[BaseException], ...]:
     except ImportError:
         pass
     return tuple(kinds)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text[:300]
 
 
 @dataclass(frozen=True)
@@ -81,7 +76,7 @@ class Storage:
         except _failures() as exc:
             # The next use connects afresh rather than reusing a connection that broke.
             self.fs.clear_instance_cache()
-            raise StorageError(f"storage {self.url}: {what} failed: {_one_line(exc)}") from None
+            raise StorageError(f"storage {self.url}: {what} failed: {one_line(exc)}") from None
 
     def exists(self, key: str) -> bool:
         return bool(self._call(f"checking {key}", lambda: self.fs.exists(self.path(key))))
@@ -223,15 +218,15 @@ def open_storage(url: str, password: str | None = None, key_file: str | None = N
     except ImportError as exc:
         extra = " (pip install 'patchflow[sftp]')" if protocol in _KEY_PROTOCOLS else ""
         raise StorageError(f"storage {url}: {protocol}:// needs a package that is not "
-                           f"installed: {_one_line(exc)}{extra}") from None
+                           f"installed: {one_line(exc)}{extra}") from None
     except StorageError:
         raise
     except (*_failures(), TypeError) as exc:
-        raise StorageError(f"cannot reach storage {url}: {_one_line(exc)}") from None
+        raise StorageError(f"cannot reach storage {url}: {one_line(exc)}") from None
     storage = Storage(fs=fs, root=str(root).rstrip("/"), url=url)
     try:
         storage._call("creating its folder", lambda: fs.makedirs(storage.root or "/",
                                                                  exist_ok=True))
     except FileNotFoundError as exc:
-        raise StorageError(f"storage {url}: {_one_line(exc)}") from None
+        raise StorageError(f"storage {url}: {one_line(exc)}") from None
     return storage

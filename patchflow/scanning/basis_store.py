@@ -125,11 +125,10 @@ def _basis_update(ids: Sequence[int], profile_id: dict[int, int], rev: dict[int,
 
 @dataclass
 class Plan:
-    """The endpoints a scan evaluates, and those whose results stand (with their counts)."""
+    """The endpoints a scan evaluates, and those whose results stand."""
 
     rescan: list[int]
     unchanged: list[int] = field(default_factory=list)
-    counts: BatchCounts = field(default_factory=BatchCounts)
 
 
 _KEPT_STATES = (ScanState.MISSING_PATCHES, ScanState.UP_TO_DATE)

@@ -29,7 +29,7 @@ from models.db import session_scope
 from models.enums import ScanState
 from patchflow.catalog.catalog_query import find_patch
 from patchflow.catalog.vuln_query import load_intel, rate
-from patchflow.errors import UserError
+from patchflow.errors import UserError, one_line
 from patchflow.fleet.endpoints import get_endpoint
 from patchflow.fleet.groups import group_ids
 from patchflow.fleet.tree import Tree
@@ -196,8 +196,7 @@ def scan_now(endpoint_ids: list[int], trigger: str = "inventory") -> BatchCounts
         # The batch rolled back whole; the scan must not say "running" for ever (the caller
         # logs the error: the background queue, an install's rescan).
         with session_scope() as session:
-            finish_scan(session, scan_id, BatchCounts(), "failed",
-                        " ".join(str(exc).split())[:500] or type(exc).__name__)
+            finish_scan(session, scan_id, BatchCounts(), "failed", one_line(exc, 500))
         raise
     with session_scope() as session:
         finish_scan(session, scan_id, counts, "completed")

@@ -60,14 +60,7 @@ def served_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path
     _setup_home(home)
     server = start_for_home(home, free_port())
     try:
-        def healthy() -> bool:
-            assert server.exited() is None, server.log_tail(20)
-            try:
-                return httpx.get(server.api_url + "/health", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for("the local Prefect server", healthy, timeout=180)
+        server.wait_healthy()
         assert (home / "run" / "prefect-server.json").is_file()
         yield home, server.api_url
     finally:
@@ -147,8 +140,10 @@ def test_shipped_prefect_yaml_deploys_and_a_process_worker_runs_it(
     flow = httpx.get(f"{api}/flows/{sync['flow_id']}", timeout=10).json()
     assert flow["name"] == "patchflow-sync"
 
-    run = httpx.post(f"{api}/deployments/{sync['id']}/create_flow_run", json={},
-                     timeout=10).json()
+    created = httpx.post(f"{api}/deployments/{sync['id']}/create_flow_run", json={},
+                         timeout=10)
+    assert created.status_code == 201, created.text  # what the API said, should it refuse
+    run = created.json()
     elsewhere = tmp_path / "worker"
     elsewhere.mkdir()
     prefect("worker", "start", "--pool", "patchflow", "--run-once", cwd=elsewhere, timeout=300)

@@ -50,11 +50,11 @@ from tests.fixtures.agent.harness import database_url
 from tests.fixtures.console import PASSWORD as ADMIN_PASSWORD
 from tests.fixtures.console import log_in
 from tests.fixtures.install.agents import SimAgent, inventory, program, serve_sample_installers
-from tests.patchflow.reporting.test_reports_mail import PASSWORD as SMTP_PASSWORD
-from tests.patchflow.reporting.test_reports_mail import _server as smtp_server
 from tests.support.httpserver import serve_files
 from tests.support.paths import REPO
 from tests.support.polling import free_port, wait_for
+from tests.support.smtp_server import PASSWORD as SMTP_PASSWORD
+from tests.support.smtp_server import smtp_server
 from tests.support.sshd_server import sshd, unavailable
 
 pytest.importorskip("prefect_dask")

@@ -26,10 +26,10 @@ import sqlalchemy as sa
 from tests.fixtures.agent.harness import Api
 from tests.fixtures.install.agents import SimAgent, inventory, program, synced_server
 from tests.fixtures.install.loopback import background_rescans, sim_fleet
-from tests.patchflow.reporting.test_reports_mail import PASSWORD as SMTP_PASSWORD
-from tests.patchflow.reporting.test_reports_mail import Smtp, _server
 from tests.patchflow.reporting.test_reports_mail import _set as set_mail
 from tests.support.polling import wait_for
+from tests.support.smtp_server import PASSWORD as SMTP_PASSWORD
+from tests.support.smtp_server import Smtp, smtp_server
 
 
 @pytest.fixture(scope="module", params=["sqlite", "mariadb"])
@@ -166,7 +166,7 @@ def test_manual_gate_pauses_until_resumed_by_the_cli(
 @pytest.fixture
 def smtp() -> Iterator[Smtp]:
     """A real SMTP server on loopback (aiosmtpd), as the report mail tests use."""
-    yield from _server()
+    yield from smtp_server()
 
 
 def test_manual_gate_rejected_halts_the_cycle(

@@ -11,12 +11,12 @@ import pytest
 from cryptography.fernet import Fernet
 
 from patchflow import crypto
-from tests.patchflow.reporting.test_reports_mail import PASSWORD, Smtp, _server
+from tests.support.smtp_server import PASSWORD, Smtp, smtp_server
 
 
 @pytest.fixture
 def smtp() -> Iterator[Smtp]:
-    yield from _server()
+    yield from smtp_server()
 
 
 def _one_line(text: str) -> bool:

@@ -10,61 +10,19 @@ import ipaddress
 import json
 import ssl
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from email.message import Message
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from patchflow.reporting import mail
 from tests.support.polling import free_port
 from tests.support.report_seed import seed_home, sql_rows, sql_scalar
-
-PASSWORD = "p@ss wörd-42"
-
-
-@dataclass
-class Smtp:
-    port: int
-    messages: list[tuple[str, list[str], Message]] = field(default_factory=list)
-    logins: list[str] = field(default_factory=list)
-
-
-def _server(tls: ssl.SSLContext | None = None) -> Iterator[Smtp]:
-    from aiosmtpd.controller import Controller
-    from aiosmtpd.smtp import AuthResult, LoginPassword
-
-    state = Smtp(free_port())
-
-    class Handler:
-        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-            message = email.message_from_bytes(envelope.content, policy=email.policy.default)
-            state.messages.append((envelope.mail_from, list(envelope.rcpt_tos), message))
-            return "250 OK"
-
-    def authenticator(server: Any, session: Any, envelope: Any, mechanism: str,
-                      auth_data: Any) -> AuthResult:
-        ok = isinstance(auth_data, LoginPassword) and auth_data.login == b"svc-reports" \
-            and auth_data.password == PASSWORD.encode()
-        if ok:
-            state.logins.append(auth_data.login.decode())
-        return AuthResult(success=ok, handled=False)
-
-    kwargs: dict[str, Any] = {"authenticator": authenticator, "auth_require_tls": tls is not None}
-    if tls is not None:
-        kwargs.update(tls_context=tls, require_starttls=True)
-    controller = Controller(Handler(), hostname="127.0.0.1", port=state.port, **kwargs)
-    controller.start()
-    try:
-        yield state
-    finally:
-        controller.stop()
+from tests.support.smtp_server import PASSWORD, Smtp, smtp_server
 
 
 @pytest.fixture
 def smtp() -> Iterator[Smtp]:
-    yield from _server()
+    yield from smtp_server()
 
 
 def _certificate(tmp_path: Path) -> tuple[Path, Path]:
@@ -183,7 +141,7 @@ def test_starttls(cli, sqlite_home: Path, tmp_path: Path, monkeypatch) -> None:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
     monkeypatch.setenv("PATCHFLOW_SMTP_PASSWORD", PASSWORD)
-    for server in _server(context):
+    for server in smtp_server(context):
         # Plain SMTP to a server that requires STARTTLS: refused, one line.
         _set(cli, server.port)
         r = cli("mail", "test", "--to", "admin@corp.example")
@@ -250,7 +208,7 @@ def test_mail_failure_keeps_the_report(cli, sqlite_home: Path, prefect, tmp_path
     assert status == "done" and message.startswith("e-mail not sent: cannot send mail")
 
 
-def test_attachments_over_the_limit_stay_on_the_server(tmp_path: Path) -> None:
+def test_attachments_over_the_limit_stay_on_thesmtp_server(tmp_path: Path) -> None:
     files = []
     for name, size in (("big.csv", 3_000_000), ("small.csv", 10), ("mid.csv", 600_000)):
         path = tmp_path / name
