@@ -128,14 +128,18 @@ class Timers:
 
 @contextlib.contextmanager
 def _split_timers(timers: Timers) -> Iterator[None]:
-    """Time the three steps of patchflow.scanning.service.scan_batch without changing them, and the
-    engine's one-off catalog preparation (`Catalog.prepared`, built by the first batch)."""
+    """Time the steps of patchflow.scanning.service.scan_batch without changing them (read,
+    engine, write, basis, the catalog state it interns), marking a batch "Scanning" before it,
+    and the engine's one-off catalog preparation (`Catalog.prepared`, built by the first batch).
+    """
     from patchflow.scanning import basis_store, scan_store
     from patchflow.scanning import service as scanning
+    from tasks import scan as scan_tasks
 
     patched = [(scanning, "read_batch", "read"), (scanning, "run_engine", "engine"),
                (scanning, "_write", "write"), (basis_store, "record", "basis"),
-               (scan_store, "prepare", "prepare")]
+               (scan_store, "prepare", "prepare"), (scan_tasks, "mark", "mark"),
+               (basis_store, "catalog_state_id", "state")]
     originals = [(module, name, getattr(module, name)) for module, name, _ in patched]
     for (module, name, label), (_, _, fn) in zip(patched, originals, strict=True):
         setattr(module, name, timers.wrap(label, fn))
@@ -330,13 +334,26 @@ def _records(df: Any, mapping: dict[str, str], extra: dict[str, Any]) -> Iterato
                for values in zip(*cols.values(), strict=True)]
 
 
+def _packs(programs: Any) -> dict[int, bytes]:
+    """Each endpoint's inventory pack, as fleet.inventories.store_many writes it with the rows
+    (the frame is in the rows' insertion order; an endpoint without programs has none here,
+    and its empty set of rows is read instead)."""
+    from patchflow.fleet.programs_pack import PACK_COLUMNS, pack
+
+    groups: dict[int, list[tuple[Any, ...]]] = {}
+    for endpoint_id, *row in zip(_column(programs, "endpoint_id"),
+                                 *(_column(programs, c) for c in PACK_COLUMNS), strict=True):
+        groups.setdefault(int(endpoint_id), []).append(tuple(row))
+    return {endpoint_id: pack(rows) for endpoint_id, rows in groups.items()}
+
+
 def insert_fleet(fleet: Any) -> dict[str, int]:
     """Bulk-insert the fleet the way patchflow stores inventories (fleet.inventories): Core
     executemany, host names upper-case, KBs normalised and one row per (endpoint, KB)."""
     import pandas as pd
     from sqlalchemy import insert
 
-    from models import Endpoint, InstalledProgram, InstalledUpdate
+    from models import Endpoint, InstalledProgram, InstalledUpdate, InventoryPack
     from models.base import utcnow
     from models.db import get_engine
     from patchflow.fleet.inventory import normalize_kb
@@ -373,6 +390,9 @@ def insert_fleet(fleet: Any) -> dict[str, int]:
             "upgrade_code": "upgrade_code", "arch": "arch",
         }, {}):  # scope and install_date left NULL: the scan reads neither
             conn.execute(insert(InstalledProgram.__table__), rows)
+        packs = [{"endpoint_id": e, "programs": p} for e, p in _packs(progs).items()]
+        for start in range(0, len(packs), INSERT_CHUNK):
+            conn.execute(insert(InventoryPack.__table__), packs[start:start + INSERT_CHUNK])
     return counts
 
 
@@ -703,7 +723,9 @@ def run_database(label: str, url: str, work: Path, inputs: tuple[Path, Path, lis
               f"DB read {split['read']:.2f} s, engine {_engine(split):.2f} s (of which "
               f"one-off catalog preparation {split.get('prepare', 0.0):.2f} s), "
               f"DB write {split['write']:.2f} s (+ {split.get('basis', 0.0):.2f} s recording "
-              f"each endpoint's basis for incremental scans), other {_other(first):.2f} s; "
+              f"each endpoint's basis for incremental scans), marking endpoints "
+              f"Scanning {split.get('mark', 0.0):.2f} s, catalog state "
+              f"{split.get('state', 0.0):.2f} s, other {_other(first):.2f} s; "
               f"CPU time of this "
               f"process {first['cpu']:.2f} s, load average {first['load']:.1f} (after an "
               f"untimed {warm:.2f} s warm-up: read + engine on 20 endpoints)")

@@ -31,7 +31,14 @@ from models.cycle import (
     PatchDecline,
     PolicyRing,
 )
-from models.fleet import Endpoint, Group, InstalledProgram, InstalledUpdate, Policy
+from models.fleet import (
+    Endpoint,
+    Group,
+    InstalledProgram,
+    InstalledUpdate,
+    InventoryPack,
+    Policy,
+)
 from models.operations import (
     CatalogState,
     InstallItemEvent,
@@ -72,6 +79,7 @@ __all__ = [
     "InstallSelection",
     "InstalledProgram",
     "InstalledUpdate",
+    "InventoryPack",
     "MaintenanceWindow",
     "MissingPatch",
     "Patch",

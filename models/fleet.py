@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Boolean, Date, ForeignKey, Integer, String, Text, false
+from sqlalchemy import Boolean, Date, ForeignKey, Integer, LargeBinary, String, Text, false
+from sqlalchemy.dialects.mysql import LONGBLOB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, UTCDateTime, utcnow
@@ -114,6 +115,22 @@ class InstalledProgram(Base):
     arch: Mapped[str | None] = mapped_column(String(8))
     scope: Mapped[str | None] = mapped_column(String(16))
     install_date: Mapped[dt.date | None] = mapped_column(Date)
+
+
+class InventoryPack(Base):
+    """An endpoint's installed programs as a scan reads them: one compressed JSON value written
+    with the rows (patchflow.fleet.programs_pack). No row: the scan reads installed_programs.
+
+    A table of its own, not a column of `endpoints`: MariaDB reads a row's long values on
+    every UPDATE of it, and marking 30,000 endpoints "Scanning" took 3.8 s with the packs in
+    the row against a fraction of that without."""
+
+    __tablename__ = "inventory_packs"
+
+    endpoint_id: Mapped[int] = mapped_column(
+        ForeignKey("endpoints.id", ondelete="CASCADE"), primary_key=True
+    )
+    programs: Mapped[bytes] = mapped_column(LargeBinary().with_variant(LONGBLOB(), "mysql"))
 
 
 class InstalledUpdate(Base):

@@ -20,12 +20,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.mariadb import MARIADB_ROOT_URL, fresh_database
 from tests.support.paths import REPO, SHARED_FIXTURES
 
 ROOT = REPO
-MARIADB_ROOT_URL = os.environ.get(
-    "PATCHFLOW_TEST_MARIADB", "mysql+pymysql://root@127.0.0.1:3306"
-)
 
 # Prefect must see its settings before it is imported anywhere.
 _PREFECT_HOME = Path(os.environ.get("TMPDIR", "/tmp")) / f"patchflow-test-prefect-{os.getpid()}"
@@ -119,6 +117,17 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         url = f"{MARIADB_ROOT_URL}/{name}"
     _prepare(url)
     return url
+
+
+@pytest.fixture(params=["sqlite", "mariadb"])
+def bare_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database of its own (migrations are run on it step by step: see
+    tests/support/migrations)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'migrate.db'}"
+        return
+    with fresh_database("patchflow_mig") as url:
+        yield url
 
 
 @pytest.fixture

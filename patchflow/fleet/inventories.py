@@ -20,7 +20,7 @@ from sqlalchemy import Engine, Integer, Table, bindparam, delete, func, select, 
 from sqlalchemy.orm import Session
 
 from agent.transport import inventory_digest
-from models import Endpoint, InstalledProgram, InstalledUpdate
+from models import Endpoint, InstalledProgram, InstalledUpdate, InventoryPack
 from models.base import utcnow
 from models.db import get_engine
 from patchflow.errors import UserError
@@ -28,6 +28,7 @@ from patchflow.fleet.agent_cache import CachedAgent, agents_of, digest_fresh
 from patchflow.fleet.groups import group_by_name
 from patchflow.fleet.inventory import Inventory
 from patchflow.fleet.network import Network, is_roaming
+from patchflow.fleet.programs_pack import pack
 from patchflow.fleet.transactions import write_transaction
 
 log = logging.getLogger(__name__)
@@ -156,6 +157,7 @@ def _date_param(session: Session) -> Callable[[dt.date | None], Any]:
 _ENDPOINTS = cast(Table, Endpoint.__table__)
 _PROGRAMS = cast(Table, InstalledProgram.__table__)
 _UPDATES = cast(Table, InstalledUpdate.__table__)
+_PACKS = cast(Table, InventoryPack.__table__)
 # Built once: constructing these statements per upload showed up in profiles.
 _UPDATE_ENDPOINT = update(_ENDPOINTS).where(_ENDPOINTS.c.id == bindparam("endpoint"))
 # Storing content counts the revision up (here only, never on an unchanged upload): an
@@ -163,6 +165,7 @@ _UPDATE_ENDPOINT = update(_ENDPOINTS).where(_ENDPOINTS.c.id == bindparam("endpoi
 _STORE_ENDPOINT = _UPDATE_ENDPOINT.values(inventory_rev=_ENDPOINTS.c.inventory_rev + 1)
 _DELETE_PROGRAMS = delete(_PROGRAMS).where(_PROGRAMS.c.endpoint_id == bindparam("endpoint"))
 _DELETE_UPDATES = delete(_UPDATES).where(_UPDATES.c.endpoint_id == bindparam("endpoint"))
+_DELETE_PACKS = delete(_PACKS).where(_PACKS.c.endpoint_id == bindparam("endpoint"))
 
 
 def ms_facts_json(doc: Inventory) -> str | None:
@@ -229,11 +232,11 @@ def store_many(session: Session, uploads: Sequence[Upload]) -> None:
         session.execute(_STORE_ENDPOINT,
                         {"endpoint": endpoint_id, **_endpoint_values(doc, sighting, digest, now)})
     if len(ids) == 1:
-        session.execute(_DELETE_PROGRAMS, {"endpoint": ids[0]})
-        session.execute(_DELETE_UPDATES, {"endpoint": ids[0]})
+        for statement in (_DELETE_PROGRAMS, _DELETE_UPDATES, _DELETE_PACKS):
+            session.execute(statement, {"endpoint": ids[0]})
     else:
-        session.execute(delete(_PROGRAMS).where(_PROGRAMS.c.endpoint_id.in_(ids)))
-        session.execute(delete(_UPDATES).where(_UPDATES.c.endpoint_id.in_(ids)))
+        for table in (_PROGRAMS, _UPDATES, _PACKS):
+            session.execute(delete(table).where(table.c.endpoint_id.in_(ids)))
     day = _date_param(session)
     insert = (_json_insert if orjson is not None and session.get_bind().dialect.name == "mysql"
               else _bulk_insert)
@@ -245,6 +248,12 @@ def store_many(session: Session, uploads: Sequence[Upload]) -> None:
     insert(session, _UPDATES, _UPDATE_COLUMNS, [
         (endpoint_id, u.kb, day(u.installed_on))
         for endpoint_id in ids for u in latest[endpoint_id][0].unique_updates()
+    ])
+    # What a scan reads of those programs, in their order (patchflow.fleet.programs_pack).
+    _bulk_insert(session, _PACKS, ("endpoint_id", "programs"), [
+        (endpoint_id, pack((p.name, p.version, p.publisher, p.product_code, p.upgrade_code,
+                            p.arch) for p in latest[endpoint_id][0].programs))
+        for endpoint_id in ids
     ])
 
 

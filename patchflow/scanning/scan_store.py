@@ -14,12 +14,10 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from sqlalchemy import (
     Select,
     TextClause,
-    bindparam,
     case,
     delete,
     func,
@@ -27,9 +25,6 @@ from sqlalchemy import (
     or_,
     select,
     update,
-)
-from sqlalchemy import (
-    text as sql_text,
 )
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
@@ -43,6 +38,7 @@ from models import (
     Endpoint,
     InstalledProgram,
     InstalledUpdate,
+    InventoryPack,
     MissingPatch,
     Patch,
     PatchInstaller,
@@ -54,6 +50,7 @@ from models import (
 from models.base import utcnow
 from models.enums import ScanState
 from patchflow import __version__
+from patchflow.fleet.programs_pack import PACK_COLUMNS, unpack
 from patchflow.fleet.tree import Tree
 from patchflow.ops import faults
 from sources.records import InstallerRecord, PatchRecord
@@ -223,66 +220,44 @@ def load_inventory(session: Session, endpoint_ids: list[int]) -> dict[str, pd.Da
     return {"endpoints": endpoints, "installed_kbs": kbs, "programs": programs, "ms_facts": facts}
 
 
-_PROGRAM_COLUMNS = ["name", "version", "publisher", "product_code", "upgrade_code", "arch"]
+_PROGRAM_COLUMNS = list(PACK_COLUMNS)
 
 
 def read_programs(session: Session, endpoint_ids: list[int]) -> pd.DataFrame:
     """The batch's installed programs, in (endpoint, id) order.
 
-    On MariaDB/MySQL the server packs each endpoint's programs into JSON arrays, one per
-    column (one result row per endpoint instead of ~150): PyMySQL decodes every field of every
-    row in Python, which made reading inventories most of a MariaDB scan, while json.loads
-    runs in C. Measured on one 2,000-endpoint batch (300,000 programs): 7.5 s wall / 1.2 s
-    client CPU plain, 2.7 s / 0.1 s packed. Anything the packed form cannot carry whole (arrays
-    beyond group_concat_max_len come back cut or NULL) is read again the plain way, so the
-    frame is always the one SQLite gives.
+    From each endpoint's inventory pack (one value per endpoint rather than ~150 rows: see
+    patchflow.fleet.programs_pack); the rows of an endpoint without a usable one are read from
+    installed_programs, so the frame is the same whichever way each endpoint was read.
     """
+    packs = dict(_fetch(session, select(InventoryPack.endpoint_id, InventoryPack.programs)
+                        .where(InventoryPack.endpoint_id.in_(endpoint_ids))))
+    columns = {e: c for e in endpoint_ids if (c := unpack(packs.get(e))) is not None}
+    rest = [e for e in endpoint_ids if e not in columns]
+    if not columns:
+        return _read_programs_plain(session, rest)
+    out: dict[str, list[Any]] = {c: [] for c in ["endpoint_id", *_PROGRAM_COLUMNS]}
+    for endpoint_id in sorted(columns):
+        unpacked = columns[endpoint_id]
+        out["endpoint_id"].extend([endpoint_id] * len(unpacked[0]))
+        for name, values in zip(_PROGRAM_COLUMNS, unpacked, strict=True):
+            out[name].extend(values)
+    frame = pd.DataFrame(out, columns=list(out))
+    plain = _read_programs_plain(session, rest) if rest else None
+    if plain is None or plain.empty:
+        return frame
+    if frame.empty:
+        return plain
+    # Both parts are in (endpoint, id) order: a stable sort on the endpoint interleaves them.
+    both = pd.concat([frame, plain], ignore_index=True)
+    return both.sort_values("endpoint_id", kind="stable").reset_index(drop=True)
+
+
+def _read_programs_plain(session: Session, endpoint_ids: list[int]) -> pd.DataFrame:
     table = InstalledProgram.__table__
     columns = ["endpoint_id", *_PROGRAM_COLUMNS]
-    if session.get_bind().dialect.name == "mysql" and endpoint_ids:
-        packed = _read_programs_packed(session, endpoint_ids)
-        if packed is not None:
-            return packed
     stmt = select(*(table.c[c] for c in columns)).where(table.c.endpoint_id.in_(endpoint_ids))
     return _read_frame(session, stmt.order_by(table.c.endpoint_id, table.c.id), columns)
-
-
-_PACK_LIMIT = 1 << 30  # group_concat_max_len for the packed read (a session variable)
-
-
-def _read_programs_packed(session: Session, endpoint_ids: list[int]) -> pd.DataFrame | None:
-    """The programs frame from per-endpoint JSON arrays (ids included, so the order is
-    restored here rather than by a sort inside every aggregate, which tripled the query);
-    None when any endpoint's arrays did not come back whole (the caller reads plainly then)."""
-    names = ["id", *_PROGRAM_COLUMNS]
-    aggs = ", ".join(f"JSON_ARRAYAGG({c})" for c in names)
-    stmt = sql_text(
-        f"SELECT endpoint_id, COUNT(*), {aggs} FROM installed_programs "
-        "WHERE endpoint_id IN :ids GROUP BY endpoint_id"
-    ).bindparams(bindparam("ids", list(endpoint_ids), expanding=True))
-    settings = f"group_concat_max_len = {_PACK_LIMIT}"
-    if getattr(session.get_bind().dialect, "is_mariadb", False):
-        # A long IN list is otherwise rewritten into a joined temporary table (MariaDB >= 10.3):
-        # a plain index range read is 10-20% faster here.
-        settings += ", in_predicate_conversion_threshold = 0"
-    session.execute(sql_text(f"SET SESSION {settings}"))
-    out: dict[str, list[Any]] = {c: [] for c in ["endpoint_id", *names]}
-    loads = json.loads
-    for row in _fetch(session, stmt):
-        n = row[1]
-        try:
-            arrays = [loads(v) for v in row[2:]]
-        except (TypeError, ValueError):
-            return None
-        if any(not isinstance(a, list) or len(a) != n for a in arrays):
-            return None
-        out["endpoint_id"].extend([row[0]] * n)
-        for name, values in zip(names, arrays, strict=True):
-            out[name].extend(values)
-    order = np.lexsort((np.asarray(out.pop("id"), dtype=np.int64),
-                        np.asarray(out["endpoint_id"], dtype=np.int64)))
-    frame = pd.DataFrame(out, columns=["endpoint_id", *_PROGRAM_COLUMNS])
-    return frame.take(order).reset_index(drop=True) if len(frame) else frame
 
 
 def ms_facts_frame(endpoint_ids: Any, stored: Any) -> pd.DataFrame:

@@ -1,6 +1,7 @@
 """Storing inventories on both databases: every value comes back as the document gave it, in the
 document's order (MariaDB writes the rows through one JSON_TABLE statement, not one row each),
-and the upload digest agrees with the agent's."""
+the inventory pack a scan reads holds the same values, and the upload digest agrees with the
+agent's."""
 
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ import pytest
 from sqlalchemy import select
 
 from agent.transport import inventory_digest
-from models import InstalledProgram, InstalledUpdate
+from models import InstalledProgram, InstalledUpdate, InventoryPack
 from models.db import session_scope
 from patchflow.fleet import inventories
 from patchflow.fleet.inventories import body_digest, store_inventory, store_many
 from patchflow.fleet.inventory import Inventory
+from patchflow.fleet.programs_pack import unpack
 from tests.fixtures.agent.harness import base_inventory
 
 # Text a hand-built statement would get wrong: quotes, backslashes, JSON escapes, NUL, control
@@ -42,6 +44,11 @@ def _stored(session: Any, endpoint_id: int) -> tuple[list[tuple[Any, ...]], list
     programs = session.execute(
         select(p.name, p.version, p.publisher, p.product_code, p.upgrade_code, p.arch, p.scope,
                p.install_date).where(p.endpoint_id == endpoint_id).order_by(p.id)).all()
+    # The inventory pack written with the rows is those rows' scan columns, in the same order.
+    packed = unpack(session.scalar(select(InventoryPack.programs)
+                                   .where(InventoryPack.endpoint_id == endpoint_id)))
+    assert packed is not None
+    assert list(zip(*packed, strict=True)) == [tuple(r)[:6] for r in programs]
     u = InstalledUpdate
     updates = session.execute(select(u.kb, u.installed_on).where(u.endpoint_id == endpoint_id)
                               .order_by(u.kb)).all()

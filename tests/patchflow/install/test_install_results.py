@@ -28,6 +28,7 @@ from sources.winget import parse_manifest_files
 from tests.fixtures.agent.harness import Api, running_api, wait_rescanned
 from tests.fixtures.install.agents import SimAgent, inventory, program
 from tests.fixtures.install.world import PAYLOADS, World, build, sha
+from tests.support.migrations import migrate
 from tests.support.polling import wait_for
 
 CRASH = 0xC0000005  # STATUS_ACCESS_VIOLATION as GetExitCodeProcess reports it: 3221225477
@@ -409,59 +410,16 @@ _ROWS = [
 ]
 
 
-@pytest.fixture(params=["sqlite", "mariadb"])
-def bare_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """An empty database of its own (migrations are run on it step by step)."""
-    import os
-    import uuid
-
-    from models.db import get_engine
-    from tests.conftest import MARIADB_ROOT_URL
-
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'migrate.db'}"
-        return
-    name = f"patchflow_mig_{uuid.uuid4().hex[:10]}"
-    root = sa.create_engine(MARIADB_ROOT_URL, connect_args={"connect_timeout": 5})
-    try:
-        with root.connect() as conn:
-            conn.execute(sa.text(f"CREATE DATABASE {name} CHARACTER SET utf8mb4"))
-    except sa.exc.OperationalError as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"MariaDB not reachable: {exc}")
-        pytest.skip(f"MariaDB not reachable: {exc}")
-    url = f"{MARIADB_ROOT_URL}/{name}"
-    try:
-        yield url
-    finally:
-        get_engine(url).dispose()
-        with root.connect() as conn:
-            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
-        root.dispose()
-
-
-def _migrate(url: str, revision: str) -> None:
-    from alembic import command
-
-    from models.db import get_engine
-    from models.migrate import alembic_config
-
-    cfg = alembic_config(url)
-    with get_engine(url).begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, revision)
-
-
 def test_migration_0003_keeps_items_and_their_trail(bare_url: str) -> None:
     from models.db import get_engine
 
-    _migrate(bare_url, "0002_replication_upstream")
+    migrate(bare_url, "0002_replication_upstream")
     engine = get_engine(bare_url)
     quote = "`" if engine.dialect.name == "mysql" else '"'
     with engine.begin() as conn:
         for statement in _ROWS:
             conn.execute(sa.text(statement.replace("`", quote)))
-    _migrate(bare_url, "0003_install_results")
+    migrate(bare_url, "0003_install_results")
     with engine.begin() as conn:
         assert conn.execute(sa.text(
             "SELECT exit_code, installer_id FROM install_job_items")).all() == [(1603, None)]

@@ -3,38 +3,24 @@
 from __future__ import annotations
 
 import json
-import uuid
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
 from patchflow.sample_catalog import MSRC_DIR, PACKAGES, WINGET_DIR
-from tests.conftest import MARIADB_ROOT_URL
 from tests.faults.harness import snapshot
 from tests.flows.test_scan_flow import FLEET
+from tests.support.mariadb import fresh_database
 
 pytestmark = pytest.mark.usefixtures("prefect")
 
 
 @pytest.fixture
-def mariadb_url():  # type: ignore[no-untyped-def]
-    name = f"patchflow_restore_{uuid.uuid4().hex[:8]}"
-    engine = sa.create_engine(MARIADB_ROOT_URL, connect_args={"connect_timeout": 5})
-    try:
-        with engine.connect() as conn:
-            conn.execute(sa.text(f"CREATE DATABASE {name} CHARACTER SET utf8mb4"))
-    except sa.exc.OperationalError as exc:
-        import os
-
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"MariaDB unreachable: {exc}")
-        pytest.skip(f"MariaDB unreachable: {exc}")
-    yield f"{MARIADB_ROOT_URL}/{name}"
-    with engine.connect() as conn:
-        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
-    engine.dispose()
+def mariadb_url() -> Iterator[str]:
+    with fresh_database("patchflow_restore") as url:
+        yield url
 
 
 def test_round_trip_sqlite_mariadb_sqlite(cli, sqlite_home: Path, tmp_path: Path, monkeypatch,

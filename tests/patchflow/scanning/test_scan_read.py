@@ -1,17 +1,19 @@
 """The scan's inventory reader (scan_store.load_inventory) gives the same frames on every
-database and through every read path: MariaDB's packed per-endpoint JSON read, its plain
-fallback, and SQLite's plain read."""
+database and through every read path: each endpoint's inventory pack, and the rows of an
+endpoint without a usable one."""
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import pandas as pd
-from sqlalchemy import insert, text
+from sqlalchemy import delete, insert, text
 
-from models import Endpoint, InstalledProgram, InstalledUpdate
+from models import Endpoint, InstalledProgram, InstalledUpdate, InventoryPack
 from models.base import utcnow
 from models.db import session_scope
+from patchflow.fleet.programs_pack import pack, unpack
 from patchflow.scanning import scan_store
 
 # Values a DB driver or a JSON encoder could get wrong: quotes, backslashes, control
@@ -55,24 +57,35 @@ def _plain(session, ids: list[int]) -> pd.DataFrame:
                                                              *scan_store._PROGRAM_COLUMNS])
 
 
-def test_programs_read_is_exact_on_every_path(home: Path, db_url: str, monkeypatch) -> None:
+def test_programs_read_is_exact_on_every_path(home: Path, db_url: str) -> None:
     ids = _fill()
     with session_scope() as session:
         expected = _plain(session, ids)
+        # No pack yet (rows written by hand, as before migration 0017): rows are read.
         got = scan_store.load_inventory(session, ids)["programs"]
         pd.testing.assert_frame_equal(got, expected)
         assert len(got) == 5 * 40
         assert got["name"].tolist().count("a" * 512) == 25
-        if session.get_bind().dialect.name == "mysql":
-            packed = scan_store._read_programs_packed(session, ids)
-            assert packed is not None  # the fast path was taken, not the fallback
-            pd.testing.assert_frame_equal(packed, expected)
-            # Arrays too long for group_concat_max_len come back cut: the reader notices and
-            # reads plainly instead of returning a damaged frame.
-            monkeypatch.setattr(scan_store, "_PACK_LIMIT", 200)
-            assert scan_store._read_programs_packed(session, ids) is None
-            again = scan_store.load_inventory(session, ids)["programs"]
-            pd.testing.assert_frame_equal(again, expected)
+
+        # Packs for endpoints 1-3, one of the wrong shape for 4, none for 5: the same frame.
+        def packed(e: int) -> bytes:
+            rows = expected[expected["endpoint_id"] == e][scan_store._PROGRAM_COLUMNS]
+            return pack(rows.itertuples(index=False, name=None))
+
+        session.execute(insert(InventoryPack), [
+            *({"endpoint_id": e, "programs": packed(e)} for e in (1, 2, 3)),
+            {"endpoint_id": 4, "programs": zlib.compress(b'[["only one column"]]')}])
+        mixed = scan_store.load_inventory(session, ids)["programs"]
+        pd.testing.assert_frame_equal(mixed, expected)
+
+        # Every endpoint packed: the rows are not read at all (a pack wins over them).
+        session.execute(delete(InventoryPack).where(InventoryPack.endpoint_id == 4))
+        session.execute(insert(InventoryPack), [
+            {"endpoint_id": e, "programs": packed(e)} for e in (4, 5)])
+        session.execute(delete(InstalledProgram))
+        only_packs = scan_store.load_inventory(session, ids[:-1])["programs"]
+        pd.testing.assert_frame_equal(only_packs, expected)
+
         empty = scan_store.load_inventory(session, [999])["programs"]
         assert empty.empty and list(empty.columns) == list(expected.columns)
 
@@ -109,3 +122,41 @@ def test_engine_drops_unused_programs_first_with_identical_results() -> None:
     pd.testing.assert_frame_equal(result.missing, ref_missing)
     pd.testing.assert_frame_equal(result.ambiguous, ref_amb)
     pd.testing.assert_frame_equal(result.unmapped, ref_unmapped)
+
+
+def test_upgrade_packs_the_programs_already_stored(bare_url: str) -> None:
+    """Migration 0017 packs every stored inventory (in chunks), so the first scan after an
+    upgrade reads packs; the packs equal the rows in their id order, and an endpoint without
+    programs gets an empty pack."""
+    from models.db import get_engine
+    from tests.support.migrations import migrate
+
+    migrate(bare_url, "0016_incremental_scans")
+    engine = get_engine(bare_url)
+    version = [t and t[:128] for t in TRICKY]  # the column's limit
+    rows = [(e, TRICKY[(e + i) % len(TRICKY)] or "x", version[i % len(TRICKY)], f"P{i}",
+             None if i % 2 else f"{{{i}}}", None, ("x64", "x86", None)[i % 3])
+            for e in (1, 2) for i in range(30)][::-1]  # ids not in endpoint order
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO endpoints (id, hostname, revoked, hotpatch, "
+                          "pending_reboot, roaming, scan_state, inventory_rev) VALUES "
+                          "(1, 'A', 0, 0, 0, 0, 'Not Scanned', 0), "
+                          "(2, 'B', 0, 0, 0, 0, 'Not Scanned', 0), "
+                          "(3, 'EMPTY', 0, 0, 0, 0, 'Not Scanned', 0)"))
+        conn.execute(text("INSERT INTO installed_programs (endpoint_id, name, version, "
+                          "publisher, product_code, upgrade_code, arch) VALUES "
+                          "(:e, :n, :v, :p, :pc, :uc, :a)"),
+                     [dict(zip(("e", "n", "v", "p", "pc", "uc", "a"), r, strict=True))
+                      for r in rows])
+    migrate(bare_url, "0017_programs_pack")
+    with engine.connect() as conn:
+        packs = dict(conn.execute(text("SELECT endpoint_id, programs FROM inventory_packs")).all())
+        stored = conn.execute(text(
+            "SELECT endpoint_id, name, version, publisher, product_code, upgrade_code, arch "
+            "FROM installed_programs ORDER BY endpoint_id, id")).all()
+    for endpoint_id in (1, 2, 3):
+        columns = unpack(packs[endpoint_id])
+        assert columns is not None
+        assert list(zip(*columns, strict=True)) == [
+            tuple(r)[1:] for r in stored if r[0] == endpoint_id]
+    assert len(unpack(packs[1])[0]) == 30 and unpack(packs[3]) == [[]] * 6

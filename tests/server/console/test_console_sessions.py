@@ -10,8 +10,6 @@ import hashlib
 import io
 import re
 import secrets
-import uuid
-from pathlib import Path
 
 import httpx
 import pytest
@@ -187,44 +185,25 @@ def test_upstream_urls_link_only_over_http(api: Api, cli,  # type: ignore[no-unt
         assert 'href="http://vendor.example/e"' in page.text
 
 
-def test_migration_gives_existing_admins_an_epoch_each(tmp_path: Path, db_url: str) -> None:
+def test_migration_gives_existing_admins_an_epoch_each(bare_url: str) -> None:
     """0006 on a database that already has administrators, on SQLite and MariaDB."""
-    from alembic import command
-
     from models.db import get_engine
-    from models.migrate import alembic_config, upgrade
+    from models.migrate import upgrade
+    from tests.support.migrations import migrate
 
-    if db_url.startswith("sqlite"):
-        url = f"sqlite:///{tmp_path / 'old.db'}"
-        drop = None
-    else:
-        name = f"patchflow_mig_{uuid.uuid4().hex[:10]}"
-        root = db_url.rsplit("/", 1)[0]
-        with sa.create_engine(root).connect() as conn:
-            conn.execute(sa.text(f"CREATE DATABASE {name} CHARACTER SET utf8mb4"))
-        url, drop = f"{root}/{name}", name
-    try:
-        cfg = alembic_config(url)
-        with get_engine(url).begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "0005_auth_failures")
-        with get_engine(url).begin() as conn:
-            for user in ("alice", "bob"):
-                conn.execute(sa.text(
-                    "INSERT INTO admin_users (username, password_hash, created_at) "
-                    "VALUES (:u, :h, :t)"), {"u": user, "h": _legacy_scrypt(PASSWORD),
-                                             "t": "2026-01-01 00:00:00"})
-        upgrade(url)
-        with get_engine(url).connect() as conn:
-            epochs = [r[0] for r in conn.execute(sa.text(
-                "SELECT session_epoch FROM admin_users ORDER BY username"))]
-        assert len(epochs) == 2 and all(len(e) == 32 for e in epochs)
-        assert epochs[0] != epochs[1]
-    finally:
-        get_engine(url).dispose()
-        if drop:
-            with sa.create_engine(db_url.rsplit("/", 1)[0]).connect() as conn:
-                conn.execute(sa.text(f"DROP DATABASE IF EXISTS {drop}"))
+    migrate(bare_url, "0005_auth_failures")
+    with get_engine(bare_url).begin() as conn:
+        for user in ("alice", "bob"):
+            conn.execute(sa.text(
+                "INSERT INTO admin_users (username, password_hash, created_at) "
+                "VALUES (:u, :h, :t)"), {"u": user, "h": _legacy_scrypt(PASSWORD),
+                                         "t": "2026-01-01 00:00:00"})
+    upgrade(bare_url)
+    with get_engine(bare_url).connect() as conn:
+        epochs = [r[0] for r in conn.execute(sa.text(
+            "SELECT session_epoch FROM admin_users ORDER BY username"))]
+    assert len(epochs) == 2 and all(len(e) == 32 for e in epochs)
+    assert epochs[0] != epochs[1]
 
 
 def test_proxy_credentials_refused_by_console_and_api(api: Api, cli,  # type: ignore[no-untyped-def]
