@@ -159,9 +159,10 @@ def finish_scan(session: Session, scan_id: int, counts: BatchCounts, status: str
 def scan_batch(scan_id: int | None, endpoint_ids: list[int], catalog: Catalog) -> BatchCounts:
     """Scan one batch and write its results in one transaction; the catalog's preparation is
     built by the first batch (or taken from the cache) and shared by the others."""
+    prepared = catalog.prepared
     with session_scope() as session:
-        frames, basis = read_batch(session, endpoint_ids, catalog)
-        result = run_engine(frames, catalog.prepared)
+        frames, basis = read_batch(session, endpoint_ids, catalog, used_by=prepared)
+        result = run_engine(frames, prepared)
         counts = _write(session, scan_id, endpoint_ids, frames, result)
         basis_store.record(session, basis_store.catalog_state_id(session, catalog), basis,
                            result.touched)

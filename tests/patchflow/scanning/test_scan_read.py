@@ -90,6 +90,37 @@ def test_programs_read_is_exact_on_every_path(home: Path, db_url: str) -> None:
         assert empty.empty and list(empty.columns) == list(expected.columns)
 
 
+def test_a_scan_reads_only_the_programs_a_rule_can_use(home: Path, db_url: str) -> None:
+    """With the catalog's preparation (a scan's read), the reader keeps what the engine's first
+    step would keep, from packs and from rows alike: the same frame as `used_programs` over
+    everything (the engine's results then cannot differ: it starts with that step)."""
+    from applicability.engine import prepare, used_programs
+    from applicability.frames import make_frame
+    from tests.applicability.test_applicability_apps import CATALOG, Z_X64_23
+    from tests.applicability.test_applicability_equivalence import MS
+
+    ids = _fill()
+    with session_scope() as session:
+        session.execute(insert(InstalledProgram), [
+            {"endpoint_id": 2, "name": "7-Zip 9.20 (x64 edition)", "version": "9.20",
+             "publisher": "Igor Pavlov", "arch": "x64"},
+            {"endpoint_id": 3, "name": "Something", "product_code": Z_X64_23, "arch": "x64"},
+            {"endpoint_id": 4, "name": "Security Update for Microsoft Office 2016 (KB5002635) "
+             "64-Bit Edition", "publisher": "Microsoft Corporation", "arch": "x64"}])
+        full = _plain(session, ids)
+        for e in (1, 2):  # packs for two endpoints, rows for the others
+            rows = full[full["endpoint_id"] == e][scan_store._PROGRAM_COLUMNS]
+            session.execute(insert(InventoryPack), [
+                {"endpoint_id": e, "programs": pack(rows.itertuples(index=False, name=None))}])
+        ms, apps = make_frame("ms_catalog", MS), make_frame("app_catalog", CATALOG)
+        prepared = prepare(ms, apps, make_frame("server_patches"))
+        used = scan_store.load_inventory(session, ids, prepared)["programs"]
+    expected = used_programs(make_frame("programs", full), prepared)
+    pd.testing.assert_frame_equal(make_frame("programs", used), expected)
+    assert sorted(set(used["endpoint_id"])) == [2, 3, 4] and len(used) == 3
+    assert used_programs(expected, prepared) is expected  # nothing left for the engine to drop
+
+
 def test_engine_drops_unused_programs_first_with_identical_results() -> None:
     """The engine keeps only the programs some rule can use (a Microsoft-looking name, a name
     or code the app index knows) before its per-rule passes: the filler programs of a fleet
