@@ -244,28 +244,26 @@ def read_programs(session: Session, endpoint_ids: list[int],
                         .where(InventoryPack.endpoint_id.in_(endpoint_ids))))
     columns = {e: c for e in endpoint_ids if (c := unpack(packs.get(e))) is not None}
     rest = [e for e in endpoint_ids if e not in columns]
-    if not columns:
+    parts: list[pd.DataFrame] = []
+    if columns:
+        out: dict[str, list[Any]] = {c: [] for c in ["endpoint_id", *_PROGRAM_COLUMNS]}
+        for endpoint_id in sorted(columns):
+            unpacked = columns[endpoint_id]
+            out["endpoint_id"].extend([endpoint_id] * len(unpacked[0]))
+            for name, values in zip(_PROGRAM_COLUMNS, unpacked, strict=True):
+                out[name].extend(values)
+        if used_by is not None:
+            keep = used_mask(out["name"], out["product_code"], out["upgrade_code"], used_by)
+            out = {name: list(compress(values, keep)) for name, values in out.items()}
+        parts.append(pd.DataFrame(out, columns=list(out)))
+    if rest or not parts:
         plain = _read_programs_plain(session, rest)
-        return plain if used_by is None else used_programs(plain, used_by)
-    out: dict[str, list[Any]] = {c: [] for c in ["endpoint_id", *_PROGRAM_COLUMNS]}
-    for endpoint_id in sorted(columns):
-        unpacked = columns[endpoint_id]
-        out["endpoint_id"].extend([endpoint_id] * len(unpacked[0]))
-        for name, values in zip(_PROGRAM_COLUMNS, unpacked, strict=True):
-            out[name].extend(values)
-    if used_by is not None:
-        keep = used_mask(out["name"], out["product_code"], out["upgrade_code"], used_by)
-        out = {name: list(compress(values, keep)) for name, values in out.items()}
-    frame = pd.DataFrame(out, columns=list(out))
-    plain = _read_programs_plain(session, rest) if rest else None
-    if plain is not None and used_by is not None:
-        plain = used_programs(plain, used_by)
-    if plain is None or plain.empty:
-        return frame
-    if frame.empty:
-        return plain
+        parts.append(plain if used_by is None else used_programs(plain, used_by))
+    filled = [p for p in parts if not p.empty]
+    if len(filled) < 2:
+        return filled[0] if filled else parts[0]
     # Both parts are in (endpoint, id) order: a stable sort on the endpoint interleaves them.
-    both = pd.concat([frame, plain], ignore_index=True)
+    both = pd.concat(filled, ignore_index=True)
     return both.sort_values("endpoint_id", kind="stable").reset_index(drop=True)
 
 
