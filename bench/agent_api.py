@@ -405,7 +405,7 @@ def measure(port: int, context: ssl.SSLContext, requests: Requests, args: argpar
             ("unchanged", requests.unchanged, args.concurrency),
             ("polls", requests.polls, args.poll_concurrency),
             ("fleet_polls", requests.fleet_polls, args.poll_concurrency)):
-        if not prepared_requests:
+        if not prepared_requests or name not in args.phases:
             continue
         if name == "unchanged":  # prime: make sure each agent's last stored upload is variant 1
             asyncio.run(load(port, context, requests.unchanged, len(requests.unchanged), 0.0,
@@ -453,7 +453,7 @@ def patchflow_run(tmp: Path, label: str, database_url: str | None, workers: int,
     try:
         wait_until_up(port, context, server, log)
         agents = enroll_agents(port, context, args.agents, url)
-        fleet_agents = enroll_fleet(url, args.fleet)
+        fleet_agents = enroll_fleet(url, args.fleet) if "fleet_polls" in args.phases else []
         results = measure(port, context, prepared(agents, fleet_agents, args.programs), args,
                           settle=lambda: settle_rescans(url))
         memory = peak_rss_mb(process_tree(server.pid))
@@ -502,7 +502,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-mariadb", action="store_true", help="SQLite only")
     parser.add_argument("--no-workers", action="store_true",
                         help="skip `serve --workers 2` on MariaDB")
+    parser.add_argument("--phases", default=",".join(PHASES),
+                        help=f"comma-separated phases to measure (default: all: {','.join(PHASES)})")
     args = parser.parse_args(argv)
+    args.phases = [phase.strip() for phase in args.phases.split(",") if phase.strip()]
+    unknown = sorted(set(args.phases) - set(PHASES))
+    if unknown or not args.phases:
+        parser.error(f"--phases: unknown phase {', '.join(unknown) or '(none given)'}; "
+                     f"choose from {', '.join(PHASES)}")
 
     # Each run is followed by its own bare run: other work on the machine comes and goes, and
     # a ratio is only meaningful between figures taken a moment apart.

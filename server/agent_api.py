@@ -137,11 +137,11 @@ def _store_upload(
             "administrator (patchflow endpoints approve-reenroll); inventory not stored")
     sighting = fleet.Sighting(credentials.ip, settings.internal)
     assert credentials.agent_id is not None  # verify() refused a missing one
-    entry = fleet.load_agent(engine, credentials.agent_id, digest=True) if wanted else None
-    if entry is not None:
+    if wanted:
         with fleet.db_slot(settings.database_url):
-            ack = fleet.unchanged_inventory(engine, credentials.agent_id, entry, wanted,
-                                            sighting)
+            entry = fleet.load_agent(engine, credentials.agent_id, digest=wanted)
+            ack = (fleet.unchanged_inventory(engine, credentials.agent_id, entry, wanted,
+                                             sighting) if entry is not None else None)
         if ack is not None:
             return ack, agent
     try:

@@ -173,14 +173,20 @@ def cached_agent(engine: Engine, agent_id: str | None, secret: str | None,
     return entry
 
 
-def load_agent(engine: Engine, agent_id: str, digest: bool = False) -> CachedAgent | None:
+def load_agent(engine: Engine, agent_id: str, digest: str | None = None) -> CachedAgent | None:
     """The credentials row, from memory or one indexed query (kept until credentials change
-    anywhere; see agent_cache). `digest`: the caller needs the stored inventory's digest, so an
-    entry read more than CACHE_SECONDS ago is read again."""
+    anywhere; see agent_cache).
+
+    `digest`: the caller will answer "unchanged" if the stored inventory's digest is this one,
+    so an entry naming it that was read more than CACHE_SECONDS ago is read again (another
+    worker may have stored a newer inventory since). An entry naming another digest is not: the
+    upload is then stored, which is right whatever another worker stored meanwhile, and a
+    changed upload costs no query."""
     cache = agents_of(engine)
     cache.confirm(engine)
     entry = cache.get(agent_id)
-    if entry is not None and (not digest or digest_fresh(entry)):
+    if entry is not None and (digest is None or entry.inventory_sha256 != digest
+                              or digest_fresh(entry)):
         return entry
     epoch = cache.epoch
     with engine.connect() as conn:

@@ -61,6 +61,11 @@ class Statements:
     def __exit__(self, *exc: object) -> None:
         sa.event.remove(self.engine, "before_cursor_execute", self._record)
 
+    def credential_reads(self) -> list[str]:
+        """The credentials query (fleet.agents._CREDENTIALS), named by a column read near the
+        start of the statement: only its first 120 characters are kept."""
+        return [s for s in self.seen if s.startswith("SELECT") and "endpoints.secret_hash" in s]
+
     def writes(self) -> list[str]:
         return [s for s in self.seen if s.split(" ", 1)[0].upper() in ("INSERT", "UPDATE",
                                                                          "DELETE")]
@@ -144,6 +149,48 @@ def test_unchanged_inventory_still_refreshes_inventory_at_now_and_then(
         stamp = conn.execute(sa.text("SELECT inventory_at FROM endpoints")).scalar_one()
     assert str(stamp) > "2026-06-01"  # the cycle's verification sees a fresh inventory
     assert _program_rows(api) == stored
+
+
+def test_a_stale_digest_is_read_again_only_to_confirm_a_match(
+    api: Api, http: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past CACHE_SECONDS another worker may have stored a newer inventory. An upload naming the
+    digest memory holds reads it again before answering "unchanged"; one naming another digest
+    is stored without that read (storing is right whatever was stored meanwhile): under a burst
+    of changed uploads those reads took pool connections past the pool's size."""
+    from models.db import get_engine
+    from patchflow.fleet import agent_cache
+
+    monkeypatch.setattr(agent_cache, "CACHE_SECONDS", 1.0)
+    headers = api.enroll(http, "ws-stale")
+    doc, changed = base_inventory("ws-stale", 4), base_inventory("ws-stale", 5)
+    assert http.put("/api/v1/agent/inventory", headers=_conditional(headers, doc),
+                    json=doc).status_code == 200
+    wait_rescanned(api, "WS-STALE")
+    time.sleep(1.2)  # the entry's digest is stale now
+    with Statements(api) as statements:
+        response = http.put("/api/v1/agent/inventory", headers=_conditional(headers, changed),
+                            json=changed)
+        assert response.status_code == 200 and "unchanged" not in response.json()
+    assert statements.credential_reads() == [], statements.seen
+    assert len(_program_rows(api)) == 5
+    wait_rescanned(api, "WS-STALE")
+
+    # Another process stores the 4-program document meanwhile (as the agent's next upload
+    # would through another worker) and this worker's memory still names the 5-program one.
+    from agent.transport import inventory_digest
+
+    with get_engine(api.db_url).begin() as conn:
+        conn.execute(sa.text("UPDATE endpoints SET inventory_sha256 = :d "
+                             "WHERE hostname = 'WS-STALE'"), {"d": inventory_digest(doc)})
+    time.sleep(1.2)
+    # Naming the digest memory holds: read again, found replaced, so stored, not "unchanged".
+    with Statements(api) as statements:
+        again = http.put("/api/v1/agent/inventory", headers=_conditional(headers, changed),
+                         json=changed)
+    assert again.status_code == 200 and "unchanged" not in again.json(), again.text
+    assert statements.credential_reads(), statements.seen
+    assert len(_program_rows(api)) == 5
 
 
 def test_a_file_import_clears_the_digest(api: Api, http: httpx.Client, tmp_path: Path,
@@ -290,14 +337,16 @@ def test_an_agent_polling_less_often_than_the_cache_lifetime_is_answered_from_me
 
     monkeypatch.setattr(agent_cache, "CACHE_SECONDS", 1.5)
     agents = [api.enroll(http, f"ws-slow-{n}") for n in range(3)]
+    # An earlier test's credential change may still be unread: let the first polls read the
+    # generation as it is now, so the only change the second polls can see is this test's.
+    time.sleep(1.7)
     for headers in agents:
         assert http.get("/api/v1/agent/jobs", headers=headers).json() == []
     time.sleep(1.7)  # every entry older than CACHE_SECONDS, the generation due again
     with Statements(api) as statements:
         for headers in agents:
             assert http.get("/api/v1/agent/jobs", headers=headers).json() == []
-    credential_reads = [s for s in statements.seen if "endpoints.agent_id" in s]
-    assert credential_reads == [], statements.seen
+    assert statements.credential_reads() == [], statements.seen
     assert any("settings" in s for s in statements.seen), statements.seen
     # A credential change in between (here: a revocation by another process) is still seen.
     with get_engine(api.db_url).begin() as conn:
