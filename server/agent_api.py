@@ -211,6 +211,7 @@ async def jobs(credentials: Credentials) -> Response:
 @router.post("/jobs/{job_id}/result", summary="Report a job's progress or outcome",
              responses={**AGENT_ERRORS, **responses(400, 404, 409, 413, 422)})
 def job_result(job_id: JobId, body: JobResult, credentials: Credentials) -> dict[str, Any]:
-    agent = credentials.verify()
+    with fleet.db_slot(credentials.settings.database_url):  # a fleet reports results at once
+        agent = credentials.verify()
     fleet.record_job_result(agent.endpoint_id, job_id, body.model_dump())
     return {"accepted": True}

@@ -28,7 +28,7 @@ from patchflow.fleet.agent_cache import CachedAgent, agents_of, digest_fresh
 from patchflow.fleet.groups import group_by_name
 from patchflow.fleet.inventory import Inventory
 from patchflow.fleet.network import Network, is_roaming
-from patchflow.fleet.programs_pack import pack
+from patchflow.fleet.programs_pack import PACK_COLUMNS, pack
 from patchflow.fleet.transactions import write_transaction
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,8 @@ def _endpoint_for_import(session: Session, hostname: str, group_id: int | None) 
 _PROGRAM_COLUMNS = ("endpoint_id", "name", "version", "publisher", "product_code",
                     "upgrade_code", "arch", "scope", "install_date")
 _UPDATE_COLUMNS = ("endpoint_id", "kb", "installed_on")
+_PACKED = slice(1, 1 + len(PACK_COLUMNS))  # where a program row holds what a pack keeps
+assert _PROGRAM_COLUMNS[_PACKED] == PACK_COLUMNS
 
 
 def _bulk_insert(session: Session, table: Table, columns: Sequence[str],
@@ -240,20 +242,20 @@ def store_many(session: Session, uploads: Sequence[Upload]) -> None:
     day = _date_param(session)
     insert = (_json_insert if orjson is not None and session.get_bind().dialect.name == "mysql"
               else _bulk_insert)
-    insert(session, _PROGRAMS, _PROGRAM_COLUMNS, [
+    programs = {endpoint_id: [
         (endpoint_id, p.name, p.version, p.publisher, p.product_code, p.upgrade_code, p.arch,
-         p.scope, day(p.install_date))
-        for endpoint_id in ids for p in latest[endpoint_id][0].programs
-    ])
+         p.scope, day(p.install_date)) for p in latest[endpoint_id][0].programs]
+        for endpoint_id in ids}
+    insert(session, _PROGRAMS, _PROGRAM_COLUMNS,
+           [row for endpoint_id in ids for row in programs[endpoint_id]])
     insert(session, _UPDATES, _UPDATE_COLUMNS, [
         (endpoint_id, u.kb, day(u.installed_on))
         for endpoint_id in ids for u in latest[endpoint_id][0].unique_updates()
     ])
-    # What a scan reads of those programs, in their order (patchflow.fleet.programs_pack).
+    # What a scan reads of those rows (the PACK_COLUMNS, which follow endpoint_id), in their
+    # order: patchflow.fleet.programs_pack.
     _bulk_insert(session, _PACKS, ("endpoint_id", "programs"), [
-        (endpoint_id, pack((p.name, p.version, p.publisher, p.product_code, p.upgrade_code,
-                            p.arch) for p in latest[endpoint_id][0].programs))
-        for endpoint_id in ids
+        (endpoint_id, pack(row[_PACKED] for row in programs[endpoint_id])) for endpoint_id in ids
     ])
 
 

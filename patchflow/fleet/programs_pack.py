@@ -31,10 +31,12 @@ _LEVEL = 1  # zlib's fastest: the pack is written on every changed upload
 def pack(programs: Iterable[Sequence[Any]]) -> bytes:
     """The pack of programs given as (name, version, publisher, product_code, upgrade_code,
     arch) tuples, in their stored order."""
-    columns: list[list[Any]] = [[] for _ in PACK_COLUMNS]
-    for program in programs:
-        for column, value in zip(columns, program, strict=True):
-            column.append(value)
+    # Transposed by zip in C: appending value by value was a fifth of storing an inventory.
+    columns = [list(column) for column in zip(*programs, strict=True)]
+    if not columns:
+        columns = [[] for _ in PACK_COLUMNS]
+    elif len(columns) != len(PACK_COLUMNS):
+        raise ValueError(f"a program is {len(columns)} values, not {len(PACK_COLUMNS)}")
     try:
         text = orjson.dumps(columns) if orjson is not None else None
     except TypeError:  # text orjson refuses (a lone surrogate): the stdlib escapes it
