@@ -32,7 +32,6 @@ from applicability.msapps import (
     map_inventory,
     missing_apps_ms,
     notes,
-    passing_mask,
     program_kbs,
 )
 from applicability.osmap import msrc_product
@@ -133,21 +132,33 @@ def used_mask(names: Sequence[Any], product_codes: Sequence[Any], upgrade_codes:
     """`used_programs`' test over plain columns (lists or Series of the same length): the
     scan's reader applies it before building the programs frame (scan_store.read_programs),
     which is most of the cost of reading them."""
-    keep = _names_passing(names, prepared.name_used)
-    for codes in (product_codes, upgrade_codes):  # mostly missing: factorised
-        keep |= passing_mask(np.asarray(codes, dtype=object), prepared.code_used)
+    keep = _passing(names, prepared.name_used)
+    for codes in (product_codes, upgrade_codes):
+        keep |= _passing(codes, prepared.code_used)
     return keep
 
 
-def _names_passing(values: Sequence[Any], test: Memo) -> np.ndarray:
-    """`msapps.passing_mask` for names: each value is judged once per run, a missing one never
-    passes. Names (always present, ~10,000 distinct in 300,000 rows) go through plain dict
-    look-ups in the memo, half the cost of factorising the column."""
-    column = np.asarray(values, dtype=object)
-    found = list(map(test.values.get, column))
-    if None in found:  # values not judged yet in this run (most of them in the first batch)
-        found = [(test(v) if isinstance(v, str) else False) if f is None else f
-                 for v, f in zip(column, found, strict=True)]
+def _passing(values: Sequence[Any], test: Memo) -> np.ndarray:
+    """Whether each value passes `test`, each distinct value judged once per run (the memo);
+    a missing one never passes. Plain dict look-ups over the column, in C: names (~10,000
+    distinct in 300,000 rows) and codes (mostly missing) cost half what factorising them did.
+    A value not judged yet (most of them in a run's first batch) is judged once, not once per
+    row that names it."""
+    if isinstance(values, pd.Series):
+        values = values.astype(object).where(values.notna(), None).tolist()
+    elif not isinstance(values, list):
+        values = list(values)
+    get = test.values.get
+    found = list(map(get, values))
+    missing = values.count(None)  # never in the memo: only text is judged
+    if found.count(None) != missing:
+        for value in {v for v, f in zip(values, found, strict=True) if f is None}:
+            if isinstance(value, str):
+                test(value)
+        found = list(map(get, values))
+        if found.count(None) != missing:  # the memo filled up and was emptied meanwhile
+            found = [(isinstance(v, str) and test(v)) if f is None else f
+                     for v, f in zip(values, found, strict=True)]
     return np.fromiter(found, dtype=bool, count=len(found))
 
 

@@ -12,16 +12,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-try:
-    import orjson
-except ImportError:  # pragma: no cover - installed with Prefect
-    orjson = None  # type: ignore[assignment]
-from sqlalchemy import Engine, Integer, Table, bindparam, delete, func, select, update
+import orjson
+from sqlalchemy import Engine, Table, bindparam, delete, func, select, update
 from sqlalchemy.orm import Session
 
-from agent.transport import inventory_digest
 from models import Endpoint, InstalledProgram, InstalledUpdate, InventoryPack
 from models.base import utcnow
+from models.bulk import day_param, executemany_insert, insert_rows
 from models.db import get_engine
 from patchflow.errors import UserError
 from patchflow.fleet.agent_cache import CachedAgent, agents_of, digest_fresh
@@ -74,86 +71,6 @@ _PROGRAM_COLUMNS = ("endpoint_id", "name", "version", "publisher", "product_code
 _UPDATE_COLUMNS = ("endpoint_id", "kb", "installed_on")
 _PACKED = slice(1, 1 + len(PACK_COLUMNS))  # where a program row holds what a pack keeps
 assert _PROGRAM_COLUMNS[_PACKED] == PACK_COLUMNS
-
-
-def _bulk_insert(session: Session, table: Table, columns: Sequence[str],
-                 rows: list[tuple[Any, ...]]) -> None:
-    """One executemany at the driver, with the dialect's placeholders.
-
-    `session.execute(insert(table), rows)` spends more time in SQLAlchemy's per-row parameter
-    processing than the database spends inserting; an upload of 200 programs runs here for every
-    endpoint, so the rows go to the driver as plain tuples (dates already in the driver's form,
-    see `_date_param`).
-    """
-    if not rows:
-        return
-    connection = session.connection()
-    dialect = connection.dialect
-    quote = dialect.identifier_preparer.quote
-    mark = "?" if dialect.paramstyle == "qmark" else "%s"
-    sql = (f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in columns)}) "
-           f"VALUES ({', '.join([mark] * len(columns))})")
-    connection.exec_driver_sql(sql, rows)
-
-
-# One JSON_TABLE statement carries at most this much JSON (twice that as hex in the statement),
-# like PyMySQL's own executemany, which splits its multi-row INSERTs at about 1 MB.
-_JSON_CHUNK = 512 * 1024
-
-
-def _json_insert(session: Session, table: Table, columns: Sequence[str],
-                 rows: list[tuple[Any, ...]]) -> None:
-    """MariaDB/MySQL: the rows as one JSON array expanded by JSON_TABLE, in their order.
-
-    PyMySQL's executemany escapes every value in Python (str.translate per string, a function
-    call per value): for an upload of 200 programs most of the server's CPU went there. orjson
-    writes the array in C and the statement carries it as a hex literal, which needs no escaping
-    and cannot break out of the statement whatever the text holds. The JSON_TABLE columns are
-    wide text, so converting and checking each value against its column is the INSERT's, as for
-    the plain rows (dates go as YYYY-MM-DD, which orjson writes for a date).
-    """
-    if not rows:
-        return
-    text = orjson.dumps(rows)
-    if len(text) > _JSON_CHUNK and len(rows) > 1:
-        # Slices of the average size that fits (fewer than all the rows); one made of longer
-        # rows than the average is split again.
-        step = max(1, len(rows) * _JSON_CHUNK // len(text))
-        for start in range(0, len(rows), step):
-            _json_insert(session, table, columns, rows[start:start + step])
-        return
-    head, tail = _json_table_sql(session, table, tuple(columns))
-    session.connection().exec_driver_sql(f"{head}x'{text.hex()}'{tail}")
-
-
-_JSON_TABLE_SQL: dict[tuple[str, tuple[str, ...]], tuple[str, str]] = {}
-
-
-def _json_table_sql(session: Session, table: Table, columns: tuple[str, ...]) -> tuple[str, str]:
-    """The statement around the hex literal, built once per table (no `%` in it: PyMySQL would
-    read one as a placeholder)."""
-    key = (table.name, columns)
-    sql = _JSON_TABLE_SQL.get(key)
-    if sql is None:
-        quote = session.get_bind().dialect.identifier_preparer.quote
-        names = ", ".join(quote(c) for c in columns)
-        paths = ", ".join(
-            f"{quote(c)} {'BIGINT' if isinstance(table.c[c].type, Integer) else 'LONGTEXT'} "
-            f"PATH '$[{i}]'" for i, c in enumerate(columns))
-        sql = (f"INSERT INTO {quote(table.name)} ({names}) SELECT {names} FROM JSON_TABLE("
-               f"CONVERT(",
-               f" USING utf8mb4), '$[*]' COLUMNS (`json_row` FOR ORDINALITY, {paths})) "
-               f"AS j ORDER BY `json_row`")
-        _JSON_TABLE_SQL[key] = sql
-    return sql
-
-
-def _date_param(session: Session) -> Callable[[dt.date | None], Any]:
-    """SQLite keeps dates as ISO text (what SQLAlchemy's Date type writes there); PyMySQL takes
-    date objects as they are."""
-    if session.get_bind().dialect.name == "sqlite":
-        return lambda day: day.isoformat() if day is not None else None
-    return lambda day: day
 
 
 _ENDPOINTS = cast(Table, Endpoint.__table__)
@@ -239,22 +156,20 @@ def store_many(session: Session, uploads: Sequence[Upload]) -> None:
     else:
         for table in (_PROGRAMS, _UPDATES, _PACKS):
             session.execute(delete(table).where(table.c.endpoint_id.in_(ids)))
-    day = _date_param(session)
-    insert = (_json_insert if orjson is not None and session.get_bind().dialect.name == "mysql"
-              else _bulk_insert)
+    day = day_param(session)
     programs = {endpoint_id: [
         (endpoint_id, p.name, p.version, p.publisher, p.product_code, p.upgrade_code, p.arch,
          p.scope, day(p.install_date)) for p in latest[endpoint_id][0].programs]
         for endpoint_id in ids}
-    insert(session, _PROGRAMS, _PROGRAM_COLUMNS,
+    insert_rows(session, _PROGRAMS, _PROGRAM_COLUMNS,
            [row for endpoint_id in ids for row in programs[endpoint_id]])
-    insert(session, _UPDATES, _UPDATE_COLUMNS, [
+    insert_rows(session, _UPDATES, _UPDATE_COLUMNS, [
         (endpoint_id, u.kb, day(u.installed_on))
         for endpoint_id in ids for u in latest[endpoint_id][0].unique_updates()
     ])
     # What a scan reads of those rows (the PACK_COLUMNS, which follow endpoint_id), in their
     # order: patchflow.fleet.programs_pack.
-    _bulk_insert(session, _PACKS, ("endpoint_id", "programs"), [
+    executemany_insert(session, _PACKS, ("endpoint_id", "programs"), [
         (endpoint_id, pack(row[_PACKED] for row in programs[endpoint_id])) for endpoint_id in ids
     ])
 
@@ -299,16 +214,13 @@ def requested_digest(header: str | None) -> str | None:
 def body_digest(body: bytes) -> str | None:
     """The canonical digest of an accepted body, computed here rather than taken from the
     header, so a wrong header can never mark a different inventory as the stored one."""
-    if orjson is not None:
-        # orjson parses several times faster than json. Where the two parsers disagree (NaN,
-        # numbers beyond 64 bits, which orjson turns into floats) the model has already
-        # refused the body; what orjson refuses still gets the stdlib's answer below.
-        try:
-            doc = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            pass
-        else:
-            return _canonical_digest(doc)
+    # orjson parses several times faster than json. Where the two parsers disagree (NaN,
+    # numbers beyond 64 bits, which orjson turns into floats) the model has already refused
+    # the body; what orjson refuses still gets the stdlib's answer below.
+    try:
+        return _canonical_digest(orjson.loads(body))
+    except orjson.JSONDecodeError:
+        pass
     try:
         doc = json.loads(body)
     except ValueError:
@@ -319,8 +231,6 @@ def body_digest(body: bytes) -> str | None:
 def _canonical_digest(doc: Any) -> str | None:
     if not isinstance(doc, dict):
         return None
-    if orjson is None:
-        return inventory_digest(doc)
     # The same canonical text as the agent's json.dumps(sort_keys, compact, UTF-8), ten times
     # faster. Should the two ever differ, the digests do not match and every upload is stored
     # whole: slower, never wrong.

@@ -18,10 +18,7 @@ import zlib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-try:  # optional: several times faster than json where installed (it comes with Prefect)
-    import orjson
-except ImportError:  # pragma: no cover - exercised only without orjson
-    orjson = None  # type: ignore[assignment]
+import orjson
 
 # The installed_programs columns a scan reads, in the pack's order.
 PACK_COLUMNS = ("name", "version", "publisher", "product_code", "upgrade_code", "arch")
@@ -38,10 +35,8 @@ def pack(programs: Iterable[Sequence[Any]]) -> bytes:
     elif len(columns) != len(PACK_COLUMNS):
         raise ValueError(f"a program is {len(columns)} values, not {len(PACK_COLUMNS)}")
     try:
-        text = orjson.dumps(columns) if orjson is not None else None
+        text = orjson.dumps(columns)
     except TypeError:  # text orjson refuses (a lone surrogate): the stdlib escapes it
-        text = None
-    if text is None:
         text = json.dumps(columns, separators=(",", ":")).encode()
     return zlib.compress(text, _LEVEL)
 
@@ -56,7 +51,7 @@ def unpack(data: object) -> list[list[Any]] | None:
     except zlib.error:
         return None
     try:
-        columns = orjson.loads(text) if orjson is not None else json.loads(text)
+        columns = orjson.loads(text)
     except ValueError:
         try:  # what orjson refuses (a lone surrogate escaped by pack) the stdlib reads
             columns = json.loads(text)

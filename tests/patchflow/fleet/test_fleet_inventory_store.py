@@ -13,9 +13,8 @@ import pytest
 from sqlalchemy import select
 
 from agent.transport import inventory_digest
-from models import InstalledProgram, InstalledUpdate, InventoryPack
+from models import InstalledProgram, InstalledUpdate, InventoryPack, bulk
 from models.db import session_scope
-from patchflow.fleet import inventories
 from patchflow.fleet.inventories import body_digest, store_inventory, store_many
 from patchflow.fleet.inventory import Inventory
 from patchflow.fleet.programs_pack import unpack
@@ -67,7 +66,7 @@ def test_stored_rows_are_the_document_in_its_order(home: Any, db_url: str, chunk
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     if chunk is not None:
         # Small statements: the rows are split across several, still in order.
-        monkeypatch.setattr(inventories, "_JSON_CHUNK", chunk)
+        monkeypatch.setattr(bulk, "_JSON_CHUNK", chunk)
     docs = [Inventory.model_validate(_document(name)) for name in ("WS-A", "WS-B")]
     with session_scope(db_url) as session:
         ids = [store_inventory(session, doc) for doc in docs]

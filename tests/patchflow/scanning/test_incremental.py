@@ -4,6 +4,7 @@ results equal a full scan's, row for row (missing pairs with their reasons, stat
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import random
 import shutil
@@ -13,6 +14,7 @@ import pytest
 from sqlalchemy import func, select
 
 from models import CatalogState, Endpoint, MissingPatch, Patch
+from models.base import utcnow
 from models.db import session_scope
 from patchflow.sample_catalog import PACKAGES, WINGET_DIR
 from tests.conftest import shared_fixtures
@@ -72,6 +74,13 @@ def _results() -> tuple[list[tuple], list[tuple]]:
     return missing, states
 
 
+def _detected() -> dict[tuple[int, int], dt.datetime]:
+    """When each missing pair was first found (what the console shows as "detected")."""
+    with session_scope() as session:
+        return {(e, p): at for e, p, at in session.execute(
+            select(MissingPatch.endpoint_id, MissingPatch.patch_id, MissingPatch.detected_at))}
+
+
 def _scan(cli, *args: str) -> dict:
     r = cli("scan", "--all", "--json", *args)
     assert r.code == 0, r.err
@@ -109,16 +118,26 @@ def test_rescans_only_what_changed_and_equals_a_full_scan(cli, home: Path,
 
     # The import scanned every endpoint (inventory hook) and recorded its basis: nothing
     # changed since, so an incremental scan keeps all 40, and agrees with a full scan.
+    detected = _detected()
     first = _incremental_equals_full(cli)
     assert first["unchanged"] == 40 and first["scanned"] == 40
     missing, _ = _results()
     assert missing, "the fleet must miss some patches for the comparison to mean anything"
+    # A pair still missing keeps the time it was first found, through a full rescan.
+    assert _detected() == detected
 
     # A new month changes the products it has rows for: their endpoints are rescanned; the
     # Windows 7 ones (no 2024 rows in either month) keep their results.
     shutil.copy(source / "2024-Dec.xml.gz", msrc)  # a later month: a new sync
     assert cli("sync", "local").code == 0
+    before = utcnow().replace(microsecond=0)  # MariaDB's DATETIME keeps whole seconds
     month = _incremental_equals_full(cli)
+    now_detected = _detected()
+    kept = now_detected.keys() & detected.keys()
+    assert kept and all(now_detected[pair] == detected[pair] for pair in kept)
+    new_pairs = now_detected.keys() - detected.keys()
+    assert new_pairs and all(now_detected[pair] >= before for pair in new_pairs)
+    assert max(detected.values()) <= before
     windows7 = sum(1 for d in fleet if d["os"]["name"].startswith("Windows 7"))
     assert month["unchanged"] >= windows7 > 0
     assert month["unchanged"] < 40
