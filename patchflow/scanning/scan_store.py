@@ -394,23 +394,25 @@ def write_results(
     now = utcnow()
     scanned = set(frames.endpoints["endpoint_id"].astype(int))
     no_inventory = [e for e in endpoint_ids if e not in scanned]
-    previous: dict[tuple[int, int], dt.datetime] = {
-        (e, p): at for e, p, at in session.execute(
+    # When each pair still missing was first found, as the column's text (models.bulk.stamp;
+    # a few distinct times, each formatted once).
+    texts: dict[dt.datetime, str] = {}
+    previous: dict[tuple[int, int], str] = {
+        (e, p): texts.get(at) or texts.setdefault(at, stamp(at)) for e, p, at in session.execute(
             select(MissingPatch.endpoint_id, MissingPatch.patch_id, MissingPatch.detected_at)
             .where(MissingPatch.endpoint_id.in_(list(scanned)))
         )
     }
+    found_now = stamp(now)
     session.execute(delete(MissingPatch).where(MissingPatch.endpoint_id.in_(list(scanned))))
     missing = result.missing
-    stamps: dict[dt.datetime, str] = {}  # a few distinct times: each formatted once
     rows = [
         (e, p, _s(prod, 255), _s(iv, 128), _s(av, 128), str(r),
-         stamps.get(at) or stamps.setdefault(at, stamp(at)), scan_id)
+         previous.get((e, p), found_now), scan_id)
         for e, p, prod, iv, av, r in zip(
             missing["endpoint_id"].astype(int).tolist(), missing["patch_id"].astype(int).tolist(),
             missing["product"], missing["installed_version"], missing["available_version"],
             missing["reason"], strict=True)
-        for at in (previous.get((e, p), now),)
     ]
     # One statement for the batch, at the driver (models.bulk).
     insert_rows(session, _MISSING, _MISSING_COLUMNS, rows)
