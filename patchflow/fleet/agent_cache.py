@@ -120,6 +120,12 @@ class AgentCache:
             if entry is not None:
                 self._agents[agent_id] = replace(entry, **changes)
 
+    def adopt(self, generation: str) -> None:
+        """The generation this process just committed, after it dropped every entry: entries
+        read from now on are current with it. Another process's later change still differs."""
+        with self._lock:
+            self._generation = generation
+
     def forget(self) -> None:
         with self._lock:
             self._drop()
@@ -135,7 +141,7 @@ def digest_fresh(entry: CachedAgent) -> bool:
     return time.monotonic() - entry.loaded <= CACHE_SECONDS
 
 
-def bump_generation(conn: Connection) -> None:
+def bump_generation(conn: Connection) -> str:
     """Make every process's credential cache re-read: run in the transaction that changes
     credentials (or replaces the data), so the change and the new generation commit together."""
     generation = secrets.token_hex(8)
@@ -147,6 +153,7 @@ def bump_generation(conn: Connection) -> None:
     else:
         conn.execute(sqlite_insert(_SETTINGS).values(key=GENERATION_KEY, value=generation)
                      .on_conflict_do_update(index_elements=["key"], set_={"value": generation}))
+    return generation
 
 
 class WorkIndex:
@@ -284,14 +291,19 @@ def _on_flush(session: Session, _context: Any) -> None:
 def _credentials_changed(session: Session) -> None:
     """Once per transaction: a new generation for the other processes, a drop for this one."""
     if not session.info.get(_AUTH_FLAG):
-        session.info[_AUTH_FLAG] = True
-        bump_generation(session.connection())
+        connection = session.connection()
+        session.info[_AUTH_FLAG] = (connection.engine, bump_generation(connection))
 
 
 @event.listens_for(Session, "after_commit")
 def _on_commit(session: Session) -> None:
-    if session.info.pop(_AUTH_FLAG, False):
+    changed = session.info.pop(_AUTH_FLAG, None)
+    if changed:
         forget_agents()
+        # This process knows the generation it wrote: without it, its next confirm would see
+        # a new generation and drop every agent a second time (a second wave of reads).
+        engine, generation = changed
+        agents_of(engine).adopt(generation)
     if session.info.pop(_WORK_FLAG, False):
         work_changed()
 

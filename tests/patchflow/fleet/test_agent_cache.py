@@ -84,3 +84,39 @@ def test_the_oldest_half_goes_past_the_size_limit(monkeypatch: pytest.MonkeyPatc
         cache.put(str(n), dataclasses.replace(_entry(n), loaded=float(n)), cache.epoch)
     cache.put("new", _entry(9), cache.epoch)
     assert sorted(cache._agents) == ["2", "3", "new"]
+
+
+def test_a_change_made_here_drops_the_entries_once(
+    engine: sa.Engine, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process that changes credentials drops its entries at the commit and takes the
+    generation it wrote as known: its next confirm keeps the entries read since, instead of
+    dropping every agent a second time. Another process's change after it still drops them."""
+    from models import Endpoint
+    from models.db import session_scope
+
+    with session_scope(db_url) as session:
+        endpoint = Endpoint(hostname="WS-GEN", revoked=False, hotpatch=False,
+                            pending_reboot=False, roaming=False, scan_state="Not Scanned")
+        session.add(endpoint)
+    cache = agent_cache.agents_of(engine)
+    monkeypatch.setattr(agent_cache, "CACHE_SECONDS", 0.0)
+    cache.confirm(engine)
+    cache.put("old", _entry(1), cache.epoch)
+    with session_scope(db_url) as session:  # a revocation made in this process
+        session.execute(sa.update(Endpoint).where(Endpoint.hostname == "WS-GEN")
+                        .values(revoked=True))
+    monkeypatch.setattr(agent_cache, "CACHE_SECONDS", 60.0)
+    assert cache.get("old") is None  # dropped at the commit
+    cache.put("new", _entry(2), cache.epoch)  # read after it
+    monkeypatch.setattr(agent_cache, "CACHE_SECONDS", 0.0)
+    cache.confirm(engine)  # the generation this process wrote: nothing more to drop
+    monkeypatch.setattr(agent_cache, "CACHE_SECONDS", 60.0)
+    assert cache.get("new") == _entry(2)
+
+    with engine.begin() as conn:  # then another process changes credentials
+        bump_generation(conn)
+    monkeypatch.setattr(agent_cache, "CACHE_SECONDS", 0.0)
+    cache.confirm(engine)
+    monkeypatch.setattr(agent_cache, "CACHE_SECONDS", 60.0)
+    assert cache.get("new") is None
