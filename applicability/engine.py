@@ -148,17 +148,12 @@ def _passing(values: Sequence[Any], test: Memo) -> np.ndarray:
         values = values.astype(object).where(values.notna(), None).tolist()
     elif not isinstance(values, list):
         values = list(values)
-    get = test.values.get
-    found = list(map(get, values))
-    missing = values.count(None)  # never in the memo: only text is judged
-    if found.count(None) != missing:
-        for value in {v for v, f in zip(values, found, strict=True) if f is None}:
-            if isinstance(value, str):
-                test(value)
-        found = list(map(get, values))
-        if found.count(None) != missing:  # the memo filled up and was emptied meanwhile
-            found = [(isinstance(v, str) and test(v)) if f is None else f
-                     for v, f in zip(values, found, strict=True)]
+    found = list(map(test.values.get, values))
+    if found.count(None) != values.count(None):  # text not judged yet (None never is)
+        new = {v for v, f in zip(values, found, strict=True) if f is None and isinstance(v, str)}
+        judged = {v: test(v) for v in new}
+        found = [judged.get(v, False) if f is None else f
+                 for v, f in zip(values, found, strict=True)]
     return np.fromiter(found, dtype=bool, count=len(found))
 
 

@@ -66,11 +66,10 @@ def _endpoint_for_import(session: Session, hostname: str, group_id: int | None) 
     return endpoint.id
 
 
-_PROGRAM_COLUMNS = ("endpoint_id", "name", "version", "publisher", "product_code",
-                    "upgrade_code", "arch", "scope", "install_date")
+# A program row: endpoint_id, then what a pack keeps (in the pack's order), then the rest.
+_PROGRAM_COLUMNS = ("endpoint_id", *PACK_COLUMNS, "scope", "install_date")
+_PACKED = slice(1, 1 + len(PACK_COLUMNS))
 _UPDATE_COLUMNS = ("endpoint_id", "kb", "installed_on")
-_PACKED = slice(1, 1 + len(PACK_COLUMNS))  # where a program row holds what a pack keeps
-assert _PROGRAM_COLUMNS[_PACKED] == PACK_COLUMNS
 
 
 _ENDPOINTS = cast(Table, Endpoint.__table__)
@@ -162,13 +161,12 @@ def store_many(session: Session, uploads: Sequence[Upload]) -> None:
          p.scope, day(p.install_date)) for p in latest[endpoint_id][0].programs]
         for endpoint_id in ids}
     insert_rows(session, _PROGRAMS, _PROGRAM_COLUMNS,
-           [row for endpoint_id in ids for row in programs[endpoint_id]])
+                [row for endpoint_id in ids for row in programs[endpoint_id]])
     insert_rows(session, _UPDATES, _UPDATE_COLUMNS, [
         (endpoint_id, u.kb, day(u.installed_on))
         for endpoint_id in ids for u in latest[endpoint_id][0].unique_updates()
     ])
-    # What a scan reads of those rows (the PACK_COLUMNS, which follow endpoint_id), in their
-    # order: patchflow.fleet.programs_pack.
+    # What a scan reads of those rows, in their order: patchflow.fleet.programs_pack.
     executemany_insert(session, _PACKS, ("endpoint_id", "programs"), [
         (endpoint_id, pack(row[_PACKED] for row in programs[endpoint_id])) for endpoint_id in ids
     ])

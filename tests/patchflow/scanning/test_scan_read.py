@@ -148,7 +148,7 @@ def test_engine_drops_unused_programs_first_with_identical_results() -> None:
     assert office["name"].iloc[0] in set(used["name"])  # an update entry names a KB: kept
     again = used_programs(f.programs, prepared)  # from the memo this time: the same rows
     pd.testing.assert_frame_equal(again, used)
-    # Memos too small for the batch's names: emptied while judging them, still the same rows.
+    # Memos too small for the batch's names (emptied while judging them): the same rows.
     tiny = prepare(f.ms_catalog, f.app_catalog, f.server_patches)
     tiny.name_used.limit = tiny.code_used.limit = 3
     pd.testing.assert_frame_equal(used_programs(f.programs, tiny), used)
