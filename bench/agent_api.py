@@ -274,6 +274,32 @@ def wait_until_up(port: int, context: ssl.SSLContext, process: subprocess.Popen[
             time.sleep(0.2)
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time used so far by these processes (gone ones count 0)."""
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def wait_until_quiet(pid: int, busy: float = 0.2, timeout: float = 60.0) -> None:
+    """Wait until the server's process tree uses under `busy` of a CPU over a second: answering
+    is not the end of starting (the embedded Prefect server boots for several seconds more, on
+    the cores the measured phase shares), and the baseline has nothing of the kind."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pids = process_tree(pid)
+        before = cpu_seconds(pids)
+        time.sleep(1.0)
+        if cpu_seconds(pids) - before < busy:
+            return
+    print(f"  the server was still busy {timeout:.0f} s after it answered", flush=True)
+
+
 def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
         return subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=out)
@@ -454,6 +480,7 @@ def patchflow_run(tmp: Path, label: str, database_url: str | None, workers: int,
         wait_until_up(port, context, server, log)
         agents = enroll_agents(port, context, args.agents, url)
         fleet_agents = enroll_fleet(url, args.fleet) if "fleet_polls" in args.phases else []
+        wait_until_quiet(server.pid)
         results = measure(port, context, prepared(agents, fleet_agents, args.programs), args,
                           settle=lambda: settle_rescans(url))
         memory = peak_rss_mb(process_tree(server.pid))

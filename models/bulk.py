@@ -3,39 +3,70 @@
 `session.execute(insert(table), rows)` spends more time in SQLAlchemy's per-row parameter
 processing (a type processor per value, a dict per row) than SQLite spends inserting, and on
 MariaDB PyMySQL then escapes every value in Python. These write plain tuples whose values are
-already in the driver's form (`day_param`, `stamp`), in one statement per table.
+already in the database's form (dates as YYYY-MM-DD, times as `stamp`s), in one
+statement per table.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
 from sqlalchemy import Integer, Table
 from sqlalchemy.orm import Session
 
-# One JSON_TABLE statement carries at most this much JSON (twice that as hex in the statement),
+# One statement carries at most this much JSON (twice that as hex in the statement),
 # like PyMySQL's own executemany, which splits its multi-row INSERTs at about 1 MB.
 _JSON_CHUNK = 512 * 1024
-_JSON_TABLE_SQL: dict[tuple[str, tuple[str, ...]], tuple[str, str]] = {}
+_JSON_INSERT_SQL: dict[tuple[str, str, tuple[str, ...]], tuple[str, str]] = {}
 
 
 def insert_rows(session: Session, table: Table, columns: Sequence[str],
                 rows: list[tuple[Any, ...]]) -> None:
-    """The rows, in their order, by the fastest way the database has: JSON_TABLE on MariaDB,
-    executemany on SQLite. Values are text, numbers, None, dates or `stamp`s, never bytes."""
-    if session.get_bind().dialect.name == "mysql":
-        json_insert(session, table, columns, rows)
-    else:
+    """The rows, in their order, as one JSON array that the database expands itself: one
+    statement, whatever the number of rows. Values are text, numbers, None, dates or `stamp`s,
+    never bytes (those go through `executemany_insert`).
+
+    Per-row statements cost more than their rows, differently on each database:
+    - MariaDB: PyMySQL's executemany escapes every value in Python (str.translate per string, a
+      function call per value): for an upload of 200 programs most of the server's CPU went
+      there, and 40,000 missing patches took 0.2 s of it per 8,000 rows.
+    - SQLite: the driver releases the GIL around every row's step and must win it back before
+      the next. With one other thread busy in Python (another upload being validated) each
+      win-back waits out its switch interval (5 ms): a 200-row executemany took 0.9-1.0 s
+      instead of 2 ms, inside the one-writer-at-a-time section every upload queues for.
+    orjson writes the array in C. On MariaDB the statement carries it as a hex literal, which
+    needs no escaping and cannot break out of the statement whatever the text holds; on SQLite
+    it is a bound parameter. Converting and checking each value against its column is the
+    INSERT's, as for plain rows (dates go as YYYY-MM-DD, which orjson writes for a date).
+    """
+    if not rows:
+        return
+    text = orjson.dumps(rows)
+    if len(text) > _JSON_CHUNK and len(rows) > 1:
+        # Slices of the average size that fits (fewer than all the rows); one made of longer
+        # rows than the average is split again.
+        step = max(1, len(rows) * _JSON_CHUNK // len(text))
+        for start in range(0, len(rows), step):
+            insert_rows(session, table, columns, rows[start:start + step])
+        return
+    connection = session.connection()
+    head, tail = _json_insert_sql(session, table, tuple(columns))
+    if connection.dialect.name == "mysql":
+        connection.exec_driver_sql(f"{head}x'{text.hex()}'{tail}")
+    elif b"\\u0000" in text:
+        # SQLite's JSON functions end a string at a NUL character: such rows go one by one.
         executemany_insert(session, table, columns, rows)
+    else:
+        connection.exec_driver_sql(f"{head}?{tail}", (text.decode(),))
 
 
 def executemany_insert(session: Session, table: Table, columns: Sequence[str],
                        rows: list[tuple[Any, ...]]) -> None:
     """One executemany at the driver, with the dialect's placeholders (any values, bytes
-    included)."""
+    included). On SQLite each row is a GIL hand-over (see `insert_rows`): for a few rows."""
     if not rows:
         return
     connection = session.connection()
@@ -47,57 +78,58 @@ def executemany_insert(session: Session, table: Table, columns: Sequence[str],
     connection.exec_driver_sql(sql, rows)
 
 
-def json_insert(session: Session, table: Table, columns: Sequence[str],
-                rows: list[tuple[Any, ...]]) -> None:
-    """MariaDB/MySQL: the rows as one JSON array expanded by JSON_TABLE, in their order.
-
-    PyMySQL's executemany escapes every value in Python (str.translate per string, a function
-    call per value): for an upload of 200 programs most of the server's CPU went there, and
-    40,000 missing patches took 0.2 s of it per 8,000 rows. orjson writes the array in C and
-    the statement carries it as a hex literal, which needs no escaping and cannot break out of
-    the statement whatever the text holds. The JSON_TABLE columns are wide text, so converting
-    and checking each value against its column is the INSERT's, as for the plain rows (dates
-    go as YYYY-MM-DD, which orjson writes for a date).
-    """
-    if not rows:
-        return
-    text = orjson.dumps(rows)
-    if len(text) > _JSON_CHUNK and len(rows) > 1:
-        # Slices of the average size that fits (fewer than all the rows); one made of longer
-        # rows than the average is split again.
-        step = max(1, len(rows) * _JSON_CHUNK // len(text))
-        for start in range(0, len(rows), step):
-            json_insert(session, table, columns, rows[start:start + step])
-        return
-    head, tail = _json_table_sql(session, table, tuple(columns))
-    session.connection().exec_driver_sql(f"{head}x'{text.hex()}'{tail}")
-
-
-def _json_table_sql(session: Session, table: Table, columns: tuple[str, ...]) -> tuple[str, str]:
-    """The statement around the hex literal, built once per table (no `%` in it: PyMySQL would
-    read one as a placeholder)."""
-    key = (table.name, columns)
-    sql = _JSON_TABLE_SQL.get(key)
+def _json_insert_sql(session: Session, table: Table, columns: tuple[str, ...]) -> tuple[str, str]:
+    """The statement around the JSON array, built once per database kind and table (no `%` in
+    it: PyMySQL would read one as a placeholder)."""
+    dialect = session.get_bind().dialect
+    key = (dialect.name, table.name, columns)
+    sql = _JSON_INSERT_SQL.get(key)
     if sql is None:
-        quote = session.get_bind().dialect.identifier_preparer.quote
+        quote = dialect.identifier_preparer.quote
         names = ", ".join(quote(c) for c in columns)
-        paths = ", ".join(
-            f"{quote(c)} {'BIGINT' if isinstance(table.c[c].type, Integer) else 'LONGTEXT'} "
-            f"PATH '$[{i}]'" for i, c in enumerate(columns))
-        sql = (f"INSERT INTO {quote(table.name)} ({names}) SELECT {names} FROM JSON_TABLE("
-               f"CONVERT(",
-               f" USING utf8mb4), '$[*]' COLUMNS (`json_row` FOR ORDINALITY, {paths})) "
-               f"AS j ORDER BY `json_row`")
-        _JSON_TABLE_SQL[key] = sql
+        if dialect.name == "mysql":
+            paths = ", ".join(
+                f"{quote(c)} {'BIGINT' if isinstance(table.c[c].type, Integer) else 'LONGTEXT'} "
+                f"PATH '$[{i}]'" for i, c in enumerate(columns))
+            sql = (f"INSERT INTO {quote(table.name)} ({names}) SELECT {names} FROM JSON_TABLE("
+                   f"CONVERT(",
+                   f" USING utf8mb4), '$[*]' COLUMNS (`json_row` FOR ORDINALITY, {paths})) "
+                   f"AS j ORDER BY `json_row`")
+        else:
+            values = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(columns)))
+            sql = (f"INSERT INTO {quote(table.name)} ({names}) SELECT {values} FROM json_each(",
+                   ") ORDER BY key")
+        _JSON_INSERT_SQL[key] = sql
     return sql
 
 
-def day_param(session: Session) -> Callable[[dt.date | None], Any]:
-    """A Date column's value: SQLite keeps dates as ISO text (what SQLAlchemy's Date type writes
-    there); PyMySQL and orjson take date objects as they are."""
-    if session.get_bind().dialect.name == "sqlite":
-        return lambda day: day.isoformat() if day is not None else None
-    return lambda day: day
+def stored_groups(session: Session, table: Table, owner: str, owners: Sequence[int],
+                  columns: Sequence[str]) -> dict[int, list[list[Any]] | None]:
+    """The rows of `table` whose `owner` column is one of `owners`, as lists of `columns` values
+    per owner, aggregated to one JSON array per owner by the database: one statement, one
+    parsed value per owner (PyMySQL decodes rows in Python, ~10 µs each; SQLite would hand the
+    GIL over per row). Dates come back as YYYY-MM-DD text. An owner with no rows is absent;
+    None for one whose array could not be read whole (MariaDB cuts it at group_concat_max_len,
+    1 MB by default, and returns NULL past max_allowed_packet): the caller then treats its rows
+    as unknown."""
+    if not owners:
+        return {}
+    connection = session.connection()
+    dialect = connection.dialect
+    quote = dialect.identifier_preparer.quote
+    aggregate, array = (("JSON_ARRAYAGG", "JSON_ARRAY") if dialect.name == "mysql"
+                        else ("json_group_array", "json_array"))
+    listed = ", ".join(str(int(o)) for o in owners)  # ints: nothing to escape
+    sql = (f"SELECT {quote(owner)}, {aggregate}({array}({', '.join(quote(c) for c in columns)}))"
+           f" FROM {quote(table.name)} WHERE {quote(owner)} IN ({listed}) GROUP BY {quote(owner)}")
+    groups: dict[int, list[list[Any]] | None] = {}
+    for key, text in connection.exec_driver_sql(sql):
+        try:
+            rows = orjson.loads(text) if text is not None else None
+        except orjson.JSONDecodeError:
+            rows = None
+        groups[int(key)] = rows if isinstance(rows, list) else None
+    return groups
 
 
 def stamp(value: dt.datetime) -> str:

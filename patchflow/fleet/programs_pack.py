@@ -1,5 +1,5 @@
 """An endpoint's installed programs as the scan reads them, packed into one value
-(`inventory_packs.programs`): six JSON arrays, one per scan column, in the programs' stored
+(`inventory_packs.programs`): six JSON arrays, one per scan column, in the document's
 order, zlib-compressed.
 
 A scan reads ~150 programs per endpoint. As rows, MariaDB spent most of a 100,000-endpoint scan
@@ -27,7 +27,7 @@ _LEVEL = 1  # zlib's fastest: the pack is written on every changed upload
 
 def pack(programs: Iterable[Sequence[Any]]) -> bytes:
     """The pack of programs given as (name, version, publisher, product_code, upgrade_code,
-    arch) tuples, in their stored order."""
+    arch) tuples, in the document's order."""
     # Transposed by zip in C: appending value by value was a fifth of storing an inventory.
     columns = [list(column) for column in zip(*programs, strict=True)]
     if not columns:

@@ -362,7 +362,7 @@ def test_an_agent_polling_less_often_than_the_cache_lifetime_is_answered_from_me
 def test_batched_inventory_writes_store_each_upload_and_isolate_a_bad_one(
     api: Api, http: httpx.Client
 ) -> None:
-    """MariaDB's group commit (the class is database-neutral, so both run it): concurrent
+    """The group commit both databases use: concurrent
     uploads land together, an endpoint named twice keeps its last document, and an upload that
     cannot be stored fails alone."""
     from models.db import get_engine, session_scope

@@ -1,7 +1,7 @@
-"""Storing inventories on both databases: every value comes back as the document gave it, in the
-document's order (MariaDB writes the rows through one JSON_TABLE statement, not one row each),
-the inventory pack a scan reads holds the same values, and the upload digest agrees with the
-agent's."""
+"""Storing inventories on both databases: every value comes back as the document gave it (the
+rows go through one JSON statement, not one row each), the inventory pack a scan reads holds the
+same values in the document's order, a new document rewrites only the rows that differ, and the
+upload digest agrees with the agent's."""
 
 from __future__ import annotations
 
@@ -38,31 +38,38 @@ def _document(hostname: str) -> dict[str, Any]:
     return doc
 
 
-def _stored(session: Any, endpoint_id: int) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+Stored = tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]
+
+
+def _sorted(rows: Any) -> list[tuple[Any, ...]]:
+    return sorted((tuple(r) for r in rows), key=repr)  # a multiset: duplicates kept
+
+
+def _stored(session: Any, endpoint_id: int) -> Stored:
+    """(programs as a multiset, the pack's programs in its order, updates)."""
     p = InstalledProgram
     programs = session.execute(
         select(p.name, p.version, p.publisher, p.product_code, p.upgrade_code, p.arch, p.scope,
-               p.install_date).where(p.endpoint_id == endpoint_id).order_by(p.id)).all()
-    # The inventory pack written with the rows is those rows' scan columns, in the same order.
+               p.install_date).where(p.endpoint_id == endpoint_id)).all()
     packed = unpack(session.scalar(select(InventoryPack.programs)
                                    .where(InventoryPack.endpoint_id == endpoint_id)))
     assert packed is not None
-    assert list(zip(*packed, strict=True)) == [tuple(r)[:6] for r in programs]
     u = InstalledUpdate
     updates = session.execute(select(u.kb, u.installed_on).where(u.endpoint_id == endpoint_id)
                               .order_by(u.kb)).all()
-    return [tuple(r) for r in programs], [tuple(r) for r in updates]
+    return _sorted(programs), list(zip(*packed, strict=True)), [tuple(r) for r in updates]
 
 
-def _expected(doc: Inventory) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+def _expected(doc: Inventory) -> Stored:
     programs = [(p.name, p.version, p.publisher, p.product_code, p.upgrade_code, p.arch, p.scope,
                  p.install_date) for p in doc.programs]
     updates = sorted((u.kb, u.installed_on) for u in doc.unique_updates())
-    return programs, updates
+    # The pack a scan reads: the scan columns in the document's order.
+    return _sorted(programs), [row[:6] for row in programs], updates
 
 
 @pytest.mark.parametrize("chunk", [None, 600])
-def test_stored_rows_are_the_document_in_its_order(home: Any, db_url: str, chunk: int | None,
+def test_stored_rows_are_the_documents(home: Any, db_url: str, chunk: int | None,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     if chunk is not None:
         # Small statements: the rows are split across several, still in order.
@@ -76,7 +83,7 @@ def test_stored_rows_are_the_document_in_its_order(home: Any, db_url: str, chunk
     first = docs[0].programs
     assert first[-3].install_date == dt.date(2024, 2, 29) and first[-1].name == AWKWARD[0]
 
-    # Several endpoints in one batch (the MariaDB group commit), the second one named twice:
+    # Several endpoints in one batch (the group commit), the second one named twice:
     # its last document wins; an empty inventory leaves no rows.
     empty = Inventory.model_validate(dict(_document("WS-B"), programs=[], updates=[]))
     reverse = _document("WS-A")["programs"][::-1]
@@ -86,7 +93,7 @@ def test_stored_rows_are_the_document_in_its_order(home: Any, db_url: str, chunk
                              (empty, ids[1], None, None)])
     with session_scope(db_url) as session:
         assert _stored(session, ids[0]) == _expected(swapped)
-        assert _stored(session, ids[1]) == ([], [])
+        assert _stored(session, ids[1]) == ([], [], [])
 
 
 def test_body_digest_is_the_agents() -> None:
@@ -95,3 +102,91 @@ def test_body_digest_is_the_agents() -> None:
     for body in (json.dumps(doc).encode(), json.dumps(doc, ensure_ascii=False, indent=2).encode()):
         assert body_digest(body) == inventory_digest(json.loads(body))
     assert body_digest(b"[1, 2]") is None and body_digest(b"{") is None
+
+
+def _row_ids(session: Any, endpoint_id: int) -> dict[tuple[Any, ...], list[int]]:
+    p = InstalledProgram
+    ids: dict[tuple[Any, ...], list[int]] = {}
+    for row_id, name, version in session.execute(
+            select(p.id, p.name, p.version).where(p.endpoint_id == endpoint_id).order_by(p.id)):
+        ids.setdefault((name, version), []).append(row_id)
+    return ids
+
+
+def test_a_new_document_rewrites_only_the_rows_that_differ(home: Any, db_url: str) -> None:
+    doc = _document("WS-A")
+    with session_scope(db_url) as session:
+        endpoint_id = store_inventory(session, Inventory.model_validate(doc))
+    with session_scope(db_url) as session:
+        before = _row_ids(session, endpoint_id)
+    changed = json.loads(json.dumps(doc))
+    changed["programs"][2]["version"] = "99.0"  # one program upgraded
+    changed["programs"].pop()  # one of the two duplicates uninstalled
+    changed["programs"].append({"name": "New App", "version": "1.0"})
+    changed["updates"][0]["installed_on"] = "2024-03-01"  # same KB, another date
+    changed["updates"].pop()
+    new = Inventory.model_validate(changed)
+    with session_scope(db_url) as session:
+        store_many(session, [(new, endpoint_id, None, None)])
+    with session_scope(db_url) as session:
+        assert _stored(session, endpoint_id) == _expected(new)
+        after = _row_ids(session, endpoint_id)
+    upgraded = (doc["programs"][2]["name"], doc["programs"][2]["version"])
+    duplicate = (doc["programs"][0]["name"], doc["programs"][0]["version"])
+    kept = {key: ids for key, ids in before.items() if key not in (upgraded, duplicate)}
+    # The untouched rows are the same rows; one of the duplicates stays.
+    assert {key: after[key] for key in kept} == kept
+    assert len(after[duplicate]) == 1 and after[duplicate][0] in before[duplicate]
+    # The new and changed ones are new rows.
+    fresh = max(i for ids in before.values() for i in ids)
+    assert after[("New App", "1.0")][0] > fresh
+    assert after[(upgraded[0], "99.0")][0] > fresh and upgraded not in after
+
+
+@pytest.mark.parametrize("db_url", ["mariadb"], indirect=True)
+def test_stored_rows_too_long_to_read_back_are_replaced_whole(home: Any, db_url: str) -> None:
+    """MariaDB cuts an aggregate at group_concat_max_len: the cut array is not trusted, and the
+    endpoint's rows are replaced whole instead of compared."""
+    doc = Inventory.model_validate(_document("WS-A"))
+    with session_scope(db_url) as session:
+        endpoint_id = store_inventory(session, doc)
+    changed = _document("WS-A")
+    changed["programs"][3]["version"] = "99.0"
+    new = Inventory.model_validate(changed)
+    with session_scope(db_url) as session:
+        session.connection().exec_driver_sql("SET SESSION group_concat_max_len = 200")
+        assert bulk.stored_groups(session, InstalledProgram.__table__, "endpoint_id",
+                                  [endpoint_id], ["name"]) == {endpoint_id: None}
+        store_many(session, [(new, endpoint_id, None, None)])
+        session.connection().exec_driver_sql("SET SESSION group_concat_max_len = DEFAULT")
+    with session_scope(db_url) as session:
+        assert _stored(session, endpoint_id) == _expected(new)
+
+
+def test_rows_go_in_one_statement_whatever_their_number(home: Any, db_url: str) -> None:
+    """One statement per table, not one per row: on SQLite each row of an executemany hands
+    the GIL over and waits to win it back while other uploads are being validated."""
+    from sqlalchemy import event
+
+    from models.db import get_engine
+
+    doc = base_inventory("WS-MANY", programs=300)
+    inserts: list[tuple[str, bool]] = []
+
+    def record(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any,
+               executemany: bool) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO"):
+            inserts.append((statement.split("(")[0].split()[-1].strip('`"'), executemany))
+
+    engine = get_engine(db_url)
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        with session_scope(db_url) as session:
+            endpoint_id = store_inventory(session, Inventory.model_validate(doc))
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    programs = [table for table, _many in inserts if table == "installed_programs"]
+    assert programs == ["installed_programs"]
+    assert ("installed_programs", False) in inserts
+    with session_scope(db_url) as session:
+        assert len(_stored(session, endpoint_id)[0]) == 300

@@ -1,0 +1,33 @@
+"""The server keeps what starting left alive out of the garbage collector's full passes while it
+serves (see server.app._lifespan), and gives it back when it stops."""
+
+from __future__ import annotations
+
+import gc
+import os
+import ssl
+from pathlib import Path
+
+import httpx
+
+from patchflow.ops import tls
+from server.app import create_app
+from server.run import BackgroundServer
+from server.settings import ServerSettings
+
+
+def test_startup_objects_are_frozen_while_serving_and_released_after(
+    sqlite_home: Path, tmp_path: Path
+) -> None:
+    cert, key = tmp_path / "server.crt", tmp_path / "server.key"
+    tls.generate_self_signed("localhost", cert, key)
+    gc.unfreeze()
+    app = create_app(ServerSettings(database_url=os.environ["PATCHFLOW_DATABASE_URL"]))
+    assert gc.get_freeze_count() == 0
+    with BackgroundServer(app, cert, key) as server:
+        # The app and its routes are among the frozen: a full pass no longer traverses them.
+        assert gc.get_freeze_count() > 10_000
+        context = ssl.create_default_context(cafile=str(cert))
+        with httpx.Client(base_url=server.url, verify=context, timeout=30) as http:
+            assert http.get("/api/v1/health").status_code == 200
+    assert gc.get_freeze_count() == 0
