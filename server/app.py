@@ -55,10 +55,10 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     """While the server runs, uploaded inventories are rescanned in the background, and what
     starting left alive is kept out of the garbage collector's full passes.
 
-    Those objects (modules, the app, Prefect's and pydantic's schemas: ~280,000) are never
+    Those objects (modules, the app, Prefect's and pydantic's schemas: ~290,000) are never
     garbage, yet every full collection traversed them all: 200-240 ms with every thread
     stopped, ten times in a 20-second burst of uploads, which was the uploads' p99 and a
-    tenth of the server's CPU. Frozen, a full pass reads only what was made since (~35 ms).
+    tenth of the server's CPU. Frozen, a full pass reads only what was made since (10-30 ms).
     Unfrozen at shutdown, so a process that starts apps again (the tests) does not keep the
     garbage of each."""
     register_inventory_hook(background=True)

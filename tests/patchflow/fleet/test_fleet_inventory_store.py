@@ -70,7 +70,7 @@ def _expected(doc: Inventory) -> Stored:
 
 @pytest.mark.parametrize("chunk", [None, 600])
 def test_stored_rows_are_the_documents(home: Any, db_url: str, chunk: int | None,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
     if chunk is not None:
         # Small statements: the rows are split across several, still in order.
         monkeypatch.setattr(bulk, "_JSON_CHUNK", chunk)
