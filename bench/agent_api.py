@@ -247,14 +247,13 @@ def process_tree(pid: int) -> list[int]:
         return [pid] + [child.pid for child in parent.children(recursive=True)]
     except ImportError:
         pass
+    from patchflow.ops.childproc import stat_fields
+
     pids = [pid]
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) in pids:
+            fields = stat_fields(int(entry.name))
+            if fields and int(fields[1]) in pids:
                 pids.append(int(entry.name))
     return pids
 
@@ -276,13 +275,13 @@ def wait_until_up(port: int, context: ssl.SSLContext, process: subprocess.Popen[
 
 def cpu_seconds(pids: list[int]) -> float:
     """User + system CPU time used so far by these processes (gone ones count 0)."""
+    from patchflow.ops.childproc import stat_fields
+
     ticks = 0
     for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        ticks += int(fields[11]) + int(fields[12])
+        fields = stat_fields(pid)
+        if fields:
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
     return ticks / os.sysconf("SC_CLK_TCK")
 
 

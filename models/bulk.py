@@ -3,8 +3,7 @@
 `session.execute(insert(table), rows)` spends more time in SQLAlchemy's per-row parameter
 processing (a type processor per value, a dict per row) than SQLite spends inserting, and on
 MariaDB PyMySQL then escapes every value in Python. These write plain tuples whose values are
-already in the database's form (dates as YYYY-MM-DD, times as `stamp`s), in one
-statement per table.
+already in the database's form (`day`, `stamp`), in one statement per table.
 """
 
 from __future__ import annotations
@@ -130,6 +129,12 @@ def stored_groups(session: Session, table: Table, owner: str, owners: Sequence[i
             rows = None
         groups[int(key)] = rows if isinstance(rows, list) else None
     return groups
+
+
+def day(value: dt.date | None) -> str | None:
+    """A Date column's value, on both databases: YYYY-MM-DD text, what both store from it and
+    what `stored_groups` gives back, so a row compares equal to its stored self."""
+    return value.isoformat() if value is not None else None
 
 
 def stamp(value: dt.datetime) -> str:

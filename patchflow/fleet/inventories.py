@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from models import Endpoint, InstalledProgram, InstalledUpdate, InventoryPack
 from models.base import utcnow
-from models.bulk import executemany_insert, insert_rows, stored_groups
+from models.bulk import day, executemany_insert, insert_rows, stored_groups
 from patchflow.errors import UserError
 from patchflow.fleet.agent_cache import CachedAgent, agents_of, digest_fresh
 from patchflow.fleet.groups import group_by_name
@@ -154,11 +154,11 @@ def store_many(session: Session, uploads: Sequence[Upload]) -> None:
                         {"endpoint": endpoint_id, **_endpoint_values(doc, sighting, digest, now)})
     programs = {endpoint_id: [
         (endpoint_id, p.name, p.version, p.publisher, p.product_code, p.upgrade_code, p.arch,
-         p.scope, _day(p.install_date)) for p in latest[endpoint_id][0].programs]
+         p.scope, day(p.install_date)) for p in latest[endpoint_id][0].programs]
         for endpoint_id in ids}
     _replace_rows(session, _PROGRAM_ROWS, programs)
     _replace_rows(session, _UPDATE_ROWS, {
-        endpoint_id: [(endpoint_id, u.kb, _day(u.installed_on))
+        endpoint_id: [(endpoint_id, u.kb, day(u.installed_on))
                       for u in latest[endpoint_id][0].unique_updates()]
         for endpoint_id in ids})
     # What a scan reads of those rows, in the document's order: patchflow.fleet.programs_pack.
@@ -169,13 +169,6 @@ def store_many(session: Session, uploads: Sequence[Upload]) -> None:
     executemany_insert(session, _PACKS, ("endpoint_id", "programs"), [
         (endpoint_id, pack(row[_PACKED] for row in programs[endpoint_id])) for endpoint_id in ids
     ])
-
-
-def _day(value: dt.date | None) -> str | None:
-    """Dates as YYYY-MM-DD text: what both databases store from it, and what they give back
-    when the stored rows are read as JSON (`stored_groups`), so a row compares equal to its
-    stored self."""
-    return value.isoformat() if value is not None else None
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,7 @@ def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None] | None:
     return preexec
 
 
-def _stat(pid: int) -> list[str]:
+def stat_fields(pid: int) -> list[str]:
     """/proc/PID/stat from field 3 (state) on; empty when unknown or gone (not Linux)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
@@ -66,13 +66,13 @@ def _stat(pid: int) -> list[str]:
 def start_time(pid: int) -> int | None:
     """The process's start time in clock ticks since boot (Linux), None when unknown/gone."""
     try:
-        return int(_stat(pid)[19])  # field 22 of the whole line
+        return int(stat_fields(pid)[19])  # field 22 of the whole line
     except (IndexError, ValueError):
         return None
 
 
 def _state(pid: int) -> str | None:
-    fields = _stat(pid)
+    fields = stat_fields(pid)
     return fields[0] if fields else None
 
 
