@@ -5,9 +5,10 @@ the catalog alone is done here once instead of per batch: the catalog frames coe
 contract, the Microsoft rows with parsed builds and hotpatch gates (`microsoft.prepare_catalog`,
 over every product), the supersedence closure, the chain heads per patch server, the products the
 catalog knows, the third-party lookup index and the newest version per server, package and arch
-(`thirdparty.newest_available`). Matching keys of program names and codes, which
-repeat across the batches of a fleet, are memoised here too (bounded), so each distinct name is
-normalised once per run rather than once per batch.
+(`thirdparty.newest_available`). What each program name or code matches, which repeats across
+the batches of a fleet, is memoised here too (bounded), and its matching key once per process
+(`NAME_KEYS`, `CODE_KEYS`), so each distinct name is normalised once rather than once per batch
+or per run.
 
     prepared = PreparedCatalog.build(ms_catalog, app_catalog, server_patches)
     for frames in batches:                  # frames built with those same catalog frames
@@ -70,6 +71,17 @@ class Memo:
     def __len__(self) -> int:
         return len(self.values)
 
+    def clear(self) -> None:
+        self.values.clear()
+
+
+# A matching key depends on the text alone, not on the catalog: one memo per process, shared by
+# every prepared catalog, so the first scan after a sync (a new catalog) does not normalise the
+# fleet's distinct names again (~12 µs each, ~0.1 s for 10,000 names: half the fixed cost of a
+# small incremental rescan).
+NAME_KEYS = Memo(normalize_name)
+CODE_KEYS = Memo(normalize_code)
+
 
 class PreparedCatalog:
     """Catalog-only work of the engine, done once (see the module docstring).
@@ -109,8 +121,8 @@ class PreparedCatalog:
         self.app_pkeys = frozenset(self.apps_ms["pkey"])
         self.apps = AppIndex.build(app_catalog)
         self.newest = newest_available(app_catalog, server_patches)
-        self.name_key = Memo(normalize_name)
-        self.code_key = Memo(normalize_code)
+        self.name_key = NAME_KEYS
+        self.code_key = CODE_KEYS
         self.match = Memo(self._match)
         self.ms_program = Memo(self._ms_program)
         self.name_used = Memo(self._name_used)
@@ -177,13 +189,13 @@ class PreparedCatalog:
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         for memo in ("name_key", "code_key", "match", "ms_program", "name_used", "code_used"):
-            state[memo] = None  # caches: rebuilt empty on the other side
+            state[memo] = None  # caches: the other side's shared ones, or rebuilt empty
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self.name_key = Memo(normalize_name)
-        self.code_key = Memo(normalize_code)
+        self.name_key = NAME_KEYS
+        self.code_key = CODE_KEYS
         self.match = Memo(self._match)
         self.ms_program = Memo(self._ms_program)
         self.name_used = Memo(self._name_used)

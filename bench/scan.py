@@ -431,6 +431,7 @@ def warm_up(endpoints: int = 20) -> float:
     from sqlalchemy import select
 
     from applicability.engine import scan as engine_scan
+    from applicability.prepared import CODE_KEYS, NAME_KEYS
     from models import Endpoint
     from models.db import session_scope
     from patchflow.scanning.scan_store import frames_for, load_catalog
@@ -439,6 +440,9 @@ def warm_up(endpoints: int = 20) -> float:
     with session_scope() as session:
         ids = list(session.scalars(select(Endpoint.id).order_by(Endpoint.id).limit(endpoints)))
         engine_scan(frames_for(session, ids, load_catalog(session)))
+    # The process-wide matching keys start empty, as in a fresh process's first scan.
+    NAME_KEYS.clear()
+    CODE_KEYS.clear()
     return time.perf_counter() - start
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, BackgroundTasks, Depends, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from pydantic import (
@@ -119,12 +119,12 @@ def enroll(body: EnrollRequest, request: Request) -> Any:
     )
 
 
-def _store_upload(
+def store_upload(
     body: bytes, credentials: AgentCredentials, wanted: str | None
-) -> tuple[dict[str, Any], fleet.AgentIdentity]:
-    """Runs in a worker thread: authenticate, answer an unchanged inventory without parsing,
-    else parse and validate in one pass (pydantic's JSON parser, not json.loads then
-    validation) and store in one transaction."""
+) -> dict[str, Any]:
+    """Runs in a worker thread (for the route, or before routing: server.agent_fast_path):
+    authenticate, answer an unchanged inventory without parsing, else parse and validate in
+    one pass (pydantic's JSON parser, not json.loads then validation) and store."""
     settings = credentials.settings
     engine = get_engine(settings.database_url)
     with fleet.db_slot(settings.database_url):
@@ -143,19 +143,23 @@ def _store_upload(
             ack = (fleet.unchanged_inventory(engine, credentials.agent_id, entry, wanted,
                                              sighting) if entry is not None else None)
         if ack is not None:
-            return ack, agent
+            return ack  # nothing new to scan
     try:
         doc = Inventory.model_validate_json(body)
     except ValidationError as exc:
         raise _body_error(exc) from None
     digest = fleet.body_digest(body)
-    # On MariaDB stored together with the uploads arriving meanwhile (one commit for many).
+    # Stored together with the uploads arriving meanwhile (one commit for many).
     fleet.store_agent_inventory(settings.database_url, doc, agent.endpoint_id, sighting, digest)
     fleet.remember_stored(engine, credentials.agent_id, doc, digest, credentials.ip)
+    # After the commit, in this thread rather than as a background task (a second thread hop
+    # per upload): the server's hook only queues the endpoint for a rescan, and a failing hook
+    # is logged, never fails the upload.
+    fleet.run_inventory_hooks([agent.endpoint_id])
     # The endpoint keeps its name, whatever the document says (recorded as reported_hostname).
     ack = {"hostname": agent.hostname, "reported_hostname": doc.hostname,
            "programs": len(doc.programs), "updates": len(doc.unique_updates())}
-    return ack, agent
+    return ack
 
 
 def _body_error(exc: ValidationError) -> UserError:
@@ -179,17 +183,12 @@ def _body_error(exc: ValidationError) -> UserError:
             "schema": {"$ref": "#/components/schemas/Inventory"}}}}},
     responses={**AGENT_ERRORS, **responses(400, 409, 413, 422)},
 )
-async def upload_inventory(
-    request: Request, credentials: Credentials, background: BackgroundTasks
-) -> Response:
-    # An unchanged inventory that memory alone answers never gets here (server.agent_fast_path).
+async def upload_inventory(request: Request, credentials: Credentials) -> Response:
+    # An unchanged inventory that memory alone answers never gets here, nor the upload of an
+    # agent memory knows, unless storing it failed (server.agent_fast_path).
     body = await request.body()
     wanted = fleet.requested_digest(request.headers.get("if-none-match"))
-    ack, agent = await run_in_threadpool(_store_upload, body, credentials, wanted)
-    if not ack.get("unchanged"):
-        # After the commit and after the response: a slow or failing rescan never fails an
-        # upload. An unchanged inventory has nothing new to scan.
-        background.add_task(fleet.run_inventory_hooks, [agent.endpoint_id])
+    ack = await run_in_threadpool(store_upload, body, credentials, wanted)
     return JSONResponse(ack)
 
 

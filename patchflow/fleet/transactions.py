@@ -14,7 +14,8 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from sqlalchemy.exc import OperationalError
@@ -67,6 +68,20 @@ class FifoLock:
 # busy handler, which sleeps in growing steps (up to 100 ms) and turned a burst of uploads into
 # multi-second tails; other processes (the CLI, a second worker) still meet the busy handler.
 _SQLITE_WRITER = FifoLock()
+
+
+@contextmanager
+def serialized_writes(session: Session) -> Iterator[None]:
+    """Around a transaction's writes and its commit, for writers that do not go through
+    `write_transaction` (a scan batch reads and evaluates first, outside the queue): on SQLite
+    they join the writer queue rather than meet SQLite's busy handler, whose sleeps of up to
+    100 ms stalled the uploads queued behind a background rescan. Nothing on MariaDB, whose row
+    locks queue writers themselves."""
+    if session.get_bind().dialect.name == "sqlite":
+        with _SQLITE_WRITER:
+            yield
+    else:
+        yield
 
 
 def write_transaction(url: str | None, work: Callable[[Session], T]) -> T:

@@ -16,6 +16,7 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import exists, select, update
@@ -32,6 +33,7 @@ from patchflow.catalog.vuln_query import load_intel, rate
 from patchflow.errors import UserError, one_line
 from patchflow.fleet.endpoints import get_endpoint
 from patchflow.fleet.groups import group_ids
+from patchflow.fleet.transactions import serialized_writes
 from patchflow.fleet.tree import Tree
 from patchflow.ops import childproc
 from patchflow.scanning import basis_store
@@ -163,9 +165,11 @@ def scan_batch(scan_id: int | None, endpoint_ids: list[int], catalog: Catalog) -
     with session_scope() as session:
         frames, basis = read_batch(session, endpoint_ids, catalog, used_by=prepared)
         result = run_engine(frames, prepared)
-        counts = _write(session, scan_id, endpoint_ids, frames, result)
-        basis_store.record(session, basis_store.catalog_state_id(session, catalog), basis,
-                           result.touched)
+        with serialized_writes(session):
+            counts = _write(session, scan_id, endpoint_ids, frames, result)
+            basis_store.record(session, basis_store.catalog_state_id(session, catalog), basis,
+                               result.touched)
+            session.commit()
         return counts
 
 
@@ -189,19 +193,25 @@ def scan_now(endpoint_ids: list[int], trigger: str = "inventory") -> BatchCounts
     """Scan a few endpoints synchronously (after an inventory upload or an install)."""
     with session_scope() as session:
         catalog = cached_catalog(session)
-        scan_id = create_scan(session, trigger, f"{len(endpoint_ids)} endpoints",
-                              len(endpoint_ids))
+        with serialized_writes(session):
+            scan_id = create_scan(session, trigger, f"{len(endpoint_ids)} endpoints",
+                                  len(endpoint_ids))
+            session.commit()
     try:
         counts = scan_batch(scan_id, endpoint_ids, catalog)
     except Exception as exc:
         # The batch rolled back whole; the scan must not say "running" for ever (the caller
         # logs the error: the background queue, an install's rescan).
-        with session_scope() as session:
-            finish_scan(session, scan_id, BatchCounts(), "failed", one_line(exc, 500))
+        _finish(scan_id, BatchCounts(), "failed", one_line(exc, 500))
         raise
-    with session_scope() as session:
-        finish_scan(session, scan_id, counts, "completed")
+    _finish(scan_id, counts, "completed")
     return counts
+
+
+def _finish(scan_id: int, counts: BatchCounts, status: str, message: str | None = None) -> None:
+    with session_scope() as session, serialized_writes(session):
+        finish_scan(session, scan_id, counts, status, message)
+        session.commit()
 
 
 def explain_pair(session: Session, host: str, patch_ref: str) -> list[str]:
@@ -257,13 +267,22 @@ def unregister_inventory_hook(background: bool = False) -> None:
 class RescanQueue:
     """Collects endpoint ids from inventory uploads and scans them together a moment later.
 
-    Thousands of agents reporting at once become a few batch scans instead of one scan per
-    upload; an endpoint's results are current about `delay` seconds after it reports.
+    The scan starts once uploads pause for `delay` seconds, `max_wait` seconds after the first
+    id at the latest, or at once when a full batch waits. Thousands of agents reporting at once
+    become a few large batch scans instead of many small ones, and uploads keep the server while
+    they pour in: the engine's cost per batch is mostly fixed (a 64-endpoint rescan took
+    ~100 ms of CPU, a 2,000-endpoint one ~0.8 s), and a rescan every second during a burst of
+    changed uploads raised their p99 by 40-55% (bench.agent_api). An endpoint's results are
+    current `delay` seconds after the last upload, `max_wait` seconds under continuous load.
     """
 
-    def __init__(self, delay: float = 1.0) -> None:
+    def __init__(self, delay: float = 1.0, max_wait: float = 5.0,
+                 scan: Callable[[list[int]], object] = scan_now) -> None:
         self.delay = delay
+        self.max_wait = max_wait
+        self._scan = scan
         self._ids: set[int] = set()
+        self._first_add = self._last_add = 0.0  # time.monotonic() of the first and last ids
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._idle = threading.Event()
@@ -272,6 +291,9 @@ class RescanQueue:
 
     def add(self, endpoint_ids: list[int]) -> None:
         with self._lock:
+            self._last_add = time.monotonic()
+            if not self._ids:
+                self._first_add = self._last_add
             self._ids.update(endpoint_ids)
             self._idle.clear()
             if self._thread is None or not self._thread.is_alive():
@@ -283,16 +305,26 @@ class RescanQueue:
         """For tests and shutdown: True once everything queued has been scanned."""
         return self._idle.wait(timeout)
 
+    def _wait_for_pause(self) -> None:
+        while True:
+            with self._lock:
+                first, last, waiting = self._first_add, self._last_add, len(self._ids)
+            now = time.monotonic()
+            left = min(last + self.delay, first + self.max_wait) - now
+            if left <= 0 or waiting >= BATCH_SIZE:
+                return
+            time.sleep(min(left, self.delay / 4))
+
     def _run(self) -> None:
         while True:
             self._wake.wait()
-            time.sleep(self.delay)
+            self._wait_for_pause()
             with self._lock:
                 ids, self._ids = sorted(self._ids), set()
                 self._wake.clear()
             for batch in batches(ids):
                 try:
-                    scan_now(batch)
+                    self._scan(batch)
                 except Exception:
                     log.exception("background rescan of %d endpoints failed", len(batch))
             with self._lock:

@@ -14,6 +14,7 @@ import pytest
 
 from applicability import ScanFrames, ScanResult, build_frames, prepare, scan
 from applicability.frames import make_frame
+from applicability.prepared import NAME_KEYS
 from applicability.reference import scan_reference
 from applicability.synthetic import synthetic_fleet
 from tests.applicability.test_applicability_apps import CATALOG
@@ -115,9 +116,11 @@ def test_batches_sharing_one_prepared_catalog_equal_one_scan_of_the_union(seed: 
         pd.testing.assert_frame_equal(getattr(union, name), getattr(whole, name))
         pd.testing.assert_frame_equal(getattr(again, name), getattr(results[0], name))
     assert len(whole.missing) > 100 and not whole.ambiguous.empty and not whole.unmapped.empty
-    # A prepared catalog survives pickling (its memos are left behind and start empty).
+    # A prepared catalog survives pickling (its own memos are left behind and start empty; the
+    # matching keys, which depend on no catalog, are the receiving process's shared memo).
     thawed = pickle.loads(pickle.dumps(prepared))
-    assert len(thawed.name_key) == 0
+    assert len(thawed.match) == 0 and len(thawed.name_used) == 0
+    assert thawed.name_key is NAME_KEYS and prepared.name_key is NAME_KEYS
     pd.testing.assert_frame_equal(scan(_batch(f, batches[1]), thawed).missing, results[1].missing)
 
 

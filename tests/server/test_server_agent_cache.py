@@ -430,3 +430,44 @@ def test_the_memory_answers_read_credentials_as_the_routes_do(
         assert http.get("/api/v1/agent/jobs", headers=bad).status_code == 401, change
         assert http.put("/api/v1/agent/inventory", headers=_conditional(bad, doc),
                         json=doc).status_code == 401, change
+
+
+def test_a_known_agents_changed_uploads_are_stored_before_routing_and_errors_stay_the_routes(
+    api: Api, http: httpx.Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    """server.agent_fast_path stores a changed inventory of an agent in memory itself; an upload
+    it cannot store goes on to the route with its body, which answers the error as before and
+    stores nothing."""
+    import logging
+
+    headers = api.enroll(http, "ws-changed")
+    first = base_inventory("ws-changed", 3)
+    assert http.put("/api/v1/agent/inventory", headers=headers, json=first).status_code == 200
+    assert http.get("/api/v1/agent/jobs", headers=headers).json() == []  # in memory now
+    caplog.set_level(logging.DEBUG, logger="patchflow.server")
+
+    changed = base_inventory("ws-changed", 5)
+    answer = http.put("/api/v1/agent/inventory", headers=_conditional(headers, changed),
+                      json=changed)
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"hostname": "WS-CHANGED", "reported_hostname": "WS-CHANGED",
+                             "programs": 5, "updates": 2}
+    assert len(_program_rows(api)) == 5
+    assert "handed to the route" not in caplog.text
+
+    malformed = http.put("/api/v1/agent/inventory",
+                         headers={**headers, "Content-Type": "application/json"},
+                         content=b'{"hostname": "ws-changed", "programs": [')
+    assert malformed.status_code == 400
+    assert malformed.json()["error"].startswith("malformed JSON")
+    invalid = http.put("/api/v1/agent/inventory", headers=headers,
+                       json={**changed, "programs": "none"})
+    assert invalid.status_code == 422
+    assert "programs" in invalid.json()["error"]
+    assert caplog.text.count("handed to the route") == 2
+    assert len(_program_rows(api)) == 5  # nothing of either stored
+
+    # The conditional answer still knows the stored one.
+    again = http.put("/api/v1/agent/inventory", headers=_conditional(headers, changed),
+                     json=changed)
+    assert again.json()["unchanged"] is True

@@ -43,3 +43,42 @@ def test_waiters_get_the_lock_in_arrival_order_one_at_a_time() -> None:
     assert most_inside == 1
     with lock:  # free again: taken at once
         assert not lock._waiters
+
+
+def test_scan_writes_queue_behind_an_upload_batch_on_sqlite_only(db_url: str) -> None:
+    """`serialized_writes` (a scan batch's writes) waits for the writer queue that uploads hold
+    on SQLite, instead of meeting SQLite's sleeping busy handler; MariaDB's own row locks queue
+    writers there, so it does not wait."""
+    from sqlalchemy import text
+
+    from models.db import session_scope
+    from patchflow.fleet.transactions import serialized_writes, write_transaction
+
+    holding, release = threading.Event(), threading.Event()
+
+    def upload_batch(session: object) -> None:
+        holding.set()
+        assert release.wait(10)
+
+    upload = threading.Thread(target=write_transaction, args=(db_url, upload_batch))
+    upload.start()
+    assert holding.wait(10)
+    inside = threading.Event()
+
+    def scan_write() -> None:
+        with session_scope(db_url) as session, serialized_writes(session):
+            inside.set()
+            session.execute(text("SELECT 1"))
+
+    scan = threading.Thread(target=scan_write)
+    scan.start()
+    try:
+        if db_url.startswith("sqlite"):
+            assert not inside.wait(0.5)  # queued behind the upload batch
+        else:
+            assert inside.wait(10)
+    finally:
+        release.set()
+        upload.join(10)
+    assert inside.wait(10)
+    scan.join(10)
