@@ -9,8 +9,8 @@ already in the database's form (`day`, `stamp`), in one statement per table.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, TypeVar
 
 import orjson
 from sqlalchemy import Integer, Table
@@ -20,6 +20,16 @@ from sqlalchemy.orm import Session
 # like PyMySQL's own executemany, which splits its multi-row INSERTs at about 1 MB.
 _JSON_CHUNK = 512 * 1024
 _JSON_INSERT_SQL: dict[tuple[str, str, tuple[str, ...]], tuple[str, str]] = {}
+
+
+T = TypeVar("T")
+IN_LIST = 500  # ids per IN list: far below SQLite's 32,766 parameters, kind to MariaDB
+
+
+def chunks(items: Sequence[T], size: int = IN_LIST) -> Iterator[list[T]]:
+    """`items` in lists of at most `size`: the IN lists (and batches) of bulk statements."""
+    for start in range(0, len(items), size):
+        yield list(items[start : start + size])
 
 
 def insert_rows(session: Session, table: Table, columns: Sequence[str],

@@ -18,10 +18,11 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from models import Endpoint, MaintenanceWindow
+from models.bulk import chunks
 from patchflow.cycle import windows as w
 from patchflow.errors import NotFoundError, UserError
 from patchflow.fleet.tree import Tree
-from patchflow.install.items import ITEMS, chunks
+from patchflow.install.items import ITEMS
 from patchflow.ops import audit
 
 MAX_WINDOWS_PER_POLICY = 50

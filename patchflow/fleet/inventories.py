@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from models import Endpoint, InstalledProgram, InstalledUpdate, InventoryPack
 from models.base import utcnow
-from models.bulk import day, executemany_insert, insert_rows, stored_groups
+from models.bulk import chunks, day, executemany_insert, insert_rows, stored_groups
 from patchflow.errors import UserError
 from patchflow.fleet.agent_cache import CachedAgent, agents_of, digest_fresh
 from patchflow.fleet.groups import group_by_name
@@ -182,7 +182,6 @@ class _Rows:
 
 _PROGRAM_ROWS = _Rows(_PROGRAMS, _PROGRAM_COLUMNS, surrogate=True)
 _UPDATE_ROWS = _Rows(_UPDATES, _UPDATE_COLUMNS, surrogate=False)  # key: (endpoint_id, kb)
-_DELETE_CHUNK = 500
 
 
 def _replace_rows(session: Session, rows: _Rows,
@@ -214,8 +213,7 @@ def _replace_rows(session: Session, rows: _Rows,
     table = rows.table
     if unknown:
         session.execute(delete(table).where(table.c.endpoint_id.in_(unknown)))
-    for start in range(0, len(doomed), _DELETE_CHUNK):
-        chunk = doomed[start:start + _DELETE_CHUNK]
+    for chunk in chunks(doomed):
         if rows.surrogate:
             session.execute(delete(table).where(table.c.id.in_(chunk)))
         else:

@@ -16,10 +16,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from models import Endpoint, MissingPatch, Policy
+from models.bulk import chunks
 from patchflow.fleet.transactions import write_transaction
 from patchflow.fleet.tree import Tree
 from patchflow.install.eula import patch_label, unaccepted
-from patchflow.install.items import chunks
 from patchflow.install.jobs import create_job
 from patchflow.install.settings import InstallSettings
 from patchflow.scanning.missing_query import not_declined

@@ -38,6 +38,7 @@ from models import (
     ServerPatch,
 )
 from models.base import utcnow
+from models.bulk import chunks
 from models.db import session_scope
 from patchflow.catalog.content import ContentError, ContentStore
 from patchflow.catalog.servers import proxies_of
@@ -47,7 +48,7 @@ from patchflow.fleet.tree import Tree
 from patchflow.http import make_session
 from patchflow.install import states as st
 from patchflow.install.installers import WUA, Choice, Installers, choose
-from patchflow.install.items import ITEMS, add_events, chunks, event, move_many, transition
+from patchflow.install.items import ITEMS, add_events, event, move_many, transition
 from patchflow.install.jobs import get_job, state_counts, summary_text
 from patchflow.ops import faults
 

@@ -9,7 +9,7 @@ only the winner, writes the event, so the trail never shows a change that did no
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any, cast
 
 from sqlalchemy import Table, insert, select, update
@@ -17,17 +17,10 @@ from sqlalchemy.orm import Session
 
 from models import InstallItemEvent, InstallJobItem
 from models.base import utcnow
+from models.bulk import chunks
 
 ITEMS = cast(Table, InstallJobItem.__table__)
 EVENTS = cast(Table, InstallItemEvent.__table__)
-CHUNK = 500  # ids per IN list: far below SQLite's parameter limit, kind to MariaDB
-
-
-def chunks(ids: Sequence[int], size: int = CHUNK) -> Iterable[list[int]]:
-    for start in range(0, len(ids), size):
-        yield list(ids[start : start + size])
-
-
 def add_events(session: Session, rows: list[dict[str, Any]]) -> None:
     """Insert events (item_id, state, at, exit_code, message) in one executemany."""
     if rows:

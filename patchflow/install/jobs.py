@@ -16,10 +16,11 @@ from sqlalchemy.orm import Session
 
 from models import Endpoint, InstallItemEvent, InstallJob, InstallJobItem, InstallSelection, Patch
 from models.base import utcnow
+from models.bulk import chunks
 from patchflow.errors import NotFoundError, UserError
 from patchflow.install import states as st
 from patchflow.install.eula import refuse_unaccepted
-from patchflow.install.items import ITEMS, add_events, chunks, event, move_many
+from patchflow.install.items import ITEMS, add_events, event, move_many
 from patchflow.install.outcome import job_outcome
 from patchflow.install.selection import pairs_for, refuse_declined
 from patchflow.install.settings import InstallSettings

@@ -37,12 +37,13 @@ from models import (
     PolicyRing,
 )
 from models.base import utcnow
+from models.bulk import chunks
 from patchflow.catalog.catalog_query import find_patch
 from patchflow.errors import NotFoundError, UserError
 from patchflow.fleet.endpoints import get_endpoint
 from patchflow.install import states as st
 from patchflow.install.eula import patch_label
-from patchflow.install.items import ITEMS, add_events, chunks, event
+from patchflow.install.items import ITEMS, add_events, event
 from patchflow.install.settings import InstallSettings
 from patchflow.install.upgrades import installed_entry
 from sources.filters import package_name

@@ -24,8 +24,9 @@ from sqlalchemy.orm import Session
 from applicability.basis import CatalogDigests, Profile, changed, profiles
 from models import CatalogState, Endpoint, MissingPatch, ScanProfile
 from models.base import utcnow
+from models.bulk import chunks
 from models.enums import ScanState
-from patchflow.scanning.missing_query import chunks, fetch_endpoints
+from patchflow.scanning.missing_query import SCAN_IN_LIST, fetch_endpoints
 from patchflow.scanning.scan_store import BatchBasis, BatchCounts, Catalog, availability
 
 
@@ -63,7 +64,7 @@ def _prune(session: Session, new_state: int) -> None:
                                 (ScanProfile, Endpoint.scan_profile_id, set())):
         used = set(session.scalars(select(column).where(column.is_not(None)).distinct()))
         unused = sorted(set(session.scalars(select(model.id))) - used - keep)
-        for chunk in chunks(unused, 5000):
+        for chunk in chunks(unused, SCAN_IN_LIST):
             session.execute(delete(model).where(model.id.in_(chunk)))
 
 
@@ -71,7 +72,7 @@ def _profile_ids(session: Session, wanted: dict[str, Profile]) -> dict[str, int]
     """digest -> id for every profile given, inserting the new ones."""
     ids: dict[str, int] = {}
     digests = sorted(wanted)
-    for chunk in chunks(digests):
+    for chunk in chunks(digests, SCAN_IN_LIST):
         ids.update(session.execute(select(ScanProfile.digest, ScanProfile.id)
                                    .where(ScanProfile.digest.in_(chunk))).tuples().all())
     new = [d for d in digests if d not in ids]
@@ -88,7 +89,7 @@ def _profile_ids(session: Session, wanted: dict[str, Profile]) -> dict[str, int]
                         session.execute(insert(ScanProfile), [row])
                 except IntegrityError:
                     pass
-        for chunk in chunks(new):  # a locking read, as in catalog_state_id
+        for chunk in chunks(new, SCAN_IN_LIST):  # a locking read, as in catalog_state_id
             ids.update(session.execute(select(ScanProfile.digest, ScanProfile.id)
                                        .where(ScanProfile.digest.in_(chunk))
                                        .with_for_update(read=True)).tuples().all())
@@ -185,7 +186,7 @@ def _basis_rows(session: Session, endpoint_ids: list[int]) -> pd.DataFrame:
 def _load_profiles(session: Session, ids: pd.Series) -> dict[int, Profile]:
     wanted = sorted({int(i) for i in ids.dropna()})
     out: dict[int, Profile] = {}
-    for chunk in chunks(wanted):
+    for chunk in chunks(wanted, SCAN_IN_LIST):
         for pid, server, keys in session.execute(
                 select(ScanProfile.id, ScanProfile.server_id, ScanProfile.keys)
                 .where(ScanProfile.id.in_(chunk))):
@@ -205,7 +206,7 @@ def keep_results(session: Session, scan_id: int, catalog_id: int, unchanged: lis
     current catalog) and count them the way the batches count theirs."""
     counts = BatchCounts()
     now = utcnow()
-    for chunk in chunks(unchanged, 5000):
+    for chunk in chunks(unchanged, SCAN_IN_LIST):
         session.execute(update(Endpoint).where(Endpoint.id.in_(chunk)).values(
             last_scan_id=scan_id, scan_state_at=now, scan_catalog_id=catalog_id))
         states = dict(session.execute(

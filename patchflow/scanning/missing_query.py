@@ -13,9 +13,9 @@ shared by all its rows instead of being decoded once per row.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -33,6 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from models import Endpoint, EulaAcceptance, Group, MissingPatch, Patch, PatchDecline
+from models.bulk import chunks
 from models.enums import Category, EulaStatus, RestartRequired, Severity
 from patchflow.errors import UserError
 from patchflow.fleet.groups import group_ids
@@ -330,15 +331,10 @@ def fetch_frame(session: Session, stmt: Any) -> pd.DataFrame:
     return pd.DataFrame.from_records(rows, columns=keys)
 
 
-T = TypeVar("T")
 # Past this many ids, one scan of the table beats chunked IN lists (measured on 50,000 rows).
 WHOLE_TABLE_ABOVE = 2000
-
-
-def chunks(ids: Sequence[T], size: int = 5000) -> Iterable[Sequence[T]]:
-    # SQLite allows 32,766 bound parameters; MariaDB copes better with moderate IN lists.
-    for i in range(0, len(ids), size):
-        yield ids[i : i + size]
+# A scan's id lists: SQLite allows 32,766 bound parameters, and a scan's batches are large.
+SCAN_IN_LIST = 5000
 
 
 def fetch_endpoints(session: Session, stmt: Any, ids: list[int] | None) -> pd.DataFrame:
@@ -351,7 +347,8 @@ def fetch_endpoints(session: Session, stmt: Any, ids: list[int] | None) -> pd.Da
             frame = frame[frame["endpoint_id"].isin(ids)].reset_index(drop=True)
         return frame
     return pd.concat(
-        [fetch_frame(session, stmt.where(Endpoint.id.in_(chunk))) for chunk in chunks(ids)]
+        [fetch_frame(session, stmt.where(Endpoint.id.in_(chunk)))
+         for chunk in chunks(ids, SCAN_IN_LIST)]
         or [fetch_frame(session, stmt.where(false()))],
         ignore_index=True,
     )
@@ -386,7 +383,8 @@ def load_patch_attrs(session: Session, ids: list[int]) -> pd.DataFrame:
         Patch.release_date,
     ).outerjoin(EulaAcceptance, EulaAcceptance.patch_id == Patch.id)
     frame = pd.concat(
-        [fetch_frame(session, base.where(Patch.id.in_(chunk))) for chunk in chunks(ids)]
+        [fetch_frame(session, base.where(Patch.id.in_(chunk)))
+         for chunk in chunks(ids, SCAN_IN_LIST)]
         or [fetch_frame(session, base.where(false()))],
         ignore_index=True,
     )

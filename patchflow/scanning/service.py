@@ -26,6 +26,7 @@ from applicability.engine import explain as replay_rules
 from applicability.engine import scan as run_engine
 from models import Endpoint, MissingPatch, Patch, Policy, Scan
 from models.base import utcnow
+from models.bulk import chunks
 from models.db import session_scope
 from models.enums import ScanState
 from patchflow.catalog.catalog_query import find_patch
@@ -98,7 +99,7 @@ def select_endpoints(session: Session, sel: Selection) -> list[int]:
 
 
 def batches(ids: list[int], size: int = BATCH_SIZE) -> list[list[int]]:
-    return [ids[i : i + size] for i in range(0, len(ids), size)]
+    return list(chunks(ids, size))
 
 
 _OWNER = re.compile(r"running in process (\d+) on (.+)")
