@@ -50,44 +50,39 @@ class AgentFastPath:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            answer = self._answer(scope)
-            if answer is None and scope["method"] == "PUT" and scope["path"] == INVENTORY_PATH:
-                answer, receive = await self._store(scope, receive)
+            answer, receive = await self._answer(scope, receive)
             if answer is not None:
                 await answer(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
-    def _answer(self, scope: Scope) -> Response | None:
+    async def _answer(self, scope: Scope, receive: Receive) -> tuple[Response | None, Receive]:
+        """(the answer, or None and the `receive` that gives the route the body)."""
         method, path = scope["method"], scope["path"]
         if method == "GET" and path == JOBS_PATH:
-            headers = Headers(scope=scope)
-            entry = cached(self._credentials(scope, headers))
+            entry = cached(self._credentials(scope, Headers(scope=scope)))
             if entry is not None and fleet.known_idle(self.settings.database_url,
                                                       entry.endpoint_id):
-                return Response(b"[]", media_type="application/json")
+                return Response(b"[]", media_type="application/json"), receive
         elif method == "PUT" and path == INVENTORY_PATH:
             headers = Headers(scope=scope)
-            wanted = fleet.requested_digest(headers.get("if-none-match"))
-            if wanted is not None:
-                entry = cached(self._credentials(scope, headers))
-                ack = fleet.unchanged_ack(entry, wanted, utcnow()) if entry else None
+            credentials = self._credentials(scope, headers)
+            entry = cached(credentials)
+            if entry is not None:
+                wanted = fleet.requested_digest(headers.get("if-none-match"))
+                ack = fleet.unchanged_ack(entry, wanted, utcnow())
                 if ack is not None:
-                    return JSONResponse(ack)
-        return None
+                    return JSONResponse(ack), receive
+                return await self._store(credentials, wanted, receive)
+        return None, receive
 
-    async def _store(self, scope: Scope, receive: Receive) -> tuple[Response | None, Receive]:
-        """An upload memory could not answer, stored when memory knows the agent: (the answer,
-        or None and the `receive` that hands the route the body again)."""
-        headers = Headers(scope=scope)
-        credentials = self._credentials(scope, headers)
-        if cached(credentials) is None:
-            return None, receive
+    async def _store(self, credentials: AgentCredentials, wanted: str | None,
+                     receive: Receive) -> tuple[Response | None, Receive]:
+        """An upload of an agent memory knows that memory could not answer, stored."""
         message = await receive()  # the whole body: BodyLimitMiddleware buffered it
         again = _replay(message, receive)
         if message["type"] != "http.request" or message.get("more_body", False):
             return None, again
-        wanted = fleet.requested_digest(headers.get("if-none-match"))
         try:
             ack = await run_in_threadpool(store_upload, message.get("body", b""), credentials,
                                           wanted)

@@ -80,7 +80,6 @@ _UPDATE_ENDPOINT = update(_ENDPOINTS).where(_ENDPOINTS.c.id == bindparam("endpoi
 # Storing content counts the revision up (here only, never on an unchanged upload): an
 # incremental scan rescans an endpoint whose revision is not the one its last scan read.
 _STORE_ENDPOINT = _UPDATE_ENDPOINT.values(inventory_rev=_ENDPOINTS.c.inventory_rev + 1)
-_DELETE_PACKS = delete(_PACKS).where(_PACKS.c.endpoint_id == bindparam("endpoint"))
 
 
 def ms_facts_json(doc: Inventory) -> str | None:
@@ -162,10 +161,7 @@ def store_many(session: Session, uploads: Sequence[Upload]) -> None:
                       for u in latest[endpoint_id][0].unique_updates()]
         for endpoint_id in ids})
     # What a scan reads of those rows, in the document's order: patchflow.fleet.programs_pack.
-    if len(ids) == 1:
-        session.execute(_DELETE_PACKS, {"endpoint": ids[0]})
-    else:
-        session.execute(delete(_PACKS).where(_PACKS.c.endpoint_id.in_(ids)))
+    session.execute(delete(_PACKS).where(_PACKS.c.endpoint_id.in_(ids)))
     executemany_insert(session, _PACKS, ("endpoint_id", "programs"), [
         (endpoint_id, pack(row[_PACKED] for row in programs[endpoint_id])) for endpoint_id in ids
     ])
