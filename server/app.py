@@ -61,7 +61,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     tenth of the server's CPU. Frozen, a full pass reads only what was made since (10-30 ms).
     Unfrozen at shutdown, so a process that starts apps again (the tests) does not keep the
     garbage of each."""
-    register_inventory_hook(background=True)
+    register_inventory_hook(background=True, database_url=app.state.settings.database_url)
     gc.collect()
     gc.freeze()
     try:

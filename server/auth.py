@@ -61,8 +61,9 @@ class AgentCredentials:
 
 def presented_credentials(headers: Headers, peer: str | None,
                           settings: ServerSettings) -> AgentCredentials:
-    """The same reading of the headers as `agent_credentials` (the AgentId and AgentSecret
-    schemes), for server.agent_fast_path, which answers before FastAPI solves dependencies."""
+    """The AgentId and AgentSecret schemes' reading of the headers, for the routes
+    (`agent_credentials`) and for server.agent_fast_path, which answers before FastAPI solves
+    dependencies."""
     scheme, secret = get_authorization_scheme_param(headers.get("authorization"))
     if not scheme or scheme.lower() != "bearer":
         secret = ""
@@ -72,11 +73,13 @@ def presented_credentials(headers: Headers, peer: str | None,
 
 async def agent_credentials(
     request: Request,
-    agent_id: str | None = Depends(_agent_id),
-    credentials: HTTPAuthorizationCredentials | None = Depends(_agent_secret),
+    _id: str | None = Depends(_agent_id),
+    _secret: HTTPAuthorizationCredentials | None = Depends(_agent_secret),
 ) -> AgentCredentials:
-    return AgentCredentials(agent_id, credentials.credentials if credentials else None,
-                            client_ip(request), settings_of(request))
+    # The two schemes are declared for OpenAPI; the headers are read once, as the fast path
+    # reads them.
+    return presented_credentials(request.headers, request.client.host if request.client else None,
+                                 settings_of(request))
 
 
 def admin_name(

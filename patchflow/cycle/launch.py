@@ -8,12 +8,10 @@ PATCHFLOW_HOME/logs/cycle-run-N.log, and the run's record says how it goes.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 from patchflow import config
+from patchflow.ops import childproc
 
 
 def log_path(run_id: int) -> Path:
@@ -22,12 +20,6 @@ def log_path(run_id: int) -> Path:
 
 def spawn(run_id: int, policy: str, dry_run: bool = False) -> int:
     """Run the Pending cycle run `run_id` of `policy` in a new session; its process id."""
-    path = log_path(run_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "cli.main", "cycle", "run", policy, "--wait",
-             "--run-id", str(int(run_id)), *(["--dry-run"] if dry_run else [])],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True, env=dict(os.environ))
-    return process.pid
+    return childproc.spawn_cli(
+        ["cycle", "run", policy, "--wait", "--run-id", str(int(run_id)),
+         *(["--dry-run"] if dry_run else [])], log_path(run_id))

@@ -249,15 +249,22 @@ def _table_name(statement: Any) -> str | None:
     return getattr(table, "name", None)
 
 
-def _assigned(state: ORMExecuteState) -> dict[str, Any]:
-    """Column name → value an UPDATE assigns (a SQL expression stays an expression)."""
-    values: dict[str, Any] = {}
+# An UPDATE that assigns each row its own values through CASE expressions (the group commit's
+# endpoint rows) lists them under this execution option: its parameters are named per row.
+ASSIGNED_ROWS = "patchflow_assigned_rows"
+
+
+def _assigned(state: ORMExecuteState) -> list[dict[str, Any]]:
+    """Column name → value an UPDATE assigns, per row of parameters (a SQL expression stays
+    an expression)."""
+    listed = state.execution_options.get(ASSIGNED_ROWS)
+    if listed is not None:
+        return list(listed)
+    fixed = {str(getattr(column, "key", column)): getattr(value, "value", value)
+             for column, value in (getattr(state.statement, "_values", None) or {}).items()}
     params = state.parameters
-    for row in params if isinstance(params, list) else [params or {}]:
-        values.update({str(k): v for k, v in row.items()})
-    for column, value in (getattr(state.statement, "_values", None) or {}).items():
-        values[str(getattr(column, "key", column))] = getattr(value, "value", value)
-    return values
+    return [{**{str(k): v for k, v in row.items()}, **fixed}
+            for row in (params if isinstance(params, list) else [params or {}])]
 
 
 @event.listens_for(Session, "do_orm_execute")
@@ -268,18 +275,20 @@ def _on_execute(state: ORMExecuteState) -> None:
     name = _table_name(statement)
     if name not in WORK_TABLES and name != "endpoints":
         return
-    values = {} if isinstance(statement, Delete) else _assigned(state)
+    rows = [] if isinstance(statement, Delete) else _assigned(state)
     if name == "install_job_items":
         # Only a move to "dispatched" creates work; results and progress do not.
-        if values.get("state") == DISPATCHED:
+        if any(row.get("state") == DISPATCHED for row in rows):
             state.session.info[_WORK_FLAG] = True
     elif name == "install_jobs":
-        if "status" in values:  # resumed, paused, cancelled
+        if any("status" in row for row in rows):  # resumed, paused, cancelled
             state.session.info[_WORK_FLAG] = True
-    elif (isinstance(statement, Delete) or values.keys() & AUTH_COLUMNS
-          # A file import clears the stored digest. An agent upload sets one: the process
-          # that stored it updates its own entry, so that is no reason to drop every agent.
-          or ("inventory_sha256" in values and values["inventory_sha256"] is None)):
+    elif (isinstance(statement, Delete) or any(
+            row.keys() & AUTH_COLUMNS
+            # A file import clears the stored digest. An agent upload sets one: the process
+            # that stored it updates its own entry, so that is no reason to drop every agent.
+            or ("inventory_sha256" in row and row["inventory_sha256"] is None)
+            for row in rows)):
         _credentials_changed(state.session)
 
 

@@ -72,11 +72,11 @@ _SQLITE_WRITER = FifoLock()
 
 @contextmanager
 def serialized_writes(session: Session) -> Iterator[None]:
-    """Around a transaction's writes and its commit, for writers that do not go through
-    `write_transaction` (a scan batch reads and evaluates first, outside the queue): on SQLite
-    they join the writer queue rather than meet SQLite's busy handler, whose sleeps of up to
-    100 ms stalled the uploads queued behind a background rescan. Nothing on MariaDB, whose row
-    locks queue writers themselves."""
+    """Around a transaction's writes and its commit (`write_transaction`'s whole work; a scan
+    batch's writes only, as it reads and evaluates outside the queue): on SQLite they join the
+    writer queue rather than meet SQLite's busy handler, whose sleeps of up to 100 ms stalled
+    the uploads queued behind a background rescan. Nothing on MariaDB, whose row locks queue
+    writers themselves."""
     if session.get_bind().dialect.name == "sqlite":
         with _SQLITE_WRITER:
             yield
@@ -98,7 +98,7 @@ def write_transaction(url: str | None, work: Callable[[Session], T]) -> T:
                         result = work(session)
                         session.commit()
                     return result
-                with _SQLITE_WRITER:
+                with serialized_writes(session):
                     result = work(session)
                     session.commit()
                 return result

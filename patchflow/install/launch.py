@@ -6,13 +6,11 @@ server; otherwise the process starts Prefect's temporary server, which takes a f
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from patchflow import config
+from patchflow.ops import childproc
 
 
 def log_path(job_id: int) -> Path:
@@ -21,15 +19,7 @@ def log_path(job_id: int) -> Path:
 
 def spawn(job_id: int) -> int:
     """Start the flow in a new session (a Ctrl+C in the terminal does not reach it); its pid."""
-    path = log_path(job_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "cli.main", "jobs", "resume", str(int(job_id))],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True, env=dict(os.environ),
-        )
-    return process.pid
+    return childproc.spawn_cli(["jobs", "resume", str(int(job_id))], log_path(job_id))
 
 
 # Replaceable (tests, an embedding application): called with the job id, returns a process id.

@@ -21,6 +21,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -186,3 +187,15 @@ def reap_stale(path: Path, marks: Sequence[str]) -> int | None:
             killed = pid
     path.unlink(missing_ok=True)
     return killed
+
+
+def spawn_cli(args: Sequence[str], log: Path) -> int:
+    """`patchflow ARGS` in a new session (a Ctrl+C in the terminal does not reach it), outliving
+    whoever started it, with this process's environment and its output appended to `log`; its
+    pid. For runs that must survive the command or request that asked for them."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "cli.main", *args], stdin=subprocess.DEVNULL, stdout=out,
+            stderr=subprocess.STDOUT, start_new_session=True, env=dict(os.environ))
+    return process.pid

@@ -245,24 +245,32 @@ def rescan_after_inventory(endpoint_ids: list[int]) -> None:
     scan_now(endpoint_ids, trigger="inventory")
 
 
-def register_inventory_hook(background: bool = False) -> None:
+def register_inventory_hook(background: bool = False, database_url: str | None = None) -> None:
     """Rescan endpoints when their inventory arrives: synchronously for CLI imports, through
-    the background queue in the server (an upload must not wait for a scan)."""
+    the background queue in the server (an upload must not wait for a scan), whose scans run
+    in a process of their own when the server's database is MariaDB (scan_process)."""
     from patchflow.fleet.inventories import INVENTORY_HOOKS
+    from patchflow.scanning import scan_process
 
     hook = RESCANS.add if background else rescan_after_inventory
     if hook not in INVENTORY_HOOKS:
         INVENTORY_HOOKS.append(hook)
+    if background and RESCANS.scan is scan_now:
+        RESCANS.scan = scan_process.for_database(database_url) or scan_now
 
 
 def unregister_inventory_hook(background: bool = False) -> None:
     from patchflow.fleet.inventories import INVENTORY_HOOKS
+    from patchflow.scanning.scan_process import ScanProcess
 
     hook = RESCANS.add if background else rescan_after_inventory
     while hook in INVENTORY_HOOKS:
         INVENTORY_HOOKS.remove(hook)
     if background:
         RESCANS.wait_idle(30)
+        process, RESCANS.scan = RESCANS.scan, scan_now
+        if isinstance(process, ScanProcess):
+            process.close()
 
 
 class RescanQueue:
@@ -281,7 +289,7 @@ class RescanQueue:
                  scan: Callable[[list[int]], object] = scan_now) -> None:
         self.delay = delay
         self.max_wait = max_wait
-        self._scan = scan
+        self.scan = scan  # scan_now, or a scan_process.ScanProcess (the server on MariaDB)
         self._ids: set[int] = set()
         self._first_add = self._last_add = 0.0  # time.monotonic() of the first and last ids
         self._lock = threading.Lock()
@@ -325,7 +333,7 @@ class RescanQueue:
                 self._wake.clear()
             for batch in batches(ids):
                 try:
-                    self._scan(batch)
+                    self.scan(batch)
                 except Exception:
                     log.exception("background rescan of %d endpoints failed", len(batch))
             with self._lock:

@@ -272,3 +272,21 @@ def test_work_of_a_dead_process_of_this_host_is_closed_and_no_other(home: Path) 
         assert dead_process(None) is None and dead_process(str(dead)) is None
     finally:
         zombie.wait(10)
+
+
+def test_a_detached_cli_run_has_its_own_session_and_appends_to_its_log(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What `install start` and a console cycle run start (patchflow.ops.childproc.spawn_cli):
+    a CLI command in a session of its own, so a Ctrl+C in the terminal does not reach it, with
+    this process's environment and its output added to the log, never replacing it."""
+    log = tmp_path / "logs" / "run.log"
+    monkeypatch.setenv("PATCHFLOW_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    outputs = []
+    for _ in range(2):
+        pid = childproc.spawn_cli(["--home", str(tmp_path / "home"), "--help"], log)
+        assert os.getsid(pid) == pid != os.getsid(0)
+        wait_for("the detached run to end", lambda p=pid: _gone(p), timeout=60)
+        outputs.append(log.read_text())
+    assert outputs[0].count("Usage: patchflow") == 1
+    assert outputs[1].count("Usage: patchflow") == 2

@@ -13,6 +13,7 @@ from models.db import session_scope
 from patchflow.catalog import servers
 from patchflow.catalog.catalog_store import store_document
 from patchflow.sample_catalog import MSRC_DIR
+from patchflow.scanning.scan_process import ScanProcess
 from patchflow.scanning.service import RESCANS
 from sources import msrc
 from sources.filters import Filters
@@ -60,3 +61,5 @@ def test_upload_triggers_background_rescan(api: Api) -> None:
             "SELECT scan_state FROM endpoints WHERE hostname = 'WS-0042'")).scalar_one()
     assert kbs == {"KB5900110", "KB5900150"}
     assert state == "Missing Patches"
+    # On MariaDB the server's rescans ran in a process of their own (scan_process).
+    assert isinstance(RESCANS.scan, ScanProcess) == api.db_url.startswith("mysql")

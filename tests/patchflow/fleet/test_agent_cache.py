@@ -120,3 +120,31 @@ def test_a_change_made_here_drops_the_entries_once(
     cache.confirm(engine)
     monkeypatch.setattr(agent_cache, "CACHE_SECONDS", 60.0)
     assert cache.get("new") is None
+
+
+def test_an_agent_batch_keeps_the_entries_and_a_file_import_drops_them(
+    engine: sa.Engine, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Storing agent uploads sets digests (the storing process updates its own entries), so a
+    batch of them, one UPDATE for every endpoint, keeps what memory knows; a file import clears
+    an endpoint's digest, and that drops the entries."""
+    from models.db import session_scope
+    from patchflow.fleet.inventories import Sighting, store_inventory, store_many
+    from patchflow.fleet.inventory import Inventory
+    from tests.fixtures.agent.harness import base_inventory
+
+    docs = [Inventory.model_validate(base_inventory(name)) for name in ("WS-1", "WS-2")]
+    with session_scope(db_url) as session:
+        ids = [store_inventory(session, doc) for doc in docs]
+    cache = agent_cache.agents_of(engine)
+    monkeypatch.setattr(agent_cache, "CACHE_SECONDS", 0.0)
+    cache.confirm(engine)
+    monkeypatch.setattr(agent_cache, "CACHE_SECONDS", 60.0)
+    cache.put("kept", _entry(ids[0]), cache.epoch)
+    with session_scope(db_url) as session:
+        store_many(session, [(doc, endpoint_id, Sighting("10.0.0.1"), f"{n:064x}")
+                             for n, (doc, endpoint_id) in enumerate(zip(docs, ids, strict=True))])
+    assert cache.get("kept") == _entry(ids[0])
+    with session_scope(db_url) as session:
+        store_inventory(session, docs[0])
+    assert cache.get("kept") is None

@@ -190,3 +190,58 @@ def test_rows_go_in_one_statement_whatever_their_number(home: Any, db_url: str) 
     assert ("installed_programs", False) in inserts
     with session_scope(db_url) as session:
         assert len(_stored(session, endpoint_id)[0]) == 300
+
+
+def test_a_batch_of_agent_uploads_gives_each_endpoint_its_own_values(
+        home: Any, db_url: str) -> None:
+    """The group commit's endpoint rows: on MariaDB one UPDATE for the batch (one per endpoint
+    was a round trip each), on SQLite one per endpoint (faster there, in process); either way
+    each endpoint gets its own document's values."""
+    from sqlalchemy import event
+
+    from models import Endpoint
+    from models.db import get_engine
+    from patchflow.fleet.inventories import Sighting
+    from patchflow.fleet.network import internal_networks
+
+    docs = [Inventory.model_validate(_document(name)) for name in ("WS-A", "WS-B", "WS-C")]
+    with session_scope(db_url) as session:
+        ids = [store_inventory(session, doc) for doc in docs]
+    with session_scope(db_url) as session:
+        revisions = dict(session.execute(select(Endpoint.id, Endpoint.inventory_rev)).all())
+    office = internal_networks(["10.1.0.0/16"])
+    uploads = []
+    for n, (doc, endpoint_id) in enumerate(zip(docs, ids, strict=True)):
+        raw = _document(doc.hostname)
+        raw["os"]["ubr"] = 1000 + n
+        raw["pending_reboot"] = n == 1
+        raw["domain"] = None if n == 2 else f"d{n}.example"
+        ip = "10.1.2.3" if n == 0 else f"192.0.2.{n}"
+        uploads.append((Inventory.model_validate(raw), endpoint_id, Sighting(ip, office),
+                        f"{n:064x}"))
+    updates: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any,
+               executemany: bool) -> None:
+        if statement.lstrip().upper().startswith("UPDATE ENDPOINTS"):
+            updates.append(statement)
+
+    engine = get_engine(db_url)
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        with session_scope(db_url) as session:
+            store_many(session, uploads[::-1])
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert len(updates) == (1 if db_url.startswith("mysql") else len(ids))
+    with session_scope(db_url) as session:
+        for n, endpoint_id in enumerate(ids):
+            row = session.get(Endpoint, endpoint_id)
+            assert row is not None
+            assert (row.os_ubr, row.pending_reboot, row.domain) == (
+                1000 + n, n == 1, None if n == 2 else f"d{n}.example")
+            assert row.last_ip == ("10.1.2.3" if n == 0 else f"192.0.2.{n}")
+            assert row.roaming is (n != 0)
+            assert row.inventory_sha256 == f"{n:064x}"
+            assert row.inventory_rev == revisions[endpoint_id] + 1
+            assert row.last_seen is not None and row.last_seen.tzinfo is not None
