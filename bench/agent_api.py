@@ -423,9 +423,11 @@ def settle_rescans(url: str, quiet: float = 1.5, timeout: float = 180.0) -> None
 
 def measure(port: int, context: ssl.SSLContext, requests: Requests, args: argparse.Namespace,
             settle: Any = None) -> dict[str, dict[str, float]]:
-    """`settle`, when given, is called after each phase that stores inventories."""
+    """`settle`, when given, is called before each phase (after its priming): the background
+    rescans of what came before are not measured as this phase's."""
     results = {}
-    # Changed first: it leaves every agent's variant 1 stored, which `unchanged` then repeats.
+    # Both upload phases start from each agent's variant 1 stored: `changed` alternates from
+    # it, `unchanged` repeats it.
     for name, prepared_requests, concurrency in (
             ("changed", requests.changed, args.concurrency),
             ("unchanged", requests.unchanged, args.concurrency),

@@ -155,12 +155,12 @@ def _update_endpoints(session: Session, values: dict[int, dict[str, Any]]) -> No
         for i, endpoint_id in enumerate(ids):
             params[f"id_{i}"] = endpoint_id
             params.update((f"{column}_{i}", value) for column, value in values[endpoint_id].items())
-        session.execute(_store_endpoints(columns, len(ids)), params, execution_options={
+        session.execute(_batch_store_statement(columns, len(ids)), params, execution_options={
             ASSIGNED_ROWS: [values[endpoint_id] for endpoint_id in ids]})
 
 
 @functools.lru_cache(maxsize=512)
-def _store_endpoints(columns: tuple[str, ...], count: int) -> Update:
+def _batch_store_statement(columns: tuple[str, ...], count: int) -> Update:
     """`UPDATE endpoints SET c = CASE WHEN id = :id_0 THEN :c_0 ... END ... WHERE id IN (...)`
     for `count` endpoints, built once per shape (SQLAlchemy then caches its compiled form)."""
     table = _ENDPOINTS

@@ -21,6 +21,8 @@ from models.bulk import chunks
 
 ITEMS = cast(Table, InstallJobItem.__table__)
 EVENTS = cast(Table, InstallItemEvent.__table__)
+
+
 def add_events(session: Session, rows: list[dict[str, Any]]) -> None:
     """Insert events (item_id, state, at, exit_code, message) in one executemany."""
     if rows:
