@@ -12,6 +12,7 @@ from sqlalchemy import select
 from models import Scan
 from models.db import session_scope
 from models.enums import ScanState
+from patchflow.fleet.transactions import queued_write
 from patchflow.scanning import basis_store
 from patchflow.scanning import service as scanning
 from patchflow.scanning.scan_store import BatchCounts, Catalog, load_catalog, mark
@@ -48,12 +49,13 @@ def scan_batch(scan_id: int, endpoint_ids: list[int], catalog: Catalog) -> dict[
     """Scan one batch; a stop request leaves the batch (and its old results) untouched."""
     if _stop_requested(scan_id):
         return {"stopped": True, **asdict(BatchCounts())}
-    with session_scope() as session:
+    # Other batches of this flow may be writing in other threads: both marks queue with them.
+    with queued_write() as session:
         mark(session, endpoint_ids, ScanState.SCANNING, None)
     try:
         counts = scanning.scan_batch(scan_id, endpoint_ids, catalog)
     except Exception as exc:
-        with session_scope() as session:
+        with queued_write() as session:
             mark(session, endpoint_ids, ScanState.SCAN_FAILED, str(exc).splitlines()[0][:500])
         raise
     return {"stopped": False, **asdict(counts)}

@@ -42,6 +42,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import ORMExecuteState, Session
 
 from models import Endpoint, InstallJob, InstallJobItem, Setting
+from models.bulk import ASSIGNED_ROWS
 from models.enums import ItemState
 
 # How long another process's revocation, approval or dispatch may go unseen here.
@@ -247,11 +248,6 @@ _WORK_FLAG = "patchflow.agent_cache.work"
 def _table_name(statement: Any) -> str | None:
     table = getattr(statement, "table", None)
     return getattr(table, "name", None)
-
-
-# An UPDATE that assigns each row its own values through CASE expressions (the group commit's
-# endpoint rows) lists them under this execution option: its parameters are named per row.
-ASSIGNED_ROWS = "patchflow_assigned_rows"
 
 
 def _assigned(state: ORMExecuteState) -> list[dict[str, Any]]:

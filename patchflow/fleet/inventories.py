@@ -4,7 +4,6 @@ then the registered hooks (the scan's fast-path rescan) run after the commit."""
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import hashlib
 import json
 import logging
@@ -14,14 +13,21 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import orjson
-from sqlalchemy import Engine, Table, Update, bindparam, case, delete, func, select, tuple_, update
+from sqlalchemy import Engine, Table, bindparam, delete, func, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from models import Endpoint, InstalledProgram, InstalledUpdate, InventoryPack
 from models.base import utcnow
-from models.bulk import chunks, day, executemany_insert, insert_rows, stored_groups
+from models.bulk import (
+    chunks,
+    day,
+    executemany_insert,
+    insert_rows,
+    stored_groups,
+    update_rows,
+)
 from patchflow.errors import UserError
-from patchflow.fleet.agent_cache import ASSIGNED_ROWS, CachedAgent, agents_of, digest_fresh
+from patchflow.fleet.agent_cache import CachedAgent, agents_of, digest_fresh
 from patchflow.fleet.groups import group_by_name
 from patchflow.fleet.inventory import Inventory
 from patchflow.fleet.network import Network, is_roaming
@@ -80,7 +86,8 @@ _PACKS = cast(Table, InventoryPack.__table__)
 _UPDATE_ENDPOINT = update(_ENDPOINTS).where(_ENDPOINTS.c.id == bindparam("endpoint"))
 # Storing content counts the revision up (here only, never on an unchanged upload): an
 # incremental scan rescans an endpoint whose revision is not the one its last scan read.
-_STORE_ENDPOINT = _UPDATE_ENDPOINT.values(inventory_rev=_ENDPOINTS.c.inventory_rev + 1)
+_NEXT_REV = {"inventory_rev": _ENDPOINTS.c.inventory_rev + 1}  # every stored inventory
+_STORE_ENDPOINT = _UPDATE_ENDPOINT.values(_NEXT_REV)
 
 
 def ms_facts_json(doc: Inventory) -> str | None:
@@ -137,41 +144,14 @@ Upload = tuple[Inventory, int, "Sighting | None", "str | None"]
 def _update_endpoints(session: Session, values: dict[int, dict[str, Any]]) -> None:
     """Each endpoint's row gets its values (`values` in id order: the lock order).
 
-    On MariaDB in one UPDATE per set of columns (a batch has one): an UPDATE per endpoint was a
-    round trip each, and the batch writer waits for the GIL after every round trip while other
-    threads validate uploads (a batch of 16 took ~57 ms of wall time for ~17 ms of CPU). `WHERE
-    id IN` locks the rows in key order. On SQLite, in process, one UPDATE per endpoint: the
-    single statement made changed uploads slower there (A/B, bench.agent_api: 184-266/s
-    against 259-300/s)."""
+    On MariaDB in one UPDATE per set of columns (`models.bulk.update_rows`: a batch has one
+    set). On SQLite, in process, one UPDATE per endpoint: the single statement made changed
+    uploads slower there (A/B, bench.agent_api: 184-266/s against 259-300/s)."""
     if session.get_bind().dialect.name != "mysql":
         for endpoint_id, row in values.items():
             session.execute(_STORE_ENDPOINT, {"endpoint": endpoint_id, **row})
         return
-    by_columns: dict[tuple[str, ...], list[int]] = {}
-    for endpoint_id, row in values.items():
-        by_columns.setdefault(tuple(row), []).append(endpoint_id)
-    for columns, ids in by_columns.items():
-        params: dict[str, Any] = {}
-        for i, endpoint_id in enumerate(ids):
-            params[f"id_{i}"] = endpoint_id
-            params.update((f"{column}_{i}", value) for column, value in values[endpoint_id].items())
-        session.execute(_batch_store_statement(columns, len(ids)), params, execution_options={
-            ASSIGNED_ROWS: [values[endpoint_id] for endpoint_id in ids]})
-
-
-@functools.lru_cache(maxsize=512)
-def _batch_store_statement(columns: tuple[str, ...], count: int) -> Update:
-    """`UPDATE endpoints SET c = CASE WHEN id = :id_0 THEN :c_0 ... END ... WHERE id IN (...)`
-    for `count` endpoints, built once per shape (SQLAlchemy then caches its compiled form)."""
-    table = _ENDPOINTS
-    ids = [bindparam(f"id_{i}", type_=table.c.id.type) for i in range(count)]
-    assignments: dict[str, Any] = {
-        column: case(*((table.c.id == ids[i],
-                        bindparam(f"{column}_{i}", type_=table.c[column].type))
-                       for i in range(count)), else_=table.c[column])
-        for column in columns}
-    assignments["inventory_rev"] = table.c.inventory_rev + 1  # as _STORE_ENDPOINT
-    return update(table).where(table.c.id.in_(ids)).values(assignments)
+    update_rows(session, _ENDPOINTS, values, same=_NEXT_REV)
 
 
 def store_many(session: Session, uploads: Sequence[Upload]) -> None:

@@ -84,6 +84,16 @@ def serialized_writes(session: Session) -> Iterator[None]:
         yield
 
 
+@contextmanager
+def queued_write(url: str | None = None) -> Iterator[Session]:
+    """A session whose work and commit are `serialized_writes`: for the scan's short writes
+    (marking a batch Scanning, closing a scan), which on SQLite may run while other threads of
+    the process write (the flow's other batches, a server's uploads and rescans)."""
+    with session_scope(url) as session, serialized_writes(session):
+        yield session
+        session.commit()
+
+
 def write_transaction(url: str | None, work: Callable[[Session], T]) -> T:
     """Run `work` in one transaction (committed on return), retrying deadlock victims."""
     for attempt in range(1, ATTEMPTS + 1):

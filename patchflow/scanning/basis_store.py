@@ -114,8 +114,10 @@ def record(session: Session, catalog_id: int, basis: BatchBasis,
 def _basis_update(ids: Sequence[int], profile_id: dict[int, int], rev: dict[int, int],
                   catalog_id: int) -> str:
     """One UPDATE for a chunk: CASE over the ids, integers only (formatted through int(), so
-    nothing but digits reaches the text). Built as text because SQLAlchemy's case() spent
-    more building its elements than the database spent running the statement."""
+    nothing but digits reaches the text). Not `models.bulk.update_rows`, which binds every
+    value: its 6,000 parameters per chunk of 2,000 went through SQLAlchemy and PyMySQL's
+    escaping one by one, 0.23 s against 0.29 s of wall time per 10,000 endpoints on MariaDB
+    (0.02 s against 0.06-0.10 s of CPU), on a scan whose MariaDB/SQLite ratio is a target."""
     def cases(values: dict[int, int]) -> str:
         return "CASE id " + " ".join(f"WHEN {int(e)} THEN {int(values[e])}" for e in ids) + " END"
 

@@ -33,7 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from models import Endpoint, EulaAcceptance, Group, MissingPatch, Patch, PatchDecline
-from models.bulk import chunks
+from models.bulk import chunks, fetch_rows
 from models.enums import Category, EulaStatus, RestartRequired, Severity
 from patchflow.errors import UserError
 from patchflow.fleet.groups import group_ids
@@ -313,19 +313,10 @@ def raw(column: Any) -> Any:
 
 
 def fetch_frame(session: Session, stmt: Any) -> pd.DataFrame:
-    """Execute through SQLAlchemy (so bound parameters are converted), then read the driver's
-    plain tuples: on 400,000 rows this takes 0.9 s where Row objects handed to pandas took 2.5 s.
-
-    The price: values arrive as the driver gives them, without SQLAlchemy's result types. Dates
-    and datetimes are text on SQLite and objects on MariaDB, so callers pass them through
-    `to_utc` / `iso_dates`, which accept both; booleans are 0/1.
-    """
-    result = session.connection().execute(stmt)
-    try:
-        keys = list(result.keys())
-        rows = list(result.cursor.fetchall()) if result.cursor is not None else []
-    finally:
-        result.close()
+    """The rows as a frame, read at the driver (`models.bulk.fetch_rows`): dates and datetimes
+    arrive as text on SQLite and objects on MariaDB, so callers pass them through `to_utc` /
+    `iso_dates`, which accept both; booleans are 0/1."""
+    keys, rows = fetch_rows(session, stmt)
     if not rows:
         return pd.DataFrame({k: pd.Series(dtype="object") for k in keys})
     return pd.DataFrame.from_records(rows, columns=keys)

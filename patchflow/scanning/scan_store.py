@@ -7,7 +7,6 @@ its first `detected_at`, so reports can say "missing since".
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import threading
@@ -19,15 +18,12 @@ import pandas as pd
 from sqlalchemy import (
     Select,
     Table,
-    TextClause,
-    case,
     delete,
     func,
     or_,
     select,
     update,
 )
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from applicability.basis import CatalogDigests, catalog_digests
@@ -49,7 +45,7 @@ from models import (
     ServerPatch,
 )
 from models.base import utcnow
-from models.bulk import insert_rows, stamp
+from models.bulk import fetch_rows, insert_rows, stamp, update_rows
 from models.enums import ScanState
 from patchflow import __version__
 from patchflow.fleet.programs_pack import PACK_COLUMNS, unpack
@@ -164,39 +160,11 @@ def default_server_id(session: Session) -> int | None:
     return session.scalar(select(PatchServer.id).order_by(PatchServer.id).limit(1))
 
 
-def _fetch(session: Session, stmt: Select[Any] | TextClause) -> list[tuple[Any, ...]]:
-    """All rows of a plain column SELECT as the driver returns them (tuples), on the session's
-    connection and transaction.
-
-    A batch reads ~150 programs per endpoint: building SQLAlchemy Row objects and letting pandas
-    inspect each of them cost about four times the query itself. The columns read here need no
-    result processing (integers, strings, and a boolean coerced below). A driver error becomes
-    the exception SQLAlchemy would raise (OperationalError...), a lost connection is invalidated.
-    """
-    conn = session.connection()
-    dialect = conn.dialect
-    state = stmt.compile(dialect=dialect).construct_expanded_state()
-    params = state.positional_parameters if dialect.positional else state.parameters
-    dbapi_conn = conn.connection.dbapi_connection
-    dbapi_error = dialect.loaded_dbapi.Error
-    cursor = dbapi_conn.cursor()
-    try:
-        cursor.execute(state.statement, params)
-        return list(cursor.fetchall())
-    except dbapi_error as exc:
-        lost = dialect.is_disconnect(exc, dbapi_conn, cursor)
-        error = DBAPIError.instance(state.statement, params, exc, dbapi_error,
-                                    connection_invalidated=lost, dialect=dialect)
-        if lost:
-            conn.invalidate(error)
-        raise error from exc
-    finally:
-        with contextlib.suppress(dbapi_error):
-            cursor.close()
-
-
 def _read_frame(session: Session, stmt: Select[Any], columns: list[str]) -> pd.DataFrame:
-    return pd.DataFrame.from_records(_fetch(session, stmt), columns=columns)
+    """The rows as a frame with these column names, read at the driver (models.bulk.fetch_rows:
+    the columns read here need no result processing: integers, strings, and a boolean coerced
+    by the caller)."""
+    return pd.DataFrame.from_records(fetch_rows(session, stmt)[1], columns=columns)
 
 
 def load_inventory(session: Session, endpoint_ids: list[int],
@@ -241,8 +209,8 @@ def read_programs(session: Session, endpoint_ids: list[int],
     here on plain lists before pandas builds the frame, which cost more than the rest of the
     read. A scan passes it; `missing --explain` and the bench's reference loop read everything.
     """
-    packs = dict(_fetch(session, select(InventoryPack.endpoint_id, InventoryPack.programs)
-                        .where(InventoryPack.endpoint_id.in_(endpoint_ids))))
+    packs = dict(fetch_rows(session, select(InventoryPack.endpoint_id, InventoryPack.programs)
+                            .where(InventoryPack.endpoint_id.in_(endpoint_ids)))[1])
     columns = {e: c for e in endpoint_ids if (c := unpack(packs.get(e))) is not None}
     rest = [e for e in endpoint_ids if e not in columns]
     parts: list[pd.DataFrame] = []
@@ -383,7 +351,7 @@ def mark(session: Session, endpoint_ids: list[int], state: str, message: str | N
 _MISSING = cast(Table, MissingPatch.__table__)
 _MISSING_COLUMNS = ("endpoint_id", "patch_id", "product", "installed_version",
                     "available_version", "reason", "detected_at", "scan_id")
-_NOTE_CHUNK = 500  # endpoints per CASE update: 3 bound parameters each, well under any limit
+_ENDPOINTS = cast(Table, Endpoint.__table__)
 
 
 def write_results(
@@ -426,16 +394,11 @@ def write_results(
         if plain:
             session.execute(update(Endpoint).where(Endpoint.id.in_(plain)).values(
                 scan_state=state, scan_state_at=now, scan_message=None, last_scan_id=scan_id))
-        # Endpoints with a caveat get their own message: one UPDATE per chunk with a CASE,
-        # not one statement (and on MariaDB one round trip) per endpoint.
-        noted = sorted(ids & set(notes))
-        table = Endpoint.__table__
-        for start in range(0, len(noted), _NOTE_CHUNK):
-            chunk = noted[start : start + _NOTE_CHUNK]
-            message = case({e: notes[e][:2000] for e in chunk}, value=table.c.id)
-            session.execute(update(table).where(table.c.id.in_(chunk)).values(
-                scan_state=state, scan_state_at=now, scan_message=message,
-                last_scan_id=scan_id))
+        # Endpoints with a caveat get their own message, in a few statements, not one per
+        # endpoint (on MariaDB a round trip each).
+        update_rows(session, _ENDPOINTS, {e: {"scan_message": notes[e][:2000]}
+                                          for e in ids & notes.keys()},
+                    same={"scan_state": state, "scan_state_at": now, "last_scan_id": scan_id})
     counts.missing_endpoints = len(scanned & with_missing)
     counts.up_to_date = len(scanned - with_missing)
     if no_inventory:

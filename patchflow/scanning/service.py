@@ -34,7 +34,7 @@ from patchflow.catalog.vuln_query import load_intel, rate
 from patchflow.errors import UserError, one_line
 from patchflow.fleet.endpoints import get_endpoint
 from patchflow.fleet.groups import group_ids
-from patchflow.fleet.transactions import serialized_writes
+from patchflow.fleet.transactions import queued_write, serialized_writes
 from patchflow.fleet.tree import Tree
 from patchflow.ops import childproc
 from patchflow.scanning import basis_store
@@ -210,9 +210,8 @@ def scan_now(endpoint_ids: list[int], trigger: str = "inventory") -> BatchCounts
 
 
 def _finish(scan_id: int, counts: BatchCounts, status: str, message: str | None = None) -> None:
-    with session_scope() as session, serialized_writes(session):
+    with queued_write() as session:
         finish_scan(session, scan_id, counts, status, message)
-        session.commit()
 
 
 def explain_pair(session: Session, host: str, patch_ref: str) -> list[str]:

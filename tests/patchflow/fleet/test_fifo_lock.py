@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
+
+import pytest
 
 from patchflow.fleet.transactions import FifoLock
 
@@ -45,14 +49,25 @@ def test_waiters_get_the_lock_in_arrival_order_one_at_a_time() -> None:
         assert not lock._waiters
 
 
-def test_scan_writes_queue_behind_an_upload_batch_on_sqlite_only(db_url: str) -> None:
-    """`serialized_writes` (a scan batch's writes) waits for the writer queue that uploads hold
-    on SQLite, instead of meeting SQLite's sleeping busy handler; MariaDB's own row locks queue
-    writers there, so it does not wait."""
+@pytest.mark.parametrize("entry", ["serialized_writes", "queued_write"])
+def test_scan_writes_queue_behind_an_upload_batch_on_sqlite_only(db_url: str, entry: str) -> None:
+    """`serialized_writes` (a scan batch's writes) and `queued_write` (its marks, closing a
+    scan) wait for the writer queue that uploads hold on SQLite, instead of meeting SQLite's
+    sleeping busy handler; MariaDB's own row locks queue writers there, so they do not wait."""
     from sqlalchemy import text
+    from sqlalchemy.orm import Session
 
     from models.db import session_scope
-    from patchflow.fleet.transactions import serialized_writes, write_transaction
+    from patchflow.fleet.transactions import queued_write, serialized_writes, write_transaction
+
+    @contextlib.contextmanager
+    def writing() -> Iterator[Session]:
+        if entry == "queued_write":
+            with queued_write(db_url) as session:
+                yield session
+        else:
+            with session_scope(db_url) as session, serialized_writes(session):
+                yield session
 
     holding, release = threading.Event(), threading.Event()
 
@@ -66,7 +81,7 @@ def test_scan_writes_queue_behind_an_upload_batch_on_sqlite_only(db_url: str) ->
     inside = threading.Event()
 
     def scan_write() -> None:
-        with session_scope(db_url) as session, serialized_writes(session):
+        with writing() as session:
             inside.set()
             session.execute(text("SELECT 1"))
 
