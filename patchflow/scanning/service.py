@@ -38,6 +38,7 @@ from patchflow.fleet.transactions import queued_write, serialized_writes
 from patchflow.fleet.tree import Tree
 from patchflow.ops import childproc
 from patchflow.scanning import basis_store
+from patchflow.scanning.collector import collector_paused
 from patchflow.scanning.scan_store import (
     BatchCounts,
     Catalog,
@@ -163,7 +164,7 @@ def scan_batch(scan_id: int | None, endpoint_ids: list[int], catalog: Catalog) -
     """Scan one batch and write its results in one transaction; the catalog's preparation is
     built by the first batch (or taken from the cache) and shared by the others."""
     prepared = catalog.prepared
-    with session_scope() as session:
+    with collector_paused(), session_scope() as session:
         frames, basis = read_batch(session, endpoint_ids, catalog, used_by=prepared)
         result = run_engine(frames, prepared)
         with serialized_writes(session):
