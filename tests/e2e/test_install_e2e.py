@@ -149,6 +149,9 @@ def test_select_accept_install_and_rescan(api: Api, fleet: Callable[..., SimAgen
         result_id = conn.execute(sa.text("SELECT result_id FROM install_job_items WHERE id = :i"),
                                  {"i": item["id"]}).scalar_one()
     before = _events(api, item["id"])
+    # The agent's loop polls on ws1.client's one connection from its own thread: stopped first,
+    # or the two threads' requests interleave on it (http.client: "Idle").
+    ws1.stop()
     again = ws1.client.request("POST", f"/api/v1/agent/jobs/{item['id']}/result", {
         "state": "succeeded", "exit_code": 0, "details": {"result_id": result_id,
                                                            "attempt": 1}})
