@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from models.db import get_engine
 from patchflow.scanning import service
 from patchflow.scanning.collector import collector_paused
-from tests.patchflow.scanning.test_scan_process import _fleet
+from tests.support.scan_fleet import two_endpoint_fleet
 
 
 @pytest.fixture(autouse=True)
@@ -62,7 +62,7 @@ def test_back_after_an_error_and_left_off_when_it_was_off() -> None:
 def test_a_scan_batch_reads_evaluates_and_writes_with_the_collector_off(
     home: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ids = _fleet(db_url)
+    ids = two_endpoint_fleet(db_url)
     seen: list[bool] = []
     engine = service.run_engine
 

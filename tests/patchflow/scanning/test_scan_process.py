@@ -12,38 +12,14 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from models.db import get_engine, session_scope
-from patchflow.catalog import servers
-from patchflow.catalog.catalog_store import store_document
-from patchflow.fleet.inventories import store_inventory
-from patchflow.fleet.inventory import Inventory
-from patchflow.sample_catalog import MSRC_DIR
+from models.db import get_engine
 from patchflow.scanning import scan_process, service
 from patchflow.scanning.scan_process import ScanProcess, ScanProcessError
-from sources import msrc
-from sources.filters import Filters
-from tests.fixtures.agent.harness import base_inventory
+from tests.support.scan_fleet import two_endpoint_fleet
 
 MISSING = sa.text("SELECT e.hostname, m.patch_id, m.reason FROM missing_patches m "
                   "JOIN endpoints e ON e.id = m.endpoint_id ORDER BY 1, 2")
 STATES = sa.text("SELECT hostname, scan_state FROM endpoints ORDER BY hostname")
-
-
-def _fleet(db_url: str) -> list[int]:
-    """The sample MSRC catalog and two Windows 11 endpoints a few updates behind."""
-    with session_scope(db_url) as session:
-        server = servers.add_server(session, "local", servers.ServerOptions(
-            host="h", msrc_source=str(MSRC_DIR), winget_source="none"))
-        for _key, raw in msrc.iter_directory(MSRC_DIR):
-            store_document(session, server.id, msrc.parse_cvrf(raw), Filters())
-        ids = []
-        for host, ubr in (("WS-1", 5800), ("WS-2", 6000)):
-            doc = base_inventory(host, programs=3)
-            doc["os"].update(name="Windows 11 Pro", display_version="23H2", build=22631,
-                             ubr=ubr, arch="x64")
-            doc["updates"] = []
-            ids.append(store_inventory(session, Inventory.model_validate(doc)))
-    return ids
 
 
 def _results(db_url: str) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
@@ -54,7 +30,7 @@ def _results(db_url: str) -> tuple[list[tuple[object, ...]], list[tuple[object, 
 
 @pytest.mark.parametrize("db_url", ["mariadb"], indirect=True)
 def test_the_child_writes_what_an_in_process_scan_writes(home: Path, db_url: str) -> None:
-    ids = _fleet(db_url)
+    ids = two_endpoint_fleet(db_url)
     service._cached.clear()
     process = scan_process.for_database(db_url)
     assert isinstance(process, ScanProcess)
@@ -74,7 +50,7 @@ def test_the_child_writes_what_an_in_process_scan_writes(home: Path, db_url: str
 @pytest.mark.parametrize("db_url", ["mariadb"], indirect=True)
 def test_a_dead_child_is_replaced_and_a_failed_batch_fails_alone(
         home: Path, db_url: str) -> None:
-    ids = _fleet(db_url)
+    ids = two_endpoint_fleet(db_url)
     process = ScanProcess(db_url)
     try:
         assert process(ids[:1]) == 1
