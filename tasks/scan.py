@@ -15,7 +15,6 @@ from models.enums import ScanState
 from patchflow.fleet.transactions import queued_write
 from patchflow.scanning import basis_store
 from patchflow.scanning import service as scanning
-from patchflow.scanning.collector import collector_paused
 from patchflow.scanning.scan_store import BatchCounts, Catalog, load_catalog, mark
 from tasks.retry import io_retries
 
@@ -66,7 +65,7 @@ def scan_batch(scan_id: int, endpoint_ids: list[int], catalog: Catalog) -> dict[
     "Incremental scan: keep the results of the endpoints nothing changed for (inventory, "
     "patch server, the catalog rows of their products) and return the others (database)."))
 def plan_scan(scan_id: int, endpoint_ids: list[int], catalog: Catalog) -> dict[str, Any]:
-    with collector_paused(), session_scope() as session:  # many rows read, no cycles made
+    with session_scope() as session:
         plan = basis_store.plan(session, endpoint_ids, catalog)
         kept = basis_store.keep_results(
             session, scan_id, basis_store.catalog_state_id(session, catalog), plan.unchanged)

@@ -26,6 +26,7 @@ from models import CatalogState, Endpoint, MissingPatch, ScanProfile
 from models.base import utcnow
 from models.bulk import chunks
 from models.enums import ScanState
+from patchflow.scanning.collector import collector_paused
 from patchflow.scanning.missing_query import SCAN_IN_LIST, fetch_endpoints
 from patchflow.scanning.scan_store import BatchBasis, BatchCounts, Catalog, availability
 
@@ -137,6 +138,7 @@ class Plan:
 _KEPT_STATES = (ScanState.MISSING_PATCHES, ScanState.UP_TO_DATE)
 
 
+@collector_paused()  # many rows read, no cycles made (see collector)
 def plan(session: Session, endpoint_ids: list[int], catalog: Catalog) -> Plan:
     """Split a scan's endpoints into those to evaluate and those whose results cannot change.
 

@@ -312,14 +312,16 @@ def raw(column: Any) -> Any:
     return type_coerce(column, String).label(column.key)
 
 
-def fetch_frame(session: Session, stmt: Any) -> pd.DataFrame:
-    """The rows as a frame, read at the driver (`models.bulk.fetch_rows`): dates and datetimes
-    arrive as text on SQLite and objects on MariaDB, so callers pass them through `to_utc` /
-    `iso_dates`, which accept both; booleans are 0/1."""
+def fetch_frame(session: Session, stmt: Any, columns: list[str] | None = None) -> pd.DataFrame:
+    """The rows as a frame, read at the driver (`models.bulk.fetch_rows`), its columns named
+    `columns` or as the statement names them: dates and datetimes arrive as text on SQLite and
+    objects on MariaDB, so callers pass them through `to_utc` / `iso_dates`, which accept both;
+    booleans are 0/1."""
     keys, rows = fetch_rows(session, stmt)
+    names = columns or keys
     if not rows:
-        return pd.DataFrame({k: pd.Series(dtype="object") for k in keys})
-    return pd.DataFrame.from_records(rows, columns=keys)
+        return pd.DataFrame({k: pd.Series(dtype="object") for k in names})
+    return pd.DataFrame.from_records(rows, columns=names)
 
 
 # Past this many ids, one scan of the table beats chunked IN lists (measured on 50,000 rows).

@@ -16,7 +16,6 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 from sqlalchemy import (
-    Select,
     Table,
     delete,
     func,
@@ -51,6 +50,7 @@ from patchflow import __version__
 from patchflow.fleet.programs_pack import PACK_COLUMNS, unpack
 from patchflow.fleet.tree import Tree
 from patchflow.ops import faults
+from patchflow.scanning.missing_query import fetch_frame
 from sources.records import InstallerRecord, PatchRecord
 
 _prepare_lock = threading.Lock()
@@ -160,18 +160,11 @@ def default_server_id(session: Session) -> int | None:
     return session.scalar(select(PatchServer.id).order_by(PatchServer.id).limit(1))
 
 
-def _read_frame(session: Session, stmt: Select[Any], columns: list[str]) -> pd.DataFrame:
-    """The rows as a frame with these column names, read at the driver (models.bulk.fetch_rows:
-    the columns read here need no result processing: integers, strings, and a boolean coerced
-    by the caller)."""
-    return pd.DataFrame.from_records(fetch_rows(session, stmt)[1], columns=columns)
-
-
 def load_inventory(session: Session, endpoint_ids: list[int],
                    used_by: PreparedCatalog | None = None) -> dict[str, pd.DataFrame]:
     """The batch's inventory frames; with `used_by`, only the programs some rule of that
     catalog can use (see read_programs)."""
-    endpoints = _read_frame(
+    endpoints = fetch_frame(
         session,
         select(Endpoint.id, Endpoint.hostname, Endpoint.os_name, Endpoint.os_display_version,
                Endpoint.os_build, Endpoint.os_ubr, Endpoint.os_arch, Endpoint.hotpatch,
@@ -182,7 +175,7 @@ def load_inventory(session: Session, endpoint_ids: list[int],
          "hotpatch", "installation_type", "group_id", "ms_facts", "inventory_rev"])
     if len(endpoints):  # the driver's 0/1 (SQLite, MariaDB), as SQLAlchemy's Boolean gives it
         endpoints["hotpatch"] = endpoints["hotpatch"].astype(bool)
-    kbs = _read_frame(
+    kbs = fetch_frame(
         session,
         select(InstalledUpdate.endpoint_id, InstalledUpdate.kb)
         .where(InstalledUpdate.endpoint_id.in_(endpoint_ids)),
@@ -245,7 +238,7 @@ def _read_programs_plain(session: Session, endpoint_ids: list[int]) -> pd.DataFr
     table = InstalledProgram.__table__
     columns = ["endpoint_id", *_PROGRAM_COLUMNS]
     stmt = select(*(table.c[c] for c in columns)).where(table.c.endpoint_id.in_(endpoint_ids))
-    return _read_frame(session, stmt.order_by(table.c.endpoint_id, table.c.id), columns)
+    return fetch_frame(session, stmt.order_by(table.c.endpoint_id, table.c.id), columns)
 
 
 def ms_facts_frame(endpoint_ids: Any, stored: Any) -> pd.DataFrame:

@@ -76,3 +76,26 @@ def test_a_scan_batch_reads_evaluates_and_writes_with_the_collector_off(
     assert counts.scanned == 2
     with get_engine(db_url).connect() as conn:
         assert conn.execute(sa.text("SELECT COUNT(*) FROM missing_patches")).scalar_one() > 0
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_an_incremental_scans_plan_reads_with_the_collector_off(
+    home: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from models.db import session_scope
+    from patchflow.scanning import basis_store
+
+    ids = two_endpoint_fleet(db_url)
+    service.scan_now(ids)
+    seen: list[bool] = []
+    rows = basis_store._basis_rows
+
+    def spy(*args: Any) -> Any:  # the real read, noting the collector's state
+        seen.append(gc.isenabled())
+        return rows(*args)
+
+    monkeypatch.setattr(basis_store, "_basis_rows", spy)
+    with session_scope(db_url) as session:
+        plan = basis_store.plan(session, ids, service.cached_catalog(session))
+    assert seen == [False] and gc.isenabled()
+    assert sorted(plan.unchanged) == sorted(ids) and plan.rescan == []
