@@ -58,19 +58,25 @@ def test_back_after_an_error_and_left_off_when_it_was_off() -> None:
     assert not gc.isenabled()
 
 
+def _collector_states(monkeypatch: pytest.MonkeyPatch, module: Any, name: str) -> list[bool]:
+    """Whether the collector ran at each call of `module.name`, which still does its work."""
+    seen: list[bool] = []
+    real = getattr(module, name)
+
+    def spy(*args: Any) -> Any:
+        seen.append(gc.isenabled())
+        return real(*args)
+
+    monkeypatch.setattr(module, name, spy)
+    return seen
+
+
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_a_scan_batch_reads_evaluates_and_writes_with_the_collector_off(
     home: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ids = two_endpoint_fleet(db_url)
-    seen: list[bool] = []
-    engine = service.run_engine
-
-    def spy(*args: Any) -> Any:  # the real engine, noting the collector's state
-        seen.append(gc.isenabled())
-        return engine(*args)
-
-    monkeypatch.setattr(service, "run_engine", spy)
+    seen = _collector_states(monkeypatch, service, "run_engine")
     counts = service.scan_now(ids)
     assert seen == [False] and gc.isenabled()
     assert counts.scanned == 2
@@ -87,14 +93,7 @@ def test_an_incremental_scans_plan_reads_with_the_collector_off(
 
     ids = two_endpoint_fleet(db_url)
     service.scan_now(ids)
-    seen: list[bool] = []
-    rows = basis_store._basis_rows
-
-    def spy(*args: Any) -> Any:  # the real read, noting the collector's state
-        seen.append(gc.isenabled())
-        return rows(*args)
-
-    monkeypatch.setattr(basis_store, "_basis_rows", spy)
+    seen = _collector_states(monkeypatch, basis_store, "_basis_rows")
     with session_scope(db_url) as session:
         plan = basis_store.plan(session, ids, service.cached_catalog(session))
     assert seen == [False] and gc.isenabled()
