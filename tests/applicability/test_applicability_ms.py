@@ -300,3 +300,25 @@ def test_a_frame_without_its_columns_is_refused(bad: str) -> None:
     setattr(f, bad, getattr(f, bad).drop(columns=getattr(f, bad).columns[1]))
     with pytest.raises(ValueError, match=bad):
         scan(f)
+
+
+def test_supersedence_closure_follows_chains_per_product() -> None:
+    """Every (older, newer) pair of a chain, however long, once; a product's chain never
+    reaches into another's; a KB naming itself, and a cycle back to the start, add no pair of
+    a KB with itself."""
+    from applicability.microsoft import supersedence_closure
+
+    rows = [("w11", "KB2", "KB1"), ("w11", "KB3", "KB2"), ("w11", "KB4", "KB3"),
+            ("w11", "KB1", "KB4"),  # a cycle back to the first
+            ("w11", "KB9", "KB9"), ("w11", "KB8", None),
+            ("s22", "KB3", "KB2"),  # the same KBs, another product: its own chain
+            ("s22", "KB5", "KB3"), ("s22", "KB5", "KB3")]
+    c = pd.DataFrame(rows, columns=["pkey", "kb", "sup"], dtype="str")
+    got = supersedence_closure(c)
+    w11 = {f"KB{i}" for i in range(1, 5)}
+    expected = {("w11", a, d) for a in w11 for d in w11 if a != d}
+    expected |= {("s22", "KB2", "KB3"), ("s22", "KB2", "KB5"), ("s22", "KB3", "KB5")}
+    assert list(got.columns) == ["pkey", "anc", "desc"]
+    assert set(got.itertuples(index=False, name=None)) == expected
+    assert len(got) == len(expected)  # each pair once
+    assert supersedence_closure(c[c["sup"].isna()]).empty
