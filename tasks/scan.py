@@ -12,7 +12,7 @@ from sqlalchemy import select
 from models import Scan
 from models.db import session_scope
 from models.enums import ScanState
-from patchflow.fleet.transactions import queued_write
+from patchflow.fleet.transactions import queued_write, read_committed
 from patchflow.scanning import basis_store
 from patchflow.scanning import service as scanning
 from patchflow.scanning.scan_store import BatchCounts, Catalog, load_catalog, mark
@@ -66,6 +66,7 @@ def scan_batch(scan_id: int, endpoint_ids: list[int], catalog: Catalog) -> dict[
     "patch server, the catalog rows of their products) and return the others (database)."))
 def plan_scan(scan_id: int, endpoint_ids: list[int], catalog: Catalog) -> dict[str, Any]:
     with session_scope() as session:
+        read_committed(session)  # it rewrites the kept endpoints' rows beside running rescans
         plan = basis_store.plan(session, endpoint_ids, catalog)
         kept = basis_store.keep_results(
             session, scan_id, basis_store.catalog_state_id(session, catalog), plan.unchanged)

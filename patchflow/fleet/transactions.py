@@ -2,8 +2,14 @@
 
 On MariaDB, InnoDB's default REPEATABLE READ takes gap locks on the endpoint_id index when an
 inventory deletes the previous rows, so two uploads for neighbouring endpoints can deadlock.
-READ COMMITTED takes no gap locks for these statements; a deadlock that still happens (the
-database picks a victim and rolls it back whole) is retried, as InnoDB's own message asks.
+It also keeps the lock on every row an UPDATE examined, matching or not: a scan batch's
+`UPDATE endpoints ... WHERE id IN (<its 2,000 ids>)`, read as a scan of the table, held rows of
+the next batch, whose own update then deadlocked with it (two scan batches at once: the Dask
+runner's workers, a flow beside a server's rescans; 2 to 5 victims in every run of tests/
+patchflow/scanning/test_scan_concurrency.py's shape, none at READ COMMITTED). READ COMMITTED
+takes no gap locks for these statements and lets go of rows that do not match; a deadlock that
+still happens (the database picks a victim and rolls it back whole) is retried where the work
+can be (`write_transaction`, the flows' tasks), as InnoDB's own message asks.
 On SQLite, writers of this process queue on a lock; `db_slot` keeps agent requests within the
 connection pool on both.
 """
@@ -70,6 +76,13 @@ class FifoLock:
 _SQLITE_WRITER = FifoLock()
 
 
+def read_committed(session: Session) -> None:
+    """On MariaDB, run the session's transaction at READ COMMITTED (see the module's
+    docstring); before its first statement. Nothing on SQLite, where writers queue."""
+    if session.get_bind().dialect.name == "mysql":
+        session.connection(execution_options={"isolation_level": "READ COMMITTED"})
+
+
 @contextmanager
 def serialized_writes(session: Session) -> Iterator[None]:
     """Around a transaction's writes and its commit (`write_transaction`'s whole work; a scan
@@ -90,6 +103,7 @@ def queued_write(url: str | None = None) -> Iterator[Session]:
     (marking a batch Scanning, closing a scan), which on SQLite may run while other threads of
     the process write (the flow's other batches, a server's uploads and rescans)."""
     with session_scope(url) as session, serialized_writes(session):
+        read_committed(session)
         yield session
         session.commit()
 
@@ -102,9 +116,7 @@ def write_transaction(url: str | None, work: Callable[[Session], T]) -> T:
             with session_scope(url) as session:
                 if session.get_bind().dialect.name == "mysql":
                     with db_slot(url):
-                        session.connection(
-                            execution_options={"isolation_level": "READ COMMITTED"}
-                        )
+                        read_committed(session)
                         result = work(session)
                         session.commit()
                     return result

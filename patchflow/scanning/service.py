@@ -34,7 +34,7 @@ from patchflow.catalog.vuln_query import load_intel, rate
 from patchflow.errors import UserError, one_line
 from patchflow.fleet.endpoints import get_endpoint
 from patchflow.fleet.groups import group_ids
-from patchflow.fleet.transactions import queued_write, serialized_writes
+from patchflow.fleet.transactions import queued_write, read_committed, serialized_writes
 from patchflow.fleet.tree import Tree
 from patchflow.ops import childproc
 from patchflow.scanning import basis_store
@@ -165,6 +165,10 @@ def scan_batch(scan_id: int | None, endpoint_ids: list[int], catalog: Catalog) -
     built by the first batch (or taken from the cache) and shared by the others."""
     prepared = catalog.prepared
     with collector_paused(), session_scope() as session:
+        # Its reads are statements apart, so an upload may commit between them. The inventory
+        # revision comes first: results read partly from a newer inventory are recorded as of
+        # the older revision, which the next scan then evaluates again.
+        read_committed(session)
         frames, basis = read_batch(session, endpoint_ids, catalog, used_by=prepared)
         result = run_engine(frames, prepared)
         with serialized_writes(session):
