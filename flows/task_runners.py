@@ -1,5 +1,6 @@
-"""Where a flow's batches run: one after another in the flow-run process (the default), or
-spread over a Dask cluster for scale-out.
+"""Where a flow's batches run: in the flow-run process (the default; one at a time on SQLite,
+two at once on MariaDB: `patchflow.scanning.service.batches_at_once`), or spread over a Dask
+cluster for scale-out.
 
 The choice is a flow parameter (`task_runner`) so that it shows in the Prefect UI next to the
 run and can differ per deployment; when it is not given, `[prefect] task_runner` in
@@ -18,7 +19,7 @@ database session (nothing but ids and the catalog travels with a task).
 The scan flow's task runner is `ConfiguredTaskRunner`: the flow maps its batch task over the
 batches with Prefect's own API (`scan_batch.map(...)`), and the runner chosen for the run
 executes them; every batch checks the scan's stop request before it starts, so a stop is
-honoured between batches on every runner (in order on the default one-thread runner).
+honoured between batches on every runner (the batches already running finish).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from patchflow import config
 from patchflow.errors import UserError
+from patchflow.scanning.service import batches_at_once
 
 DEFAULT = "default"
 DASK = "dask"
@@ -48,12 +50,13 @@ def resolve(setting: str | None) -> str:
 
 
 def build(setting: str | None) -> Any:
-    """The task runner for `setting` (not started): one thread for the default, so batches run
-    one after another in submission order and a stop request is seen between them; Dask at
-    the given or configured address, or on a local cluster of `[prefect] dask_workers`."""
+    """The task runner for `setting` (not started): for the default, threads of the flow-run
+    process, as many as `batches_at_once` (one on SQLite, two on MariaDB), taking batches in
+    submission order, each checking for a stop request before it starts; Dask at the given or
+    configured address, or on a local cluster of `[prefect] dask_workers`."""
     resolved = resolve(setting)
     if resolved == DEFAULT:
-        return ThreadPoolTaskRunner(max_workers=1)
+        return ThreadPoolTaskRunner(max_workers=batches_at_once())
     try:
         from prefect_dask import DaskTaskRunner
     except ImportError:

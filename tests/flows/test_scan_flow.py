@@ -4,6 +4,8 @@ replaced per endpoint, scan states, the inventory fast path and `missing --expla
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -124,3 +126,47 @@ def test_scan_bad_selection(cli, home: Path, tmp_path: Path) -> None:
     assert r.code == 2 and "unknown endpoint" in r.err
     assert cli("scan", "--group", "nogroup").code == 2
     assert cli("scan", "--stop").code == 2  # nothing running
+
+
+def _most_at_once(monkeypatch: pytest.MonkeyPatch, module: object, name: str,
+                  pause: float) -> list[int]:
+    """[the most calls of `module.name` seen running at once]; each call still does its work,
+    after `pause` seconds, so that two threads running it would be seen together."""
+    real, lock, state = getattr(module, name), threading.Lock(), {"now": 0}
+    most = [0]
+
+    def counted(*args: object, **kwargs: object) -> object:
+        with lock:
+            state["now"] += 1
+            most[0] = max(most[0], state["now"])
+        try:
+            time.sleep(pause)
+            return real(*args, **kwargs)
+        finally:
+            with lock:
+                state["now"] -= 1
+
+    monkeypatch.setattr(module, name, counted)
+    return most
+
+
+def test_default_runner_overlaps_batches_on_mariadb_only(
+    cli, home: Path, tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two batches at once on MariaDB, where a batch's write is mostly the database server's
+    time; one at a time on SQLite. Either way one batch reads and evaluates at a time, and the
+    results are the ones each test above expects."""
+    from flows.scan import scan
+    from patchflow.scanning import scan_store, service
+
+    _prepare(cli, tmp_path)
+    batches = _most_at_once(monkeypatch, service, "scan_batch", 0.5)
+    reads = _most_at_once(monkeypatch, scan_store, "load_inventory", 0.2)
+    evaluations = _most_at_once(monkeypatch, service, "run_engine", 0.2)
+    summary = scan({"all": True}, batch_size=1, full=True)
+    assert summary["status"] == "completed" and summary["scanned"] == 4
+    assert batches == [2 if db_url.startswith("mysql") else 1]
+    assert reads == [1] and evaluations == [1]
+    found = _missing(cli)
+    assert found["WS-01"] == {"KB5900110", "KB5900150", "7zip.7zip"}
+    assert "WS-02" not in found and found["SRV-01"] == {"KB5900140"}
