@@ -2,14 +2,14 @@
 
 On MariaDB, InnoDB's default REPEATABLE READ takes gap locks on the endpoint_id index when an
 inventory deletes the previous rows, so two uploads for neighbouring endpoints can deadlock.
-It also keeps the lock on every row an UPDATE examined, matching or not: a scan batch's
-`UPDATE endpoints ... WHERE id IN (<its 2,000 ids>)`, read as a scan of the table, held rows of
-the next batch, whose own update then deadlocked with it (two scan batches at once: the Dask
-runner's workers, a flow beside a server's rescans; 2 to 5 victims in every run of tests/
-patchflow/scanning/test_scan_concurrency.py's shape, none at READ COMMITTED). READ COMMITTED
-takes no gap locks for these statements and lets go of rows that do not match; a deadlock that
-still happens (the database picks a victim and rolls it back whole) is retried where the work
-can be (`write_transaction`, the flows' tasks), as InnoDB's own message asks.
+Two scan batches at once (the Dask runner's workers, a flow beside a server's rescans)
+deadlocked there too: one batch's `UPDATE endpoints ... WHERE id IN (<its ids>)` and the next
+batch's Scanning mark each waited for row locks the other held (2 to 5 victims in every run of
+tests/patchflow/scanning/test_scan_concurrency.py, none at READ COMMITTED). READ COMMITTED
+takes no gap locks for these statements and lets go of rows a statement examined but did not
+change. A deadlock that still happens (the database picks a victim and rolls it back whole)
+is retried where the work can be (`write_transaction`, the flows' tasks), as InnoDB's own
+message asks.
 On SQLite, writers of this process queue on a lock; `db_slot` keeps agent requests within the
 connection pool on both.
 """

@@ -1,8 +1,8 @@
 """Scan batches running at once on MariaDB: the Dask runner's workers, a scan flow beside a
 server's background rescans, two `serve --workers` rescanning. Each batch updates its
-endpoints' rows by id list; at REPEATABLE READ InnoDB kept the rows such an update examined
-and did not change, and neighbouring batches deadlocked: 2 to 5 victims in each of three runs
-of this test before patchflow.fleet.transactions.read_committed, none after."""
+endpoints' rows by id list; at REPEATABLE READ neighbouring batches deadlocked on those rows:
+2 to 5 victims in each of three runs of this test before
+patchflow.fleet.transactions.read_committed, none after."""
 
 from __future__ import annotations
 
