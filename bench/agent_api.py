@@ -449,12 +449,9 @@ def measure(port: int, context: ssl.SSLContext, requests: Requests, args: argpar
             # connections, which land on either worker of `--workers 2`, and each worker keeps
             # its own cache: after n passes an agent is still unknown to a given worker with
             # probability 1/2^n. Three passes leave ~1,250 of 10,000 agents to be read from
-            # the database during the measured phase; seven leave ~80. Measured with
-            # `--phases fleet_polls`: 2 workers / 1 worker 0.74x (p99 59 ms) with three passes,
-            # 1.03x and 1.07x (p99 12-13 ms) with seven. After the upload phases the 2-worker
-            # phase is still slower at times (0.58-0.77x, and 1.47x in another run), not
-            # explained (docs/benchmarks.md). A fleet polling once a minute is past seven
-            # passes within minutes of a worker's start.
+            # the database during the measured phase; seven leave ~80 (figures before and
+            # after in docs/benchmarks.md). A fleet polling once a minute is past seven passes
+            # within minutes of a worker's start.
             for _ in range(FLEET_WARM_PASSES):
                 asyncio.run(load(port, context, requests.fleet_polls, concurrency, 0.0,
                                  once=True))

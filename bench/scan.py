@@ -479,7 +479,8 @@ def direct_scan(batch_size: int, profile: bool = False, full: bool = True) -> di
             timers.seconds["plan"] = time.perf_counter() - t0
             todo, kept = planned["rescan"], planned["kept"]
         # As the flow's default task runner runs them: two at once on MariaDB.
-        with ThreadPoolExecutor(batches_at_once()) as pool:
+        at_once = batches_at_once()
+        with ThreadPoolExecutor(at_once) as pool:
             results = list(pool.map(lambda batch: t.scan_batch.fn(scan_id, batch, catalog),
                                     batches(todo, batch_size)))
         summary = t.finish_scan.fn(scan_id, results, kept)
@@ -488,7 +489,7 @@ def direct_scan(batch_size: int, profile: bool = False, full: bool = True) -> di
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     return {"wall": wall, "cpu": cpu, "summary": summary, "split": timers.seconds,
             "split_cpu": timers.cpu,
-            "hwm": _hwm_mb(), "load": os.getloadavg()[0], "at_once": batches_at_once(),
+            "hwm": _hwm_mb(), "load": os.getloadavg()[0], "at_once": at_once,
             "maxrss": _maxrss_mb(), "catalog": catalog, "ids": ids, "profiler": profiler}
 
 

@@ -5,14 +5,12 @@ inventory deletes the previous rows, so two uploads for neighbouring endpoints c
 It also keeps locked every row an UPDATE examined, changed or not, and
 `UPDATE endpoints ... WHERE id IN (<a third of the table's ids>)` examines them all (EXPLAIN:
 a scan of the primary key): two scan batches at once (the Dask runner's workers, a flow beside
-a server's rescans) then deadlocked, each batch's update waiting for rows the other held (2 to
-5 victims in every run of tests/patchflow/scanning/test_scan_concurrency.py, none at READ
-COMMITTED; at REPEATABLE READ an uncommitted update of ids 1-200 of 600 made one of ids
-401-600 wait until its timeout, at READ COMMITTED it took 2 ms). READ COMMITTED takes no gap
-locks for these statements and lets go of rows a statement examined but did not change. A
-deadlock that still happens (the database picks a victim and rolls it back whole)
-is retried where the work can be (`write_transaction`, the flows' tasks), as InnoDB's own
-message asks.
+a server's rescans) then deadlocked, each batch's update waiting for rows the other held
+(tests/patchflow/scanning/test_scan_concurrency.py; the evidence in docs/architecture.md).
+READ COMMITTED takes no gap locks for these statements and lets go of rows a statement
+examined but did not change. A deadlock that still happens (the database picks a victim and
+rolls it back whole) is retried where the work can be (`write_transaction`, the flows'
+tasks), as InnoDB's own message asks.
 On SQLite, writers of this process queue on a lock; `db_slot` keeps agent requests within the
 connection pool on both.
 """
