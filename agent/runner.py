@@ -5,7 +5,11 @@ server cannot take yet waits there, retried each cycle, while new jobs keep runn
 
 After jobs ran, the results go out first, then the restart (when a job allowed and needed one),
 then a fresh inventory, so the server rescans the endpoint and the installed patches drop off
-its missing list."""
+its missing list.
+
+An inventory goes as a delta against the last one the server acknowledged (kept in the state
+directory) while the last whole upload is recent; the server refusing a delta, for whatever
+reason, costs one whole upload, never a lost inventory."""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from agent.delta import inventory_delta
 from agent.install import InstallSpec, JobExecutor
 from agent.platforms.base import Platform
 from agent.state import StateDir
@@ -44,19 +49,23 @@ class Schedule:
     jitter: float = 0.2  # ± this fraction of each wait
     backoff_start: float = 5.0
     backoff_max: float = 900.0
+    full_inventory_every: float = 24 * 3600.0  # deltas in between
 
 
 class AgentRunner:
     def __init__(self, client: ServerClient, state: StateDir, platform: Platform,
                  schedule: Schedule | None = None,
                  sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time) -> None:
         self.client = client
         self.state = state
         self.platform = platform
         self.schedule = schedule or Schedule()
         self.sleep = sleep
         self.clock = clock
+        # The age of the last full upload survives restarts, so it is wall-clock time.
+        self.wall_clock = wall_clock
         self._rng = random.Random()
         self.executor = JobExecutor(client, state, platform, progress=self._progress)
         self._installed = False  # a job ran an installer: send a fresh inventory
@@ -66,16 +75,62 @@ class AgentRunner:
 
     def upload_inventory(self) -> dict[str, Any]:
         doc = self.platform.collect_inventory()
+        digest = inventory_digest(doc)
+        saved = self.state.load_inventory()
+        ack: dict[str, Any] | None = None
+        if saved is not None and saved[1] != digest and self._delta_allowed(saved[2]):
+            ack = self._send_delta(saved[0], saved[1], doc)
+        if ack is not None:
+            full = False
+        else:
+            ack = self._send_full(doc, digest)
+            # An inventory the server already held is no fresh full upload: keep full_at.
+            full = not (ack.get("unchanged") and saved is not None)
+        try:
+            self.state.save_inventory(doc, digest, full=full, now=self.wall_clock())
+        except OSError as exc:
+            # The next delta names a digest the server no longer holds: refused, then whole.
+            log.warning("inventory sent but not remembered: %s", exc)
+        return ack
+
+    def _delta_allowed(self, full_at: float) -> bool:
+        """A wall clock set back (age below zero) is not trusted to say "recent"."""
+        return 0.0 <= self.wall_clock() - full_at < self.schedule.full_inventory_every
+
+    def _send_full(self, doc: dict[str, Any], digest: str) -> dict[str, Any]:
         # The server answers an inventory it already holds "unchanged", without parsing it.
-        conditional = {"If-None-Match": f'"{inventory_digest(doc)}"'}
-        ack = self._call("PUT", INVENTORY_PATH, doc, headers=conditional)
+        conditional = {"If-None-Match": f'"{digest}"'}
+        ack = dict(self._call("PUT", INVENTORY_PATH, doc, headers=conditional) or {})
         if ack.get("unchanged"):
             log.info("inventory unchanged since the last upload (%s programs, %s updates)",
                      ack.get("programs"), ack.get("updates"))
         else:
             log.info("inventory sent: %s programs, %s updates", ack.get("programs"),
                      ack.get("updates"))
-        return dict(ack)
+        return ack
+
+    def _send_delta(self, old: dict[str, Any], old_digest: str,
+                    doc: dict[str, Any]) -> dict[str, Any] | None:
+        """The ack, or None when the whole document must go instead: a delta that cannot be
+        computed, or one the server refuses (412: it holds another base or the delta does not
+        apply; 404/405: an older server; anything 4xx). 401/403 leave as AgentRevoked and
+        5xx or no answer as ServerUnreachable, as for any other call."""
+        try:
+            body = inventory_delta(old, doc)
+        except Exception as exc:
+            log.info("inventory changes not computed (%s): sending the whole inventory", exc)
+            return None
+        try:
+            ack = self._call("PATCH", INVENTORY_PATH, body,
+                             headers={"If-Match": f'"{old_digest}"'})
+        except RequestRefused as exc:
+            log.info("the server wants the whole inventory (%s: %s): sending it", exc.status,
+                     exc.message)
+            return None
+        log.info("inventory changes sent: +%d/-%d programs, +%d/-%d updates",
+                 len(body["programs_added"]), len(body["programs_removed"]),
+                 len(body["updates_added"]), len(body["updates_removed"]))
+        return dict(ack or {})
 
     def flush_results(self) -> int:
         """Deliver queued results oldest first; returns how many left the outbox.

@@ -24,8 +24,8 @@ INSTALLATION_TYPES = ("Client", "Server", "Server Core")
 MS_FACT_KINDS = ("dotnet_framework", "click_to_run", "sql_server", "exchange", "sharepoint",
                  "visual_studio", "defender_engine")
 
-TOP_FIELDS = ("schema_version", "hostname", "domain", "os", "programs", "updates", "ms_facts",
-              "pending_reboot", "collected_at")
+TOP_FIELDS = ("schema_version", "hostname", "domain", "os", "ms_facts", "pending_reboot",
+              "collected_at", "programs", "updates")
 OS_FIELDS = ("name", "display_version", "build", "ubr", "arch", "language", "hotpatch",
              "installation_type")
 PROGRAM_FIELDS = ("name", "version", "publisher", "product_code", "upgrade_code", "arch",

@@ -1,6 +1,7 @@
-"""The agent's state directory: its identity (agent id, secret, server, pinned certificate) and
-an outbox of job results not yet delivered. Files holding the secret are created 0600 and the
-directory 0700, before anything is written into them."""
+"""The agent's state directory: its identity (agent id, secret, server, pinned certificate), an
+outbox of job results not yet delivered, and the last inventory the server acknowledged (what a
+delta upload is computed against). Files holding the secret are created 0600 and the directory
+0700, before anything is written into them."""
 
 from __future__ import annotations
 
@@ -13,11 +14,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from agent.transport import inventory_digest
+
 STATE_FILE = "agent.json"
 CA_FILE = "server-ca.pem"
 OUTBOX = "outbox"
 DOWNLOADS = "downloads"
 RAN = "ran"
+INVENTORY_FILE = "inventory.json"
 RAN_KEPT = 2000  # ledger entries kept; older ones are long delivered
 
 
@@ -71,7 +75,9 @@ class StateDir:
     # --- identity ----------------------------------------------------------------------------
 
     def save_identity(self, identity: Identity, ca_pem: bytes | None = None) -> None:
+        """A new enrolment (perhaps with another server) starts from a whole inventory."""
         self.ensure()
+        self.forget_inventory()
         if ca_pem is not None:
             _write_private(self.path / CA_FILE, ca_pem)
             identity.ca_file = CA_FILE
@@ -89,6 +95,43 @@ class StateDir:
 
     def ca_path(self, identity: Identity) -> Path | None:
         return self.path / identity.ca_file if identity.ca_file else None
+
+    # --- last acknowledged inventory ---------------------------------------------------------
+
+    def save_inventory(self, doc: dict[str, Any], digest: str, full: bool,
+                       now: float | None = None) -> None:
+        """Remember what the server now holds, so the next upload can be a delta against it.
+
+        `full_at` dates the last whole upload: deltas only ever build on it, and a periodic full
+        upload bounds how long a server-side drift could go unnoticed. A delta keeps the
+        previous full_at; without one, it counts as never full (the next upload is whole).
+        Written atomically and 0600: not secret, but it is this machine's software list."""
+        when = time.time() if now is None else now
+        if not full:
+            saved = self.load_inventory()
+            when = saved[2] if saved is not None else 0.0
+        self.ensure()
+        data = {"digest": digest, "full_at": when, "doc": doc}
+        _write_private(self.path / INVENTORY_FILE,
+                       json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode())
+
+    def load_inventory(self) -> tuple[dict[str, Any], str, float] | None:
+        """(doc, digest, full_at), or None when missing, unreadable, or not matching its own
+        digest: a delta built on a wrong base would be refused at best, so such a file only
+        costs one full upload."""
+        try:
+            data = json.loads((self.path / INVENTORY_FILE).read_text(encoding="utf-8"))
+            doc, digest, full_at = data["doc"], data["digest"], data["full_at"]
+            if (not isinstance(doc, dict) or not isinstance(digest, str)
+                    or isinstance(full_at, bool) or not isinstance(full_at, int | float)
+                    or inventory_digest(doc) != digest):
+                return None
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return doc, digest, float(full_at)
+
+    def forget_inventory(self) -> None:
+        (self.path / INVENTORY_FILE).unlink(missing_ok=True)
 
     # --- outbox ------------------------------------------------------------------------------
 

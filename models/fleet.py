@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Boolean, Date, ForeignKey, Integer, LargeBinary, String, Text, false
+from sqlalchemy import Boolean, Date, ForeignKey, Index, Integer, LargeBinary, String, Text, false
 from sqlalchemy.dialects.mysql import LONGBLOB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -102,11 +102,12 @@ class Endpoint(Base):
 
 class InstalledProgram(Base):
     __tablename__ = "installed_programs"
+    # Leads with endpoint_id (an endpoint's rows, the foreign key); name finds the rows an
+    # inventory sent as changes removes (migration 0018).
+    __table_args__ = (Index("ix_installed_programs_endpoint_name", "endpoint_id", "name"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    endpoint_id: Mapped[int] = mapped_column(
-        ForeignKey("endpoints.id", ondelete="CASCADE"), index=True
-    )
+    endpoint_id: Mapped[int] = mapped_column(ForeignKey("endpoints.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(512))
     version: Mapped[str | None] = mapped_column(String(128))
     publisher: Mapped[str | None] = mapped_column(String(255))

@@ -20,9 +20,16 @@ from pydantic import (
 from models.db import get_engine
 from patchflow import fleet
 from patchflow.errors import UserError
-from patchflow.fleet.inventory import Hostname, Inventory
+from patchflow.fleet.inventory import Hostname, Inventory, InventoryDelta
 from server.auth import AgentCredentials, agent_credentials, client_ip, settings_of
-from server.errors import Error, InvalidDocument, error_response, explain_invalid, responses
+from server.errors import (
+    Error,
+    InvalidDocument,
+    PreconditionRequired,
+    error_response,
+    explain_invalid,
+    responses,
+)
 from server.params import HOSTNAME_PATTERN, ExitCode, JobId
 from server.ratelimit import subject_of
 
@@ -119,6 +126,20 @@ def enroll(body: EnrollRequest, request: Request) -> Any:
     )
 
 
+def _uploading_agent(credentials: AgentCredentials) -> fleet.AgentIdentity:
+    """The agent whose upload this is, refused before its body is parsed: strangers' bodies
+    are not worth the CPU."""
+    with fleet.db_slot(credentials.settings.database_url):
+        agent = credentials.verify()
+    if agent.pending:
+        # Nothing of a re-enrolment awaiting approval is stored: no inventory means nothing to
+        # scan, count, report or install on. 409, not 403: the agent keeps running and polling.
+        raise fleet.Conflict(
+            "this agent's re-enrolment of an existing endpoint awaits approval by an "
+            "administrator (patchflow endpoints approve-reenroll); inventory not stored")
+    return agent
+
+
 def store_upload(
     body: bytes, credentials: AgentCredentials, wanted: str | None
 ) -> dict[str, Any]:
@@ -127,14 +148,7 @@ def store_upload(
     one pass (pydantic's JSON parser, not json.loads then validation) and store."""
     settings = credentials.settings
     engine = get_engine(settings.database_url)
-    with fleet.db_slot(settings.database_url):
-        agent = credentials.verify()  # before parsing: strangers' bodies are not worth the CPU
-    if agent.pending:
-        # Nothing of a re-enrolment awaiting approval is stored: no inventory means nothing to
-        # scan, count, report or install on. 409, not 403: the agent keeps running and polling.
-        raise fleet.Conflict(
-            "this agent's re-enrolment of an existing endpoint awaits approval by an "
-            "administrator (patchflow endpoints approve-reenroll); inventory not stored")
+    agent = _uploading_agent(credentials)
     sighting = fleet.Sighting(credentials.ip, settings.internal)
     assert credentials.agent_id is not None  # verify() refused a missing one
     if wanted:
@@ -151,15 +165,40 @@ def store_upload(
     digest = fleet.body_digest(body)
     # Stored together with the uploads arriving meanwhile (one commit for many).
     fleet.store_agent_inventory(settings.database_url, doc, agent.endpoint_id, sighting, digest)
-    fleet.remember_stored(engine, credentials.agent_id, doc, digest, credentials.ip)
-    # After the commit, in this thread rather than as a background task (a second thread hop
-    # per upload): the server's hook only queues the endpoint for a rescan, and a failing hook
-    # is logged, never fails the upload.
+    return _stored(credentials, agent, doc, digest)
+
+
+def store_changes(body: bytes, credentials: AgentCredentials, base: str | None) -> dict[str, Any]:
+    """`store_upload` for an inventory sent as changes against the stored one named `base`."""
+    settings = credentials.settings
+    agent = _uploading_agent(credentials)
+    if base is None:
+        raise PreconditionRequired(
+            'If-Match: "<digest of the stored inventory>" is required with changes')
+    try:
+        delta = InventoryDelta.model_validate_json(body)
+    except ValidationError as exc:
+        raise _body_error(exc) from None
+    fleet.store_agent_delta(settings.database_url, delta, agent.endpoint_id,
+                            fleet.Sighting(credentials.ip, settings.internal), base)
+    return _stored(credentials, agent, delta, delta.digest)
+
+
+def _stored(credentials: AgentCredentials, agent: fleet.AgentIdentity,
+            doc: Inventory | InventoryDelta, digest: str | None) -> dict[str, Any]:
+    """After the commit: memory learns the new digest, the endpoint is queued for a rescan,
+    and the answer names the endpoint and the counts."""
+    assert credentials.agent_id is not None  # verify() refused a missing one
+    fleet.remember_stored(get_engine(credentials.settings.database_url), credentials.agent_id,
+                          doc, digest, credentials.ip)
+    # In this thread rather than as a background task (a second thread hop per upload): the
+    # server's hook only queues the endpoint for a rescan, and a failing hook is logged, never
+    # fails the upload.
     fleet.run_inventory_hooks([agent.endpoint_id])
+    programs, updates = doc.counts()
     # The endpoint keeps its name, whatever the document says (recorded as reported_hostname).
-    ack = {"hostname": agent.hostname, "reported_hostname": doc.hostname,
-           "programs": len(doc.programs), "updates": len(doc.unique_updates())}
-    return ack
+    return {"hostname": agent.hostname, "reported_hostname": doc.hostname,
+            "programs": programs, "updates": updates}
 
 
 def _body_error(exc: ValidationError) -> UserError:
@@ -189,6 +228,30 @@ async def upload_inventory(request: Request, credentials: Credentials) -> Respon
     body = await request.body()
     wanted = fleet.requested_digest(request.headers.get("if-none-match"))
     ack = await run_in_threadpool(store_upload, body, credentials, wanted)
+    return JSONResponse(ack)
+
+
+@router.patch(
+    "/inventory",
+    response_model=InventoryAck,
+    summary="Change this endpoint's inventory: what was added and removed since the last one",
+    openapi_extra={
+        "parameters": [{
+            "name": "If-Match", "in": "header", "required": True,
+            "schema": {"type": "string", "maxLength": 256},
+            "description": 'The digest of the stored inventory these changes are against, '
+                           'quoted (`"<64 hex digits>"`): the one the agent uploaded last. '
+                           "412 when it is not the stored one, or the changes do not apply: "
+                           "the agent then uploads the whole inventory (PUT)."}],
+        "requestBody": {"required": True, "content": {"application/json": {
+            "schema": {"$ref": "#/components/schemas/InventoryDelta"}}}}},
+    responses={**AGENT_ERRORS, **responses(400, 409, 412, 413, 422, 428)},
+)
+async def change_inventory(request: Request, credentials: Credentials) -> Response:
+    # Changes from an agent memory knows are stored before routing (server.agent_fast_path).
+    body = await request.body()
+    base = fleet.requested_digest(request.headers.get("if-match"))
+    ack = await run_in_threadpool(store_changes, body, credentials, base)
     return JSONResponse(ack)
 
 

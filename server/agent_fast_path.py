@@ -7,12 +7,13 @@ cost more than the answer itself (measured: about 150 µs of a 250 µs request i
 ASGI middleware answers them when memory alone does, exactly as the routes would (same checks,
 same bodies).
 
-A changed inventory from an agent memory knows is stored here too, by the route's own
-`store_upload`, without FastAPI's routing, dependency solving and route layers (~5-10% of the
-server's samples under a burst of changed uploads, py-spy). Only success is answered here:
+A changed inventory from an agent memory knows is stored here too, whole (PUT) or as changes
+(PATCH), by the route's own `store_upload` or `store_changes`, without FastAPI's routing,
+dependency solving and route layers (~5-10% of the server's samples under a burst of changed
+uploads, py-spy). Only success is answered here:
 when storing raises, the request goes on to the route with its body, which does it again and
-answers the error as every route does (errors are rare; the store is a replace, so a second
-attempt after a failed one is harmless).
+answers the error as every route does (errors are rare; a failed store rolled back, so a
+second attempt is harmless).
 
 Anything else, including every request it has a doubt about, goes on to the routes in
 server/agent_api.py, which authenticate the slow way and answer errors.
@@ -21,6 +22,8 @@ server/agent_api.py, which authenticate the slow way and answer errors.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import Any
 
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
@@ -30,7 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from models.base import utcnow
 from models.db import get_engine
 from patchflow import fleet
-from server.agent_api import store_upload
+from server.agent_api import store_changes, store_upload
 from server.auth import AgentCredentials, presented_credentials
 from server.settings import ServerSettings
 
@@ -73,19 +76,26 @@ class AgentFastPath:
                 ack = fleet.unchanged_ack(entry, wanted, utcnow())
                 if ack is not None:
                     return JSONResponse(ack), receive
-                return await self._store(credentials, wanted, receive)
+                return await self._store(store_upload, credentials, wanted, receive)
+        elif method == "PATCH" and path == INVENTORY_PATH:
+            headers = Headers(scope=scope)
+            credentials = self._credentials(scope, headers)
+            if cached(credentials) is not None:
+                base = fleet.requested_digest(headers.get("if-match"))
+                return await self._store(store_changes, credentials, base, receive)
         return None, receive
 
-    async def _store(self, credentials: AgentCredentials, wanted: str | None,
+    async def _store(self, store: Callable[[bytes, AgentCredentials, str | None], dict[str, Any]],
+                     credentials: AgentCredentials, tag: str | None,
                      receive: Receive) -> tuple[Response | None, Receive]:
-        """An upload of an agent memory knows that memory could not answer, stored."""
+        """An upload of an agent memory knows that memory could not answer, stored by `store`
+        (the route's own) with the entity tag its request named."""
         message = await receive()  # the whole body: BodyLimitMiddleware buffered it
         again = _replay(message, receive)
         if message["type"] != "http.request" or message.get("more_body", False):
             return None, again
         try:
-            ack = await run_in_threadpool(store_upload, message.get("body", b""), credentials,
-                                          wanted)
+            ack = await run_in_threadpool(store, message.get("body", b""), credentials, tag)
         except Exception as exc:  # the route answers it, the way every route answers errors
             log.debug("inventory upload handed to the route: %s", type(exc).__name__)
             return None, again

@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI
 
 from patchflow import __version__
-from patchflow.fleet.inventory import Inventory
+from patchflow.fleet.inventory import Inventory, InventoryDelta
 from patchflow.scanning.service import register_inventory_hook, unregister_inventory_hook
 from server import (
     admin_api,
@@ -155,18 +155,19 @@ def document_errors(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def _document_inventory(app: FastAPI) -> None:
-    """The inventory routes read their body themselves (one-pass JSON validation, errors that
-    name the document), so FastAPI does not see the model; add its schema to the components
-    their `$ref`s point at."""
+    """The inventory routes (PUT, PATCH) read their body themselves (one-pass JSON validation,
+    errors that name the document), so FastAPI does not see the models; add their schemas to
+    the components their `$ref`s point at."""
     original = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = original()
-            inventory = Inventory.model_json_schema(ref_template="#/components/schemas/{model}")
             components = schema.setdefault("components", {}).setdefault("schemas", {})
-            components.update(inventory.pop("$defs", {}))
-            components["Inventory"] = inventory
+            for model in (Inventory, InventoryDelta):
+                document = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                components.update(document.pop("$defs", {}))
+                components[model.__name__] = document
             _document_rules(components)
             app.openapi_schema = document_errors(schema)
         return app.openapi_schema

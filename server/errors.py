@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from patchflow.errors import NotFoundError, UserError
-from patchflow.fleet import Conflict, Forbidden, Unauthorized
+from patchflow.fleet import Conflict, Forbidden, Stale, Unauthorized
 from patchflow.fleet.inventory import describe_errors
 
 log = logging.getLogger("patchflow.server")
@@ -35,8 +35,10 @@ STATUS_TEXT = {
     403: "Credentials revoked, or not allowed here",
     404: "No such object",
     409: "Conflicts with the current state (a name taken, a concurrent change)",
+    412: "The change is not against the stored state: send the whole of it",
     413: "Request body over the server's limit",
     422: "A parameter or body field fails validation (named in the error)",
+    428: "A precondition header (If-Match) is required",
     429: "Too many failures: wait the Retry-After seconds",
 }
 
@@ -48,6 +50,10 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 class InvalidDocument(UserError):
     """A body that parsed as JSON but failed validation where a route validates it itself (422)."""
+
+
+class PreconditionRequired(UserError):
+    """A conditional request sent without its condition (428)."""
 
 
 def error_response(
@@ -66,8 +72,12 @@ def _status_of(exc: UserError) -> int:
         return 404
     if isinstance(exc, Conflict):
         return 409
+    if isinstance(exc, Stale):
+        return 412
     if isinstance(exc, InvalidDocument):
         return 422
+    if isinstance(exc, PreconditionRequired):
+        return 428
     return 400
 
 

@@ -32,7 +32,7 @@ from patchflow.fleet.endpoints import (
     move_endpoint,
     revoke_endpoint,
 )
-from patchflow.fleet.errors import Conflict, Forbidden, Unauthorized
+from patchflow.fleet.errors import Conflict, Forbidden, Stale, Unauthorized
 from patchflow.fleet.identity import (
     approve_all_reenrollments,
     approve_reenrollment,
@@ -46,6 +46,7 @@ from patchflow.fleet.inventories import (
     remember_stored,
     requested_digest,
     run_inventory_hooks,
+    store_agent_delta,
     store_agent_inventory,
     store_inventory,
     unchanged_ack,
@@ -99,6 +100,7 @@ __all__ = [
     "Network",
     "PolicyOptions",
     "Sighting",
+    "Stale",
     "Tree",
     "Unauthorized",
     "add_group",
@@ -143,6 +145,7 @@ __all__ = [
     "revoke_endpoint",
     "revoke_enrollment_token",
     "run_inventory_hooks",
+    "store_agent_delta",
     "store_agent_inventory",
     "store_inventory",
     "unchanged_ack",

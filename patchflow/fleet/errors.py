@@ -15,3 +15,7 @@ class Forbidden(UserError):
 
 class Conflict(UserError):
     """The request clashes with stored state, e.g. a host name taken by another agent (409)."""
+
+
+class Stale(UserError):
+    """A change against a state that is not the stored one: the precondition failed (412)."""

@@ -164,13 +164,14 @@ class MsFact(_Strict):
     detail: Text64 = None
 
 
-class Inventory(_Strict):
+class _Reported(_Strict):
+    """What an upload carries whole, a change (`InventoryDelta`) as well as a full inventory:
+    the host, its OS and Microsoft facts, a few flags. Only the long lists travel as changes."""
+
     schema_version: Annotated[Literal[SCHEMA_VERSION], BeforeValidator(_whole_number)]
     hostname: Hostname
     domain: Text255 = None
     os: OsInfo
-    programs: list[Program] = Field(default_factory=list, max_length=MAX_PROGRAMS)
-    updates: list[Update] = Field(default_factory=list, max_length=MAX_UPDATES)
     ms_facts: list[MsFact] = Field(default_factory=list, max_length=MAX_MS_FACTS)
     pending_reboot: bool = Field(default=False, strict=True)
     collected_at: Annotated[dt.datetime | None, BeforeValidator(_timestamp)] = None
@@ -191,6 +192,11 @@ class Inventory(_Strict):
             )
         return value
 
+
+class Inventory(_Reported):
+    programs: list[Program] = Field(default_factory=list, max_length=MAX_PROGRAMS)
+    updates: list[Update] = Field(default_factory=list, max_length=MAX_UPDATES)
+
     def unique_updates(self) -> list[Update]:
         """One row per KB (the table's key); QFE and the servicing list often both name one."""
         seen: dict[str, Update] = {}
@@ -199,6 +205,36 @@ class Inventory(_Strict):
             if known is None or (known.installed_on is None and update.installed_on):
                 seen[update.kb] = update
         return list(seen.values())
+
+    def counts(self) -> tuple[int, int]:
+        """(programs, KBs) as stored: what an upload's answer reports."""
+        return len(self.programs), len(self.unique_updates())
+
+
+Digest = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+
+class InventoryDelta(_Reported):
+    """An agent's inventory as changes against the one the server acknowledged last (the
+    `If-Match` of `PATCH /api/v1/agent/inventory`): a changed 200-program inventory usually
+    differs in a program or two, and parsing and comparing all of them was most of the server's
+    work per upload. The agent computes `digest` and the counts from its whole new document;
+    the server checks that every removed row is stored and the counts come out equal, else
+    refuses the change (412) and the agent uploads the whole inventory."""
+
+    digest: Digest = Field(description="The new inventory's canonical SHA-256 "
+                                       "(agent.transport.inventory_digest)")
+    program_count: int = Field(ge=0, le=MAX_PROGRAMS, strict=True)
+    update_count: int = Field(ge=0, le=MAX_UPDATES, strict=True)
+    programs_removed: list[Program] = Field(default_factory=list, max_length=MAX_PROGRAMS)
+    programs_added: list[Program] = Field(default_factory=list, max_length=MAX_PROGRAMS)
+    updates_removed: list[KB] = Field(default_factory=list, max_length=MAX_UPDATES)
+    updates_added: list[Update] = Field(
+        default_factory=list, max_length=MAX_UPDATES,
+        description="KBs new to the inventory, or whose installation date changed")
+
+    def counts(self) -> tuple[int, int]:
+        return self.program_count, self.update_count
 
 
 def describe_errors(errors: Sequence[Any]) -> str:

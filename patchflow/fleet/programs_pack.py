@@ -34,6 +34,11 @@ def pack(programs: Iterable[Sequence[Any]]) -> bytes:
         columns = [[] for _ in PACK_COLUMNS]
     elif len(columns) != len(PACK_COLUMNS):
         raise ValueError(f"a program is {len(columns)} values, not {len(PACK_COLUMNS)}")
+    return pack_columns(columns)
+
+
+def pack_columns(columns: Sequence[Sequence[Any]]) -> bytes:
+    """The pack of the six column lists `unpack` gives (an inventory changed in place)."""
     try:
         text = orjson.dumps(columns)
     except TypeError:  # text orjson refuses (a lone surrogate): the stdlib escapes it

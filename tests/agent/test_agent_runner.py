@@ -30,6 +30,8 @@ class FakeClient:
             self.failures -= 1
             raise ServerUnreachable("cannot reach https://server:6201: refused")
         self.calls.append((method, path))
+        if path.endswith("/inventory") and method == "PATCH":  # a delta carries the counts
+            return {"programs": body["program_count"], "updates": body["update_count"]}
         if path.endswith("/inventory"):
             return {"programs": len(body["programs"]), "updates": len(body["updates"])}
         if path.endswith("/jobs"):
@@ -92,6 +94,26 @@ def test_polls_are_jittered_and_inventory_follows_its_own_interval(
     assert len(set(clock.waits)) > 10  # not lockstep
     uploads = [c for c in client.calls if c[1].endswith("/inventory")]
     assert 3 <= len(uploads) <= 5
+
+
+def test_the_loop_sends_a_changed_inventory_as_a_delta(
+    tmp_path: Path, platform: SimulatedPlatform
+) -> None:
+    clock = Clock()
+    client = FakeClient()
+    runner = _runner(client, tmp_path, platform, clock, poll_every=600, jitter=0.0,
+                     inventory_every=3600)
+
+    def stop() -> bool:
+        if clock.now == 1800:  # an install between two inventories
+            doc = platform.load_inventory()
+            doc["programs"].pop()
+            platform.save_inventory(doc)
+        return clock.now > 3 * 3600
+
+    runner.run_forever(stop=stop)
+    uploads = [method for method, path in client.calls if path.endswith("/inventory")]
+    assert uploads == ["PUT", "PATCH", "PUT", "PUT"]  # then unchanged: If-None-Match again
 
 
 def test_jobs_results_go_through_the_outbox_in_order(
