@@ -437,9 +437,14 @@ def _change_updates(session: Session, deltas: dict[int, InventoryDelta]) -> None
 
 
 def store_uploads(session: Session, uploads: Sequence[Upload | Change]) -> None:
-    """A batch of whole inventories and changes, in the caller's transaction."""
-    store_many(session, [u for u in uploads if not isinstance(u, Change)])
-    apply_changes(session, [u for u in uploads if isinstance(u, Change)])
+    """A batch of whole inventories and changes, in the caller's transaction (either kind
+    alone sends no statement for the other)."""
+    whole = [u for u in uploads if not isinstance(u, Change)]
+    changes = [u for u in uploads if isinstance(u, Change)]
+    if whole:
+        store_many(session, whole)
+    if changes:
+        apply_changes(session, changes)
 
 
 def import_inventories(
