@@ -63,7 +63,8 @@ def _only_in(items: Iterable[Any], other: Iterable[Any]) -> list[Any]:
     return extra
 
 
-def inventory_delta(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+def inventory_delta(old: dict[str, Any], new: dict[str, Any],
+                    digest: str | None = None) -> dict[str, Any]:
     """The PATCH body turning `old` (the inventory the server acknowledged) into `new`.
 
     The digest and counts let the server check the result before it stores anything; an
@@ -73,7 +74,7 @@ def inventory_delta(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     old_updates = unique_updates(old)
     new_updates = unique_updates(new)
     body: dict[str, Any] = {key: new[key] for key in WHOLE_FIELDS if key in new}
-    body["digest"] = inventory_digest(new)
+    body["digest"] = digest or inventory_digest(new)  # the caller's, when it has it
     body["program_count"] = len(new_programs)
     body["update_count"] = len(new_updates)
     body["programs_removed"] = _only_in(old_programs, new_programs)

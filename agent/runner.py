@@ -79,15 +79,16 @@ class AgentRunner:
         saved = self.state.load_inventory()
         ack: dict[str, Any] | None = None
         if saved is not None and saved[1] != digest and self._delta_allowed(saved[2]):
-            ack = self._send_delta(saved[0], saved[1], doc)
-        if ack is not None:
-            full = False
-        else:
+            ack = self._send_delta(saved[0], saved[1], doc, digest)
+        delta = ack is not None
+        if ack is None:
             ack = self._send_full(doc, digest)
-            # An inventory the server already held is no fresh full upload: keep full_at.
-            full = not (ack.get("unchanged") and saved is not None)
+        # A delta, or an inventory the server already held, is no fresh full upload: the last
+        # one's time is kept.
+        keep = delta or bool(ack.get("unchanged"))
+        full_at = saved[2] if saved is not None and keep else self.wall_clock()
         try:
-            self.state.save_inventory(doc, digest, full=full, now=self.wall_clock())
+            self.state.save_inventory(doc, digest, full_at)
         except OSError as exc:
             # The next delta names a digest the server no longer holds: refused, then whole.
             log.warning("inventory sent but not remembered: %s", exc)
@@ -109,14 +110,14 @@ class AgentRunner:
                      ack.get("updates"))
         return ack
 
-    def _send_delta(self, old: dict[str, Any], old_digest: str,
-                    doc: dict[str, Any]) -> dict[str, Any] | None:
+    def _send_delta(self, old: dict[str, Any], old_digest: str, doc: dict[str, Any],
+                    digest: str) -> dict[str, Any] | None:
         """The ack, or None when the whole document must go instead: a delta that cannot be
         computed, or one the server refuses (412: it holds another base or the delta does not
         apply; 404/405: an older server; anything 4xx). 401/403 leave as AgentRevoked and
         5xx or no answer as ServerUnreachable, as for any other call."""
         try:
-            body = inventory_delta(old, doc)
+            body = inventory_delta(old, doc, digest)
         except Exception as exc:
             log.info("inventory changes not computed (%s): sending the whole inventory", exc)
             return None

@@ -98,20 +98,15 @@ class StateDir:
 
     # --- last acknowledged inventory ---------------------------------------------------------
 
-    def save_inventory(self, doc: dict[str, Any], digest: str, full: bool,
-                       now: float | None = None) -> None:
+    def save_inventory(self, doc: dict[str, Any], digest: str, full_at: float) -> None:
         """Remember what the server now holds, so the next upload can be a delta against it.
 
-        `full_at` dates the last whole upload: deltas only ever build on it, and a periodic full
-        upload bounds how long a server-side drift could go unnoticed. A delta keeps the
-        previous full_at; without one, it counts as never full (the next upload is whole).
-        Written atomically and 0600: not secret, but it is this machine's software list."""
-        when = time.time() if now is None else now
-        if not full:
-            saved = self.load_inventory()
-            when = saved[2] if saved is not None else 0.0
+        `full_at` dates the last whole upload (the runner's to decide: deltas keep the one
+        before): deltas only ever build on it, and a periodic full upload bounds how long a
+        server-side drift could go unnoticed. Written atomically and 0600: not secret, but it
+        is this machine's software list."""
         self.ensure()
-        data = {"digest": digest, "full_at": when, "doc": doc}
+        data = {"digest": digest, "full_at": full_at, "doc": doc}
         _write_private(self.path / INVENTORY_FILE,
                        json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode())
 

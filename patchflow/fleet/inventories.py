@@ -91,6 +91,12 @@ _PACKED = slice(1, 1 + len(PACK_COLUMNS))
 _UPDATE_COLUMNS = ("endpoint_id", "kb", "installed_on")
 
 
+def _program_row(endpoint_id: int, p: Program) -> tuple[Any, ...]:
+    """A program as `_PROGRAM_COLUMNS` stores it (and as a stored row reads back)."""
+    return (endpoint_id, p.name, p.version, p.publisher, p.product_code, p.upgrade_code, p.arch,
+            p.scope, day(p.install_date))
+
+
 _ENDPOINTS = cast(Table, Endpoint.__table__)
 _PROGRAMS = cast(Table, InstalledProgram.__table__)
 _UPDATES = cast(Table, InstalledUpdate.__table__)
@@ -183,10 +189,8 @@ def store_many(session: Session, uploads: Sequence[Upload]) -> None:
     ids = sorted(latest)  # one lock order for every batch: no deadlock between two of them
     _update_endpoints(session, {endpoint_id: _endpoint_values(*latest[endpoint_id], now)
                                 for endpoint_id in ids})
-    programs = {endpoint_id: [
-        (endpoint_id, p.name, p.version, p.publisher, p.product_code, p.upgrade_code, p.arch,
-         p.scope, day(p.install_date)) for p in latest[endpoint_id][0].programs]
-        for endpoint_id in ids}
+    programs = {endpoint_id: [_program_row(endpoint_id, p) for p in latest[endpoint_id][0].programs]
+                for endpoint_id in ids}
     _replace_rows(session, _PROGRAM_ROWS, programs)
     _replace_rows(session, _UPDATE_ROWS, {
         endpoint_id: [(endpoint_id, u.kb, day(u.installed_on))
@@ -296,11 +300,6 @@ def _replace_packs(count: int) -> TextClause:
     `insert().values()` was compiled again at every batch."""
     rows = ", ".join(f"(:e{i}, :p{i})" for i in range(count))
     return text(f"REPLACE INTO {_PACKS.name} (endpoint_id, programs) VALUES {rows}")
-
-
-def _program_row(endpoint_id: int, p: Program) -> tuple[Any, ...]:
-    return (endpoint_id, p.name, p.version, p.publisher, p.product_code, p.upgrade_code, p.arch,
-            p.scope, day(p.install_date))
 
 
 def apply_changes(session: Session, changes: Sequence[Change]) -> None:

@@ -235,21 +235,18 @@ def test_saved_inventory_round_trip_and_full_at(tmp_path: Path) -> None:
     state = StateDir(tmp_path / "state")
     assert state.load_inventory() is None
     doc = _doc()
-    state.save_inventory(doc, inventory_digest(doc), full=True, now=START)
+    state.save_inventory(doc, inventory_digest(doc), START)
     assert state.load_inventory() == (doc, inventory_digest(doc), START)
     path = tmp_path / "state" / INVENTORY_FILE
     if sys.platform != "win32":
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
     changed = _doc(4)
-    state.save_inventory(changed, inventory_digest(changed), full=False, now=START + 3600)
-    assert state.load_inventory() == (changed, inventory_digest(changed), START)  # kept
+    state.save_inventory(changed, inventory_digest(changed), START + 3600)
+    assert state.load_inventory() == (changed, inventory_digest(changed), START + 3600)
     assert not list(path.parent.glob("*.tmp"))
     state.forget_inventory()
     assert state.load_inventory() is None
     state.forget_inventory()  # nothing to forget is fine
-    # A delta acknowledged with nothing saved before counts as never full.
-    state.save_inventory(doc, inventory_digest(doc), full=False, now=START)
-    assert state.load_inventory() == (doc, inventory_digest(doc), 0.0)
 
 
 @pytest.mark.parametrize("content", [
@@ -271,7 +268,7 @@ def test_a_corrupt_saved_inventory_is_no_saved_inventory(tmp_path: Path, content
 def test_enrolling_again_forgets_the_saved_inventory(tmp_path: Path) -> None:
     state = StateDir(tmp_path)
     doc = _doc()
-    state.save_inventory(doc, inventory_digest(doc), full=True)
+    state.save_inventory(doc, inventory_digest(doc), START)
     state.save_identity(Identity(server="https://s:6201", agent_id="a", secret="s",
                                  hostname="WS-0001"))
     assert state.load_inventory() is None
