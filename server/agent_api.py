@@ -175,13 +175,29 @@ def store_changes(body: bytes, credentials: AgentCredentials, base: str | None) 
     if base is None:
         raise PreconditionRequired(
             'If-Match: "<digest of the stored inventory>" is required with changes')
-    try:
-        delta = InventoryDelta.model_validate_json(body)
-    except ValidationError as exc:
-        raise _body_error(exc) from None
+    delta = _delta(body)
     fleet.store_agent_delta(settings.database_url, delta, agent.endpoint_id,
                             fleet.Sighting(credentials.ip, settings.internal), base)
     return _stored(credentials, agent, delta, delta.digest)
+
+
+async def store_known_changes(body: bytes, credentials: AgentCredentials,
+                              agent: fleet.AgentIdentity, base: str) -> dict[str, Any]:
+    """`store_changes` on the event loop, for an agent that memory alone authenticated
+    (server.agent_fast_path): changes are small to parse, and the inventory writer commits
+    them while the loop goes on, so the request needs no worker thread of its own."""
+    settings = credentials.settings
+    delta = _delta(body)
+    await fleet.store_agent_delta_async(settings.database_url, delta, agent.endpoint_id,
+                                        fleet.Sighting(credentials.ip, settings.internal), base)
+    return _stored(credentials, agent, delta, delta.digest)
+
+
+def _delta(body: bytes) -> InventoryDelta:
+    try:
+        return InventoryDelta.model_validate_json(body)
+    except ValidationError as exc:
+        raise _body_error(exc) from None
 
 
 def _stored(credentials: AgentCredentials, agent: fleet.AgentIdentity,

@@ -22,7 +22,7 @@ server/agent_api.py, which authenticate the slow way and answer errors.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi.concurrency import run_in_threadpool
@@ -33,7 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from models.base import utcnow
 from models.db import get_engine
 from patchflow import fleet
-from server.agent_api import store_changes, store_upload
+from server.agent_api import store_known_changes, store_upload
 from server.auth import AgentCredentials, presented_credentials
 from server.settings import ServerSettings
 
@@ -80,26 +80,26 @@ class AgentFastPath:
         elif method == "PATCH" and path == INVENTORY_PATH:
             headers = Headers(scope=scope)
             credentials = self._credentials(scope, headers)
-            if cached(credentials) is not None:
-                base = fleet.requested_digest(headers.get("if-match"))
-                return await self._store(store_changes, credentials, base, receive)
+            entry = cached(credentials)
+            base = fleet.requested_digest(headers.get("if-match"))
+            if entry is not None and not entry.pending and base is not None:
+                return await self._store_changes(credentials, fleet.agent_identity(entry), base,
+                                                 receive)
         return None, receive
 
     async def _store(self, store: Callable[[bytes, AgentCredentials, str | None], dict[str, Any]],
                      credentials: AgentCredentials, tag: str | None,
                      receive: Receive) -> tuple[Response | None, Receive]:
-        """An upload of an agent memory knows that memory could not answer, stored by `store`
-        (the route's own) with the entity tag its request named."""
-        message = await receive()  # the whole body: BodyLimitMiddleware buffered it
-        again = _replay(message, receive)
-        if message["type"] != "http.request" or message.get("more_body", False):
-            return None, again
-        try:
-            ack = await run_in_threadpool(store, message.get("body", b""), credentials, tag)
-        except Exception as exc:  # the route answers it, the way every route answers errors
-            log.debug("inventory upload handed to the route: %s", type(exc).__name__)
-            return None, again
-        return JSONResponse(ack), receive
+        """A whole upload of an agent memory knows that memory could not answer, stored by
+        `store` (the route's own) in a worker thread, with the entity tag its request named."""
+        return await _answered(receive, lambda body: run_in_threadpool(
+            store, body, credentials, tag))
+
+    async def _store_changes(self, credentials: AgentCredentials, agent: fleet.AgentIdentity,
+                             base: str, receive: Receive) -> tuple[Response | None, Receive]:
+        """Changes from an agent memory authenticated, stored from the event loop."""
+        return await _answered(receive, lambda body: store_known_changes(
+            body, credentials, agent, base))
 
     def _credentials(self, scope: Scope, headers: Headers) -> AgentCredentials:
         client = scope.get("client")
@@ -110,6 +110,22 @@ def cached(credentials: AgentCredentials) -> fleet.CachedAgent | None:
     """The agent from memory when that alone answers (see fleet.cached_agent); never queries."""
     return fleet.cached_agent(get_engine(credentials.settings.database_url),
                               credentials.agent_id, credentials.secret, credentials.ip)
+
+
+async def _answered(receive: Receive, store: Callable[[bytes], Awaitable[dict[str, Any]]]
+                    ) -> tuple[Response | None, Receive]:
+    """The ack of `store(body)`, or None and the `receive` that gives the route the body when
+    storing raised: the route answers it, the way every route answers errors."""
+    message = await receive()  # the whole body: BodyLimitMiddleware buffered it
+    again = _replay(message, receive)
+    if message["type"] != "http.request" or message.get("more_body", False):
+        return None, again
+    try:
+        ack = await store(message.get("body", b""))
+    except Exception as exc:
+        log.debug("inventory upload handed to the route: %s", type(exc).__name__)
+        return None, again
+    return JSONResponse(ack), receive
 
 
 def _replay(first: Message, receive: Receive) -> Receive:

@@ -20,6 +20,7 @@ from patchflow.fleet.agents import (
     TOUCH_INTERVAL,
     AgentIdentity,
     Enrollment,
+    agent_identity,
     authenticate_agent,
     cached_agent,
     enroll,
@@ -33,6 +34,11 @@ from patchflow.fleet.endpoints import (
     revoke_endpoint,
 )
 from patchflow.fleet.errors import Conflict, Forbidden, Stale, Unauthorized
+from patchflow.fleet.group_commit import (
+    store_agent_delta,
+    store_agent_delta_async,
+    store_agent_inventory,
+)
 from patchflow.fleet.identity import (
     approve_all_reenrollments,
     approve_reenrollment,
@@ -46,8 +52,6 @@ from patchflow.fleet.inventories import (
     remember_stored,
     requested_digest,
     run_inventory_hooks,
-    store_agent_delta,
-    store_agent_inventory,
     store_inventory,
     unchanged_ack,
     unchanged_inventory,
@@ -106,6 +110,7 @@ __all__ = [
     "add_group",
     "add_policy",
     "admin_token_name",
+    "agent_identity",
     "approve_all_reenrollments",
     "approve_reenrollment",
     "authenticate_agent",
@@ -146,6 +151,7 @@ __all__ = [
     "revoke_enrollment_token",
     "run_inventory_hooks",
     "store_agent_delta",
+    "store_agent_delta_async",
     "store_agent_inventory",
     "store_inventory",
     "unchanged_ack",

@@ -155,7 +155,8 @@ def _touch_due(entry: CachedAgent, ip: str | None, now: dt.datetime) -> bool:
     return entry.last_seen is None or now - entry.last_seen > TOUCH_INTERVAL or entry.last_ip != ip
 
 
-def _identity(entry: CachedAgent) -> AgentIdentity:
+def agent_identity(entry: CachedAgent) -> AgentIdentity:
+    """Who a cached agent is, as `authenticate_agent` answers it."""
     return AgentIdentity(entry.endpoint_id, entry.hostname, entry.pending)
 
 
@@ -229,4 +230,4 @@ def authenticate_agent(
             conn.execute(_TOUCH, {"endpoint": entry.endpoint_id, "last_seen": now,
                                   "last_ip": ip, "roaming": is_roaming(ip, networks)})
         agents_of(engine).update(agent_id, last_seen=now, last_ip=ip)
-    return _identity(entry)
+    return agent_identity(entry)

@@ -8,7 +8,6 @@ import functools
 import hashlib
 import json
 import logging
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -45,7 +44,6 @@ from patchflow.fleet.groups import group_by_name
 from patchflow.fleet.inventory import Inventory, InventoryDelta, Program
 from patchflow.fleet.network import Network, is_roaming
 from patchflow.fleet.programs_pack import PACK_COLUMNS, pack, pack_columns, unpack
-from patchflow.fleet.transactions import write_transaction
 
 log = logging.getLogger(__name__)
 
@@ -164,11 +162,17 @@ def _update_endpoints(session: Session, values: dict[int, dict[str, Any]]) -> No
     """Each endpoint's row gets its values (`values` in id order: the lock order).
 
     On MariaDB in one UPDATE per set of columns (`models.bulk.update_rows`: a batch has one
-    set). On SQLite, in process, one UPDATE per endpoint: the single statement made changed
-    uploads slower there (A/B, bench.agent_api: 184-266/s against 259-300/s)."""
+    set), where PyMySQL's executemany would send one statement each. On SQLite one executemany
+    per set of columns: the sqlite3 driver loops in C, where that CASE statement made changed
+    uploads slower (bench.agent_api: 184-266/s against 259-300/s) and one execute per
+    endpoint went through SQLAlchemy's statement path each (a quarter of applying a batch of
+    changes, cProfile)."""
     if session.get_bind().dialect.name != "mysql":
+        by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}  # a batch has one set
         for endpoint_id, row in values.items():
-            session.execute(_STORE_ENDPOINT, {"endpoint": endpoint_id, **row})
+            by_columns.setdefault(tuple(row), []).append({"endpoint": endpoint_id, **row})
+        for rows in by_columns.values():
+            session.execute(_STORE_ENDPOINT, rows)
         return
     update_rows(session, _ENDPOINTS, values, same=_NEXT_REV)
 
@@ -574,100 +578,3 @@ def _ack(entry: CachedAgent, counts: tuple[int, int]) -> dict[str, Any]:
     return {"hostname": entry.hostname,
             "reported_hostname": entry.reported_hostname or entry.hostname,
             "programs": counts[0], "updates": counts[1], "unchanged": True}
-
-
-# --- group commit -----------------------------------------------------------------------------
-
-
-@dataclass
-class _Pending:
-    upload: Upload | Change
-    done: bool = False
-    error: BaseException | None = None
-
-
-class InventoryBatcher:
-    """Concurrent agent uploads stored together: one transaction and a few statements per table
-    for up to MAX_BATCH agents (`store_many`), instead of those statements and a commit each.
-    The thread that finds no batch being written writes the waiting ones, its own among them;
-    the others wait for theirs. If a batch fails, its uploads are stored one by one, so one bad
-    upload fails alone."""
-
-    MAX_BATCH = 32
-
-    def __init__(self, url: str | None) -> None:
-        self.url = url
-        self._cond = threading.Condition()
-        self._queue: list[_Pending] = []
-        self._writing = False
-
-    def store(self, upload: Upload | Change) -> None:
-        mine = _Pending(upload)
-        with self._cond:
-            self._queue.append(mine)
-        while True:
-            with self._cond:
-                while not mine.done and self._writing:
-                    self._cond.wait()
-                if mine.done:
-                    break
-                self._writing = True
-                batch = self._queue[:self.MAX_BATCH]
-                del self._queue[:self.MAX_BATCH]
-            try:
-                self._write(batch)
-            finally:
-                with self._cond:
-                    self._writing = False
-                    self._cond.notify_all()
-        if mine.error is not None:
-            raise mine.error
-
-    def _write(self, batch: list[_Pending]) -> None:
-        try:
-            write_transaction(self.url, lambda session: store_uploads(
-                session, [p.upload for p in batch]))
-        except Exception as exc:
-            if len(batch) == 1:
-                batch[0].error = exc
-                batch[0].done = True
-                return
-            for pending in batch:
-                try:
-                    write_transaction(self.url, lambda session, p=pending: store_uploads(
-                        session, [p.upload]))
-                except Exception as single:
-                    pending.error = single
-                pending.done = True
-            return
-        for pending in batch:
-            pending.done = True
-
-
-_BATCHERS: dict[str, InventoryBatcher] = {}
-_BATCHERS_LOCK = threading.Lock()
-
-
-def _batcher(url: str) -> InventoryBatcher:
-    batcher = _BATCHERS.get(url)
-    if batcher is None:
-        with _BATCHERS_LOCK:
-            batcher = _BATCHERS.setdefault(url, InventoryBatcher(url))
-    return batcher
-
-
-def store_agent_inventory(url: str, doc: Inventory, endpoint_id: int, sighting: Sighting,
-                          digest: str | None) -> None:
-    """An agent's upload, committed on return, stored together with the uploads arriving
-    meanwhile. On MariaDB each commit is a round trip and a log flush. On SQLite (one writer at
-    a time whatever we do) each statement hands the GIL over and must win it back from the
-    threads validating other uploads, up to a switch interval each: a batch pays that once for
-    many uploads, where one transaction each made the writer queue the p99 tail."""
-    _batcher(url).store((doc, endpoint_id, sighting, digest))
-
-
-def store_agent_delta(url: str, delta: InventoryDelta, endpoint_id: int, sighting: Sighting,
-                      base: str) -> None:
-    """An agent's changes against the inventory stored with digest `base`, committed on return
-    in the same batches as whole uploads; Stale when they do not apply (nothing is stored)."""
-    _batcher(url).store(Change(delta, endpoint_id, sighting, base))

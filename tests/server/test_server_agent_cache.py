@@ -367,7 +367,7 @@ def test_batched_inventory_writes_store_each_upload_and_isolate_a_bad_one(
     cannot be stored fails alone."""
     from models.db import get_engine, session_scope
     from patchflow import fleet
-    from patchflow.fleet.inventories import InventoryBatcher
+    from patchflow.fleet.group_commit import InventoryBatcher
     from patchflow.fleet.inventory import Inventory
 
     names = [f"ws-batch-{n}" for n in range(6)]

@@ -199,7 +199,8 @@ def test_a_change_overtaken_in_the_queue_fails_alone(api: Api, http: httpx.Clien
 
     from models.db import session_scope
     from patchflow import fleet
-    from patchflow.fleet.inventories import Change, InventoryBatcher
+    from patchflow.fleet.group_commit import InventoryBatcher
+    from patchflow.fleet.inventories import Change
     from patchflow.fleet.inventory import InventoryDelta
 
     names = [f"ws-batch-{n}" for n in range(4)]
