@@ -73,7 +73,10 @@ class AgentFastPath:
             entry = cached(credentials)
             if entry is not None:
                 wanted = fleet.requested_digest(headers.get("if-none-match"))
-                ack = fleet.unchanged_ack(entry, wanted, utcnow())
+                now = utcnow()
+                ack = fleet.unchanged_ack(entry, wanted, now)
+                if ack is None and fleet.only_touch_due(entry, wanted, now):
+                    ack = await self._touch(credentials, entry)
                 if ack is not None:
                     return JSONResponse(ack), receive
                 return await self._store(store_upload, credentials, wanted, receive)
@@ -86,6 +89,21 @@ class AgentFastPath:
                 return await self._store_changes(credentials, fleet.agent_identity(entry), base,
                                                  receive)
         return None, receive
+
+    async def _touch(self, credentials: AgentCredentials,
+                     entry: fleet.CachedAgent) -> dict[str, Any] | None:
+        """An unchanged upload whose touch is due, the touch committed with the writer's next
+        batch; None when that failed (the upload goes on to be stored the slow way)."""
+        settings = credentials.settings
+        assert credentials.agent_id is not None  # memory knew it
+        try:
+            await fleet.touch_unchanged(settings.database_url,
+                                        get_engine(settings.database_url), credentials.agent_id,
+                                        entry, fleet.Sighting(credentials.ip, settings.internal))
+        except Exception as exc:
+            log.debug("unchanged upload's touch handed to the route: %s", type(exc).__name__)
+            return None
+        return fleet.unchanged_ack_for(entry)
 
     async def _store(self, store: Callable[[bytes, AgentCredentials, str | None], dict[str, Any]],
                      credentials: AgentCredentials, tag: str | None,

@@ -38,6 +38,7 @@ from patchflow.fleet.group_commit import (
     store_agent_delta,
     store_agent_delta_async,
     store_agent_inventory,
+    touch_unchanged,
 )
 from patchflow.fleet.identity import (
     approve_all_reenrollments,
@@ -49,11 +50,13 @@ from patchflow.fleet.inventories import (
     Sighting,
     body_digest,
     import_inventories,
+    only_touch_due,
     remember_stored,
     requested_digest,
     run_inventory_hooks,
     store_inventory,
     unchanged_ack,
+    unchanged_ack_for,
     unchanged_inventory,
 )
 from patchflow.fleet.jobs import (
@@ -139,6 +142,7 @@ __all__ = [
     "list_policies",
     "load_agent",
     "move_endpoint",
+    "only_touch_due",
     "parse_duration",
     "policy_to_dict",
     "poll_jobs",
@@ -154,7 +158,9 @@ __all__ = [
     "store_agent_delta_async",
     "store_agent_inventory",
     "store_inventory",
+    "touch_unchanged",
     "unchanged_ack",
+    "unchanged_ack_for",
     "unchanged_inventory",
     "validate_name",
     "work_changed",

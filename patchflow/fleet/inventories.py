@@ -158,8 +158,10 @@ def _endpoint_values(doc: Inventory | InventoryDelta, sighting: Sighting | None,
 Upload = tuple[Inventory, int, "Sighting | None", "str | None"]
 
 
-def _update_endpoints(session: Session, values: dict[int, dict[str, Any]]) -> None:
-    """Each endpoint's row gets its values (`values` in id order: the lock order).
+def _update_endpoints(session: Session, values: dict[int, dict[str, Any]],
+                      new_inventory: bool = True) -> None:
+    """Each endpoint's row gets its values (`values` in id order: the lock order), and with
+    `new_inventory` the next inventory revision (what makes the next scan evaluate it).
 
     On MariaDB in one UPDATE per set of columns (`models.bulk.update_rows`: a batch has one
     set), where PyMySQL's executemany would send one statement each. On SQLite one executemany
@@ -172,9 +174,9 @@ def _update_endpoints(session: Session, values: dict[int, dict[str, Any]]) -> No
         for endpoint_id, row in values.items():
             by_columns.setdefault(tuple(row), []).append({"endpoint": endpoint_id, **row})
         for rows in by_columns.values():
-            session.execute(_STORE_ENDPOINT, rows)
+            session.execute(_STORE_ENDPOINT if new_inventory else _UPDATE_ENDPOINT, rows)
         return
-    update_rows(session, _ENDPOINTS, values, same=_NEXT_REV)
+    update_rows(session, _ENDPOINTS, values, same=_NEXT_REV if new_inventory else None)
 
 
 def store_many(session: Session, uploads: Sequence[Upload]) -> None:
@@ -439,15 +441,41 @@ def _change_updates(session: Session, deltas: dict[int, InventoryDelta]) -> None
                         f"{delta.update_count} the agent counted: " + _STALE)
 
 
-def store_uploads(session: Session, uploads: Sequence[Upload | Change]) -> None:
-    """A batch of whole inventories and changes, in the caller's transaction (either kind
-    alone sends no statement for the other)."""
-    whole = [u for u in uploads if not isinstance(u, Change)]
+@dataclass(frozen=True)
+class Touch:
+    """An unchanged upload's mark on its endpoint: the agent confirmed the stored inventory
+    at `at` (inventory_at, which the patch cycle's verification waits for) from where its
+    sighting says. No new revision: there is nothing new to scan."""
+
+    endpoint_id: int
+    sighting: Sighting
+    at: dt.datetime
+
+
+def _touch_values(sighting: Sighting, at: dt.datetime) -> dict[str, Any]:
+    values: dict[str, Any] = {"inventory_at": at, "last_seen": at}
+    if sighting.ip is not None:
+        values.update(last_ip=sighting.ip, roaming=is_roaming(sighting.ip, sighting.networks))
+    return values
+
+
+Write = Upload | Change | Touch  # what the inventory writer writes (group_commit)
+
+
+def store_uploads(session: Session, uploads: Sequence[Write]) -> None:
+    """A batch of whole inventories, changes and unchanged uploads' touches, in the caller's
+    transaction (a kind absent sends no statement)."""
+    whole = [u for u in uploads if isinstance(u, tuple)]
     changes = [u for u in uploads if isinstance(u, Change)]
+    touches = {u.endpoint_id: u for u in uploads if isinstance(u, Touch)}
     if whole:
         store_many(session, whole)
     if changes:
         apply_changes(session, changes)
+    if touches:
+        _update_endpoints(session, {endpoint_id: _touch_values(t.sighting, t.at)
+                                    for endpoint_id, t in sorted(touches.items())},
+                          new_inventory=False)
 
 
 def import_inventories(
@@ -542,17 +570,30 @@ def unchanged_inventory(engine: Engine, agent_id: str, entry: CachedAgent, diges
                           int(conn.execute(_COUNT_UPDATES, {"endpoint": entry.endpoint_id})
                               .scalar_one()))
             if due:
-                values: dict[str, Any] = {"inventory_at": now, "last_seen": now}
-                if sighting.ip is not None:
-                    values.update(last_ip=sighting.ip,
-                                  roaming=is_roaming(sighting.ip, sighting.networks))
-                conn.execute(_UPDATE_ENDPOINT, {"endpoint": entry.endpoint_id, **values})
+                conn.execute(_UPDATE_ENDPOINT, {"endpoint": entry.endpoint_id,
+                                                **_touch_values(sighting, now)})
         if due:
-            cache.update(agent_id, counts=counts, inventory_at=now, last_seen=now,
-                         last_ip=sighting.ip)
-        else:
-            cache.update(agent_id, counts=counts)
+            touched(engine, agent_id, now, sighting)
+        cache.update(agent_id, counts=counts)
     return _ack(entry, counts)
+
+
+def only_touch_due(entry: CachedAgent, digest: str | None, now: dt.datetime) -> bool:
+    """An unchanged upload that memory answers but for its touch (a `Touch`)."""
+    return (_names_stored(entry, digest) and entry.counts is not None and digest_fresh(entry)
+            and _unchanged_touch_due(entry, now))
+
+
+def touched(engine: Engine, agent_id: str, at: dt.datetime, sighting: Sighting) -> None:
+    """After a touch's commit: memory learns it, so the next upload within UNCHANGED_TOUCH is
+    answered from memory alone."""
+    agents_of(engine).update(agent_id, inventory_at=at, last_seen=at, last_ip=sighting.ip)
+
+
+def unchanged_ack_for(entry: CachedAgent) -> dict[str, Any]:
+    """The answer to an unchanged upload of an entry whose counts memory holds."""
+    assert entry.counts is not None
+    return _ack(entry, entry.counts)
 
 
 def remember_stored(engine: Engine, agent_id: str, doc: Inventory | InventoryDelta,

@@ -151,6 +151,66 @@ def test_unchanged_inventory_still_refreshes_inventory_at_now_and_then(
     assert _program_rows(api) == stored
 
 
+def test_unchanged_uploads_due_their_touch_are_answered_and_touched_without_a_new_revision(
+    api: Api, http: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a real fleet an agent's uploads are hours apart, so every unchanged one is due its
+    touch (inventory_at, which the patch cycle's verification waits for). Memory still answers
+    them, the touches go to the inventory writer with whatever uploads arrive together, and no
+    new inventory revision is made: there is nothing new to scan."""
+    from models.db import get_engine
+    from patchflow import fleet
+    from patchflow.fleet import agent_cache, inventories
+
+    names = [f"ws-touch-{n}" for n in range(6)]
+    agents = {name: api.enroll(http, name) for name in names}
+    docs = {name: base_inventory(name, 3) for name in names}
+    for name in names:
+        assert http.put("/api/v1/agent/inventory", headers=_conditional(agents[name], docs[name]),
+                        json=docs[name]).status_code == 200
+    engine = get_engine(api.db_url)
+    query = sa.text("SELECT hostname, inventory_at, inventory_rev, last_ip FROM endpoints "
+                    "WHERE hostname LIKE 'WS-TOUCH-%'")
+    with engine.begin() as conn:  # behind memory's back: only the touch can bring it forward
+        conn.execute(sa.text("UPDATE endpoints SET inventory_at = :t "
+                             "WHERE hostname LIKE 'WS-TOUCH-%'"), {"t": dt.datetime(2026, 1, 1)})
+        revisions = {row.hostname: row.inventory_rev for row in conn.execute(query)}
+    monkeypatch.setattr(inventories, "UNCHANGED_TOUCH", dt.timedelta(0))  # every one is due
+    # However slow the setup, memory's digests stay fresh enough to answer.
+    monkeypatch.setattr(agent_cache, "CACHE_SECONDS", 3600.0)
+    slow: list[str] = []  # the route's way: a transaction each, from a worker thread
+    monkeypatch.setattr(fleet, "unchanged_inventory",
+                        lambda *args, **kwargs: slow.append("called"))
+    answers: dict[str, Any] = {}
+    start = threading.Barrier(len(names))
+
+    def upload(name: str) -> None:
+        with api.client() as client:
+            start.wait()
+            answers[name] = client.put("/api/v1/agent/inventory",
+                                       headers=_conditional(agents[name], docs[name]),
+                                       json=docs[name]).json()
+
+    threads = [threading.Thread(target=upload, args=(name,)) for name in names]
+    with Statements(api) as statements:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    assert {name: answers.get(name, {}).get("unchanged") for name in names} == dict.fromkeys(
+        names, True)
+    assert slow == []
+    assert all(answers[name]["programs"] == 3 for name in names)
+    assert statements.writes() and all(
+        w.upper().startswith("UPDATE ENDPOINTS SET") for w in statements.writes())
+    with engine.connect() as conn:
+        rows = {row.hostname: row for row in conn.execute(query)}
+    assert {host: str(row.inventory_at) > "2026-06-01" for host, row in rows.items()} == {
+        name.upper(): True for name in names}
+    assert {host: row.inventory_rev for host, row in rows.items()} == revisions
+    assert {row.last_ip for row in rows.values()} == {"127.0.0.1"}
+
+
 def test_a_stale_digest_is_read_again_only_to_confirm_a_match(
     api: Api, http: httpx.Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
