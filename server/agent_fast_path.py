@@ -7,10 +7,12 @@ cost more than the answer itself (measured: about 150 µs of a 250 µs request i
 ASGI middleware answers them when memory alone does, exactly as the routes would (same checks,
 same bodies).
 
-A changed inventory from an agent memory knows is stored here too, whole (PUT) or as changes
-(PATCH), by the route's own `store_upload` or `store_changes`, without FastAPI's routing,
-dependency solving and route layers (~5-10% of the server's samples under a burst of changed
-uploads, py-spy). Only success is answered here:
+An unchanged upload due its once-a-second touch is answered here too, the touch awaited
+through the inventory writer. A changed inventory from an agent memory knows is stored here,
+without FastAPI's routing, dependency solving and route layers (~5-10% of the server's samples
+under a burst of changed uploads, py-spy): whole (PUT) by the route's own `store_upload` in a
+worker thread, as changes (PATCH) by `store_known_changes` on the event loop (no worker thread
+per request; patchflow/fleet/group_commit.py). Only success is answered here:
 when storing raises, the request goes on to the route with its body, which does it again and
 answers the error as every route does (errors are rare; a failed store rolled back, so a
 second attempt is harmless).
@@ -97,9 +99,8 @@ class AgentFastPath:
         settings = credentials.settings
         assert credentials.agent_id is not None  # memory knew it
         try:
-            await fleet.touch_unchanged(settings.database_url,
-                                        get_engine(settings.database_url), credentials.agent_id,
-                                        entry, fleet.Sighting(credentials.ip, settings.internal))
+            await fleet.touch_unchanged(settings.database_url, credentials.agent_id, entry,
+                                        fleet.Sighting(credentials.ip, settings.internal))
         except Exception as exc:
             log.debug("unchanged upload's touch handed to the route: %s", type(exc).__name__)
             return None

@@ -10,8 +10,9 @@ One writer thread per database writes what waits, batch after batch, and leaves 
 seconds. A request on the event loop awaits its upload without a thread of its own (a batch's
 requests are woken by one call into their loop); a caller on a thread blocks on a lock of its
 own. Under a burst of changes sent as `PATCH`, a worker thread per request, each woken by every
-batch to find whether its own was in it, cost more of the server's one core than the requests'
-own work (bench.agent_api: docs/benchmarks.md, tenth pass).
+batch to find whether its own was in it, took about a tenth of the server's GIL time (py-spy);
+without them, changes went from 481/s to 646-694/s on SQLite (bench.agent_api:
+docs/benchmarks.md, tenth pass).
 """
 
 from __future__ import annotations
@@ -21,9 +22,8 @@ import contextlib
 import threading
 from dataclasses import dataclass
 
-from sqlalchemy import Engine
-
 from models.base import utcnow
+from models.db import get_engine
 from patchflow.fleet.agent_cache import CachedAgent
 from patchflow.fleet.inventories import (
     Change,
@@ -187,7 +187,7 @@ async def store_agent_delta_async(url: str, delta: InventoryDelta, endpoint_id: 
     await _batcher(url).store_async(Change(delta, endpoint_id, sighting, base))
 
 
-async def touch_unchanged(url: str, engine: Engine, agent_id: str, entry: CachedAgent,
+async def touch_unchanged(url: str, agent_id: str, entry: CachedAgent,
                           sighting: Sighting) -> None:
     """The touch of an unchanged upload that memory answers but for it, committed with the
     batch: in a real fleet, where an agent's uploads are hours apart, every unchanged upload
@@ -195,4 +195,4 @@ async def touch_unchanged(url: str, engine: Engine, agent_id: str, entry: Cached
     database's busiest writes at fleet scale."""
     at = utcnow()
     await _batcher(url).store_async(Touch(entry.endpoint_id, sighting, at))
-    touched(engine, agent_id, at, sighting)
+    touched(get_engine(url), agent_id, at, sighting)
