@@ -77,7 +77,7 @@ class AgentFastPath:
                 wanted = fleet.requested_digest(headers.get("if-none-match"))
                 now = utcnow()
                 ack = fleet.unchanged_ack(entry, wanted, now)
-                if ack is None and fleet.only_touch_due(entry, wanted, now):
+                if ack is None and fleet.touch_answers(entry, wanted, now):
                     ack = await self._touch(credentials, entry)
                 if ack is not None:
                     return JSONResponse(ack), receive
@@ -94,8 +94,9 @@ class AgentFastPath:
 
     async def _touch(self, credentials: AgentCredentials,
                      entry: fleet.CachedAgent) -> dict[str, Any] | None:
-        """An unchanged upload whose touch is due, the touch committed with the writer's next
-        batch; None when that failed (the upload goes on to be stored the slow way)."""
+        """An unchanged upload whose touch is due or whose digest memory read too long ago,
+        touched (and confirmed) with the writer's next batch; None when that failed or the
+        digest is no longer the stored one (the upload goes on to be stored the slow way)."""
         settings = credentials.settings
         assert credentials.agent_id is not None  # memory knew it
         try:

@@ -20,11 +20,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from dataclasses import dataclass
 
 from models.base import utcnow
 from models.db import get_engine
-from patchflow.fleet.agent_cache import CachedAgent
+from patchflow.fleet.agent_cache import CachedAgent, digest_fresh
 from patchflow.fleet.inventories import (
     Change,
     Sighting,
@@ -189,10 +190,13 @@ async def store_agent_delta_async(url: str, delta: InventoryDelta, endpoint_id: 
 
 async def touch_unchanged(url: str, agent_id: str, entry: CachedAgent,
                           sighting: Sighting) -> None:
-    """The touch of an unchanged upload that memory answers but for it, committed with the
-    batch: in a real fleet, where an agent's uploads are hours apart, every unchanged upload
-    is due one, and one transaction each (and a worker thread to wait for it) made them the
-    database's busiest writes at fleet scale."""
+    """The touch of an unchanged upload that memory answers but for it (and, past
+    CACHE_SECONDS, the confirmation of the digest memory holds; Stale when another worker
+    stored a newer inventory meanwhile), committed with the writer's batch. In a real fleet,
+    where an agent's uploads are hours apart, every unchanged upload needs both: one transaction
+    each, from a worker thread of its own, made them the busiest writes at fleet scale."""
+    started = time.monotonic()
     at = utcnow()
-    await _batcher(url).store_async(Touch(entry.endpoint_id, sighting, at))
-    touched(get_engine(url), agent_id, at, sighting)
+    confirm = None if digest_fresh(entry) else entry.inventory_sha256
+    await _batcher(url).store_async(Touch(entry.endpoint_id, sighting, at, confirm))
+    touched(get_engine(url), agent_id, at, sighting, started if confirm else None)

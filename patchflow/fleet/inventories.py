@@ -445,11 +445,29 @@ def _change_updates(session: Session, deltas: dict[int, InventoryDelta]) -> None
 class Touch:
     """An unchanged upload's mark on its endpoint: the agent confirmed the stored inventory
     at `at` (inventory_at, which the patch cycle's verification waits for) from where its
-    sighting says. No new revision: there is nothing new to scan."""
+    sighting says. No new revision: there is nothing new to scan. With `confirm`, the digest
+    memory read more than CACHE_SECONDS ago, which must still be the stored one (another
+    worker may have stored a newer inventory): read under a row lock first, Stale if not."""
 
     endpoint_id: int
     sighting: Sighting
     at: dt.datetime
+    confirm: str | None = None
+
+
+_DIGESTS = (select(_ENDPOINTS.c.id, _ENDPOINTS.c.inventory_sha256)
+            .where(_ENDPOINTS.c.id.in_(_IDS)).with_for_update())
+
+
+def _confirm_digests(session: Session, touches: Sequence[Touch]) -> None:
+    """Stale unless every touch's endpoint still stores the digest it confirms (the batch is
+    then stored one upload at a time, and only the stale one fails)."""
+    if not touches:
+        return
+    stored = dict(session.execute(
+        _DIGESTS, {"ids": sorted({t.endpoint_id for t in touches})}).tuples().all())
+    if any(stored.get(t.endpoint_id) != t.confirm for t in touches):
+        raise Stale("the stored inventory changed since memory read it: " + _STALE)
 
 
 def _touch_values(sighting: Sighting, at: dt.datetime) -> dict[str, Any]:
@@ -473,6 +491,8 @@ def store_uploads(session: Session, uploads: Sequence[Write]) -> None:
     if changes:
         apply_changes(session, changes)
     if touches:
+        _confirm_digests(session, [u for u in uploads
+                                   if isinstance(u, Touch) and u.confirm is not None])
         _update_endpoints(session, {endpoint_id: _touch_values(t.sighting, t.at)
                                     for endpoint_id, t in sorted(touches.items())},
                           new_inventory=False)
@@ -578,16 +598,21 @@ def unchanged_inventory(engine: Engine, agent_id: str, entry: CachedAgent, diges
     return _ack(entry, counts)
 
 
-def only_touch_due(entry: CachedAgent, digest: str | None, now: dt.datetime) -> bool:
-    """An unchanged upload that memory answers but for its touch (a `Touch`)."""
-    return (_names_stored(entry, digest) and entry.counts is not None and digest_fresh(entry)
-            and _unchanged_touch_due(entry, now))
+def touch_answers(entry: CachedAgent, digest: str | None, now: dt.datetime) -> bool:
+    """An unchanged upload that memory answers but for its touch or the confirmation of a
+    digest read more than CACHE_SECONDS ago: a `Touch` does both, in the writer's batch."""
+    return (_names_stored(entry, digest) and entry.counts is not None
+            and (not digest_fresh(entry) or _unchanged_touch_due(entry, now)))
 
 
-def touched(engine: Engine, agent_id: str, at: dt.datetime, sighting: Sighting) -> None:
+def touched(engine: Engine, agent_id: str, at: dt.datetime, sighting: Sighting,
+            confirmed: float | None = None) -> None:
     """After a touch's commit: memory learns it, so the next upload within UNCHANGED_TOUCH is
-    answered from memory alone."""
-    agents_of(engine).update(agent_id, inventory_at=at, last_seen=at, last_ip=sighting.ip)
+    answered from memory alone; `confirmed`, the time.monotonic() before its digest was
+    confirmed, makes the digest fresh again."""
+    fresh = {} if confirmed is None else {"loaded": confirmed}
+    agents_of(engine).update(agent_id, inventory_at=at, last_seen=at, last_ip=sighting.ip,
+                             **fresh)
 
 
 def unchanged_ack_for(entry: CachedAgent) -> dict[str, Any]:

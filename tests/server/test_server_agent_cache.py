@@ -211,6 +211,58 @@ def test_unchanged_uploads_due_their_touch_are_answered_and_touched_without_a_ne
     assert {row.last_ip for row in rows.values()} == {"127.0.0.1"}
 
 
+def test_a_digest_memory_read_long_ago_is_confirmed_with_the_touch(
+    api: Api, http: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past CACHE_SECONDS the digest memory holds may be stale (another worker may have stored
+    a newer inventory). The unchanged upload's touch confirms it under a row lock in the
+    writer's batch, without the route's worker thread: still the stored one, the answer is
+    "unchanged" and memory trusts the digest again; changed behind memory's back, the upload is
+    stored whole, as the route stores an upload naming another digest."""
+    from models.db import get_engine
+    from patchflow import fleet
+    from patchflow.fleet import agent_cache
+
+    headers = api.enroll(http, "ws-confirm")
+    doc = base_inventory("ws-confirm", 3)
+    assert http.put("/api/v1/agent/inventory", headers=_conditional(headers, doc),
+                    json=doc).status_code == 200
+    real_unchanged = fleet.unchanged_inventory
+    slow: list[str] = []
+
+    def route_way(*args: Any, **kwargs: Any) -> Any:
+        slow.append("called")
+        return real_unchanged(*args, **kwargs)
+
+    monkeypatch.setattr(fleet, "unchanged_inventory", route_way)
+    engine = get_engine(api.db_url)
+    cache = agent_cache.agents_of(engine)
+    agent_id = headers["X-Agent-Id"]
+
+    def read_long_ago() -> None:
+        cache.confirm(engine)  # the fleet's credentials generation is current
+        cache.update(agent_id, loaded=time.monotonic() - 10 * agent_cache.CACHE_SECONDS)
+
+    read_long_ago()
+    again = http.put("/api/v1/agent/inventory", headers=_conditional(headers, doc), json=doc)
+    assert again.status_code == 200 and again.json()["unchanged"] is True
+    assert slow == []
+    entry = cache.get(agent_id)
+    assert entry is not None and agent_cache.digest_fresh(entry)
+
+    # Another process stores another inventory (its digest) behind this one's memory.
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE endpoints SET inventory_sha256 = :d "
+                             "WHERE hostname = 'WS-CONFIRM'"), {"d": "e" * 64})
+    read_long_ago()
+    bigger = base_inventory("ws-confirm", 5)
+    stale = http.put("/api/v1/agent/inventory", headers=_conditional(headers, doc),
+                     json=bigger)  # names the digest memory holds, sends another body
+    assert stale.status_code == 200, stale.text
+    assert "unchanged" not in stale.json() and stale.json()["programs"] == 5
+    assert len(_program_rows(api)) == 5
+
+
 def test_a_stale_digest_is_read_again_only_to_confirm_a_match(
     api: Api, http: httpx.Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
