@@ -193,8 +193,8 @@ async def touch_unchanged(url: str, agent_id: str, entry: CachedAgent,
     """The touch of an unchanged upload that memory answers but for it (and, past
     CACHE_SECONDS, the confirmation of the digest memory holds; Stale when another worker
     stored a newer inventory meanwhile), committed with the writer's batch. In a real fleet,
-    where an agent's uploads are hours apart, every unchanged upload needs both: one transaction
-    each, from a worker thread of its own, made them the busiest writes at fleet scale."""
+    where an agent's uploads are hours apart, every unchanged upload needs both, which cost
+    each a worker thread, a read and a transaction of its own."""
     started = time.monotonic()
     at = utcnow()
     confirm = None if digest_fresh(entry) else entry.inventory_sha256
