@@ -485,17 +485,16 @@ def store_uploads(session: Session, uploads: Sequence[Write]) -> None:
     transaction (a kind absent sends no statement)."""
     whole = [u for u in uploads if isinstance(u, tuple)]
     changes = [u for u in uploads if isinstance(u, Change)]
-    touches = {u.endpoint_id: u for u in uploads if isinstance(u, Touch)}
+    touches = sorted((u for u in uploads if isinstance(u, Touch)), key=lambda t: t.endpoint_id)
     if whole:
         store_many(session, whole)
     if changes:
         apply_changes(session, changes)
     if touches:
-        _confirm_digests(session, [u for u in uploads
-                                   if isinstance(u, Touch) and u.confirm is not None])
-        _update_endpoints(session, {endpoint_id: _touch_values(t.sighting, t.at)
-                                    for endpoint_id, t in sorted(touches.items())},
-                          new_inventory=False)
+        _confirm_digests(session, [t for t in touches if t.confirm is not None])
+        # An endpoint touched twice keeps its last touch.
+        _update_endpoints(session, {t.endpoint_id: _touch_values(t.sighting, t.at)
+                                    for t in touches}, new_inventory=False)
 
 
 def import_inventories(
