@@ -10,9 +10,12 @@ same bodies).
 An unchanged upload due its once-a-second touch is answered here too, the touch awaited
 through the inventory writer. A changed inventory from an agent memory knows is stored here,
 without FastAPI's routing, dependency solving and route layers (~5-10% of the server's samples
-under a burst of changed uploads, py-spy): whole (PUT) by the route's own `store_upload` in a
-worker thread, as changes (PATCH) by `store_known_changes` on the event loop (no worker thread
-per request; patchflow/fleet/group_commit.py). Only success is answered here:
+under a burst of changed uploads, py-spy), on the event loop, awaiting the inventory writer (no
+worker thread per request; patchflow/fleet/group_commit.py): whole (PUT) by
+`store_known_upload`, as changes (PATCH) by `store_known_changes`. A whole upload naming the
+digest memory holds, which memory could not answer (counts unknown after a restart), is left to
+the route's own `store_upload` in a worker thread: it reads the stored digest first, which
+may block. Only success is answered here:
 when storing raises, the request goes on to the route with its body, which does it again and
 answers the error as every route does (errors are rare; a failed store rolled back, so a
 second attempt is harmless).
@@ -35,7 +38,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from models.base import utcnow
 from models.db import get_engine
 from patchflow import fleet
-from server.agent_api import store_known_changes, store_upload
+from server.agent_api import store_known_changes, store_known_upload, store_upload
 from server.auth import AgentCredentials, presented_credentials
 from server.settings import ServerSettings
 
@@ -81,6 +84,9 @@ class AgentFastPath:
                     ack = await self._touch(credentials, entry)
                 if ack is not None:
                     return JSONResponse(ack), receive
+                if not entry.pending and (wanted is None or wanted != entry.inventory_sha256):
+                    return await self._store_whole(credentials, fleet.agent_identity(entry),
+                                                   receive)
                 return await self._store(store_upload, credentials, wanted, receive)
         elif method == "PATCH" and path == INVENTORY_PATH:
             headers = Headers(scope=scope)
@@ -110,10 +116,18 @@ class AgentFastPath:
     async def _store(self, store: Callable[[bytes, AgentCredentials, str | None], dict[str, Any]],
                      credentials: AgentCredentials, tag: str | None,
                      receive: Receive) -> tuple[Response | None, Receive]:
-        """A whole upload of an agent memory knows that memory could not answer, stored by
-        `store` (the route's own) in a worker thread, with the entity tag its request named."""
+        """A whole upload of an agent memory knows, naming the inventory memory holds but
+        could not answer, stored by `store` (the route's own) in a worker thread, with the
+        entity tag its request named."""
         return await _answered(receive, lambda body: run_in_threadpool(
             store, body, credentials, tag))
+
+    async def _store_whole(self, credentials: AgentCredentials, agent: fleet.AgentIdentity,
+                           receive: Receive) -> tuple[Response | None, Receive]:
+        """A changed whole inventory from an agent memory authenticated, stored from the event
+        loop."""
+        return await _answered(receive, lambda body: store_known_upload(body, credentials,
+                                                                        agent))
 
     async def _store_changes(self, credentials: AgentCredentials, agent: fleet.AgentIdentity,
                              base: str, receive: Receive) -> tuple[Response | None, Receive]:

@@ -38,6 +38,7 @@ from patchflow.fleet.group_commit import (
     store_agent_delta,
     store_agent_delta_async,
     store_agent_inventory,
+    store_agent_inventory_async,
     touch_unchanged,
 )
 from patchflow.fleet.identity import (
@@ -156,6 +157,7 @@ __all__ = [
     "store_agent_delta",
     "store_agent_delta_async",
     "store_agent_inventory",
+    "store_agent_inventory_async",
     "store_inventory",
     "touch_answers",
     "touch_unchanged",

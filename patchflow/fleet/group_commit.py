@@ -175,6 +175,12 @@ def store_agent_inventory(url: str, doc: Inventory, endpoint_id: int, sighting: 
     _batcher(url).store((doc, endpoint_id, sighting, digest))
 
 
+async def store_agent_inventory_async(url: str, doc: Inventory, endpoint_id: int,
+                                     sighting: Sighting, digest: str | None) -> None:
+    """`store_agent_inventory` awaited on an event loop."""
+    await _batcher(url).store_async((doc, endpoint_id, sighting, digest))
+
+
 def store_agent_delta(url: str, delta: InventoryDelta, endpoint_id: int, sighting: Sighting,
                       base: str) -> None:
     """An agent's changes against the inventory stored with digest `base`, committed on return

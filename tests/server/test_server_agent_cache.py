@@ -545,13 +545,25 @@ def test_the_memory_answers_read_credentials_as_the_routes_do(
 
 
 def test_a_known_agents_changed_uploads_are_stored_before_routing_and_errors_stay_the_routes(
-    api: Api, http: httpx.Client, caplog: pytest.LogCaptureFixture
+    api: Api, http: httpx.Client, caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """server.agent_fast_path stores a changed inventory of an agent in memory itself; an upload
-    it cannot store goes on to the route with its body, which answers the error as before and
-    stores nothing."""
+    """server.agent_fast_path stores a changed inventory of an agent in memory itself, on the
+    event loop (not by the route's `store_upload` in a worker thread); an upload it cannot
+    store goes on to the route with its body, which answers the error as before and stores
+    nothing."""
     import logging
 
+    from server import agent_fast_path
+
+    threaded: list[str | None] = []
+    original = agent_fast_path.store_upload
+
+    def store_upload(body: bytes, credentials: Any, wanted: str | None) -> dict[str, Any]:
+        threaded.append(wanted)
+        return original(body, credentials, wanted)
+
+    monkeypatch.setattr(agent_fast_path, "store_upload", store_upload)
     headers = api.enroll(http, "ws-changed")
     first = base_inventory("ws-changed", 3)
     assert http.put("/api/v1/agent/inventory", headers=headers, json=first).status_code == 200
@@ -566,6 +578,7 @@ def test_a_known_agents_changed_uploads_are_stored_before_routing_and_errors_sta
                              "programs": 5, "updates": 2}
     assert len(_program_rows(api)) == 5
     assert "handed to the route" not in caplog.text
+    assert threaded == []
 
     malformed = http.put("/api/v1/agent/inventory",
                          headers={**headers, "Content-Type": "application/json"},
