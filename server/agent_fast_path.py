@@ -117,8 +117,9 @@ class AgentFastPath:
                      credentials: AgentCredentials, tag: str | None,
                      receive: Receive) -> tuple[Response | None, Receive]:
         """A whole upload of an agent memory knows, naming the inventory memory holds but
-        could not answer, stored by `store` (the route's own) in a worker thread, with the
-        entity tag its request named."""
+        could not answer (or from a re-enrolment awaiting approval, which the route refuses),
+        stored by `store` (the route's own) in a worker thread, with the entity tag its request
+        named."""
         return await _answered(receive, lambda body: run_in_threadpool(
             store, body, credentials, tag))
 

@@ -596,3 +596,41 @@ def test_a_known_agents_changed_uploads_are_stored_before_routing_and_errors_sta
     again = http.put("/api/v1/agent/inventory", headers=_conditional(headers, changed),
                      json=changed)
     assert again.json()["unchanged"] is True
+
+
+def test_a_known_agents_large_whole_upload_is_parsed_off_the_event_loop(
+    api: Api, http: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A whole upload stored before routing is parsed on the event loop, unless its body is
+    past LOOP_PARSE_BYTES: then in a worker thread, so a 20,000-program document does not hold
+    every other request up. Stored alike either way."""
+    import asyncio
+
+    from server import agent_api
+
+    on_loop: list[bool] = []
+    original = agent_api._parsed
+
+    def parsed(body: bytes) -> Any:
+        try:
+            asyncio.get_running_loop()
+            on_loop.append(True)
+        except RuntimeError:
+            on_loop.append(False)
+        return original(body)
+
+    monkeypatch.setattr(agent_api, "_parsed", parsed)
+    headers = api.enroll(http, "ws-large")
+    assert http.put("/api/v1/agent/inventory", headers=headers,
+                    json=base_inventory("ws-large", 2)).status_code == 200
+    assert http.get("/api/v1/agent/jobs", headers=headers).json() == []  # in memory now
+    on_loop.clear()
+    assert http.put("/api/v1/agent/inventory", headers=headers,
+                    json=base_inventory("ws-large", 3)).json()["programs"] == 3
+    monkeypatch.setattr(agent_api, "LOOP_PARSE_BYTES", 100)
+    answer = http.put("/api/v1/agent/inventory", headers=headers,
+                      json=base_inventory("ws-large", 4))
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["programs"] == 4
+    assert on_loop == [True, False]
+    assert len(_program_rows(api)) == 4
