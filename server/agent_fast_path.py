@@ -15,10 +15,11 @@ worker thread per request; patchflow/fleet/group_commit.py): whole (PUT) by
 `store_known_upload`, as changes (PATCH) by `store_known_changes`. A whole upload naming the
 digest memory holds, which memory could not answer (counts unknown after a restart), is left to
 the route's own `store_upload` in a worker thread: it reads the stored digest first, which
-may block. Only success is answered here:
-when storing raises, the request goes on to the route with its body, which does it again and
-answers the error as every route does (errors are rare; a failed store rolled back, so a
-second attempt is harmless).
+may block. Success is answered here, and
+changes that do not apply (412, as every route answers it). When storing raises anything else,
+the request goes on to the route with its body, which does it again and answers the error as
+every route does (errors are rare; a failed store rolled back, so a second attempt is
+harmless).
 
 Anything else, including every request it has a doubt about, goes on to the routes in
 server/agent_api.py, which authenticate the slow way and answer errors.
@@ -40,6 +41,7 @@ from models.db import get_engine
 from patchflow import fleet
 from server.agent_api import store_known_changes, store_known_upload, store_upload
 from server.auth import AgentCredentials, presented_credentials
+from server.errors import user_error_response
 from server.settings import ServerSettings
 
 log = logging.getLogger("patchflow.server")
@@ -149,14 +151,19 @@ def cached(credentials: AgentCredentials) -> fleet.CachedAgent | None:
 
 async def _answered(receive: Receive, store: Callable[[bytes], Awaitable[dict[str, Any]]]
                     ) -> tuple[Response | None, Receive]:
-    """The ack of `store(body)`, or None and the `receive` that gives the route the body when
-    storing raised: the route answers it, the way every route answers errors."""
+    """The ack of `store(body)` (or the 412 of changes that do not apply), or None and the
+    `receive` that gives the route the body when storing raised anything else: the route
+    answers it, the way every route answers errors."""
     message = await receive()  # the whole body: BodyLimitMiddleware buffered it
     again = _replay(message, receive)
     if message["type"] != "http.request" or message.get("more_body", False):
         return None, again
     try:
         ack = await store(message.get("body", b""))
+    except fleet.Stale as exc:
+        # Changes that do not apply: answered as the route would, without the route applying
+        # them again. After a restore every agent's next changes get this answer, at once.
+        return user_error_response(exc), receive
     except Exception as exc:
         log.debug("inventory upload handed to the route: %s", type(exc).__name__)
         return None, again

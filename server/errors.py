@@ -81,11 +81,16 @@ def _status_of(exc: UserError) -> int:
     return 400
 
 
-async def _user_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, UserError)
+def user_error_response(exc: UserError) -> JSONResponse:
+    """A UserError's answer, as every route gives it."""
     status = _status_of(exc)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return error_response(status, str(exc), headers)
+
+
+async def _user_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, UserError)
+    return user_error_response(exc)
 
 
 def explain_invalid(errors: Sequence[Any]) -> tuple[int, str]:

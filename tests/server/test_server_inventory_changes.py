@@ -149,11 +149,23 @@ def test_changes_store_what_the_whole_inventory_would(api: Api, http: httpx.Clie
 
 
 def test_changes_that_do_not_apply_are_refused_and_store_nothing(
-    api: Api, http: httpx.Client
+    api: Api, http: httpx.Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from server import agent_api
+
+    routed: list[str | None] = []
+    original = agent_api.store_changes
+
+    def store_changes(body: bytes, credentials: Any, base: str | None) -> dict[str, Any]:
+        routed.append(base)
+        return original(body, credentials, base)
+
+    # The route's way: a request the fast path (server.agent_fast_path) did not answer.
+    monkeypatch.setattr(agent_api, "store_changes", store_changes)
     headers = api.enroll(http, "ws-stale")
     old = base_inventory("ws-stale", 3)
     assert http.put(INVENTORY, headers=headers, json=old).status_code == 200
+    assert http.get("/api/v1/agent/jobs", headers=headers).json() == []  # in memory now
     stored = _stored(api, "WS-STALE")
     new = copy.deepcopy(old)
     new["programs"][0]["version"] = "2.0"
@@ -173,6 +185,9 @@ def test_changes_that_do_not_apply_are_refused_and_store_nothing(
     assert "KB5000001" in json_error(patch({**good, "updates_removed": ["KB5000001"]}), 412)
     assert "KBs" in json_error(patch({**good, "update_count": 5, "updates_added": [
         {"kb": "KB5036893", "installed_on": None}]}), 412)  # leaves 3
+    # Only the 428 went the route's way: the fast path answered the 412s without the route
+    # applying the changes a second time.
+    assert routed == [None]
     assert "digest" in json_error(patch({**good, "digest": "not-a-digest"}), 422)
     assert "programs_added.0.arch" in json_error(
         patch({**good, "programs_added": [{**new["programs"][0], "arch": "sparc"}]}), 422)
