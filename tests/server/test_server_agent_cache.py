@@ -16,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.fixtures.agent.harness import Api, base_inventory, running_api, wait_rescanned
+from tests.support.spies import spy
 
 
 @pytest.fixture(scope="module", params=["sqlite", "mariadb"])
@@ -556,14 +557,7 @@ def test_a_known_agents_changed_uploads_are_stored_before_routing_and_errors_sta
 
     from server import agent_fast_path
 
-    threaded: list[str | None] = []
-    original = agent_fast_path.store_upload
-
-    def store_upload(body: bytes, credentials: Any, wanted: str | None) -> dict[str, Any]:
-        threaded.append(wanted)
-        return original(body, credentials, wanted)
-
-    monkeypatch.setattr(agent_fast_path, "store_upload", store_upload)
+    threaded = spy(monkeypatch, agent_fast_path, "store_upload")
     headers = api.enroll(http, "ws-changed")
     first = base_inventory("ws-changed", 3)
     assert http.put("/api/v1/agent/inventory", headers=headers, json=first).status_code == 200

@@ -16,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.fixtures.agent.harness import Api, base_inventory, json_error, running_api
+from tests.support.spies import spy
 
 INVENTORY = "/api/v1/agent/inventory"
 
@@ -153,15 +154,8 @@ def test_changes_that_do_not_apply_are_refused_and_store_nothing(
 ) -> None:
     from server import agent_api
 
-    routed: list[str | None] = []
-    original = agent_api.store_changes
-
-    def store_changes(body: bytes, credentials: Any, base: str | None) -> dict[str, Any]:
-        routed.append(base)
-        return original(body, credentials, base)
-
     # The route's way: a request the fast path (server.agent_fast_path) did not answer.
-    monkeypatch.setattr(agent_api, "store_changes", store_changes)
+    routed = spy(monkeypatch, agent_api, "store_changes")
     headers = api.enroll(http, "ws-stale")
     old = base_inventory("ws-stale", 3)
     assert http.put(INVENTORY, headers=headers, json=old).status_code == 200
@@ -187,7 +181,7 @@ def test_changes_that_do_not_apply_are_refused_and_store_nothing(
         {"kb": "KB5036893", "installed_on": None}]}), 412)  # leaves 3
     # Only the 428 went the route's way: the fast path answered the 412s without the route
     # applying the changes a second time.
-    assert routed == [None]
+    assert [base for _body, _credentials, base in routed] == [None]
     assert "digest" in json_error(patch({**good, "digest": "not-a-digest"}), 422)
     assert "programs_added.0.arch" in json_error(
         patch({**good, "programs_added": [{**new["programs"][0], "arch": "sparc"}]}), 422)
