@@ -15,11 +15,10 @@ worker thread per request; patchflow/fleet/group_commit.py): whole (PUT) by
 `store_known_upload`, as changes (PATCH) by `store_known_changes`. A whole upload naming the
 digest memory holds, which memory could not answer (counts unknown after a restart), is left to
 the route's own `store_upload` in a worker thread: it reads the stored digest first, which
-may block. Success is answered here, and
-changes that do not apply (412, as every route answers it). When storing raises anything else,
-the request goes on to the route with its body, which does it again and answers the error as
-every route does (errors are rare; a failed store rolled back, so a second attempt is
-harmless).
+may block. Success is answered here, and changes that do not apply (412, as every route
+answers it). When storing raises anything else, the request goes on to the route with its
+body, which does it again and answers the error as every route does (errors are rare; a
+failed store rolled back, so a second attempt is harmless).
 
 Anything else, including every request it has a doubt about, goes on to the routes in
 server/agent_api.py, which authenticate the slow way and answer errors.
