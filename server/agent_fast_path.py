@@ -85,10 +85,12 @@ class AgentFastPath:
                     ack = await self._touch(credentials, entry)
                 if ack is not None:
                     return JSONResponse(ack), receive
-                if not entry.pending and (wanted is None or wanted != entry.inventory_sha256):
-                    return await self._store_whole(credentials, fleet.agent_identity(entry),
-                                                   receive)
-                return await self._store(store_upload, credentials, wanted, receive)
+                if entry.pending:
+                    return None, receive  # the route refuses it (409)
+                if wanted is not None and wanted == entry.inventory_sha256:
+                    return await self._store_threaded(credentials, wanted, receive)
+                return await self._store_whole(credentials, fleet.agent_identity(entry),
+                                               receive)
         elif method == "PATCH" and path == INVENTORY_PATH:
             headers = Headers(scope=scope)
             credentials = self._credentials(scope, headers)
@@ -114,15 +116,13 @@ class AgentFastPath:
             return None
         return fleet.unchanged_ack_for(entry)
 
-    async def _store(self, store: Callable[[bytes, AgentCredentials, str | None], dict[str, Any]],
-                     credentials: AgentCredentials, tag: str | None,
-                     receive: Receive) -> tuple[Response | None, Receive]:
+    async def _store_threaded(self, credentials: AgentCredentials, tag: str,
+                              receive: Receive) -> tuple[Response | None, Receive]:
         """A whole upload of an agent memory knows, naming the inventory memory holds but
-        could not answer (or from a re-enrolment awaiting approval, which the route refuses),
-        stored by `store` (the route's own) in a worker thread, with the entity tag its request
-        named."""
+        could not answer, stored by the route's own `store_upload` in a worker thread: it
+        reads the stored digest first."""
         return await _answered(receive, lambda body: run_in_threadpool(
-            store, body, credentials, tag))
+            store_upload, body, credentials, tag))
 
     async def _store_whole(self, credentials: AgentCredentials, agent: fleet.AgentIdentity,
                            receive: Receive) -> tuple[Response | None, Receive]:

@@ -223,19 +223,16 @@ def test_a_digest_memory_read_long_ago_is_confirmed_with_the_touch(
     from models.db import get_engine
     from patchflow import fleet
     from patchflow.fleet import agent_cache
+    from patchflow.scanning.service import RESCANS
 
     headers = api.enroll(http, "ws-confirm")
     doc = base_inventory("ws-confirm", 3)
     assert http.put("/api/v1/agent/inventory", headers=_conditional(headers, doc),
                     json=doc).status_code == 200
-    real_unchanged = fleet.unchanged_inventory
-    slow: list[str] = []
-
-    def route_way(*args: Any, **kwargs: Any) -> Any:
-        slow.append("called")
-        return real_unchanged(*args, **kwargs)
-
-    monkeypatch.setattr(fleet, "unchanged_inventory", route_way)
+    slow = spy(monkeypatch, fleet, "unchanged_inventory")  # the route's way
+    # The rescan the first upload queued writes in the background: let it finish, so that the
+    # touch below does not meet it.
+    assert RESCANS.wait_idle(30)
     engine = get_engine(api.db_url)
     cache = agent_cache.agents_of(engine)
     agent_id = headers["X-Agent-Id"]
