@@ -43,7 +43,7 @@ from patchflow.fleet.errors import Stale
 from patchflow.fleet.groups import group_by_name
 from patchflow.fleet.inventory import Inventory, InventoryDelta, Program
 from patchflow.fleet.network import Network, is_roaming
-from patchflow.fleet.programs_pack import PACK_COLUMNS, pack, pack_columns, unpack
+from patchflow.fleet.programs_pack import PACK_COLUMNS, changed, pack
 
 log = logging.getLogger(__name__)
 
@@ -354,8 +354,8 @@ def apply_changes(session: Session, changes: Sequence[Change]) -> None:
 
 def _change_programs(session: Session, deltas: dict[int, InventoryDelta],
                      packs: dict[int, bytes | None]) -> None:
-    """Delete the removed rows, insert the added ones, and rewrite each stored pack (`packs`)
-    to match."""
+    """Delete the removed rows, insert the added ones, and change each stored pack (`packs`)
+    to match (`programs_pack.changed`: usually a frame appended, the pack not decoded)."""
     ids = list(deltas)
     removed = {endpoint_id: [_program_row(endpoint_id, p) for p in delta.programs_removed]
                for endpoint_id, delta in deltas.items()}
@@ -368,46 +368,31 @@ def _change_programs(session: Session, deltas: dict[int, InventoryDelta],
     added: list[tuple[Any, ...]] = []
     repacked: dict[str, Any] = {}
     for endpoint_id, delta in deltas.items():
-        columns = unpack(packs.get(endpoint_id))
-        if columns is None:
-            raise Stale("no stored programs to apply these changes to: " + _STALE)
         for row in removed[endpoint_id]:
             found = pool.get(row)
             if not found:
                 raise Stale(f"program {row[1]!r} {row[2] or ''} is not in the stored "
                             "inventory: " + _STALE)
             doomed.append(found.pop())
-            _drop_packed(columns, row[_PACKED])
-        for row in (new := [_program_row(endpoint_id, p) for p in delta.programs_added]):
-            for column, value in zip(columns, row[_PACKED], strict=True):
-                column.append(value)
-        if len(columns[0]) != delta.program_count:
-            raise Stale(f"the changes leave {len(columns[0])} programs, not the "
+        new = [_program_row(endpoint_id, p) for p in delta.programs_added]
+        try:
+            programs, count = changed(packs.get(endpoint_id),
+                                      [row[_PACKED] for row in removed[endpoint_id]],
+                                      [row[_PACKED] for row in new])
+        except ValueError:
+            raise Stale("the stored programs are not readable with these changes: "
+                        + _STALE) from None
+        if count != delta.program_count:
+            raise Stale(f"the changes leave {count} programs, not the "
                         f"{delta.program_count} the agent counted: " + _STALE)
         added.extend(new)
         index = len(repacked) // 2
-        repacked.update({f"e{index}": endpoint_id, f"p{index}": pack_columns(columns)})
+        repacked.update({f"e{index}": endpoint_id, f"p{index}": programs})
     for chunk in chunks(doomed):
         session.execute(_DELETE_PROGRAMS, {"ids": chunk})
     insert_rows(session, _PROGRAMS, _PROGRAM_COLUMNS, added)
     # One statement, whatever the batch: on SQLite every statement hands the GIL over.
     session.execute(_replace_packs(len(ids)), repacked)
-
-
-def _drop_packed(columns: list[list[Any]], program: tuple[Any, ...]) -> None:
-    """Remove one occurrence of `program` from the pack's columns (the rows held it)."""
-    names = columns[0]
-    start = 0
-    while True:
-        try:
-            index = names.index(program[0], start)
-        except ValueError:
-            raise Stale("the stored inventory's rows and pack differ: " + _STALE) from None
-        if all(column[index] == value for column, value in zip(columns, program, strict=True)):
-            for column in columns:
-                del column[index]
-            return
-        start = index + 1
 
 
 def _change_updates(session: Session, deltas: dict[int, InventoryDelta]) -> None:

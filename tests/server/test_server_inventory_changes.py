@@ -149,6 +149,54 @@ def test_changes_store_what_the_whole_inventory_would(api: Api, http: httpx.Clie
     assert again.json()["unchanged"] is True
 
 
+def _pack_and_rows(api: Api, hostname: str) -> tuple[bytes, list[tuple[Any, ...]]]:
+    """The stored pack as written, and the program rows in id order (the scan's order) as a
+    pack holds them."""
+    from models.db import get_engine
+
+    with get_engine(api.db_url).connect() as conn:
+        endpoint = conn.execute(sa.text("SELECT id FROM endpoints WHERE hostname = :h"),
+                                {"h": hostname}).scalar_one()
+        rows = [tuple(row) for row in conn.execute(sa.text(
+            "SELECT name, version, publisher, product_code, upgrade_code, arch "
+            "FROM installed_programs WHERE endpoint_id = :e ORDER BY id"), {"e": endpoint})]
+        data = conn.execute(sa.text("SELECT programs FROM inventory_packs WHERE endpoint_id = :e"),
+                            {"e": endpoint}).scalar_one()
+    return bytes(data), rows
+
+
+def test_a_run_of_changes_keeps_the_pack_in_the_rows_order_across_its_folding(
+        api: Api, http: httpx.Client) -> None:
+    """Successive changes are appended to the stored pack as frames, then folded into a new
+    one: after every change the scan reads the programs the rows hold, in their order, and
+    the folded pack is the one the rows would be packed into."""
+    from patchflow.fleet.programs_pack import MAX_FRAMES, pack, unpack
+
+    headers = api.enroll(http, "ws-run")
+    doc = {**base_inventory("ws-run", 5), "hostname": "ws-run"}
+    assert http.put(INVENTORY, headers=headers, json=doc).status_code == 200
+    sizes = []
+    for step in range(MAX_FRAMES + 2):
+        new = copy.deepcopy(doc)
+        added = {**new["programs"][0], "name": f"Tool {step}", "version": f"{step}.0"}
+        removed = [new["programs"].pop(1)] if step % 2 else []  # every other change: one out
+        new["programs"].append(added)
+        body = _changes(new, removed=removed, added=[added], kbs_removed=[], kbs_added=[],
+                        update_count=len(new["updates"]))
+        answer = http.patch(INVENTORY, headers=_if_match(headers, doc), json=body)
+        assert answer.status_code == 200, answer.text
+        doc = new
+        data, rows = _pack_and_rows(api, "WS-RUN")
+        columns = unpack(data)
+        assert columns is not None and list(zip(*columns, strict=True)) == rows
+        assert [row[0] for row in rows] == [p["name"] for p in doc["programs"]]
+        sizes.append(len(data))
+        if step == MAX_FRAMES:  # the change after the last frame folds them
+            assert data == pack(rows)
+    assert sizes[:MAX_FRAMES] == sorted(sizes[:MAX_FRAMES])  # appended, never rewritten
+    assert sizes[MAX_FRAMES] < sizes[MAX_FRAMES - 1]
+
+
 def test_changes_that_do_not_apply_are_refused_and_store_nothing(
     api: Api, http: httpx.Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
