@@ -35,9 +35,10 @@ from patchflow.fleet.inventories import (
     touched,
 )
 from patchflow.fleet.inventory import Inventory, InventoryDelta
-from patchflow.fleet.transactions import write_transaction
+from patchflow.fleet.transactions import HeldConnection, write_transaction
 
 IDLE_SECONDS = 5.0  # a writer thread with nothing to write for this long ends
+HOLD_SECONDS = 1.0  # and after this long gives back the connection it holds (HeldConnection)
 
 
 @dataclass(eq=False)
@@ -100,15 +101,21 @@ class InventoryBatcher:
         self._writer.start()
 
     def _write_all(self) -> None:
+        held = HeldConnection(self.url)
         try:
             while True:
                 with self._cond:
-                    if not self._cond.wait_for(lambda: self._queue, timeout=IDLE_SECONDS):
+                    busy = self._cond.wait_for(lambda: self._queue, timeout=HOLD_SECONDS)
+                if not busy:
+                    held.release()  # a lull: the connection and its pool slot go back
+                with self._cond:
+                    if not self._cond.wait_for(lambda: self._queue,
+                                               timeout=max(0.0, IDLE_SECONDS - HOLD_SECONDS)):
                         return
                     batch = self._queue[:self.MAX_BATCH]
                     del self._queue[:self.MAX_BATCH]
                 try:
-                    self._write(batch)
+                    self._write(batch, held)
                 except BaseException as exc:  # not an Exception: _write keeps those per upload
                     for pending in batch:
                         pending.error = exc
@@ -116,15 +123,16 @@ class InventoryBatcher:
                 finally:
                     _wake(batch)
         finally:
+            held.release()
             with self._cond:
                 self._writer = None  # under the lock: the next upload starts another
                 if self._queue:  # arrived as this one was ending
                     self._start()
 
-    def _write(self, batch: list[_Pending]) -> None:
+    def _write(self, batch: list[_Pending], held: HeldConnection) -> None:
         try:
             write_transaction(self.url, lambda session: store_uploads(
-                session, [p.upload for p in batch]))
+                session, [p.upload for p in batch]), held)
         except Exception as exc:
             if len(batch) == 1:
                 batch[0].error = exc

@@ -119,3 +119,46 @@ def test_the_writer_thread_ends_when_idle_and_the_next_upload_brings_it_back(
     batcher.store(_upload("gc-idle", ids["gc-idle"], 4))
     assert _program_counts(db_url)["GC-IDLE"] == 4
     assert writer not in _writers()
+
+
+def test_the_writer_keeps_one_connection_through_a_burst_and_gives_it_back_in_a_lull(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On MariaDB the writer's batches share one connection, at READ COMMITTED, until uploads
+    stop coming for HOLD_SECONDS; then it is back in the pool though the thread lives on. A
+    batch that fails gives its connection back and the next one is stored. On SQLite nothing is
+    held across batches."""
+    monkeypatch.setattr(group_commit, "HOLD_SECONDS", 0.5)
+    monkeypatch.setattr(group_commit, "IDLE_SECONDS", 30.0)
+    names = ["gc-held-1", "gc-held-2"]
+    ids = _endpoints(db_url, names)
+    engine = get_engine(db_url)
+    mysql = engine.dialect.name == "mysql"
+    seen: list[tuple[int, str]] = []
+    store_uploads = group_commit.store_uploads
+
+    def recording(session: sa.orm.Session, uploads: list) -> object:
+        if mysql:
+            seen.append(tuple(session.execute(sa.text(
+                "SELECT CONNECTION_ID(), @@tx_isolation")).one()))
+        return store_uploads(session, uploads)
+
+    monkeypatch.setattr(group_commit, "store_uploads", recording)
+    idle = engine.pool.checkedout()
+    batcher = InventoryBatcher(db_url)
+    for n in range(3):
+        batcher.store(_upload(names[n % 2], ids[names[n % 2]], 2 + n))
+    if mysql:
+        assert len(set(seen)) == 1 and seen[0][1] == "READ-COMMITTED", seen
+        assert engine.pool.checkedout() == idle + 1  # held between batches
+    deadline = time.monotonic() + 30
+    while engine.pool.checkedout() != idle and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert engine.pool.checkedout() == idle
+    assert batcher._writer is not None and batcher._writer.is_alive()  # given back in a lull
+
+    with pytest.raises(sa.exc.IntegrityError):  # no such endpoint
+        batcher.store(_upload("ghost", 10**9, 2))
+    batcher.store(_upload(names[0], ids[names[0]], 9))
+    assert _program_counts(db_url)[names[0].upper()] == 9
+    assert _program_counts(db_url)[names[1].upper()] == 3
