@@ -72,6 +72,8 @@ def changed(data: object, removed: Sequence[Row], added: Sequence[Row]) -> tuple
             FRAME_PROGRAMS) and (last := _part(data, len(data))) is not None and (
             last[1] < MAX_FRAMES):
         count = last[0] - len(removed) + len(added)
+        if count < 0:
+            raise ValueError("more programs removed than the pack holds")
         frame = _dumps([removed, added])
         return bytes(data) + frame + _TRAILER.pack(count, last[1] + 1, len(frame), _TAG), count
     columns = unpack(data)

@@ -116,8 +116,8 @@ class HeldConnection:
     slot until `release`. A checkout per transaction cost a ping, setting the isolation level
     and resetting it on return: four of a batch of changes' eleven round trips, a sixth of the
     writer's time (py-spy, bench.agent_api). Nothing is held on SQLite, whose connections are
-    local. A transaction that fails gives its connection back (`discard`): the next one checks
-    out a fresh, pinged one."""
+    local. A transaction that fails gives its connection back: the next one checks out a
+    fresh, pinged one."""
 
     def __init__(self, url: str | None) -> None:
         self.url = url
@@ -135,15 +135,13 @@ class HeldConnection:
                 raise
         return self._connection
 
-    def discard(self) -> None:
+    def release(self) -> None:
         connection, self._connection = self._connection, None
         if connection is not None:
             try:
                 connection.close()
             finally:
                 db_slot(self.url).release()
-
-    release = discard
 
 
 def write_transaction(url: str | None, work: Callable[[Session], T],
@@ -152,16 +150,14 @@ def write_transaction(url: str | None, work: Callable[[Session], T],
     `held`'s connection when it holds one."""
     for attempt in range(1, ATTEMPTS + 1):
         try:
-            connection = held.get() if held is not None else None
-            if connection is not None:
-                assert held is not None
+            if held is not None and (connection := held.get()) is not None:
                 try:
                     with Session(bind=connection, expire_on_commit=False) as session:
                         result = work(session)
                         session.commit()
                     return result
                 except BaseException:
-                    held.discard()
+                    held.release()
                     raise
             # MariaDB: a pool slot (see db_slot); SQLite: the FIFO writer queue.
             with session_scope(url) as session:

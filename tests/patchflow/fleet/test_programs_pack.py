@@ -104,6 +104,8 @@ def test_frames_that_do_not_apply_read_as_no_pack() -> None:
         changed(data, [], [EXTRA] * (FRAME_PROGRAMS + 1))  # a fold has to decode it
     with pytest.raises(ValueError):
         changed(b"not a pack", [], [EXTRA])
+    with pytest.raises(ValueError):  # appended unread, but never to a negative count
+        changed(pack(PROGRAMS[:1]), [EXTRA, EXTRA], [])
     with pytest.raises(ValueError):  # decoded: the removed program is checked
         changed(pack(PROGRAMS), [EXTRA] * (FRAME_PROGRAMS + 1), [])
 
