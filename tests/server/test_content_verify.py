@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,16 +14,13 @@ from models import Endpoint, InstallJob, InstallJobItem, Patch
 from models.db import session_scope
 from patchflow.catalog import content as content_mod
 from patchflow.catalog.content import ContentStore, ContentTampered
-from tests.fixtures.agent.harness import Api, running_api
+from tests.fixtures.agent.harness import Api, api_on_both_databases
 
 DATA = b"MZ genuine installer bytes " * 1000
 SHA = hashlib.sha256(DATA).hexdigest()
 
 
-@pytest.fixture(params=["sqlite", "mariadb"])
-def api(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Api]:
-    with running_api(request.param, tmp_path) as running:
-        yield running
+api = api_on_both_databases("content-verify", scope="function")
 
 
 def _dispatched_item(db_url: str, hostname: str) -> int:

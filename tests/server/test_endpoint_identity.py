@@ -19,18 +19,13 @@ import pytest
 
 from tests.fixtures.agent.harness import (
     Api,
+    api_on_both_databases,
     base_inventory,
     json_error,
-    running_api,
     wait_rescanned,
 )
 
-
-@pytest.fixture(scope="module", params=["sqlite", "mariadb"])
-def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
-    folder = tmp_path_factory.mktemp(f"identity-{request.param}")
-    with running_api(request.param, folder) as running:
-        yield running
+api = api_on_both_databases("identity")
 
 
 @pytest.fixture(autouse=True)

@@ -11,15 +11,11 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.fixtures.agent.harness import Api, running_api
+from tests.fixtures.agent.harness import Api, api_on_both_databases
 from tests.support.httpserver import serve_files
 from tests.support.replication_harness import make_records, payload
 
-
-@pytest.fixture(scope="module", params=["sqlite", "mariadb"])
-def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
-    with running_api(request.param, tmp_path_factory.mktemp(f"repl-{request.param}")) as running:
-        yield running
+api = api_on_both_databases("repl")
 
 
 @pytest.fixture

@@ -9,13 +9,14 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.fixtures.agent.harness import Api, base_inventory, json_error, running_api
+from tests.fixtures.agent.harness import (
+    Api,
+    api_on_both_databases,
+    base_inventory,
+    json_error,
+)
 
-
-@pytest.fixture(scope="module", params=["sqlite", "mariadb"])
-def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
-    with running_api(request.param, tmp_path_factory.mktemp(f"admin-{request.param}")) as running:
-        yield running
+api = api_on_both_databases("admin")
 
 
 @pytest.fixture

@@ -13,18 +13,20 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from tests.fixtures.agent.harness import Api, base_inventory, json_error, running_api
+from tests.fixtures.agent.harness import (
+    Api,
+    api_on_both_databases,
+    base_inventory,
+    json_error,
+    running_api,
+)
 
 MAX_BODY = 256 * 1024
 FAILURES_PER_MINUTE = 5
 
 
-@pytest.fixture(scope="module", params=["sqlite", "mariadb"])
-def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
-    folder = tmp_path_factory.mktemp(f"agent-api-{request.param}")
-    with running_api(request.param, folder, max_body_bytes=MAX_BODY,
-                     enroll_failures_per_minute=FAILURES_PER_MINUTE) as running:
-        yield running
+api = api_on_both_databases("agent-api", max_body_bytes=MAX_BODY,
+                             enroll_failures_per_minute=FAILURES_PER_MINUTE)
 
 
 @pytest.fixture

@@ -15,15 +15,15 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from tests.fixtures.agent.harness import Api, base_inventory, running_api, wait_rescanned
+from tests.fixtures.agent.harness import (
+    Api,
+    api_on_both_databases,
+    base_inventory,
+    wait_rescanned,
+)
 from tests.support.spies import spy
 
-
-@pytest.fixture(scope="module", params=["sqlite", "mariadb"])
-def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
-    folder = tmp_path_factory.mktemp(f"agent-cache-{request.param}")
-    with running_api(request.param, folder) as running:
-        yield running
+api = api_on_both_databases("agent-cache")
 
 
 @pytest.fixture

@@ -15,17 +15,18 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from tests.fixtures.agent.harness import Api, base_inventory, json_error, running_api
+from tests.fixtures.agent.harness import (
+    Api,
+    api_on_both_databases,
+    base_inventory,
+    json_error,
+)
 from tests.support.spies import spy
 
 INVENTORY = "/api/v1/agent/inventory"
 
 
-@pytest.fixture(scope="module", params=["sqlite", "mariadb"])
-def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
-    folder = tmp_path_factory.mktemp(f"inventory-changes-{request.param}")
-    with running_api(request.param, folder) as running:
-        yield running
+api = api_on_both_databases("inventory-changes")
 
 
 @pytest.fixture

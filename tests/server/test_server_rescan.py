@@ -4,10 +4,6 @@ endpoint's missing patches are current moments after it reports, without a flow 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from models.db import session_scope
 from patchflow.catalog import servers
@@ -17,13 +13,9 @@ from patchflow.scanning.scan_process import ScanProcess
 from patchflow.scanning.service import RESCANS
 from sources import msrc
 from sources.filters import Filters
-from tests.fixtures.agent.harness import Api, base_inventory, running_api
+from tests.fixtures.agent.harness import Api, api_on_both_databases, base_inventory
 
-
-@pytest.fixture(params=["sqlite", "mariadb"])
-def api(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Api]:
-    with running_api(request.param, tmp_path) as running:
-        yield running
+api = api_on_both_databases("rescan", scope="function")
 
 
 def test_upload_triggers_background_rescan(api: Api) -> None:

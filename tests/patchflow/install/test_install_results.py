@@ -25,7 +25,7 @@ from patchflow.install import agent_jobs, dispatch
 from patchflow.install.settings import InstallSettings
 from patchflow.scanning.service import RESCANS
 from sources.winget import parse_manifest_files
-from tests.fixtures.agent.harness import Api, running_api, wait_rescanned
+from tests.fixtures.agent.harness import Api, api_on_both_databases, wait_rescanned
 from tests.fixtures.install.agents import SimAgent, inventory, program
 from tests.fixtures.install.world import PAYLOADS, World, build, sha
 from tests.support.migrations import migrate
@@ -35,11 +35,7 @@ CRASH = 0xC0000005  # STATUS_ACCESS_VIOLATION as GetExitCodeProcess reports it: 
 FAST = InstallSettings(max_attempts=1, item_timeout_s=600, retry_delay_s=0, poll_seconds=0.01)
 
 
-@pytest.fixture(scope="module", params=["sqlite", "mariadb"])
-def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
-    folder = tmp_path_factory.mktemp(f"install-results-{request.param}")
-    with running_api(request.param, folder) as running:
-        yield running
+api = api_on_both_databases("install-results")
 
 
 @pytest.fixture
