@@ -21,8 +21,11 @@ import sqlalchemy as sa
 
 from agent.platforms.simulated import SimulatedPlatform
 from tests.fixtures.agent.harness import Api
-from tests.fixtures.install.agents import SimAgent, inventory, program, synced_server
-from tests.fixtures.install.loopback import background_rescans, sim_fleet
+from tests.fixtures.install.agents import SimAgent, inventory, program
+from tests.fixtures.install.loopback import (
+    sim_fleet,
+    synced_api_on_both_databases,
+)
 
 pytestmark = pytest.mark.usefixtures("prefect")
 STEPS = ["sync", "scan", "approve", "install", "verify", "report"]
@@ -36,14 +39,10 @@ class LyingPlatform(SimulatedPlatform):
         return 0, ""
 
 
-@pytest.fixture(scope="module", params=["sqlite", "mariadb"])
-def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-        prefect: None) -> Iterator[Api]:
-    folder = tmp_path_factory.mktemp(f"cycle-{request.param}")
-    settings = {"install": {"poll_seconds": 0.1, "retry_delay_s": 0, "item_timeout_s": 30},
-                "cycle": {"verify_wait_s": 20, "verify_poll_s": 0.2}}
-    with synced_server(request.param, folder, settings) as running, background_rescans():
-        yield running
+api = synced_api_on_both_databases("cycle", {
+    "install": {"poll_seconds": 0.1, "retry_delay_s": 0, "item_timeout_s": 30},
+    "cycle": {"verify_wait_s": 20, "verify_poll_s": 0.2},
+})
 
 
 @pytest.fixture

@@ -21,21 +21,20 @@ import sqlalchemy as sa
 
 from models import InstallJobItem
 from tests.fixtures.agent.harness import Api
-from tests.fixtures.install.agents import SimAgent, inventory, synced_server
-from tests.fixtures.install.loopback import background_rescans, sim_fleet
+from tests.fixtures.install.agents import SimAgent, inventory
+from tests.fixtures.install.loopback import (
+    sim_fleet,
+    synced_api_on_both_databases,
+)
 
 pytestmark = pytest.mark.usefixtures("prefect")
 PARIS = ZoneInfo("Europe/Paris")
 
 
-@pytest.fixture(scope="module", params=["sqlite", "mariadb"])
-def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-        prefect: None) -> Iterator[Api]:
-    folder = tmp_path_factory.mktemp(f"windows-{request.param}")
-    settings = {"install": {"poll_seconds": 0.2, "retry_delay_s": 0, "item_timeout_s": 30},
-                "cycle": {"verify_wait_s": 20, "verify_poll_s": 0.2}}
-    with synced_server(request.param, folder, settings) as running, background_rescans():
-        yield running
+api = synced_api_on_both_databases("windows", {
+    "install": {"poll_seconds": 0.2, "retry_delay_s": 0, "item_timeout_s": 30},
+    "cycle": {"verify_wait_s": 20, "verify_poll_s": 0.2},
+})
 
 
 @pytest.fixture

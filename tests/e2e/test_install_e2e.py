@@ -24,22 +24,19 @@ import pytest
 import sqlalchemy as sa
 
 from tests.fixtures.agent.harness import Api, wait_rescanned
-from tests.fixtures.install.agents import SimAgent, inventory, program, synced_server
-from tests.fixtures.install.loopback import background_rescans, sim_fleet
+from tests.fixtures.install.agents import SimAgent, inventory, program
+from tests.fixtures.install.loopback import (
+    sim_fleet,
+    synced_api_on_both_databases,
+)
 
 pytestmark = pytest.mark.usefixtures("prefect")
 TAMPERED = frozenset({"vlc-3.0.21-win64.exe"})
 
 
-@pytest.fixture(scope="module", params=["sqlite", "mariadb"])
-def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-        prefect: None) -> Iterator[Api]:
-    """Server, synced sample catalog and a vendor on loopback, once per module and database."""
-    folder = tmp_path_factory.mktemp(f"install-{request.param}")
-    settings = {"install": {"poll_seconds": 0.1, "retry_delay_s": 0, "item_timeout_s": 30}}
-    with synced_server(request.param, folder, settings, TAMPERED) as running, \
-            background_rescans():
-        yield running
+api = synced_api_on_both_databases("install", {
+    "install": {"poll_seconds": 0.1, "retry_delay_s": 0, "item_timeout_s": 30},
+}, TAMPERED)
 
 
 @pytest.fixture

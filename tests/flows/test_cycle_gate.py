@@ -24,22 +24,20 @@ import pytest
 import sqlalchemy as sa
 
 from tests.fixtures.agent.harness import Api
-from tests.fixtures.install.agents import SimAgent, inventory, program, synced_server
-from tests.fixtures.install.loopback import background_rescans, sim_fleet
+from tests.fixtures.install.agents import SimAgent, inventory, program
+from tests.fixtures.install.loopback import (
+    sim_fleet,
+    synced_api_on_both_databases,
+)
 from tests.patchflow.reporting.test_reports_mail import _set as set_mail
 from tests.support.polling import wait_for
 from tests.support.smtp_server import PASSWORD as SMTP_PASSWORD
 from tests.support.smtp_server import Smtp, smtp_server
 
-
-@pytest.fixture(scope="module", params=["sqlite", "mariadb"])
-def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-        prefect: None) -> Iterator[Api]:
-    folder = tmp_path_factory.mktemp(f"cycle-gate-{request.param}")
-    settings = {"install": {"poll_seconds": 0.1, "retry_delay_s": 0, "item_timeout_s": 30},
-                "cycle": {"verify_wait_s": 20, "verify_poll_s": 0.2, "gate_poll_s": 1}}
-    with synced_server(request.param, folder, settings) as running, background_rescans():
-        yield running
+api = synced_api_on_both_databases("cycle-gate", {
+    "install": {"poll_seconds": 0.1, "retry_delay_s": 0, "item_timeout_s": 30},
+    "cycle": {"verify_wait_s": 20, "verify_poll_s": 0.2, "gate_poll_s": 1},
+})
 
 
 @pytest.fixture

@@ -30,8 +30,11 @@ from patchflow.errors import NotFoundError, UserError
 from patchflow.install import agent_jobs, dispatch
 from patchflow.install.rollback import create_rollback, uninstall_spec
 from tests.fixtures.agent.harness import Api
-from tests.fixtures.install.agents import SimAgent, inventory, program, synced_server
-from tests.fixtures.install.loopback import background_rescans, sim_fleet
+from tests.fixtures.install.agents import SimAgent, inventory, program
+from tests.fixtures.install.loopback import (
+    sim_fleet,
+    synced_api_on_both_databases,
+)
 from tests.fixtures.install.world import World, build
 
 PUTTY_81 = "{00000000-0000-0000-0000-000000081064}"
@@ -285,13 +288,9 @@ def test_rollback_cli_errors_and_audit(world: World, cli: Any) -> None:
 # --- end to end on loopback ---------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module", params=["sqlite", "mariadb"])
-def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-        prefect: None) -> Iterator[Api]:
-    folder = tmp_path_factory.mktemp(f"rollback-{request.param}")
-    settings = {"install": {"poll_seconds": 0.1, "retry_delay_s": 0, "item_timeout_s": 30}}
-    with synced_server(request.param, folder, settings) as running, background_rescans():
-        yield running
+api = synced_api_on_both_databases("rollback", {
+    "install": {"poll_seconds": 0.1, "retry_delay_s": 0, "item_timeout_s": 30},
+})
 
 
 @pytest.fixture
