@@ -28,7 +28,7 @@ import orjson
 
 # The installed_programs columns a scan reads, in the pack's order.
 PACK_COLUMNS = ("name", "version", "publisher", "product_code", "upgrade_code", "arch")
-_LEVEL = 1  # zlib's fastest: the pack is written on every changed upload
+_LEVEL = 1  # zlib's fastest: a base is written on every whole upload and every fold
 # Every part ends with this: the programs after it, its index (0: the base), its length, a tag.
 # Read from the end, so a writer learns the count without decoding anything.
 _TRAILER = struct.Struct("<III4s")
