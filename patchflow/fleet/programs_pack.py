@@ -68,9 +68,8 @@ def changed(data: object, removed: Sequence[Row], added: Sequence[Row]) -> tuple
 
     A small change to a pack of few frames is appended unread, trusting the caller to have
     checked the removed programs against the rows; anything else is folded into a new base."""
-    if isinstance(data, bytes | bytearray | memoryview) and len(removed) + len(added) <= (
-            FRAME_PROGRAMS) and (last := _part(data, len(data))) is not None and (
-            last[1] < MAX_FRAMES):
+    last = _part(data, len(data)) if isinstance(data, bytes | bytearray | memoryview) else None
+    if last is not None and last[1] < MAX_FRAMES and len(removed) + len(added) <= FRAME_PROGRAMS:
         count = last[0] - len(removed) + len(added)
         if count < 0:
             raise ValueError("more programs removed than the pack holds")
@@ -89,19 +88,17 @@ def unpack(data: object) -> list[list[Any]] | None:
     if not isinstance(data, bytes | bytearray | memoryview) or not data:
         return None
     frames: list[tuple[bytes | bytearray | memoryview, int]] = []  # the last first
-    end, count, last_index = len(data), None, 0
-    while (part := _part(data, end)) is not None and part[1] > 0:
-        if frames and part[1] != last_index - 1:
-            return None
-        last_index, start = part[1], end - _TRAILER.size - part[2]
-        frames.append((data[start:end - _TRAILER.size], part[0]))
-        end = start
-    if part is None:  # a pack written before frames: no trailer at all
-        if frames:
-            return None
-        base = data
+    end, part = len(data), _part(data, len(data))
+    if part is None:  # a pack written before frames: a base with no trailer
+        base, count = data, None
     else:
-        if (frames and last_index != 1) or end != _TRAILER.size + part[2]:
+        for index in range(part[1], 0, -1):  # the last trailer's index: the frames behind it
+            if part is None or part[1] != index:
+                return None
+            start = end - _TRAILER.size - part[2]
+            frames.append((data[start:end - _TRAILER.size], part[0]))
+            end, part = start, _part(data, start)
+        if part is None or part[1] != 0 or end != _TRAILER.size + part[2]:
             return None
         base, count = data[:part[2]], part[0]
     columns = _base_columns(base)

@@ -124,11 +124,12 @@ class HeldConnection:
         self._connection: Connection | None = None
 
     def get(self) -> Connection | None:
-        if self._connection is None and get_engine(self.url).dialect.name == "mysql":
+        engine = get_engine(self.url)
+        if self._connection is None and engine.dialect.name == "mysql":
             slot = db_slot(self.url)
             slot.acquire()
             try:
-                self._connection = get_engine(self.url).connect().execution_options(
+                self._connection = engine.connect().execution_options(
                     isolation_level="READ COMMITTED")
             except BaseException:
                 slot.release()
