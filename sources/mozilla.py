@@ -23,6 +23,7 @@ from pathlib import Path
 import yaml
 
 from sources.records import SourceError, one_line
+from sources.safe_yaml import safe_load
 from sources.vulnrecords import CVE_ID, VENDOR_RATINGS, AffectedRange, VulnFacts
 
 FIREFOX = "mozilla:firefox"
@@ -50,7 +51,7 @@ def parse_advisory(raw: bytes, key: str) -> MozillaAdvisory:
     if len(raw) > _MAX_BYTES:
         raise SourceError(f"{key}: advisory larger than {_MAX_BYTES} bytes")
     try:
-        body = yaml.safe_load(raw)
+        body = safe_load(raw)
     except yaml.YAMLError as exc:
         raise SourceError(f"{key}: malformed YAML: {one_line(exc)}") from None
     except (UnicodeDecodeError, RecursionError) as exc:

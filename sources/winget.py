@@ -5,7 +5,7 @@ One package folder holds one folder per version; each version is a multi-file ma
 single "singleton" file. Installer fields may sit at the root of the installer manifest or on
 each installer; the installer's own value wins, as in the winget client.
 
-YAML is read with yaml.safe_load only. Community manifests are not always well formed, so a bad
+YAML is read with the safe loader only (sources.safe_yaml). Community manifests are not always well formed, so a bad
 installer entry costs only that entry (a one-line reason in ParsedDocument.errors); a version
 with nothing usable left raises SourceError, which parse_package_dir records and moves past.
 """
@@ -31,6 +31,7 @@ from sources.records import (
     PatchRecord,
     SourceError,
 )
+from sources.safe_yaml import safe_load
 from sources.versions import version_key
 
 DEFAULT_PACKAGES: tuple[str, ...] = (
@@ -187,7 +188,7 @@ def parse_manifest_files(
     by_type: dict[str, list[tuple[str, dict[str, Any]]]] = {}
     for name in sorted(files):
         try:
-            data = yaml.safe_load(files[name])
+            data = safe_load(files[name])
         except yaml.YAMLError as exc:
             problems.append(f"{name}: invalid YAML: {_yaml_problem(exc)}")
             continue

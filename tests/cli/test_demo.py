@@ -38,35 +38,6 @@ def _run(home: Path, cwd: Path, *args: str,
                           timeout=240)
 
 
-def test_demo_runs_the_whole_workflow_twice_on_real_data(tmp_path: Path) -> None:
-    home = tmp_path / "demo-home"
-    clone = tmp_path / "clone"  # a fresh checkout: no ./.patchflow yet
-    clone.mkdir()
-    # The second run has a Prefect API set for the user's real installation (here one that
-    # does not answer): the demo keeps its runs to itself, on its own temporary server.
-    for extra in ({}, {"PREFECT_API_URL": "http://127.0.0.1:9/api"}):
-        done = _run(home, clone, "demo", extra=extra)
-        assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
-        assert done.stderr == ""  # no Prefect home warning, no traceback
-        assert "sync: Successful" in done.stdout
-        for feed in ("kev", "mozilla", "nvd"):  # the bundled offline feeds, before the scan
-            assert f"vulnerability feed {feed}: Successful" in done.stdout
-        # December 2024's cumulative updates, real KB numbers, on the simulated clients
-        assert re.search(r"KB5048685 ×\d+, KB5048667 ×\d+, KB5048652 ×\d+", done.stdout)
-        assert "26 succeeded, 1 failed, 1 reboot pending" in done.stdout
-        assert "make demo-serve" in done.stdout.splitlines()[-1]
-    assert not (clone / ".patchflow").exists()
-    dashboard = json.loads((home / "reports" / "dashboard.json").read_text())
-    assert sum(dashboard["scan_overview"].values()) == 25
-    assert dashboard["missing_by_severity"]["Critical"]["pairs"] > 0
-    # Firefox 100.0 misses fixes of CVEs in CISA's KEV (CVE-2024-9680 among them)
-    assert dashboard["exploited"]["pairs"] > 0 and dashboard["overdue_kev"] > 0
-    reports = list((home / "reports").glob("*/missing.html"))
-    assert len(reports) == 1  # the second run started from a fresh home
-    html = reports[0].read_text(encoding="utf-8")
-    assert "WS-0002" in html and "KB5058385" in html  # Server 2022, as MSRC published it
-
-
 def test_a_command_on_a_fresh_clone_prints_no_prefect_warning(tmp_path: Path) -> None:
     """`report` imports Prefect before it finds the database missing; Prefect used to warn
     that it could not create ./.patchflow/prefect (no parents) on the first line."""
@@ -105,12 +76,36 @@ def test_the_bundled_data_is_real_and_small() -> None:
     assert out[2] == "- InstallerUrl: https://downloads.patchflow.invalid/P.Q-1.0-2-a.exe"
 
 
-def test_demo_serve_keeps_the_console_and_prefect_ui_up_until_ctrl_c(tmp_path: Path) -> None:
+def _assert_the_demos_outcome(out: str) -> None:
+    assert "sync: Successful" in out
+    for feed in ("kev", "mozilla", "nvd"):  # the bundled offline feeds, before the scan
+        assert f"vulnerability feed {feed}: Successful" in out
+    # December 2024's cumulative updates, real KB numbers, on the simulated clients
+    assert re.search(r"KB5048685 ×\d+, KB5048667 ×\d+, KB5048652 ×\d+", out)
+    assert "26 succeeded, 1 failed, 1 reboot pending" in out
+
+
+def test_demo_runs_the_whole_workflow_twice_then_serves_it_until_ctrl_c(tmp_path: Path) -> None:
+    """`make demo`, then `make demo-serve` on the same machine: the second run starts from a
+    fresh home, and keeps the console and the Prefect UI up until Ctrl+C. One test, as each
+    run of the demo costs half a minute of the suite."""
     home = tmp_path / "demo-home"
+    clone = tmp_path / "clone"  # a fresh checkout: no ./.patchflow yet
+    clone.mkdir()
+    done = _run(home, clone, "demo")
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert done.stderr == ""  # no Prefect home warning, no traceback
+    _assert_the_demos_outcome(done.stdout)
+    assert "make demo-serve" in done.stdout.splitlines()[-1]
+    assert not (clone / ".patchflow").exists()
+
+    # The second run has a Prefect API set for the user's real installation (here one that
+    # does not answer): the demo keeps its runs to itself, on its own temporary server.
     port, pport = free_port(), free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "cli.main", "demo", "--serve", "--port", str(port),
-         "--prefect-port", str(pport)], cwd=tmp_path, env=_env(home),
+         "--prefect-port", str(pport)], cwd=clone,
+        env={**_env(home), "PREFECT_API_URL": "http://127.0.0.1:9/api"},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         lines: list[str] = []
@@ -126,6 +121,16 @@ def test_demo_serve_keeps_the_console_and_prefect_ui_up_until_ctrl_c(tmp_path: P
         out = "".join(lines)
         assert "Press Ctrl+C to stop." in out, out[-3000:] + (proc.stderr.read()
                                                                  if proc.poll() else "")
+        _assert_the_demos_outcome(out)
+        dashboard = json.loads((home / "reports" / "dashboard.json").read_text())
+        assert sum(dashboard["scan_overview"].values()) == 25
+        assert dashboard["missing_by_severity"]["Critical"]["pairs"] > 0
+        # Firefox 100.0 misses fixes of CVEs in CISA's KEV (CVE-2024-9680 among them)
+        assert dashboard["exploited"]["pairs"] > 0 and dashboard["overdue_kev"] > 0
+        reports = list((home / "reports").glob("*/missing.html"))
+        assert len(reports) == 1  # the second run started from a fresh home
+        html = reports[0].read_text(encoding="utf-8")
+        assert "WS-0002" in html and "KB5058385" in html  # Server 2022, as MSRC published it
         console_url = re.search(r"^Console:\s+(\S+)$", out, re.M).group(1)  # type: ignore[union-attr]
         password = re.search(r"user admin, password (\S+) ", out).group(1)  # type: ignore[union-attr]
         prefect_url = re.search(r"^Prefect UI:\s+(\S+)$", out, re.M).group(1)  # type: ignore[union-attr]
@@ -163,3 +168,4 @@ def test_demo_serve_keeps_the_console_and_prefect_ui_up_until_ctrl_c(tmp_path: P
         with socket.socket() as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is fine
             sock.bind(("127.0.0.1", p))
+    assert not (clone / ".patchflow").exists()
