@@ -5,9 +5,10 @@ One package folder holds one folder per version; each version is a multi-file ma
 single "singleton" file. Installer fields may sit at the root of the installer manifest or on
 each installer; the installer's own value wins, as in the winget client.
 
-YAML is read with the safe loader only (sources.safe_yaml). Community manifests are not always well formed, so a bad
-installer entry costs only that entry (a one-line reason in ParsedDocument.errors); a version
-with nothing usable left raises SourceError, which parse_package_dir records and moves past.
+YAML is read with the safe loader only (sources.safe_yaml). Community manifests are not always
+well formed, so a bad installer entry costs only that entry (a one-line reason in
+ParsedDocument.errors); a version with nothing usable left raises SourceError, which
+parse_package_dir records and moves past.
 """
 
 from __future__ import annotations

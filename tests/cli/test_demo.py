@@ -31,11 +31,9 @@ def _env(home: Path) -> dict[str, str]:
     return env
 
 
-def _run(home: Path, cwd: Path, *args: str,
-         extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=cwd,
-                          env={**_env(home), **(extra or {})}, capture_output=True, text=True,
-                          timeout=240)
+def _run(home: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=cwd, env=_env(home),
+                          capture_output=True, text=True, timeout=240)
 
 
 def test_a_command_on_a_fresh_clone_prints_no_prefect_warning(tmp_path: Path) -> None:
