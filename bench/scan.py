@@ -617,9 +617,8 @@ def framed_packs(label: str, batch_size: int) -> dict[str, Any]:
             columns = unpack(data)
             if not columns or not columns[0]:
                 continue
-            rows = list(zip(*columns, strict=True))
             for i in range(MAX_FRAMES):
-                program = list(rows[i % len(rows)])
+                program = [column[i % len(column)] for column in columns]
                 data, _ = changed(data, [program], [program])
             framed.append({"eid": endpoint_id, "data": data})
         if framed:

@@ -135,9 +135,9 @@ def test_the_writer_keeps_one_connection_through_a_burst_and_gives_it_back_in_a_
     # The pool counted is the batcher's alone: the session's MariaDB database is shared with the
     # writers of earlier tests, which may still hold a connection of db_url's engine and give it
     # back while this test counts (CI saw the count end one below where it started).
-    url = f"{db_url}?charset=utf8mb4" if db_url.startswith("mysql") else db_url
+    mysql = db_url.startswith("mysql")
+    url = f"{db_url}?charset=utf8mb4" if mysql else db_url
     engine = get_engine(url)
-    mysql = engine.dialect.name == "mysql"
     seen: list[tuple[int, str]] = []
     store_uploads = group_commit.store_uploads
 
