@@ -146,8 +146,9 @@ def _passing(values: Sequence[Any], test: Memo) -> np.ndarray:
     """Whether each value passes `test`, each distinct value judged once per run (the memo).
     Plain dict look-ups over the column, in C, straight into a numpy array: names (~10,000
     distinct in 300,000 rows) and codes (mostly missing) cost half what factorising them did,
-    and a quarter less than collecting the look-ups in a list first. A value not judged yet
-    (most of them in a run's first batch) is judged once, not once per row that names it."""
+    and a quarter less than collecting the look-ups in a list first. Values not judged yet
+    (most of them in a run's first batch) are judged once each, and the column looked up again
+    in them, in C too: gathering them row by row in Python cost more than that second pass."""
     if isinstance(values, pd.Series):
         values = values.astype(object).where(values.notna(), None).tolist()
     elif not isinstance(values, list):
@@ -156,8 +157,9 @@ def _passing(values: Sequence[Any], test: Memo) -> np.ndarray:
                         count=len(values))
     new = np.flatnonzero(found == _UNJUDGED).tolist()
     if new:
-        judged = {v: bool(test(v)) for v in {values[i] for i in new}}
-        found[new] = [judged[values[i]] for i in new]
+        judged = {value: bool(test(value)) for value in set(map(values.__getitem__, new))}
+        found = np.fromiter(map(judged.get, values, found.tolist()), dtype=np.int8,
+                            count=len(values))
     return found.astype(bool)
 
 

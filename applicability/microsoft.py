@@ -42,6 +42,7 @@ The rules (the reference loop in `reference.py` spells the same rules out per en
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -200,23 +201,46 @@ def chain_heads(
     return sc[sc["_sup"].isna()].drop(columns="_sup").reset_index(drop=True)
 
 
-def _sibling_only(cand: pd.DataFrame, c: pd.DataFrame) -> pd.DataFrame:
+@dataclass(frozen=True)
+class CatalogSides:
+    """The catalog's sides of `missing_ms`'s merges, cut once per run (`PreparedCatalog`)
+    rather than once per batch.
+
+    quoted      kb, build: the Windows builds each KB's rows quote (`_sibling_only`)
+    cumulative  pkey, kb, fb_family, fb_ubr: build rows that are not Security Only
+    hotpatch    pkey, kb, fb_family, fb_ubr, next_reg: hotpatch build rows
+    """
+
+    quoted: pd.MultiIndex
+    cumulative: pd.DataFrame
+    hotpatch: pd.DataFrame
+
+    @classmethod
+    def of(cls, c: pd.DataFrame) -> CatalogSides:
+        """c: a `prepare_catalog` result."""
+        builds = c[c["is_build"]]
+        quoted = builds[["kb", "fb_build"]].drop_duplicates()
+        return cls(
+            quoted=pd.MultiIndex.from_arrays(
+                [quoted["kb"], quoted["fb_build"].astype("int64")], names=["kb", "build"]),
+            cumulative=builds[~builds["sec_only"]][["pkey", "kb", "fb_family", "fb_ubr"]],
+            hotpatch=builds[builds["hot"]][["pkey", "kb", "fb_family", "fb_ubr", "next_reg"]],
+        )
+
+
+def _sibling_only(cand: pd.DataFrame, quoted: pd.MultiIndex) -> pd.DataFrame:
     """Rows quoting the sibling release's build (22621 on a 23H2 row) are compared by UBR only
     when some row of the same KB quotes the endpoint's own build; otherwise nothing says the
     KB was built for this release, so the row falls back to the KB rule (`sibling`)."""
-    cand = cand.assign(sibling=False)
-    sib = cand["is_build"] & (cand["fb_build"] != cand["build"])
-    if not sib.any():
-        return cand
-    quoted = c[c["is_build"]][["kb", "fb_build"]].drop_duplicates()
-    quoted = quoted.assign(build=quoted["fb_build"].astype("int64"), _own=True)[
-        ["kb", "build", "_own"]]
-    rows = cand.loc[sib, ["kb", "build"]].reset_index()
-    own = rows.merge(quoted, on=["kb", "build"], how="left").set_index("index")["_own"]
-    lone = own.index[own.isna()]
-    cand.loc[lone, "is_build"] = False
-    cand.loc[lone, "sibling"] = True
-    return cand
+    is_build = cand["is_build"].to_numpy(dtype=bool)
+    sibling = is_build & (cand["fb_build"].to_numpy(dtype=float)
+                          != cand["build"].to_numpy(dtype=float))
+    if sibling.any():
+        at = np.flatnonzero(sibling)
+        asked = pd.MultiIndex.from_arrays(
+            [cand["kb"].to_numpy(dtype=object)[at], cand["build"].to_numpy(dtype=np.int64)[at]])
+        sibling[at[asked.isin(quoted)]] = False
+    return cand.assign(is_build=is_build & ~sibling, sibling=sibling)
 
 
 _KB_MEMO: dict[object, object] = {}  # spelling -> normalised KB (NA); pure, so process-wide
@@ -257,12 +281,12 @@ def missing_ms(
     )
     ep = ep.merge(availability, on="endpoint_id")
     ep["ubr"] = ep["ubr"].astype("Float64").astype(float)
-    c, closure, heads = prepared.ms, prepared.closure, prepared.heads
+    closure, heads, sides = prepared.closure, prepared.heads, prepared.ms_sides
 
     cand = ep.merge(heads, on=["server_id", "pkey"])
     cand = cand[(~cand["hot"] | cand["hotpatch"])]
     cand = cand[~cand["is_build"] | (cand["fb_family"] == cand["family"])]
-    cand = _sibling_only(cand, c)
+    cand = _sibling_only(cand, sides.quoted)
 
     ik = installed_kbs.assign(kb=normalize_kbs(installed_kbs["kb"]))
     ik = ik[ik["kb"].notna()][["endpoint_id", "kb"]].drop_duplicates()
@@ -277,16 +301,14 @@ def missing_ms(
     via = via.rename(columns={"anc": "kb", "desc": "via_kb"})[["endpoint_id", "kb", "via_kb"]]
     cand = cand.merge(via, on=["endpoint_id", "kb"], how="left")
 
-    cum = ikp.merge(c[c["is_build"] & ~c["sec_only"]][["pkey", "kb", "fb_family", "fb_ubr"]])
+    cum = ikp.merge(sides.cumulative)
     cum = cum[cum["fb_family"] == cum["family"]].sort_values("fb_ubr")
     cum = cum.drop_duplicates("endpoint_id", keep="last")[["endpoint_id", "fb_ubr", "kb"]]
     cum = cum.rename(columns={"fb_ubr": "inst_ubr", "kb": "inst_kb"})
     cand = cand.merge(cum, on="endpoint_id", how="left")
 
     hep = ep[ep["hotpatch"]][["endpoint_id", "pkey", "family", "ubr"]]
-    hrows = hep.merge(
-        c[c["hot"] & c["is_build"]][["pkey", "kb", "fb_family", "fb_ubr", "next_reg"]]
-    )
+    hrows = hep.merge(sides.hotpatch)
     hrows = hrows[hrows["fb_family"] == hrows["family"]]
     hrows = hrows.merge(ik.assign(inst=True), on=["endpoint_id", "kb"], how="left")
     hsat = (hrows["ubr"] >= hrows["fb_ubr"]) | hrows["inst"].notna()

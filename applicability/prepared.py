@@ -25,7 +25,12 @@ from typing import Any
 import pandas as pd
 
 from applicability.frames import CATALOG_FRAMES, COLUMNS, ScanFrames, coerce
-from applicability.microsoft import chain_heads, prepare_catalog, supersedence_closure
+from applicability.microsoft import (
+    CatalogSides,
+    chain_heads,
+    prepare_catalog,
+    supersedence_closure,
+)
 from applicability.msapps import prepare_apps
 from applicability.msproducts import could_map, map_program
 from applicability.names import normalize_code, normalize_name
@@ -88,6 +93,7 @@ class PreparedCatalog:
 
     ms_catalog, app_catalog, server_patches  the catalog frames coerced to the contract
     ms        `microsoft.prepare_catalog` over every product of the catalog
+    ms_sides  the parts of `ms` that `microsoft.missing_ms` merges batches with
     closure   `microsoft.supersedence_closure` of `ms`
     heads     `microsoft.chain_heads` over every patch server
     products  casefolded MSRC product names the catalog has rows for
@@ -113,6 +119,7 @@ class PreparedCatalog:
         # The frames it was built from: batches carrying these very objects need no comparison.
         self._sources = sources or (ms_catalog, app_catalog, server_patches)
         self.ms = prepare_catalog(ms_catalog)
+        self.ms_sides = CatalogSides.of(self.ms)
         self.closure = supersedence_closure(self.ms)
         self.heads = chain_heads(self.ms, self.closure, server_patches)
         self.products = frozenset(ms_catalog["product"].dropna().str.casefold())
@@ -121,12 +128,7 @@ class PreparedCatalog:
         self.app_pkeys = frozenset(self.apps_ms["pkey"])
         self.apps = AppIndex.build(app_catalog)
         self.newest = newest_available(app_catalog, server_patches)
-        self.name_key = NAME_KEYS
-        self.code_key = CODE_KEYS
-        self.match = Memo(self._match)
-        self.ms_program = Memo(self._ms_program)
-        self.name_used = Memo(self._name_used)
-        self.code_used = Memo(self._code_used)
+        self._start_caches()
 
     @classmethod
     def build(
@@ -194,9 +196,16 @@ class PreparedCatalog:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self._start_caches()
+
+    def _start_caches(self) -> None:
+        """The process-wide matching keys, and this catalog's memos, empty."""
         self.name_key = NAME_KEYS
         self.code_key = CODE_KEYS
         self.match = Memo(self._match)
         self.ms_program = Memo(self._ms_program)
         self.name_used = Memo(self._name_used)
         self.code_used = Memo(self._code_used)
+        # Most programs have no ProductCode or UpgradeCode: judged here rather than found
+        # missing from the memo on most rows of a run's first batch.
+        self.code_used(None)

@@ -21,9 +21,8 @@ in use, and updating replaces it; the lower entries are named in the reason. Whe
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -229,9 +228,13 @@ def missing_apps(
     endpoint's result depends on (`applicability.basis`).
 
     The app index, and the matching keys of names, codes and programs already seen in earlier
-    batches, come from `prepared` (built once per run).
+    batches, come from `prepared` (built once per run). A fleet repeats a few hundred
+    (program, version, patch server) combinations over its ~5 catalog programs per endpoint, so
+    everything that depends on those alone (the match, the version's rank, the newest version
+    available, the reason's text) is worked out once per combination, and the rows, one per
+    installed program, carry integer codes into them: text per row made this step most of
+    the engine's time.
     """
-    app_catalog = prepared.app_catalog
     names = programs["name"].dropna().unique()
     known_names = prepared.known_names(names.tolist())
     codes = pd.concat([programs["product_code"], programs["upgrade_code"]]).dropna().unique()
@@ -245,132 +248,163 @@ def missing_apps(
         return (empty_frame(MISSING_COLUMNS), empty_frame(AMBIGUOUS_COLUMNS),
                 pd.DataFrame({"endpoint_id": pd.Series(dtype="int64"),
                               "package_id": pd.Series(dtype=object)}))
+    sig, found = _matched_signatures(p, prepared)
+    endpoint_ids = p["endpoint_id"].to_numpy(dtype=np.int64)
+    matched = _matched_pairs(endpoint_ids, sig, found)
+    n_pkg = np.array([len(m.package_ids) for m in found], dtype=np.int64)[sig]
+    vcode, versions = pd.factorize(p["version"])
+    versions = versions.tolist()
+    unversioned = np.array([not v.strip() for v in versions] + [True], dtype=bool)[vcode]
+    several = np.flatnonzero(n_pkg > 1)
+    no_version = np.flatnonzero((n_pkg == 1) & unversioned)
+    judged = np.flatnonzero((n_pkg == 1) & ~unversioned)
+    servers = availability.set_index("endpoint_id")["server_id"]
+    at = servers.index.get_indexer(endpoint_ids[judged])
+    judged, server_ids = judged[at >= 0], servers.to_numpy(dtype=np.int64)[at[at >= 0]]
+    rows = pd.DataFrame({"sig": sig[judged], "vcode": vcode[judged], "server_id": server_ids})
+    combo = _signature_ids(rows, ["sig", "vcode", "server_id"])
+    first = np.unique(combo, return_index=True)[1]
+    combos = pd.DataFrame({
+        "combo": np.arange(len(first)),
+        "server_id": server_ids[first],
+        "package_id": pd.Series([found[s].package_ids[0] for s in sig[judged][first]],
+                                dtype="str"),
+        "march": pd.Series([found[s].arch for s in sig[judged][first]], dtype=object),
+        "name": p["name"].to_numpy(dtype=object)[judged][first],
+        "version": pd.Series([versions[v] for v in vcode[judged][first]], dtype="str"),
+    })
+    newest, arch_unclear = _newest_per_combo(combos, prepared)
+    missing = _missing_rows(endpoint_ids[judged], combo, newest)
+    amb = [
+        _ambiguous(p, several, [", ".join(found[s].package_ids) for s in sig[several]],
+                   [f"matches several packages by {found[s].via}" for s in sig[several]]),
+        _ambiguous(p, no_version, [found[s].package_ids[0] for s in sig[no_version]],
+                   "installed version unknown (no DisplayVersion)"),
+    ]
+    unclear = judged[np.isin(combo, arch_unclear)]
+    amb.append(_ambiguous(p, unclear, [found[s].package_ids[0] for s in sig[unclear]],
+                          "architecture unknown and the newest version differs by architecture"))
+    amb_out = pd.concat(amb, ignore_index=True).drop_duplicates()
+    return missing, amb_out.reset_index(drop=True), matched
+
+
+def _matched_signatures(p: pd.DataFrame,
+                        prepared: PreparedCatalog) -> tuple[np.ndarray, list[Match]]:
+    """Each row's signature (name, publisher, codes, arch: 0..n-1 in order of first
+    appearance) and each signature's `Match`, matched once per run (`prepared.match`)."""
     sig_cols = ["name", "publisher", "product_code", "upgrade_code", "arch"]
-    p["sig"] = _signature_ids(p, sig_cols)
-    sigs = p.drop_duplicates("sig")
+    sig = _signature_ids(p, sig_cols)
+    first = np.unique(sig, return_index=True)[1]
     match = prepared.match
-    matches = {
-        s: match(tuple(row))
-        for s, *row in sigs[["sig", *sig_cols]].itertuples(index=False, name=None)
-    }
-    sig_list = p["sig"].tolist()
-    p["package_ids"] = pd.Series([matches[s].package_ids for s in sig_list], index=p.index,
-                                 dtype=object)
-    p["n_pkg"] = [len(matches[s].package_ids) for s in sig_list]
-    matched = pd.DataFrame(
-        [(e, pkg) for e, s in zip(p["endpoint_id"].tolist(), sig_list, strict=True)
-         for pkg in matches[s].package_ids], columns=["endpoint_id", "package_id"])
-    p["march"] = pd.Series([matches[s].arch for s in sig_list], index=p.index)
-    p = p.drop(columns="arch")
+    found = [match(tuple(row)) for row in
+             p[sig_cols].take(first).itertuples(index=False, name=None)]
+    return sig, found
 
-    amb = p[p["n_pkg"] > 1]
-    amb = amb.assign(reason=[f"matches several packages by {matches[s].via}" for s in amb["sig"]])
-    p = p[p["n_pkg"] == 1]
-    p = p.assign(package_id=pd.Series([t[0] for t in p["package_ids"]], index=p.index, dtype="str"))
-    no_version = p["version"].isna() | (p["version"].str.strip() == "")
-    amb = pd.concat(
-        [amb, p[no_version].assign(reason="installed version unknown (no DisplayVersion)")]
-    )
-    p = p[~no_version].merge(availability, on="endpoint_id")
 
-    ranks = version_ranks(pd.concat([app_catalog["version"], p["version"]]))
-    p["rank"] = p["version"].map(ranks).astype(float)
+def _matched_pairs(endpoint_ids: np.ndarray, sig: np.ndarray, found: list[Match]) -> pd.DataFrame:
+    """endpoint_id, package_id: one row per package each row's program matched, in row order."""
+    per_sig = np.array([len(m.package_ids) for m in found], dtype=np.int64)
+    count = per_sig[sig]
+    flat = np.array([pkg for m in found for pkg in m.package_ids] or [], dtype=object)
+    starts = np.cumsum(per_sig) - per_sig
+    owner = np.repeat(np.arange(len(sig)), count)
+    within = np.arange(len(owner)) - np.repeat(np.cumsum(count) - count, count)
+    return pd.DataFrame({
+        "endpoint_id": endpoint_ids[owner],
+        "package_id": pd.Series(flat[starts[sig][owner] + within], dtype="str"),
+    })
+
+
+def _ambiguous(p: pd.DataFrame, at: np.ndarray, package_ids: list[str],
+               reason: list[str] | str) -> pd.DataFrame:
+    return pd.DataFrame({
+        "endpoint_id": p["endpoint_id"].to_numpy(dtype=np.int64)[at],
+        "program": pd.Series(p["name"].to_numpy(dtype=object)[at], dtype="str"),
+        "package_ids": pd.Series(package_ids, dtype="str"),
+        "reason": pd.Series(reason if isinstance(reason, list) else [reason] * len(at),
+                            dtype="str"),
+    })
+
+
+def _newest_per_combo(combos: pd.DataFrame,
+                      prepared: PreparedCatalog) -> tuple[pd.DataFrame, np.ndarray]:
+    """For each combination its server's newest version of its package for its arch (at most
+    one row each: combo, package_id, arch, name, version, rank, new_rank, new_version,
+    new_patch_id, package_name), and the combinations of unknown arch whose package's newest
+    version differs by arch (ambiguous)."""
+    ranks = version_ranks(pd.concat([prepared.app_catalog["version"], combos["version"]]))
+    combos = combos.assign(rank=combos["version"].map(ranks).astype(float))
     newest = with_ranks(prepared.newest, ranks)
-
-    known = p[p["march"].notna()].merge(
+    known = combos[combos["march"].notna()].merge(
         newest,
         left_on=["server_id", "package_id", "march"],
         right_on=["server_id", "package_id", "arch"],
     )
-    unknown = p[p["march"].isna()].reset_index(drop=True).reset_index(names="row")
-    unknown = unknown.merge(newest, on=["server_id", "package_id"])
-    spread = unknown.groupby("row")["new_rank"].transform("nunique")
-    amb_arch = unknown[spread > 1].drop_duplicates("row")
-    amb_arch = amb_arch.assign(
-        package_ids=amb_arch["package_id"].map(lambda x: (x,)),
-        reason="architecture unknown and the newest version differs by architecture",
-    )
-    unknown = unknown[spread == 1].sort_values("new_patch_id").drop_duplicates("row", keep="last")
-    unknown = unknown.assign(arch="arch unknown")
-    amb = pd.concat([amb, amb_arch], ignore_index=True)
-
-    cols = [
-        "endpoint_id",
-        "package_id",
-        "arch",
-        "name",
-        "version",
-        "rank",
-        "new_rank",
-        "new_version",
-        "new_patch_id",
-        "package_name",
-    ]
-    m = pd.concat([known[cols], unknown[cols]], ignore_index=True)
-    m = m.sort_values(["endpoint_id", "package_id", "arch", "rank", "version"])
-    gkey = ["endpoint_id", "package_id", "arch"]
-    top = m.drop_duplicates(gkey, keep="last")
-    extra = m[m.duplicated(gkey, keep="last")]
-    # Plain dict joins: a pandas group-by string aggregation costs more than the rest of this
-    # step for the few rows that need it.
-    lower = _join_by(zip(*_lists(extra, gkey), strict=True), extra["version"])
-    top = top.assign(lower=[", ".join(lower.get(k, ())) for k in zip(
-        *_lists(top, gkey), strict=True)])
-    top = top[top["rank"] < top["new_rank"]]
-    reason = (
-        top["name"].map({n: clean_name(n) for n in top["name"].unique()})
-        + " "
-        + top["version"]
-        + " ("
-        + top["arch"]
-        + ") < "
-        + top["new_version"]
-        + np.where(top["lower"] != "", " (also installed: " + top["lower"] + ")", "")
-    )
-    out = pd.DataFrame(
-        {
-            "endpoint_id": top["endpoint_id"].astype("int64"),
-            "patch_id": top["new_patch_id"].astype("int64"),
-            "product": top["package_name"].astype("str"),
-            "installed_version": top["version"].astype("str"),
-            "available_version": top["new_version"].astype("str"),
-            "reason": reason.astype("str"),
-            "rank": top["rank"],
-        }
-    )
-    out = out.sort_values(["endpoint_id", "patch_id", "rank", "reason"])
-    key = ["endpoint_id", "patch_id"]
-    shared = out[out.duplicated(key, keep=False)]
-    joined = _join_by(zip(*_lists(shared, key), strict=True), shared["reason"])
-    out = out.drop_duplicates(key).drop(columns="rank")
-    if joined:
-        out["reason"] = [
-            "; ".join(joined[k]) if k in joined else r
-            for k, r in zip(zip(*_lists(out, key), strict=True), out["reason"].tolist(),
-                            strict=True)
-        ]
-    amb_out = pd.DataFrame(
-        {
-            "endpoint_id": amb["endpoint_id"].astype("int64"),
-            "program": amb["name"].astype("str"),
-            "package_ids": amb["package_ids"].map(", ".join).astype("str"),
-            "reason": amb["reason"].astype("str"),
-        }
-    ).drop_duplicates()
-    return out.reset_index(drop=True), amb_out.reset_index(drop=True), matched
+    unknown = combos[combos["march"].isna()].merge(newest, on=["server_id", "package_id"])
+    spread = unknown.groupby("combo")["new_rank"].transform("nunique")
+    unclear = unknown.loc[spread > 1, "combo"].unique()
+    unknown = (unknown[spread == 1].sort_values("new_patch_id", kind="stable")
+               .drop_duplicates("combo", keep="last").assign(arch="arch unknown"))
+    cols = ["combo", "package_id", "arch", "name", "version", "rank", "new_rank", "new_version",
+            "new_patch_id", "package_name"]
+    return pd.concat([known[cols], unknown[cols]], ignore_index=True), unclear
 
 
-def _lists(df: pd.DataFrame, cols: list[str]) -> list[list[Any]]:
-    """Columns as Python lists: iterating a pandas string column element by element goes
-    through pandas' boxing per value and cost more than the joins it feeds."""
-    return [df[c].tolist() for c in cols]
-
-
-def _join_by(
-    keys: Iterable[tuple[Any, ...]], values: pd.Series
-) -> dict[tuple[Any, ...], list[str]]:
-    """Values grouped by key, in row order."""
-    grouped: dict[tuple[Any, ...], list[str]] = {}
-    for k, v in zip(keys, values.tolist(), strict=True):
-        grouped.setdefault(k, []).append(v)
-    return grouped
+def _missing_rows(endpoint_ids: np.ndarray, combo: np.ndarray,
+                  newest: pd.DataFrame) -> pd.DataFrame:
+    """The missing rows of programs given by endpoint and combination (`_newest_per_combo`'s
+    rows by combo). Each (endpoint, package, arch) is judged on its highest version, the lower
+    ones named in the reason; two installs lacking the same patch give one row with both
+    reasons, the lower-ranked install's first."""
+    slot = np.full(int(combo.max()) + 1 if len(combo) else 0, -1, dtype=np.int64)
+    slot[newest["combo"].to_numpy(dtype=np.int64)] = np.arange(len(newest))
+    k = slot[combo]
+    eps, k = endpoint_ids[k >= 0], k[k >= 0]
+    package = pd.factorize(newest["package_id"], sort=True)[0][k]
+    arch = pd.factorize(newest["arch"], sort=True)[0][k]
+    version = pd.factorize(newest["version"], sort=True)[0][k]
+    rank = newest["rank"].to_numpy(dtype=float)
+    # Rows in (endpoint, package, arch, rank, version) order; np.lexsort is stable.
+    order = np.lexsort((version, rank[k], arch, package, eps))
+    eps, k, package, arch = eps[order], k[order], package[order], arch[order]
+    starts = np.ones(len(k), dtype=bool)
+    starts[1:] = (eps[1:] != eps[:-1]) | (package[1:] != package[:-1]) | (arch[1:] != arch[:-1])
+    last = np.append(starts[1:], True) if len(k) else starts
+    versions = newest["version"].tolist()
+    base = [f"{clean_name(n)} {v} ({a}) < {nv}" for n, v, a, nv in zip(
+        newest["name"].tolist(), versions, newest["arch"].tolist(),
+        newest["new_version"].tolist(), strict=True)]
+    behind = rank < newest["new_rank"].to_numpy(dtype=float)
+    top = np.flatnonzero(last & behind[k])
+    reasons = [base[i] for i in k[top].tolist()]
+    group_start = np.maximum.accumulate(np.where(starts, np.arange(len(k)), 0))
+    for row, (i, begin) in enumerate(zip(top.tolist(), group_start[top].tolist(), strict=True)):
+        if begin < i:  # lower entries of the same package and arch
+            lower = ", ".join(versions[j] for j in k[begin:i].tolist())
+            reasons[row] += f" (also installed: {lower})"
+    eps, k = eps[top], k[top]
+    patch = newest["new_patch_id"].to_numpy(dtype=np.int64)[k]
+    order = np.lexsort((rank[k], patch, eps))
+    eps, k, patch = eps[order], k[order], patch[order]
+    reasons = [reasons[i] for i in order.tolist()]
+    first = np.ones(len(k), dtype=bool)
+    first[1:] = (eps[1:] != eps[:-1]) | (patch[1:] != patch[:-1])
+    if not first.all():  # two installs lacking one patch: joined, by rank then reason
+        begins = np.flatnonzero(first).tolist()
+        for begin, end in zip(begins, [*begins[1:], len(k)], strict=True):
+            if end - begin > 1:
+                members = sorted(range(begin, end), key=lambda i: (rank[k[i]], reasons[i]))
+                k[begin] = k[members[0]]
+                reasons[begin] = "; ".join(reasons[i] for i in members)
+        keep = np.flatnonzero(first)
+        eps, k, patch = eps[keep], k[keep], patch[keep]
+        reasons = [reasons[i] for i in keep.tolist()]
+    return pd.DataFrame({
+        "endpoint_id": eps,
+        "patch_id": patch,
+        "product": pd.Series(newest["package_name"].to_numpy(dtype=object)[k], dtype="str"),
+        "installed_version": pd.Series(np.asarray(versions, dtype=object)[k], dtype="str"),
+        "available_version": pd.Series(newest["new_version"].to_numpy(dtype=object)[k],
+                                       dtype="str"),
+        "reason": pd.Series(reasons, dtype="str"),
+    })
