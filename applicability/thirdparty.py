@@ -258,20 +258,22 @@ def missing_apps(
     several = np.flatnonzero(n_pkg > 1)
     no_version = np.flatnonzero((n_pkg == 1) & unversioned)
     judged = np.flatnonzero((n_pkg == 1) & ~unversioned)
+    # Each program's patch server; an endpoint without one has nothing available.
     servers = availability.set_index("endpoint_id")["server_id"]
     at = servers.index.get_indexer(endpoint_ids[judged])
     judged, server_ids = judged[at >= 0], servers.to_numpy(dtype=np.int64)[at[at >= 0]]
-    rows = pd.DataFrame({"sig": sig[judged], "vcode": vcode[judged], "server_id": server_ids})
-    combo = _signature_ids(rows, ["sig", "vcode", "server_id"])
-    first = np.unique(combo, return_index=True)[1]
+    combo = _signature_ids(pd.DataFrame(
+        {"sig": sig[judged], "vcode": vcode[judged], "server_id": server_ids}),
+        ["sig", "vcode", "server_id"])
+    once = np.unique(combo, return_index=True)[1]  # the first row of each combination
+    first = judged[once]
     combos = pd.DataFrame({
         "combo": np.arange(len(first)),
-        "server_id": server_ids[first],
-        "package_id": pd.Series([found[s].package_ids[0] for s in sig[judged][first]],
-                                dtype="str"),
-        "march": pd.Series([found[s].arch for s in sig[judged][first]], dtype=object),
-        "name": p["name"].to_numpy(dtype=object)[judged][first],
-        "version": pd.Series([versions[v] for v in vcode[judged][first]], dtype="str"),
+        "server_id": server_ids[once],
+        "package_id": pd.Series([found[s].package_ids[0] for s in sig[first]], dtype="str"),
+        "march": pd.Series([found[s].arch for s in sig[first]], dtype=object),
+        "name": p["name"].to_numpy(dtype=object)[first],
+        "version": pd.Series([versions[v] for v in vcode[first]], dtype="str"),
     })
     newest, arch_unclear = _newest_per_combo(combos, prepared)
     missing = _missing_rows(endpoint_ids[judged], combo, newest)

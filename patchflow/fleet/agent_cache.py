@@ -12,7 +12,8 @@ keep up with a hundred thousand agents. Two caches, one set per process:
 
 A change made in this process through a Session (revoking, approving or rejecting a
 re-enrolment, dispatching, cancelling or resuming a job) is seen at once: the Session listeners
-below drop what it affects after the commit. A change made by another process (the CLI, a second
+below drop what it affects after the commit (the agents of that database: caches are kept per
+database URL). A change made by another process (the CLI, a second
 `serve --workers` worker, a Prefect flow run) is seen within `CACHE_SECONDS`:
 
 - credentials: the same listeners write a new random *credentials generation* (a `settings`
@@ -312,11 +313,14 @@ def _credentials_changed(session: Session) -> None:
 def _on_commit(session: Session) -> None:
     changed = session.info.pop(_AUTH_FLAG, None)
     if changed:
-        forget_agents()
+        # The agents of the database it changed; those of another database this process
+        # serves or tests against stay (each has its own generation).
+        engine, generation = changed
+        cache = agents_of(engine)
+        cache.forget()
         # This process knows the generation it wrote: without it, its next confirm would see
         # a new generation and drop every agent a second time (a second wave of reads).
-        engine, generation = changed
-        agents_of(engine).adopt(generation)
+        cache.adopt(generation)
     if session.info.pop(_WORK_FLAG, False):
         work_changed()
 

@@ -240,8 +240,9 @@ def test_changes_that_do_not_apply_are_refused_and_store_nothing(
     ]
     # Each refusal was applied once: by the fast path, which answers the 412 itself rather than
     # handing the changes to the route to apply a second time; or, had memory dropped the agent
-    # meanwhile, by the route alone (a credentials change committed anywhere in this process,
-    # for any database, drops every agent: fleet.agent_cache's after_commit listener).
+    # meanwhile, by the route alone. A credentials change committed in this process for another
+    # database dropped every agent until fleet.agent_cache kept its drops to their own
+    # database (one CI run had one refusal go the route's way then); one is still allowed.
     assert all(way in ((1, 0), (0, 1)) for way in applied), applied
     assert applied.count((1, 0)) >= len(applied) - 1, applied
     assert "digest" in json_error(patch({**good, "digest": "not-a-digest"}), 422)

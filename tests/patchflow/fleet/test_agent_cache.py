@@ -5,6 +5,7 @@ before such a change is never put back after it."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -120,6 +121,37 @@ def test_a_change_made_here_drops_the_entries_once(
     cache.confirm(engine)
     monkeypatch.setattr(agent_cache, "CACHE_SECONDS", 60.0)
     assert cache.get("new") is None
+
+
+def test_a_change_drops_the_agents_of_its_own_database_only(
+    engine: sa.Engine, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process serving (or testing against) two databases keeps one cache each: revoking an
+    agent of one leaves the other's agents in memory, so their polls and unchanged uploads are
+    still answered without a query."""
+    from models import Endpoint
+    from models.db import get_engine, session_scope
+    from models.migrate import upgrade
+
+    other_url = f"sqlite:///{tmp_path / 'other.db'}"
+    upgrade(other_url)
+    other = get_engine(other_url)
+    with session_scope(db_url) as session:
+        session.add(Endpoint(hostname="WS-ONE", revoked=False, hotpatch=False,
+                             pending_reboot=False, roaming=False, scan_state="Not Scanned"))
+    mine, theirs = agent_cache.agents_of(engine), agent_cache.agents_of(other)
+    assert mine is not theirs
+    monkeypatch.setattr(agent_cache, "CACHE_SECONDS", 0.0)
+    mine.confirm(engine)
+    theirs.confirm(other)
+    mine.put("a", _entry(1), mine.epoch)
+    theirs.put("b", _entry(2), theirs.epoch)
+    monkeypatch.setattr(agent_cache, "CACHE_SECONDS", 60.0)
+    with session_scope(db_url) as session:  # a revocation in the first database
+        session.execute(sa.update(Endpoint).where(Endpoint.hostname == "WS-ONE")
+                        .values(revoked=True))
+    assert mine.get("a") is None
+    assert theirs.get("b") == _entry(2)
 
 
 def test_an_agent_batch_keeps_the_entries_and_a_file_import_drops_them(
