@@ -69,7 +69,7 @@ def plan_scan(scan_id: int, endpoint_ids: list[int], catalog: Catalog) -> dict[s
         read_committed(session)  # it rewrites the kept endpoints' rows beside running rescans
         plan = basis_store.plan(session, endpoint_ids, catalog)
         kept = basis_store.keep_results(
-            session, scan_id, basis_store.catalog_state_id(session, catalog), plan.unchanged)
+            session, scan_id, basis_store.catalog_state_id(session, catalog), plan)
     return {"rescan": plan.rescan, "kept": asdict(kept)}
 
 
