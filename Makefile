@@ -8,8 +8,7 @@ STAMP := $(VENV)/.installed
 # 46 s against 14 min 42 s with three on the same machine (2026-12-07). Each worker has its own
 # MariaDB database, Prefect test server and ports (tests/conftest.py). `make test
 # TEST_WORKERS=0` runs in one process. The run ends with its 15 slowest tests: where the suite's
-# time goes, run by run. The slowest files start first, in the order tests/conftest.py lists them
-# (--no-loadscope-reorder keeps that order).
+# time goes, run by run.
 TEST_WORKERS ?= 4
 
 .PHONY: demo demo-serve test bench lint clean
@@ -33,7 +32,7 @@ test: $(STAMP)
 	@test -x /usr/bin/chromium || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } || echo "note: chromium is not installed (needs root): the browser tests skip"
 	@test -x /usr/sbin/sshd || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq openssh-server >/dev/null; } || echo "note: openssh-server is not installed (needs root): the shared-storage (sftp) tests skip"
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

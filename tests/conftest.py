@@ -65,31 +65,6 @@ def _mariadb_database() -> str:
     return _mariadb_db
 
 
-# The files that take longest (`make test` ends with its 15 slowest tests), longest first.
-# pytest-xdist hands whole files to its workers in collection order (`make test` turns off its
-# default reordering by test count, which put these one-test files last): started first, they
-# run beside the many short files instead of alone at the end, which made the last minutes of a
-# run one or two workers busy.
-SLOWEST_FILES = (
-    "tests/e2e/test_topology.py",
-    "tests/e2e/test_cycle_windows_e2e.py",
-    "tests/cli/test_demo.py",
-    "tests/deployments/test_prefect_platform.py",
-    "tests/deployments/test_child_servers.py",
-    "tests/e2e/test_serve.py",
-    "tests/server/test_api_schema.py",
-    "tests/server/console/test_console_browser.py",
-    "tests/server/console/test_console_cycle_browser.py",
-    "tests/e2e/test_replication.py",
-    "tests/server/test_server_tls.py",
-)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    rank = {path: i for i, path in enumerate(SLOWEST_FILES)}
-    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))
-
-
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if _mariadb_db:
         import sqlalchemy as sa
