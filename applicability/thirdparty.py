@@ -250,8 +250,9 @@ def missing_apps(
                               "package_id": pd.Series(dtype=object)}))
     sig, found = _matched_signatures(p, prepared)
     endpoint_ids = p["endpoint_id"].to_numpy(dtype=np.int64)
-    matched = _matched_pairs(endpoint_ids, sig, found)
-    n_pkg = np.array([len(m.package_ids) for m in found], dtype=np.int64)[sig]
+    per_sig = np.array([len(m.package_ids) for m in found], dtype=np.int64)
+    matched = _matched_pairs(endpoint_ids, sig, found, per_sig)
+    n_pkg = per_sig[sig]
     vcode, versions = pd.factorize(p["version"])
     versions = versions.tolist()
     unversioned = np.array([not v.strip() for v in versions] + [True], dtype=bool)[vcode]
@@ -303,9 +304,10 @@ def _matched_signatures(p: pd.DataFrame,
     return sig, found
 
 
-def _matched_pairs(endpoint_ids: np.ndarray, sig: np.ndarray, found: list[Match]) -> pd.DataFrame:
-    """endpoint_id, package_id: one row per package each row's program matched, in row order."""
-    per_sig = np.array([len(m.package_ids) for m in found], dtype=np.int64)
+def _matched_pairs(endpoint_ids: np.ndarray, sig: np.ndarray, found: list[Match],
+                   per_sig: np.ndarray) -> pd.DataFrame:
+    """endpoint_id, package_id: one row per package each row's program matched, in row order
+    (per_sig: how many packages each signature's `Match` names)."""
     count = per_sig[sig]
     flat = np.array([pkg for m in found for pkg in m.package_ids] or [], dtype=object)
     starts = np.cumsum(per_sig) - per_sig
@@ -368,9 +370,8 @@ def _missing_rows(endpoint_ids: np.ndarray, combo: np.ndarray,
     rank = newest["rank"].to_numpy(dtype=float)
     # Rows in (endpoint, package, arch, rank, version) order; np.lexsort is stable.
     order = np.lexsort((version, rank[k], arch, package, eps))
-    eps, k, package, arch = eps[order], k[order], package[order], arch[order]
-    starts = np.ones(len(k), dtype=bool)
-    starts[1:] = (eps[1:] != eps[:-1]) | (package[1:] != package[:-1]) | (arch[1:] != arch[:-1])
+    eps, k = eps[order], k[order]
+    starts = _group_starts(eps, package[order], arch[order])
     last = np.append(starts[1:], True) if len(k) else starts
     versions = newest["version"].tolist()
     base = [f"{clean_name(n)} {v} ({a}) < {nv}" for n, v, a, nv in zip(
@@ -389,8 +390,7 @@ def _missing_rows(endpoint_ids: np.ndarray, combo: np.ndarray,
     order = np.lexsort((rank[k], patch, eps))
     eps, k, patch = eps[order], k[order], patch[order]
     reasons = [reasons[i] for i in order.tolist()]
-    first = np.ones(len(k), dtype=bool)
-    first[1:] = (eps[1:] != eps[:-1]) | (patch[1:] != patch[:-1])
+    first = _group_starts(eps, patch)
     if not first.all():  # two installs lacking one patch: joined, by rank then reason
         begins = np.flatnonzero(first).tolist()
         for begin, end in zip(begins, [*begins[1:], len(k)], strict=True):
@@ -410,3 +410,12 @@ def _missing_rows(endpoint_ids: np.ndarray, combo: np.ndarray,
                                        dtype="str"),
         "reason": pd.Series(reasons, dtype="str"),
     })
+
+
+def _group_starts(*keys: np.ndarray) -> np.ndarray:
+    """For rows sorted by `keys`: True on the first row of each group of equal keys."""
+    starts = np.zeros(len(keys[0]), dtype=bool)
+    starts[:1] = True
+    for key in keys:
+        starts[1:] |= key[1:] != key[:-1]
+    return starts
