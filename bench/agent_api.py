@@ -2,7 +2,8 @@
 whole or as changes against the stored one; and unchanged: the `If-None-Match` digest names
 the stored one) and polling for jobs against
 `patchflow serve` (a subprocess on loopback, HTTPS), compared with a bare FastAPI app that
-accepts and discards the same requests under the same uvicorn and TLS settings.
+accepts and discards the same requests under the same uvicorn and TLS settings, served beside
+it: each phase is measured on patchflow, then at once on the bare app.
 
     python -m bench.agent_api [--seconds 4] [--agents 64] [--no-mariadb] [--database-url URL]
 
@@ -439,54 +440,61 @@ def settle_rescans(url: str, quiet: float = 1.5, timeout: float = 180.0) -> None
     print(f"  background rescans still running after {timeout:.0f} s", flush=True)
 
 
-def measure(port: int, context: ssl.SSLContext, requests: Requests, args: argparse.Namespace,
-            settle: Any = None) -> dict[str, dict[str, float]]:
-    """`settle`, when given, is called before each phase (after its priming): the background
-    rescans of what came before are not measured as this phase's."""
-    results = {}
-    # Both upload phases start from each agent's variant 1 stored: `changed` alternates from
-    # it, `unchanged` repeats it.
-    for name, prepared_requests, concurrency in (
-            ("changed", requests.changed, args.concurrency),
-            ("changes", requests.changes, args.concurrency),
-            ("unchanged", requests.unchanged, args.concurrency),
-            ("polls", requests.polls, args.poll_concurrency),
-            ("fleet_polls", requests.fleet_polls, args.poll_concurrency)):
-        if not prepared_requests or name not in args.phases:
-            continue
-        if name in ("changed", "changes", "unchanged"):
-            # Prime: each agent's last stored upload is variant 1. Before `changed`, this is
-            # the fleet's first inventories (every row inserted, 12,800 for 64 agents, a
-            # heavier write than a change), which are not what the phase measures: without it,
-            # they were the p99 of a 4 s phase on MariaDB (309-434 ms against 168-246 ms in
-            # 15 s phases).
-            asyncio.run(load(port, context, requests.unchanged, len(requests.unchanged), 0.0,
-                             once=True))
-        if name == "fleet_polls":
-            # Every agent has polled before, as in a running fleet. Each pass opens new
-            # connections, which land on either worker of `--workers 2`, and each worker keeps
-            # its own cache: after n passes an agent is still unknown to a given worker with
-            # probability 1/2^n. Three passes leave ~1,250 of 10,000 agents to be read from
-            # the database during the measured phase; seven leave ~80 (figures before and
-            # after in docs/benchmarks.md). A fleet polling once a minute is past seven passes
-            # within minutes of a worker's start.
-            for _ in range(FLEET_WARM_PASSES):
-                asyncio.run(load(port, context, requests.fleet_polls, concurrency, 0.0,
-                                 once=True))
-        if settle is not None:
-            settle()
-        stats = asyncio.run(load(port, context, prepared_requests, concurrency, args.seconds))
-        results[name] = stats.summary(args.seconds)
-        results[name]["errors"] = stats.errors
-        if stats.errors:
-            print(f"  {name}: {stats.errors} errors, first: {stats.first_error}", flush=True)
-    return results
+def measure_phase(port: int, context: ssl.SSLContext, requests: Requests, name: str,
+                  args: argparse.Namespace, settle: Any = None) -> dict[str, float]:
+    """One phase against one server, primed first. `settle`, when given, is called after the
+    priming: the background rescans of what came before are not measured as this phase's."""
+    prepared_requests, concurrency = {
+        "changed": (requests.changed, args.concurrency),
+        "changes": (requests.changes, args.concurrency),
+        "unchanged": (requests.unchanged, args.concurrency),
+        "polls": (requests.polls, args.poll_concurrency),
+        "fleet_polls": (requests.fleet_polls, args.poll_concurrency)}[name]
+    if name in ("changed", "changes", "unchanged"):
+        # Prime: each agent's last stored upload is variant 1 (`changed` alternates from it,
+        # `unchanged` repeats it). Before `changed`, this is the fleet's first inventories
+        # (every row inserted, 12,800 for 64 agents, a heavier write than a change), which
+        # are not what the phase measures: without it, they were the p99 of a 4 s phase on
+        # MariaDB (309-434 ms against 168-246 ms in 15 s phases).
+        asyncio.run(load(port, context, requests.unchanged, len(requests.unchanged), 0.0,
+                         once=True))
+    if name == "fleet_polls":
+        # Every agent has polled before, as in a running fleet. Each pass opens new
+        # connections, which land on either worker of `--workers 2`, and each worker keeps its
+        # own cache: after n passes an agent is still unknown to a given worker with
+        # probability 1/2^n. Three passes leave ~1,250 of 10,000 agents to be read from the
+        # database during the measured phase; seven leave ~80 (figures before and after in
+        # docs/benchmarks.md). A fleet polling once a minute is past seven passes within
+        # minutes of a worker's start.
+        for _ in range(FLEET_WARM_PASSES):
+            asyncio.run(load(port, context, requests.fleet_polls, concurrency, 0.0, once=True))
+    if settle is not None:
+        settle()
+    stats = asyncio.run(load(port, context, prepared_requests, concurrency, args.seconds))
+    result = {**stats.summary(args.seconds), "errors": stats.errors}
+    if stats.errors:
+        print(f"  {name}: {stats.errors} errors, first: {stats.first_error}", flush=True)
+    return result
 
 
-def patchflow_run(tmp: Path, label: str, database_url: str | None, workers: int,
-                  args: argparse.Namespace) -> tuple[dict[str, dict[str, float]], float, Path]:
-    """Init a home on the database, serve it, enroll, measure; returns figures, peak MB and the
-    home (its certificate serves the bare baseline too)."""
+# Both upload phases start from each agent's variant 1 stored (see measure_phase).
+MEASURED_ORDER = ("changed", "changes", "unchanged", "polls", "fleet_polls")
+
+
+Run = tuple[dict[str, dict[str, float]], float, dict[str, dict[str, float]]]
+
+
+def paired_run(tmp: Path, label: str, database_url: str | None, workers: int,
+               args: argparse.Namespace) -> Run:
+    """Init a home on the database, serve it and the bare app side by side, enroll, then
+    measure each phase on patchflow and right after on the bare app; returns patchflow's
+    figures, its peak MB and the bare app's figures.
+
+    Phase by phase, not a whole run of each: the bare app's rate for one phase moved by up to
+    1.7x between the runs of one bench, minutes apart (unchanged uploads 1,083/s, then
+    1,793/s), and a ratio is only meaningful between figures taken a moment apart. The idle
+    server of the pair waits on its sockets; patchflow's deferred rescans are settled before
+    the bare app's phase too, so they are nobody's measured time."""
     home = tmp / label
     os.environ["PATCHFLOW_HOME"] = str(home)
     if database_url:
@@ -500,45 +508,44 @@ def patchflow_run(tmp: Path, label: str, database_url: str | None, workers: int,
         if patchflow(["init", "--host", "localhost"]) != 0:
             raise SystemExit(f"patchflow init failed for {label}")
     url = config.database_url()
-    context = ssl.create_default_context(cafile=str(home / "tls" / "server.crt"))
-    port = free_port()
-    log = tmp / f"{label}.log"
-    server = start([sys.executable, "-m", "cli.main", "serve", "--host", "127.0.0.1",
-                    "--port", str(port), "--no-access-log", "--workers", str(workers)],
-                   {**os.environ}, log)
-    try:
-        wait_until_up(port, context, server, log)
-        agents = enroll_agents(port, context, args.agents, url)
-        fleet_agents = enroll_fleet(url, args.fleet) if "fleet_polls" in args.phases else []
-        wait_until_quiet(server.pid)
-        results = measure(port, context, prepared(agents, fleet_agents, args.programs), args,
-                          settle=lambda: settle_rescans(url))
-        memory = peak_rss_mb(process_tree(server.pid))
-    finally:
-        stop(server)
-    return results, memory, home
-
-
-def bare_run(tmp: Path, home: Path, agents: int,
-             args: argparse.Namespace) -> dict[str, dict[str, float]]:
     cert, key = home / "tls" / "server.crt", home / "tls" / "server.key"
     context = ssl.create_default_context(cafile=str(cert))
     app_dir = tmp / "baseline"
     app_dir.mkdir(exist_ok=True)
     (app_dir / "bare_app.py").write_text(BASELINE_APP)
-    port = free_port()
-    log = tmp / "bare.log"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(app_dir), str(ROOT)])}
-    bare = start([sys.executable, str(app_dir / "bare_app.py"), str(port), "1", str(cert),
-                  str(key)], env, log)
-    fake = [{"hostname": f"BENCH-{n:05d}", "X-Agent-Id": f"bench-{n}",
-             "Authorization": "Bearer x"} for n in range(agents + args.fleet)]
-    try:
-        wait_until_up(port, context, bare, log)
-        return measure(port, context, prepared(fake[:agents], fake[agents:], args.programs),
-                       args)
-    finally:
-        stop(bare)
+    with contextlib.ExitStack() as stack:
+        port = free_port()
+        log = tmp / f"{label}.log"
+        server = start([sys.executable, "-m", "cli.main", "serve", "--host", "127.0.0.1",
+                        "--port", str(port), "--no-access-log", "--workers", str(workers)],
+                       {**os.environ}, log)
+        stack.callback(stop, server)
+        wait_until_up(port, context, server, log)
+        bare_port = free_port()  # after patchflow listens: not the port it holds
+        bare_log = tmp / f"{label}-bare.log"
+        bare = start([sys.executable, str(app_dir / "bare_app.py"), str(bare_port), "1",
+                      str(cert), str(key)],
+                     {**os.environ, "PYTHONPATH": os.pathsep.join([str(app_dir), str(ROOT)])},
+                     bare_log)
+        stack.callback(stop, bare)
+        wait_until_up(bare_port, context, bare, bare_log)
+        agents = enroll_agents(port, context, args.agents, url)
+        fleet_agents = enroll_fleet(url, args.fleet) if "fleet_polls" in args.phases else []
+        fake = [{"hostname": f"BENCH-{n:05d}", "X-Agent-Id": f"bench-{n}",
+                 "Authorization": "Bearer x"} for n in range(args.agents + args.fleet)]
+        ours = prepared(agents, fleet_agents, args.programs)
+        theirs = prepared(fake[:args.agents], fake[args.agents:] if fleet_agents else [],
+                          args.programs)
+        wait_until_quiet(server.pid)
+        results, baseline = {}, {}
+        for name in (phase for phase in MEASURED_ORDER
+                     if phase in args.phases and getattr(ours, phase)):  # --fleet 0: none
+            results[name] = measure_phase(port, context, ours, name, args,
+                                          settle=lambda: settle_rescans(url))
+            settle_rescans(url)
+            baseline[name] = measure_phase(bare_port, context, theirs, name, args)
+        memory = peak_rss_mb(process_tree(server.pid))
+    return results, memory, baseline
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -568,32 +575,22 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--phases: unknown phase {', '.join(unknown) or '(none given)'}; "
                      f"choose from {', '.join(PHASES)}")
 
-    # Each run is followed by its own bare run: other work on the machine comes and goes, and
-    # a ratio is only meaningful between figures taken a moment apart.
     runs: dict[str, Run] = {}
     with tempfile.TemporaryDirectory(prefix="patchflow-bench-") as tmp_name:
         tmp = Path(tmp_name)
-        results, memory, home = patchflow_run(tmp, "sqlite", None, 1, args)
-        runs["SQLite, 1 worker"] = (results, memory, bare_run(tmp, home, args.agents, args))
+        runs["SQLite, 1 worker"] = paired_run(tmp, "sqlite", None, 1, args)
         if not args.no_mariadb:
             with contextlib.ExitStack() as stack:
                 urls = [args.database_url] * 2 if args.database_url else [
                     stack.enter_context(mariadb_database("patchflow_bench_api"))
                     for _ in range(2)]
                 if urls[0] is not None:
-                    results, memory, _home = patchflow_run(tmp, "mariadb", urls[0], 1, args)
-                    runs["MariaDB, 1 worker"] = (results, memory,
-                                                 bare_run(tmp, home, args.agents, args))
+                    runs["MariaDB, 1 worker"] = paired_run(tmp, "mariadb", urls[0], 1, args)
                     if not args.no_workers:
-                        results, memory, _home = patchflow_run(tmp, "mariadb-w2", urls[1], 2,
-                                                               args)
-                        runs["MariaDB, 2 workers"] = (results, memory,
-                                                      bare_run(tmp, home, args.agents, args))
+                        runs["MariaDB, 2 workers"] = paired_run(tmp, "mariadb-w2", urls[1], 2,
+                                                                args)
     report(args, runs)
     return 0
-
-
-Run = tuple[dict[str, dict[str, float]], float, dict[str, dict[str, float]]]
 
 
 # Changed inventories: the ratio target is for what the agent sends, changes; a whole upload

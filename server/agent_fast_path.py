@@ -22,10 +22,20 @@ failed store rolled back, so a second attempt is harmless).
 
 Anything else, including every request it has a doubt about, goes on to the routes in
 server/agent_api.py, which authenticate the slow way and answer errors.
+
+Memory answers only while what it was read from is less than CACHE_SECONDS old (the
+credentials generation and the work index, patchflow.fleet.agent_cache). Left to expire, every
+CACHE_SECONDS a burst of requests (all 64 of the bench's agents) found them stale at once and
+went the slow way, through routing, worker threads and a query each: the p99 of polls and
+uploads. So the first request to find them within REFRESH_AHEAD of expiring starts one read of
+both in a worker thread and is answered from memory meanwhile; a request that finds them
+expired (a server idle for a while) awaits that one read instead of taking the route.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -47,6 +57,10 @@ log = logging.getLogger("patchflow.server")
 
 INVENTORY_PATH = "/api/v1/agent/inventory"
 JOBS_PATH = "/api/v1/agent/jobs"
+AGENT_PATHS = frozenset({INVENTORY_PATH, JOBS_PATH})
+# How long before the caches expire the fast path starts reading them again: well above a
+# read's time under load (a query or two, milliseconds), well below CACHE_SECONDS.
+REFRESH_AHEAD = 1.0
 
 
 class AgentFastPath:
@@ -56,9 +70,11 @@ class AgentFastPath:
     def __init__(self, app: ASGIApp, settings: ServerSettings) -> None:
         self.app = app
         self.settings = settings
+        self._refreshing: asyncio.Future[None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
+        if scope["type"] == "http" and scope["path"] in AGENT_PATHS:
+            await self._keep_fresh()
             answer, receive = await self._answer(scope, receive)
             if answer is not None:
                 await answer(scope, receive, send)
@@ -101,6 +117,21 @@ class AgentFastPath:
                                                  receive)
         return None, receive
 
+    async def _keep_fresh(self) -> None:
+        """Start reading the caches when they expire within REFRESH_AHEAD (one read at a time),
+        and wait for that read when they have expired."""
+        url = self.settings.database_url
+        if not fleet.caches_due(url, REFRESH_AHEAD):
+            return
+        if self._refreshing is None or self._refreshing.done():
+            self._refreshing = asyncio.ensure_future(
+                run_in_threadpool(fleet.refresh_caches, url, REFRESH_AHEAD))
+            self._refreshing.add_done_callback(_log_failure)
+        if fleet.caches_due(url):
+            # Failed reads are logged once, by the callback; the route reads for itself.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._refreshing)
+
     async def _touch(self, credentials: AgentCredentials,
                      entry: fleet.CachedAgent) -> dict[str, Any] | None:
         """An unchanged upload whose touch is due or whose digest memory read too long ago,
@@ -140,6 +171,11 @@ class AgentFastPath:
     def _credentials(self, scope: Scope, headers: Headers) -> AgentCredentials:
         client = scope.get("client")
         return presented_credentials(headers, client[0] if client else None, self.settings)
+
+
+def _log_failure(read: asyncio.Future[None]) -> None:
+    if not read.cancelled() and read.exception() is not None:
+        log.warning("reading the agent caches failed: %s", read.exception())
 
 
 def cached(credentials: AgentCredentials) -> fleet.CachedAgent | None:

@@ -63,9 +63,11 @@ from patchflow.fleet.inventories import (
 from patchflow.fleet.jobs import (
     JOB_HANDLERS,
     JobHandlers,
+    caches_due,
     known_idle,
     poll_jobs,
     record_job_result,
+    refresh_caches,
 )
 from patchflow.fleet.network import DEFAULT_INTERNAL, Network, internal_networks, is_roaming
 from patchflow.fleet.policies import (
@@ -120,6 +122,7 @@ __all__ = [
     "authenticate_agent",
     "body_digest",
     "cached_agent",
+    "caches_due",
     "create_admin_token",
     "create_enrollment_token",
     "db_slot",
@@ -147,6 +150,7 @@ __all__ = [
     "policy_to_dict",
     "poll_jobs",
     "record_job_result",
+    "refresh_caches",
     "reject_reenrollment",
     "remember_stored",
     "requested_digest",

@@ -80,30 +80,42 @@ class AgentCache:
     def __init__(self) -> None:
         self._agents: dict[str, CachedAgent] = {}
         self._lock = threading.Lock()
+        self._confirming = threading.Lock()  # one generation read at a time
         self._generation: str | None = None
+        self._adopted = float("-inf")  # time.monotonic() of the last `adopt`
         self._confirmed = float("-inf")  # time.monotonic() of the last generation read
         # Counts the times every entry was dropped: a row read before a drop is not put after it.
         self.epoch = 0
 
     def get(self, agent_id: str) -> CachedAgent | None:
         """The entry, while the credentials generation was confirmed within CACHE_SECONDS."""
-        if time.monotonic() - self._confirmed > CACHE_SECONDS:
+        if self.due():
             return None
         return self._agents.get(agent_id)
 
-    def confirm(self, engine: Engine) -> None:
-        """Read the credentials generation when due: one small query per CACHE_SECONDS for the
-        whole fleet. When another process changed credentials, every entry goes."""
-        if time.monotonic() - self._confirmed <= CACHE_SECONDS:
+    def due(self, ahead: float = 0.0) -> bool:
+        """Whether the generation was last confirmed more than CACHE_SECONDS - `ahead` ago."""
+        return time.monotonic() - self._confirmed > CACHE_SECONDS - ahead
+
+    def confirm(self, engine: Engine, ahead: float = 0.0) -> None:
+        """Read the credentials generation when due (`ahead`: that many seconds early): one
+        small query per CACHE_SECONDS for the whole fleet, by one caller while the others
+        wait for its answer. When another process changed credentials, every entry goes."""
+        if not self.due(ahead):
             return
-        started = time.monotonic()
-        with engine.connect() as conn:
-            generation = conn.execute(_READ_GENERATION).scalar()
-        with self._lock:
-            if generation != self._generation:
-                self._drop()
-                self._generation = generation
-            self._confirmed = max(self._confirmed, started)
+        with self._confirming:
+            if not self.due(ahead):  # read meanwhile by the caller this one waited for
+                return
+            started = time.monotonic()
+            with engine.connect() as conn:
+                generation = conn.execute(_READ_GENERATION).scalar()
+            with self._lock:
+                # A generation this process committed after the read began is newer than
+                # what the read saw: the read must not undo it (and drop every agent again).
+                if generation != self._generation and self._adopted < started:
+                    self._drop()
+                    self._generation = generation
+                self._confirmed = max(self._confirmed, started)
 
     def put(self, agent_id: str, entry: CachedAgent, epoch: int) -> None:
         """`epoch`: `self.epoch` before the row was read."""
@@ -128,10 +140,16 @@ class AgentCache:
         read from now on are current with it. Another process's later change still differs."""
         with self._lock:
             self._generation = generation
+            self._adopted = time.monotonic()
 
-    def forget(self) -> None:
+    def forget(self, generation: bool = False) -> None:
+        """Drop every entry; with `generation`, the generation too, so the next caller reads it
+        whatever its age (rows changed with raw SQL, which bumps nothing)."""
         with self._lock:
             self._drop()
+            if generation:
+                self._generation = None
+                self._confirmed = float("-inf")
 
     def _drop(self) -> None:
         self._agents = {}
@@ -174,24 +192,35 @@ class WorkIndex:
         return self._fresh() and endpoint_id not in self._ids
 
     def has_work(self, endpoint_id: int, load: Callable[[], set[int]]) -> bool:
-        if not self._fresh():
-            with self._lock:
-                if not self._fresh():
-                    generation = self._generation
-                    ids = frozenset(load())
-                    self._ids = ids
-                    # A dispatch committed while the query ran may be missing from it: keep
-                    # the index stale so the next poll reads again.
-                    if generation == self._generation:
-                        self._loaded = time.monotonic()
+        self.refresh(load)
         return endpoint_id in self._ids
+
+    def refresh(self, load: Callable[[], set[int]], ahead: float = 0.0) -> None:
+        """Read the index again with `load` when due (`ahead`: that many seconds early), by
+        one caller while the others wait for its answer."""
+        if not self.due(ahead):
+            return
+        with self._lock:
+            if self.due(ahead):
+                started = time.monotonic()
+                generation = self._generation
+                ids = frozenset(load())
+                self._ids = ids
+                # A dispatch committed while the query ran may be missing from it: keep the
+                # index stale so the next poll reads again.
+                if generation == self._generation:
+                    self._loaded = started
+
+    def due(self, ahead: float = 0.0) -> bool:
+        """Whether the index was read more than CACHE_SECONDS - `ahead` ago (or invalidated)."""
+        return time.monotonic() - self._loaded > CACHE_SECONDS - ahead
 
     def invalidate(self) -> None:
         self._generation += 1
         self._loaded = float("-inf")
 
     def _fresh(self) -> bool:
-        return time.monotonic() - self._loaded <= CACHE_SECONDS
+        return not self.due()
 
 
 _AGENTS: dict[str, AgentCache] = {}
@@ -229,9 +258,10 @@ def work_of(engine: Engine) -> WorkIndex:
 
 
 def forget_agents() -> None:
-    """Drop every cached credential (tests that change rows with raw SQL; `reset`)."""
+    """Drop every cached credential and the generation they were confirmed against (tests that
+    change rows with raw SQL, which bumps no generation)."""
     for cache in list(_AGENTS.values()):
-        cache.forget()
+        cache.forget(generation=True)
 
 
 def work_changed() -> None:

@@ -9,6 +9,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from models.db import get_engine
+from patchflow.fleet.agent_cache import agents_of, work_of
+from patchflow.fleet.transactions import db_slot
+
 
 def _install_poll(endpoint_id: int) -> list[dict[str, Any]]:
     # Imported on first use: patchflow.install imports patchflow.fleet.
@@ -48,6 +52,27 @@ def known_idle(url: str, endpoint_id: int) -> bool:
     from patchflow.install.agent_jobs import known_idle as install_known_idle
 
     return install_known_idle(url, endpoint_id)
+
+
+def refresh_caches(url: str, ahead: float = 0.0) -> None:
+    """Read what the agent hot path answers from (the credentials generation, and the work
+    index unless a test swapped the poll handler) again if due within `ahead` seconds: a
+    server keeps them fresh this way under load (server.agent_fast_path), so that no burst of
+    requests finds them expired and goes the slow way."""
+    engine = get_engine(url)
+    with db_slot(url):
+        agents_of(engine).confirm(engine, ahead)
+    if JOB_HANDLERS.poll is _install_poll:
+        from patchflow.install.agent_jobs import refresh_work_index
+
+        refresh_work_index(url, ahead)
+
+
+def caches_due(url: str, ahead: float = 0.0) -> bool:
+    """Whether `refresh_caches(url, ahead)` has anything to read; never queries."""
+    engine = get_engine(url)
+    return agents_of(engine).due(ahead) or (JOB_HANDLERS.poll is _install_poll
+                                            and work_of(engine).due(ahead))
 
 
 def record_job_result(endpoint_id: int, job_id: int, result: dict[str, Any]) -> None:

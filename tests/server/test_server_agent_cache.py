@@ -625,3 +625,39 @@ def test_a_known_agents_large_whole_upload_is_parsed_off_the_event_loop(
     assert answer.json()["programs"] == 4
     assert on_loop == [True, False]
     assert len(_program_rows(api)) == 4
+
+
+def test_the_caches_are_read_again_before_they_expire_and_no_request_goes_the_slow_way(
+    api: Api, http: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Left to expire, the credentials generation and the work index sent every request of
+    that moment through the routes (a worker thread and queries each: a burst every
+    CACHE_SECONDS under load). A request within REFRESH_AHEAD of their expiry starts one read
+    of both and is answered from memory; one after they expired (an idle server) waits for
+    that read, then is answered from memory too."""
+    from patchflow.fleet import agent_cache
+    from server import agent_api, agent_fast_path
+
+    monkeypatch.setattr(agent_cache, "CACHE_SECONDS", 2.0)
+    monkeypatch.setattr(agent_fast_path, "REFRESH_AHEAD", 1.5)
+    headers = api.enroll(http, "ws-ahead")
+    assert http.get("/api/v1/agent/jobs", headers=headers).json() == []  # fills the caches
+    routed = spy(monkeypatch, agent_api, "_poll")
+    refreshes = spy(monkeypatch, agent_fast_path.fleet, "refresh_caches")
+    time.sleep(0.7)  # within REFRESH_AHEAD of expiring, not expired
+    with Statements(api) as statements:
+        assert http.get("/api/v1/agent/jobs", headers=headers).json() == []
+        deadline = time.monotonic() + 10
+        while not any("settings" in s for s in statements.seen) and time.monotonic() < deadline:
+            time.sleep(0.05)  # the read runs beside the answer
+    assert len(refreshes) == 1
+    assert any("settings" in s for s in statements.seen), statements.seen
+    assert statements.credential_reads() == [], statements.seen
+    time.sleep(1.6)  # expired by the first read's clock, fresh by the read ahead
+    assert http.get("/api/v1/agent/jobs", headers=headers).json() == []
+    time.sleep(2.2)  # expired by every clock: an idle server
+    with Statements(api) as statements:
+        assert http.get("/api/v1/agent/jobs", headers=headers).json() == []
+    assert any("settings" in s for s in statements.seen), statements.seen
+    assert statements.credential_reads() == [], statements.seen
+    assert routed == []

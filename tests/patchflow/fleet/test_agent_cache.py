@@ -180,3 +180,98 @@ def test_an_agent_batch_keeps_the_entries_and_a_file_import_drops_them(
     with session_scope(db_url) as session:
         store_inventory(session, docs[0])
     assert cache.get("kept") is None
+
+
+def test_a_generation_due_is_read_by_one_caller_while_the_others_wait(
+    engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A burst of requests finding the generation due at once makes one read, not one each."""
+    import threading
+
+    monkeypatch.setattr(agent_cache, "CACHE_SECONDS", 60.0)
+    cache = AgentCache()
+    reads: list[str] = []
+
+    def record(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if "settings" in statement:
+            reads.append(statement)
+
+    start = threading.Barrier(8)
+
+    def confirm() -> None:
+        start.wait()
+        cache.confirm(engine)
+
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        threads = [threading.Thread(target=confirm) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)
+    assert len(reads) == 1
+    assert not cache.due()
+
+
+def test_read_ahead_reads_before_expiry_and_only_then(
+    engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ahead` reads the generation (and the work index) that many seconds before they expire,
+    so a server under load never lets them expire; otherwise nothing is read."""
+    import time
+
+    monkeypatch.setattr(agent_cache, "CACHE_SECONDS", 60.0)
+    cache = AgentCache()
+    cache.confirm(engine)
+    confirmed = cache._confirmed
+    assert not cache.due(ahead=1.0)
+    cache.confirm(engine, ahead=1.0)  # 60 s to go: nothing to read
+    assert cache._confirmed == confirmed
+    assert cache.due(ahead=60.0)
+    cache.confirm(engine, ahead=60.0)  # due that far ahead: read again, still fresh
+    assert cache._confirmed > confirmed
+
+    index = agent_cache.WorkIndex()
+    loads: list[float] = []
+
+    def load() -> set[int]:
+        loads.append(time.monotonic())
+        return {7}
+
+    assert index.due() and not index.known_idle(1)  # never read: nothing known
+    index.refresh(load)
+    assert len(loads) == 1 and index.known_idle(1) and not index.known_idle(7)
+    index.refresh(load, ahead=1.0)
+    assert len(loads) == 1  # fresh for a minute yet
+    index.refresh(load, ahead=60.0)
+    assert len(loads) == 2
+    assert index.has_work(7, load) and len(loads) == 2
+
+
+def test_a_read_begun_before_this_process_committed_a_generation_does_not_undo_it(
+    engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A generation read (ahead of expiry, beside the requests) may begin before this process
+    commits a credentials change of its own and return the generation from before it. Taken
+    as another process's change, it dropped every agent again, and the next read once more."""
+    monkeypatch.setattr(agent_cache, "CACHE_SECONDS", 60.0)
+    cache = AgentCache()
+    with engine.begin() as conn:
+        bump_generation(conn)
+    cache.confirm(engine)
+
+    def commit_meanwhile(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if "settings" in statement:  # the read has begun; this process commits a change
+            cache.forget()
+            cache.adopt("written-by-this-process")
+            cache.put("a", _entry(1), cache.epoch)
+
+    sa.event.listen(engine, "before_cursor_execute", commit_meanwhile)
+    try:
+        cache.confirm(engine, ahead=60.0)  # reads the generation from before the change
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", commit_meanwhile)
+    assert cache.get("a") == _entry(1)
+    assert cache._generation == "written-by-this-process"
