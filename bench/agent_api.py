@@ -444,12 +444,8 @@ def measure_phase(port: int, context: ssl.SSLContext, requests: Requests, name: 
                   args: argparse.Namespace, settle: Any = None) -> dict[str, float]:
     """One phase against one server, primed first. `settle`, when given, is called after the
     priming: the background rescans of what came before are not measured as this phase's."""
-    prepared_requests, concurrency = {
-        "changed": (requests.changed, args.concurrency),
-        "changes": (requests.changes, args.concurrency),
-        "unchanged": (requests.unchanged, args.concurrency),
-        "polls": (requests.polls, args.poll_concurrency),
-        "fleet_polls": (requests.fleet_polls, args.poll_concurrency)}[name]
+    prepared_requests = getattr(requests, name)
+    concurrency = args.poll_concurrency if name in ("polls", "fleet_polls") else args.concurrency
     if name in ("changed", "changes", "unchanged"):
         # Prime: each agent's last stored upload is variant 1 (`changed` alternates from it,
         # `unchanged` repeats it). Before `changed`, this is the fleet's first inventories

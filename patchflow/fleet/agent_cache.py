@@ -17,13 +17,14 @@ database URL). A change made by another process (the CLI, a second
 `serve --workers` worker, a Prefect flow run) is seen within `CACHE_SECONDS`:
 
 - credentials: the same listeners write a new random *credentials generation* (a `settings`
-  row) in the transaction that changes them, and each process reads that one row at most every
-  `CACHE_SECONDS`, dropping every entry when it changed. An entry is therefore good for as long
+  row) in the transaction that changes them, and each process reads that one row about every
+  `CACHE_SECONDS` (a second early while agents keep asking: server.agent_fast_path reads it
+  before it expires), dropping every entry when it changed. An entry is therefore good for as long
   as no credentials changed anywhere, not for a few seconds: an agent polling once a minute is
   still answered from memory, which per-entry expiry could never do at fleet cadence;
 - the stored inventory's digest (another worker may have stored a newer inventory): trusted for
   `CACHE_SECONDS` after the entry was read (`digest_fresh`);
-- the work index: re-read for the whole fleet at most every `CACHE_SECONDS`.
+- the work index: re-read for the whole fleet about every `CACHE_SECONDS`, the same way.
 """
 
 from __future__ import annotations
@@ -178,8 +179,9 @@ def bump_generation(conn: Connection) -> str:
 
 
 class WorkIndex:
-    """Endpoints with something to poll for, refreshed for the whole fleet at most every
-    CACHE_SECONDS (one query, by whichever poll finds it stale) or after a local change."""
+    """Endpoints with something to poll for, refreshed for the whole fleet about every
+    CACHE_SECONDS (one query: ahead of expiry by the server's fast path, else by whichever
+    poll finds it stale) or after a local change."""
 
     def __init__(self) -> None:
         self._ids: frozenset[int] = frozenset()

@@ -47,7 +47,7 @@ def known_idle(url: str, endpoint_id: int) -> bool:
     """True when polling would certainly find nothing, known without a query: the install
     engine's work index is fresh and lists no work for the endpoint. Always False while a test
     has swapped the poll handler."""
-    if JOB_HANDLERS.poll is not _install_poll:
+    if not _install_polls():
         return False
     from patchflow.install.agent_jobs import known_idle as install_known_idle
 
@@ -62,17 +62,22 @@ def refresh_caches(url: str, ahead: float = 0.0) -> None:
     engine = get_engine(url)
     with db_slot(url):
         agents_of(engine).confirm(engine, ahead)
-    if JOB_HANDLERS.poll is _install_poll:
-        from patchflow.install.agent_jobs import refresh_work_index
+    if _install_polls():
+        from patchflow.install.agent_jobs import endpoints_with_work
 
-        refresh_work_index(url, ahead)
+        work_of(engine).refresh(lambda: endpoints_with_work(url), ahead)
 
 
 def caches_due(url: str, ahead: float = 0.0) -> bool:
     """Whether `refresh_caches(url, ahead)` has anything to read; never queries."""
     engine = get_engine(url)
-    return agents_of(engine).due(ahead) or (JOB_HANDLERS.poll is _install_poll
-                                            and work_of(engine).due(ahead))
+    return agents_of(engine).due(ahead) or (_install_polls() and work_of(engine).due(ahead))
+
+
+def _install_polls() -> bool:
+    """Whether polls go to the install engine (whose work index the caches hold), not to a
+    handler a test swapped in."""
+    return JOB_HANDLERS.poll is _install_poll
 
 
 def record_job_result(endpoint_id: int, job_id: int, result: dict[str, Any]) -> None:

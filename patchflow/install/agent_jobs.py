@@ -69,11 +69,6 @@ def known_idle(url: str, endpoint_id: int) -> bool:
     return work_of(get_engine(url)).known_idle(endpoint_id)
 
 
-def refresh_work_index(url: str, ahead: float) -> None:
-    """Read the work index again if it is due within `ahead` seconds."""
-    work_of(get_engine(url)).refresh(lambda: endpoints_with_work(url), ahead)
-
-
 def poll(endpoint_id: int) -> list[dict[str, Any]]:
     """The items dispatched to this endpoint, as the agent runs them. An endpoint the work
     index says is idle costs no query (see patchflow.fleet.agent_cache)."""
